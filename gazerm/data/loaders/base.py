@@ -1,0 +1,50 @@
+"""The contract every source format implements, and the registry ``prepare`` looks formats up in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gazerm.data.errors import DataError
+from gazerm.data.readers import RecordOrError
+from gazerm.data.schema import PreferenceExample
+
+Loaded = PreferenceExample | DataError
+Parser = Callable[..., Iterator[Loaded]]
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """A source format: how its raw records become :class:`PreferenceExample` rows.
+
+    ``parse(records, file, **options)`` receives ``(row, record_or_error)`` pairs from a reader
+    and yields one example per usable record, or a :class:`DataError` for each bad one (a
+    reader's error is passed on unchanged). It never skips a record silently.
+    ``hub_name`` is the dataset's real Hugging Face name, used when no local path is given.
+    """
+
+    name: str
+    hub_name: str | None
+    parse: Parser
+    description: str
+
+
+FORMATS: dict[str, SourceFormat] = {}
+
+
+def register(fmt: SourceFormat) -> SourceFormat:
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def guarded(records: Iterable[RecordOrError], file: str, build: Callable[[Any, int], Iterator[Loaded]]):
+    """Run ``build(record, row)`` for each record, turning a raised :class:`DataError` into a yielded one."""
+    for row, record in records:
+        if isinstance(record, DataError):
+            yield record
+            continue
+        try:
+            yield from build(record, row)
+        except DataError as error:
+            yield error
