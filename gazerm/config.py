@@ -1,0 +1,55 @@
+"""Typed configs loaded from YAML, with ``key.path=value`` overrides from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit its typed model; the message names the field."""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` paths in a nested dict; values are parsed as YAML (``0.1``, ``[1,2]``, ``true``)."""
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r} is not of the form key.path=value")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {override!r}: '{part}' is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(model: type[ConfigT], source: str | Path | dict[str, Any], overrides: list[str] = ()) -> ConfigT:
+    """Build ``model`` from a YAML file (or an already-parsed dict) plus overrides."""
+    if isinstance(source, dict):
+        data, origin = dict(source), "<config>"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file not found: {path}")
+        data, origin = yaml.safe_load(path.read_text()) or {}, str(path)
+    data = apply_overrides(data, list(overrides))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"{origin}: {problems}") from exc
+
+
+def dump_config(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,128 @@
+"""Parquet shards plus a manifest that Ray Data (and people) can trust.
+
+Layout of a prepared dataset::
+
+    OUT/manifest.json               counts, shard hashes, schema version, sources, quarantine
+    OUT/train/part-00000.parquet    rows_per_shard rows each (the last shard may hold fewer)
+    OUT/validation/part-00000.parquet
+    OUT/test/part-00000.parquet
+    OUT/quarantine.jsonl            only with on_error=quarantine: one bad input row per line
+
+Splits are assigned by a hash of the seed and the prompt (with its context), so every
+response set for one prompt lands in one split (no prompt leaks from train to test) and
+re-running ``prepare`` on the same input gives byte-identical shards and manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION
+
+SPLITS = ("train", "validation", "test")
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class ShardInfo:
+    file: str
+    rows: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    schema_version: int
+    splits: dict[str, list[ShardInfo]]
+    sources: list[dict[str, Any]]
+    quarantine: dict[str, Any]
+    gaze_source: str | None
+    config: dict[str, Any]
+    schema: str = field(default_factory=lambda: PREFERENCE_SCHEMA.to_string(show_schema_metadata=False))
+
+    def rows(self, split: str) -> int:
+        return sum(shard.rows for shard in self.splits.get(split, []))
+
+    def shard_paths(self, root: str | Path, split: str) -> list[str]:
+        return [str(Path(root) / shard.file) for shard in self.splits.get(split, [])]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["counts"] = {split: self.rows(split) for split in self.splits}
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def read(cls, root: str | Path) -> Manifest:
+        path = Path(root) / MANIFEST_NAME
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: is {root} a dataset written by 'gazerm prepare'?")
+        data = json.loads(path.read_text())
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: schema version {data.get('schema_version')} but this gazerm reads {SCHEMA_VERSION}; "
+                "re-run 'gazerm prepare'"
+            )
+        data.pop("counts", None)
+        data["splits"] = {name: [ShardInfo(**s) for s in shards] for name, shards in data["splits"].items()}
+        return cls(**data)
+
+
+def split_of(prompt_key: str, seed: int, fractions: dict[str, float]) -> str:
+    """The split a prompt belongs to: a uniform number from its hash, cut at the cumulative fractions."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt_key}".encode()).digest()
+    position = int.from_bytes(digest[:8], "big") / 2**64
+    cumulative = 0.0
+    for name, fraction in fractions.items():
+        cumulative += fraction
+        if position < cumulative:
+            return name
+    return next(reversed(fractions))
+
+
+def assign_splits(table: pa.Table, seed: int, fractions: dict[str, float]) -> dict[str, pa.Table]:
+    """Partition rows into splits by prompt hash, keeping input order inside each split."""
+    prompts = table.column("prompt").to_pylist()
+    contexts = table.column("context").to_pylist()
+    keys = [json.dumps([context or [], prompt]) for prompt, context in zip(prompts, contexts, strict=True)]
+    names = pa.array([split_of(key, seed, fractions) for key in keys])
+    return {name: table.filter(pc.equal(names, name)) for name in fractions}
+
+
+def write_split(table: pa.Table, root: Path, split: str, rows_per_shard: int) -> list[ShardInfo]:
+    """Write one split as numbered shards; returns their relative paths, row counts and hashes."""
+    directory = root / split
+    directory.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for index, start in enumerate(range(0, max(table.num_rows, 1), rows_per_shard)):
+        chunk = table.slice(start, rows_per_shard)
+        relative = f"{split}/part-{index:05d}.parquet"
+        pq.write_table(chunk.cast(PREFERENCE_SCHEMA), root / relative, compression="zstd")
+        shards.append(ShardInfo(relative, chunk.num_rows, _sha256(root / relative)))
+    return shards
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(root: str | Path) -> Manifest:
+    """Re-hash every shard against the manifest; raises naming the first shard that differs."""
+    manifest = Manifest.read(root)
+    for shards in manifest.splits.values():
+        for shard in shards:
+            actual = _sha256(Path(root) / shard.file)
+            if actual != shard.sha256:
+                raise ValueError(f"{shard.file}: sha256 {actual} does not match the manifest ({shard.sha256})")
+    return manifest

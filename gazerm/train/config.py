@@ -1,0 +1,104 @@
+"""The training job's typed config. Its defaults *are* the quickstart job (``jobs/quickstart.yaml``):
+a tiny random-init Llama trained on the synthetic readability set with 2 CPU workers and ZeRO-2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
+from gazerm.model.config import LossConfig, ModelConfig
+
+QUICKSTART_DATA = "runs/data/readability.jsonl"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _quickstart_prepare() -> PrepareConfig:
+    return PrepareConfig(
+        sources=[SourceSpec(format="generic", path=QUICKSTART_DATA)],
+        output_dir="runs/data/readability",
+        rows_per_shard=500,
+        splits={"train": 0.8, "validation": 0.2, "test": 0.0},
+        gaze=GazeSpec(predictor="reading_model", backend="ray", workers=2),
+    )
+
+
+class DataConfig(_Strict):
+    """Where shards come from: an already prepared ``dataset_dir``, or a ``prepare`` section run first.
+
+    ``synthetic_rows`` makes the quickstart self-contained: when the first source is the
+    quickstart JSONL and it does not exist yet, that many synthetic pairs are written first.
+    """
+
+    dataset_dir: str | None = None
+    prepare: PrepareConfig | None = Field(default_factory=_quickstart_prepare)
+    synthetic_rows: int = Field(default=1200, ge=0)
+    max_length: int = Field(default=128, gt=8)
+    bucket_window: int = Field(default=8, ge=1, description="micro-batches sorted by length together")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataConfig:
+        if (self.dataset_dir is None) == (self.prepare is None):
+            raise ValueError("set exactly one of data.dataset_dir (prepared shards) or data.prepare")
+        return self
+
+    @property
+    def shards_dir(self) -> str:
+        return self.dataset_dir or self.prepare.output_dir
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    max_grad_norm: float = Field(default=1.0, gt=0)
+
+
+class RunConfig(_Strict):
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    zero_stage: Literal[2, 3] = 2
+    micro_batch_size: int = Field(default=16, ge=1, description="pairs per worker per step")
+    grad_accum: int = Field(default=1, ge=1)
+    epochs: int = Field(default=2, ge=1)
+    max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; overrides epochs")
+    eval_every: int = Field(default=20, ge=1, description="optimizer steps between evaluations + checkpoints")
+    keep_checkpoints: int = Field(default=2, ge=1)
+    seed: int = 0
+
+
+class TrackingConfig(_Strict):
+    """MLflow; ``tracking_uri=None`` means a local sqlite store beside the run's output directory."""
+
+    tracking_uri: str | None = None
+    experiment: str = "gazerm"
+    run_name: str | None = None
+
+
+class TrainJobConfig(_Strict):
+    name: str = "quickstart"
+    output_dir: str = "runs/quickstart"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking.tracking_uri:
+            return self.tracking.tracking_uri
+        if "://" in self.output_dir:
+            raise ValueError("output_dir is remote storage: set tracking.tracking_uri to an MLflow server")
+        root = Path(self.output_dir).resolve().parent
+        root.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{root / 'mlflow.db'}"
