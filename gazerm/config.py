@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set ``a.b.c=value`` paths in a nested dict; values are parsed as YAML (``0.1``, ``[1,2]``, ``true``)."""
+    """Set ``a.b.c=value`` paths in a nested dict; values parse as YAML (``0.1``, ``[1,2]``, ``true``)."""
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep or not key:
@@ -32,7 +32,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_config(model: type[ConfigT], source: str | Path | dict[str, Any], overrides: list[str] = ()) -> ConfigT:
+def load_config(
+    model: type[ConfigT], source: str | Path | dict[str, Any], overrides: list[str] = ()
+) -> ConfigT:
     """Build ``model`` from a YAML file (or an already-parsed dict) plus overrides."""
     if isinstance(source, dict):
         data, origin = dict(source), "<config>"

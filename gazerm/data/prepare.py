@@ -113,7 +113,9 @@ def _existing(root: Path, config: PrepareConfig) -> Manifest | None:
     return manifest if manifest.config == config.model_dump(mode="json") else None
 
 
-def _load_all(config: PrepareConfig) -> tuple[list[PreferenceExample], list[dict[str, Any]], list[dict[str, Any]]]:
+def _load_all(
+    config: PrepareConfig,
+) -> tuple[list[PreferenceExample], list[dict[str, Any]], list[dict[str, Any]]]:
     """Every example of every source; bad rows raise or, with on_error=quarantine, are collected."""
     examples: list[PreferenceExample] = []
     quarantined: list[dict[str, Any]] = []
@@ -139,7 +141,9 @@ def _load_all(config: PrepareConfig) -> tuple[list[PreferenceExample], list[dict
                 examples.append(item)
                 loaded += 1
         log.info("%s: %d examples, %d bad rows", spec.describe(), loaded, errors)
-        stats.append({"format": spec.format, "input": spec.describe(), "examples": loaded, "quarantined": errors})
+        stats.append(
+            {"format": spec.format, "input": spec.describe(), "examples": loaded, "quarantined": errors}
+        )
     if not examples:
         raise DataError(", ".join(s.describe() for s in config.sources), None, None, "no usable examples")
     return examples, quarantined, stats

@@ -34,14 +34,16 @@ def _format(path: Path) -> str:
 
 
 def read_records(path: str | Path) -> Iterator[RecordOrError]:
-    """Records of a local file, dispatched on its extension (``.json``, ``.jsonl``, ``.csv``, ``.parquet``)."""
+    """Records of a local file, by extension (``.json``, ``.jsonl``, ``.csv``, ``.parquet``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), None, None, "file not found")
     fmt = _format(path)
     readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
     if fmt not in readers:
-        raise DataError(str(path), None, None, f"unknown file type '.{fmt}' (expected one of {sorted(readers)})")
+        raise DataError(
+            str(path), None, None, f"unknown file type '.{fmt}' (expected one of {sorted(readers)})"
+        )
     yield from readers[fmt](path)
 
 
@@ -50,7 +52,7 @@ def _read_jsonl(path: Path) -> Iterator[RecordOrError]:
     row = 0
     try:
         with _open_bytes(path) as handle:
-            for row, raw in enumerate(handle, start=1):  # noqa: B007 - row is reported after the loop
+            for row, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
                 yield row, _decode_json_line(raw, name, row)
@@ -85,7 +87,10 @@ def _read_json(path: Path) -> Iterator[RecordOrError]:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(
-            name, None, None, f"invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); truncated file?"
+            name,
+            None,
+            None,
+            f"invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); truncated file?",
         ) from exc
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
@@ -133,12 +138,11 @@ def _read_parquet(path: Path) -> Iterator[RecordOrError]:
 def read_hub_records(
     name: str, split: str, data_files: str | list[str] | None = None, **kwargs: Any
 ) -> Iterator[RecordOrError]:
-    """Records of a Hugging Face dataset via ``datasets.load_dataset`` (hub name or a builder such as "json")."""
+    """Records of a hub dataset via ``datasets.load_dataset`` (a hub name or a builder, e.g. "json")."""
     import datasets
 
     dataset = datasets.load_dataset(name, split=split, data_files=data_files, **kwargs)
-    for row, record in enumerate(dataset, start=1):
-        yield row, record
+    yield from enumerate(dataset, start=1)
 
 
 def require(record: Record, field: str, kind: type | tuple[type, ...], file: str, row: int) -> Any:

@@ -67,7 +67,7 @@ class Manifest:
         data = json.loads(path.read_text())
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(
-                f"{path}: schema version {data.get('schema_version')} but this gazerm reads {SCHEMA_VERSION}; "
+                f"{path}: schema version {data.get('schema_version')}, this gazerm reads {SCHEMA_VERSION}; "
                 "re-run 'gazerm prepare'"
             )
         data.pop("counts", None)
@@ -124,5 +124,7 @@ def verify(root: str | Path) -> Manifest:
         for shard in shards:
             actual = _sha256(Path(root) / shard.file)
             if actual != shard.sha256:
-                raise ValueError(f"{shard.file}: sha256 {actual} does not match the manifest ({shard.sha256})")
+                raise ValueError(
+                    f"{shard.file}: sha256 {actual} does not match the manifest ({shard.sha256})"
+                )
     return manifest

@@ -23,7 +23,18 @@ HARD_WORDS = (
     "vicissitudes antidisestablishment idiosyncratic incontrovertible magnanimous ostentatious "
     "parsimonious perspicacious pusillanimous unequivocally verisimilitude"
 ).split()
-TOPICS = ("bread", "taxes", "running", "python", "gardening", "sleep", "chess", "painting", "budgets", "travel")
+TOPICS = (
+    "bread",
+    "taxes",
+    "running",
+    "python",
+    "gardening",
+    "sleep",
+    "chess",
+    "painting",
+    "budgets",
+    "travel",
+)
 PROMPTS = (
     "How do I get better at {}?",
     "Can you explain {} to a beginner?",
@@ -33,12 +44,16 @@ PROMPTS = (
 
 
 def _response(rng: random.Random, easy_share: float, topic: str) -> str:
-    words = [rng.choice(EASY_WORDS if rng.random() < easy_share else HARD_WORDS) for _ in range(rng.randint(8, 16))]
+    words = [
+        rng.choice(EASY_WORDS if rng.random() < easy_share else HARD_WORDS) for _ in range(rng.randint(8, 16))
+    ]
     words.insert(rng.randint(0, len(words)), topic)
     return " ".join(words).capitalize() + "."
 
 
-def readability_preferences(n: int, seed: int = 0, easy_share: tuple[float, float] = (0.85, 0.15)) -> list[dict]:
+def readability_preferences(
+    n: int, seed: int = 0, easy_share: tuple[float, float] = (0.85, 0.15)
+) -> list[dict]:
     """``n`` records in the generic format: prompt, chosen (easy to read), rejected (hard to read)."""
     rng = random.Random(seed)
     records = []

@@ -1,0 +1,4 @@
+"""One module per source format; each registers a :class:`~gazerm.data.loaders.base.SourceFormat`.
+
+``gazerm.data.sources`` imports them all, so importing it fills the registry.
+"""

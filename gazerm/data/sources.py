@@ -1,0 +1,78 @@
+"""``iter_source``: one registered format, read from a local file or the hub, as validated examples."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gazerm.data.errors import DataError
+from gazerm.data.loaders import dsp, generic, helpsteer2, hh_rlhf, oasst1, sparse_feedback  # noqa: F401 - registers
+from gazerm.data.loaders.base import FORMATS, Loaded, SourceFormat
+from gazerm.data.readers import read_hub_records, read_records
+from gazerm.data.schema import PreferenceExample
+from gazerm.data.validate import validate_example
+
+
+def iter_source(
+    format: str,
+    path: str | Path | None = None,
+    *,
+    hub_name: str | None = None,
+    split: str = "train",
+    data_files: str | list[str] | None = None,
+    limit: int | None = None,
+    **options: Any,
+) -> Iterator[Loaded]:
+    """Examples of one source, each validated, and a :class:`DataError` for every bad row.
+
+    Without ``path`` the records come from ``hub_name`` (default: the format's real hub dataset),
+    or from a local builder such as "json" with ``data_files``. An example that fails validation is
+    yielded as its error, never skipped. ``limit`` counts examples, not errors. ``options`` go to
+    the format's parser; an option it does not take is an error before anything is read.
+    """
+    fmt = FORMATS.get(format)
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise DataError(
+            str(path or hub_name or format), None, "format", f"unknown format {format!r}; known: {known}"
+        )
+    if path is not None:
+        file, records = str(path), read_records(path)
+    else:
+        name = hub_name or fmt.hub_name
+        if name is None:
+            raise DataError(
+                format,
+                None,
+                "path",
+                "no hub dataset for this format: give a path, or hub_name='json' and data_files",
+            )
+        file, records = _hub_label(name, split, data_files), read_hub_records(name, split, data_files)
+    _check_options(fmt, file, options)
+    count = 0
+    for item in fmt.parse(records, file, **options):
+        if isinstance(item, PreferenceExample):
+            try:
+                validate_example(item)
+            except DataError as error:
+                item = error
+            else:
+                count += 1
+        yield item
+        if limit is not None and count >= limit:
+            return
+
+
+def _hub_label(name: str, split: str, data_files: str | list[str] | None) -> str:
+    """How errors name a hub split: ``name[split]``, plus the files when a local builder reads them."""
+    files = [data_files] if isinstance(data_files, str) else data_files or []
+    return f"{name}[{split}]" + (f" ({', '.join(map(str, files))})" if files else "")
+
+
+def _check_options(fmt: SourceFormat, file: str, options: dict[str, Any]) -> None:
+    try:
+        inspect.signature(fmt.parse).bind(None, file, **options)
+    except TypeError as exc:
+        raise DataError(file, None, "options", f"format {fmt.name!r}: {exc}") from None

@@ -1,0 +1,61 @@
+"""Fixture writers and assertions shared by the loader tests; every fixture is written into ``tmp_path``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from gazerm.data.errors import DataError
+from gazerm.data.schema import PreferenceExample
+from gazerm.data.sources import iter_source
+
+
+def write_jsonl(path: Path, records: list[Any]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+def write_json(path: Path, records: list[Any]) -> Path:
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def load(format: str, path: Path, **options: Any) -> list[PreferenceExample | DataError]:
+    return list(iter_source(format, path, **options))
+
+
+def examples(items: list[PreferenceExample | DataError]) -> list[PreferenceExample]:
+    errors = [item for item in items if isinstance(item, DataError)]
+    assert not errors, errors
+    return items  # type: ignore[return-value]
+
+
+def only_error(items: list[PreferenceExample | DataError]) -> DataError:
+    errors = [item for item in items if isinstance(item, DataError)]
+    assert len(errors) == 1, items
+    return errors[0]
+
+
+def assert_names(error: DataError, file: Path | str, row: int | None, field: str | None) -> None:
+    """The error, and its message, point at the exact file, row and field."""
+    assert (error.file, error.row, error.field) == (str(file), row, field), error
+    message = str(error)
+    assert message.startswith(str(file)), message
+    if row is not None:
+        assert f"row {row}" in message, message
+    if field is not None:
+        assert f"field '{field}'" in message, message
+
+
+def pairs(example: PreferenceExample) -> list[tuple[int, int, float | None]]:
+    return [(p.chosen, p.rejected, p.margin) for p in example.pairs]
