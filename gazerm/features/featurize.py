@@ -1,0 +1,80 @@
+"""Choosing a gaze predictor by name, and filling a preference table's ``gaze`` column with it.
+
+``GazeFeaturizer`` is a callable class so Ray Data can build it once per worker (the transformer
+predictor loads its model in the constructor) and feed it Arrow batches; ``gazerm prepare`` also
+calls it directly for the local backend. Each batch is one ``predict`` call over every response
+of every row, which is what lets the reading model vectorise and the transformer batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from gazerm.data.schema import GAZE_TYPE
+from gazerm.features.base import N_FEATURES, GazePredictor, WordGaze
+
+PREDICTORS = ("reading_model", "transformer")
+
+
+def build_predictor(name: str, path: str | None = None) -> GazePredictor:
+    """The predictor called ``name``; ``transformer`` needs ``path``, a local checkpoint directory."""
+    if name == "reading_model":
+        from gazerm.features.reading_model import ReadingTimeModel
+
+        return ReadingTimeModel()
+    if name == "transformer":
+        if not path:
+            raise ValueError("the transformer gaze predictor needs path=<local checkpoint directory>")
+        from gazerm.features.transformer import TransformerGazePredictor
+
+        return TransformerGazePredictor(path)
+    raise ValueError(f"unknown gaze predictor {name!r}; choose one of {PREDICTORS}")
+
+
+class GazeFeaturizer:
+    """``table → table`` with ``gaze`` (per response: word spans and features) and ``gaze_source`` set."""
+
+    def __init__(self, predictor: str = "reading_model", path: str | None = None) -> None:
+        self.predictor = build_predictor(predictor, path)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        responses = batch.column("responses").to_pylist()
+        texts = [text for row in responses for text in row]
+        gaze = _gaze_column(self.predictor.predict(texts), [len(row) for row in responses])
+        source = pa.array([self.predictor.name] * batch.num_rows, pa.string())
+        return _set_column(_set_column(batch, "gaze", gaze), "gaze_source", source)
+
+
+def _gaze_column(results: list[WordGaze], responses_per_row: list[int]) -> pa.Array:
+    """``list<GAZE_TYPE>`` built from flat numpy buffers, without a Python object per word."""
+    words_per_response = [len(r.spans) for r in results]
+    spans = np.array([span for r in results for span in r.spans], dtype=np.int32).reshape(-1, 2)
+    features = np.concatenate([r.features for r in results]) if results else np.zeros((0, N_FEATURES))
+    span_field, feature_field = GAZE_TYPE[0], GAZE_TYPE[1]
+    per_response = pa.StructArray.from_arrays(
+        [
+            pa.ListArray.from_arrays(_offsets(words_per_response), _fixed(spans, span_field.type.value_type)),
+            pa.ListArray.from_arrays(
+                _offsets(words_per_response), _fixed(features, feature_field.type.value_type)
+            ),
+        ],
+        fields=[span_field, feature_field],
+    )
+    return pa.ListArray.from_arrays(_offsets(responses_per_row), per_response)
+
+
+def _fixed(values: np.ndarray, list_type: pa.DataType) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(values).reshape(-1), list_type.value_type)
+    return pa.FixedSizeListArray.from_arrays(flat, list_type.list_size)
+
+
+def _offsets(counts: list[int]) -> pa.Array:
+    return pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int32)]).astype(np.int32))
+
+
+def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    index = table.schema.get_field_index(name)
+    if index < 0:
+        return table.append_column(name, values)
+    return table.set_column(index, pa.field(name, values.type), values)

@@ -1,0 +1,49 @@
+"""A tiny token-regression checkpoint saved locally, standing in for the paper's RoBERTa predictors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertForTokenClassification
+
+from gazerm.features.base import FEATURE_SCALES
+from gazerm.model.tokenizers import build_local_tokenizer
+
+# Classifier bias of the "constant" checkpoint, in raw units: it predicts
+# nFix=2 fixations, FFD=200 ms, GPT=400 ms, TRT=300 ms and a negative fixProp (clipped to 0).
+CONSTANT_BIAS = [2.0, 200.0, 400.0, 300.0, -1.0]
+
+
+def save_checkpoint(path: Path, constant: bool) -> Path:
+    tokenizer = build_local_tokenizer("bert")
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=5,
+    )
+    model = BertForTokenClassification(config)
+    if constant:
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.tensor(CONSTANT_BIAS))
+        model.config.gaze_output_scale = FEATURE_SCALES.tolist()  # outputs in raw units
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("random-gaze-bert"), constant=False)
+
+
+@pytest.fixture(scope="session")
+def constant_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("constant-gaze-bert"), constant=True)

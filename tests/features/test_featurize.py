@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from gazerm.data.schema import PREFERENCE_SCHEMA, PreferenceExample, examples_to_table, pairs_from_scores
+from gazerm.features.base import word_spans
+from gazerm.features.featurize import GazeFeaturizer, build_predictor
+from gazerm.features.reading_model import ReadingTimeModel
+from gazerm.features.transformer import TransformerGazePredictor
+
+RESPONSES = [
+    ["Knead the dough, then bake it.", "Notwithstanding epistemological vicissitudes, bake."],
+    ["", "Yes."],
+    ["One.", "Two words", "Three short words"],
+]
+
+
+def _table() -> pa.Table:
+    examples = [
+        PreferenceExample(
+            "test",
+            "test.jsonl",
+            row,
+            f"Prompt {row}?",
+            responses,
+            "pairwise",
+            pairs_from_scores(list(range(len(responses)))[::-1]),
+        )
+        for row, responses in enumerate(RESPONSES)
+    ]
+    return examples_to_table(examples)
+
+
+def test_featurizer_fills_gaze_per_response_in_the_schema() -> None:
+    table = GazeFeaturizer()(_table()).cast(PREFERENCE_SCHEMA)
+    assert table.column("gaze_source").to_pylist() == ["reading_model-v1"] * 3
+    gaze = table.column("gaze").to_pylist()
+    model = ReadingTimeModel()
+    for row_responses, row_gaze in zip(RESPONSES, gaze, strict=True):
+        assert len(row_gaze) == len(row_responses)
+        for text, stored in zip(row_responses, row_gaze, strict=True):
+            expected = model.predict([text])[0]
+            assert stored["word_spans"] == [list(span) for span in word_spans(text)]
+            np.testing.assert_array_equal(
+                np.array(stored["features"], np.float32).reshape(-1, 5), expected.features
+            )
+    assert gaze[1][0] == {"word_spans": [], "features": []}
+    assert table.column("prompt").to_pylist() == ["Prompt 0?", "Prompt 1?", "Prompt 2?"]  # rest untouched
+
+
+def test_featurizer_handles_an_empty_batch() -> None:
+    empty = GazeFeaturizer()(_table().slice(0, 0)).cast(PREFERENCE_SCHEMA)
+    assert empty.num_rows == 0
+
+
+def test_transformer_featurizer_names_its_checkpoint(constant_checkpoint: Path) -> None:
+    table = GazeFeaturizer("transformer", str(constant_checkpoint))(_table()).cast(PREFERENCE_SCHEMA)
+    assert table.column("gaze_source")[0].as_py() == f"transformer:{constant_checkpoint.name}"
+    assert table.column("gaze")[2][0]["features"].as_py() == [pytest.approx([0.5, 0.5, 0.4, 0.375, 0.0])]
+
+
+def test_build_predictor_by_name_with_clear_errors(constant_checkpoint: Path, tmp_path: Path) -> None:
+    assert isinstance(build_predictor("reading_model", None), ReadingTimeModel)
+    assert isinstance(build_predictor("transformer", str(constant_checkpoint)), TransformerGazePredictor)
+    with pytest.raises(ValueError, match="unknown gaze predictor 'eyes'"):
+        build_predictor("eyes", None)
+    with pytest.raises(ValueError, match="needs path="):
+        build_predictor("transformer", None)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        build_predictor("transformer", str(tmp_path / "missing"))
