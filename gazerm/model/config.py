@@ -1,0 +1,96 @@
+"""Typed configs for the reward model and its loss (the job config nests them as ``model:``, ``loss:``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TINY_BACKBONES = ("tiny-llama", "tiny-mistral", "tiny-bert")
+NUM_GAZE_FEATURES = 5
+
+Pooling = Literal["last", "cls", "mean"]
+FusionMode = Literal["none", "concat", "add"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraSettings(_Strict):
+    r: int = Field(default=8, gt=0)
+    alpha: int = Field(default=16, gt=0)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class TinyBackbone(_Strict):
+    """Shape of the random-init backbones (``tiny-*``) that tests and the quickstart build locally."""
+
+    hidden_size: int = Field(default=64, gt=0)
+    num_layers: int = Field(default=2, gt=0)
+    num_heads: int = Field(default=4, gt=0)
+    num_kv_heads: int = Field(default=2, gt=0)
+    intermediate_size: int = Field(default=128, gt=0)
+    max_position_embeddings: int = Field(default=1024, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyBackbone:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError("tiny: num_heads must divide hidden_size and num_kv_heads must divide num_heads")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Backbone, gaze fusion and head of a reward model.
+
+    ``backbone`` is ``tiny-llama``/``tiny-mistral``/``tiny-bert`` (built locally, random init from
+    ``seed``) or any hub name / local path. ``features_used`` flags which of the five gaze features
+    (in ``gazerm.features`` order) feed the projector, mirroring the paper's feature ablations.
+    """
+
+    backbone: str = "tiny-llama"
+    tokenizer: str | None = Field(default=None, description="None: local tokenizer for tiny-*, else backbone")
+    tiny: TinyBackbone = Field(default_factory=TinyBackbone)
+    pooling: Pooling | None = Field(default=None, description="None: 'last' for decoders, 'cls' for encoders")
+    fusion: FusionMode = "concat"
+    features_used: list[int] = Field(default_factory=lambda: [1] * NUM_GAZE_FEATURES)
+    fp_dropout: tuple[float, float] = (0.1, 0.3)
+    fp_hidden: int = Field(default=128, gt=0)
+    lora: LoraSettings | None = Field(default_factory=LoraSettings, description="None: full fine-tuning")
+    gradient_checkpointing: bool = False
+    num_outputs: int = Field(default=1, ge=1, description=">1: multi-attribute regression head")
+    seed: int = 0
+
+    @field_validator("features_used")
+    @classmethod
+    def _flags(cls, value: list[int]) -> list[int]:
+        if len(value) != NUM_GAZE_FEATURES or any(flag not in (0, 1) for flag in value):
+            raise ValueError(f"features_used must be {NUM_GAZE_FEATURES} flags of 0 or 1, got {value}")
+        return value
+
+    @field_validator("fp_dropout")
+    @classmethod
+    def _probabilities(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= p < 1 for p in value):
+            raise ValueError(f"fp_dropout rates must lie in [0, 1), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _some_feature(self) -> ModelConfig:
+        if self.fusion != "none" and not any(self.features_used):
+            raise ValueError(f"fusion={self.fusion!r} needs at least one feature in features_used")
+        return self
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.backbone in TINY_BACKBONES
+
+
+class LossConfig(_Strict):
+    """``use_margin``: Bradley-Terry with the pair's score-difference margin; ``lm_loss_coeff`` > 0 adds
+    next-token loss on the chosen response (and needs a causal-LM backbone)."""
+
+    kind: Literal["pairwise", "regression"] = "pairwise"
+    use_margin: bool = False
+    lm_loss_coeff: float = Field(default=0.0, ge=0)

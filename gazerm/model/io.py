@@ -1,0 +1,93 @@
+"""Save a reward model to one self-contained directory and load it back for evaluation.
+
+Layout::
+
+    config.yaml          the ModelConfig
+    reward_model.json    format version and whether the backbone is a causal LM (LM loss)
+    tokenizer/           tokenizer.save_pretrained
+    heads.safetensors    value head + gaze projector (keys as in RewardModel.state_dict())
+    adapter/             LoRA adapter (peft save_pretrained), when LoRA is used
+    backbone/            base backbone weights (save_pretrained), for full fine-tuning and for tiny-*
+                         backbones, whose random-init weights exist nowhere else
+
+With LoRA on a hub backbone there is no ``backbone/``: the base comes from ``config.backbone`` again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from gazerm.config import dump_config, load_config
+from gazerm.model.config import ModelConfig
+from gazerm.model.reward_model import RewardModel, load_backbone
+
+FORMAT_VERSION = 1
+HEAD_PREFIXES = ("value_head.", "projector.")
+_BACKBONE_PREFIX = "backbone."
+_PEFT_PREFIX = "base_model.model."
+
+
+def save_reward_model(
+    model: RewardModel,
+    tokenizer: PreTrainedTokenizerFast,
+    config: ModelConfig,
+    directory: str | Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model`` to ``directory``. ``state_dict`` (keys as ``model.state_dict()``) replaces the
+    model's own tensors, e.g. the full weights gathered from DeepSpeed ZeRO-3 partitions; ``model`` is then
+    only consulted for its structure (LoRA or not, HF configs). Call it on one rank only."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = model.state_dict() if state_dict is None else state_dict
+    heads = {k: v.detach().cpu().contiguous() for k, v in weights.items() if k.startswith(HEAD_PREFIXES)}
+    save_file(heads, str(out / "heads.safetensors"), metadata={"format": "pt"})
+    backbone = {
+        k.removeprefix(_BACKBONE_PREFIX): v for k, v in weights.items() if k.startswith(_BACKBONE_PREFIX)
+    }
+    if isinstance(model.backbone, PeftModel):
+        model.backbone.save_pretrained(str(out / "adapter"), state_dict=backbone)
+        backbone = _without_lora(backbone)
+    if config.is_tiny or config.lora is None:
+        model.hf_model.save_pretrained(str(out / "backbone"), state_dict=backbone)
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    (out / "config.yaml").write_text(dump_config(config))
+    lm_head = model.hf_model.get_output_embeddings() is not None
+    (out / "reward_model.json").write_text(json.dumps({"format": FORMAT_VERSION, "lm_head": lm_head}))
+    return out
+
+
+def load_reward_model(directory: str | Path) -> tuple[RewardModel, PreTrainedTokenizerFast, ModelConfig]:
+    """The saved model in eval mode (on CPU), its tokenizer and config; outputs match the saved model's."""
+    src = Path(directory)
+    meta = json.loads((src / "reward_model.json").read_text())
+    if meta["format"] != FORMAT_VERSION:
+        raise ValueError(f"{src}: reward model format {meta['format']}, this gazerm reads {FORMAT_VERSION}")
+    config = load_config(ModelConfig, src / "config.yaml")
+    tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
+    base_source = src / "backbone" if (src / "backbone").exists() else config.backbone
+    backbone = load_backbone(config, base_source, meta["lm_head"])
+    if (src / "adapter").exists():
+        backbone = PeftModel.from_pretrained(backbone, str(src / "adapter"))
+    with torch.random.fork_rng(devices=[]):  # head init is overwritten below; keep the caller's RNG as is
+        model = RewardModel(backbone, config)
+    missing, unexpected = model.load_state_dict(load_file(str(src / "heads.safetensors")), strict=False)
+    missing_heads = [k for k in missing if k.startswith(HEAD_PREFIXES)]
+    if missing_heads or unexpected:
+        raise ValueError(f"{src}/heads.safetensors: missing {missing_heads}, unexpected {unexpected}")
+    return model.eval(), tokenizer, config
+
+
+def _without_lora(peft_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A PeftModel state dict → the wrapped model's original one (LoRA tensors dropped, names restored)."""
+    return {
+        k.removeprefix(_PEFT_PREFIX).replace(".base_layer.", "."): v
+        for k, v in peft_state.items()
+        if ".lora_" not in k
+    }

@@ -1,0 +1,228 @@
+"""A reward model: a transformer backbone (optionally LoRA), gaze fusion, pooling and a linear value head.
+
+The backbone is a bare transformer (``AutoModel``) unless the LM loss is wanted; then it is the causal LM
+(``AutoModelForCausalLM``), whose inner transformer gives the hidden states and whose ``lm_head`` gives
+next-token logits from the *same* forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaModel,
+    MistralConfig,
+    MistralForCausalLM,
+    MistralModel,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+from gazerm.model.config import LoraSettings, ModelConfig, Pooling
+from gazerm.model.fusion import fuse
+from gazerm.model.pooling import pool
+from gazerm.model.projector import GazeProjector
+from gazerm.model.tokenizers import build_local_tokenizer
+
+
+@dataclass
+class RewardOutput:
+    rewards: torch.Tensor  # (B,) float32, or (B, num_outputs) for multi-attribute heads
+    lm_logits: torch.Tensor | None = None  # (B, T, V), aligned to input_ids
+
+
+class RewardModel(nn.Module):
+    """``backbone`` is a transformers model, or a ``PeftModel`` around one (LoRA layers injected in place).
+
+    The projector and value head live outside the backbone, so LoRA never freezes them and they are
+    saved separately from the backbone's weights.
+    """
+
+    def __init__(self, backbone: PreTrainedModel | PeftModel, config: ModelConfig):
+        super().__init__()
+        self.model_config = config
+        self.backbone = backbone
+        hidden = self.transformer.get_input_embeddings().embedding_dim
+        self.pooling: Pooling = config.pooling or ("cls" if is_encoder(self.transformer.config) else "last")
+        self.projector = (
+            None
+            if config.fusion == "none"
+            else GazeProjector(config.features_used, config.fp_hidden, hidden, config.fp_dropout)
+        )
+        self.value_head = nn.Linear(hidden, config.num_outputs)
+        # Small init keeps initial rewards near 0, so the first pairwise losses sit near log 2 (as OpenRLHF).
+        nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
+        nn.init.zeros_(self.value_head.bias)
+
+    @property
+    def hf_model(self) -> PreTrainedModel:
+        """The transformers model itself (a causal LM when built with ``lm_head``), LoRA layers included."""
+        return self.backbone.get_base_model() if isinstance(self.backbone, PeftModel) else self.backbone
+
+    @property
+    def transformer(self) -> PreTrainedModel:
+        """The bare transformer that returns hidden states (``LlamaModel`` inside ``LlamaForCausalLM``)."""
+        return self.hf_model.base_model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        gaze: torch.Tensor | None = None,
+        gaze_mask: torch.Tensor | None = None,
+        return_lm_logits: bool = False,
+    ) -> RewardOutput:
+        """``input_ids``/``attention_mask`` ``(B, T)``; ``gaze`` ``(B, T, 5)`` float and ``gaze_mask``
+        ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``)."""
+        transformer = self.transformer
+        fused = fuse(
+            self.model_config.fusion,
+            self.projector,
+            transformer.get_input_embeddings()(input_ids),
+            attention_mask,
+            gaze,
+            gaze_mask,
+        )
+        hidden = transformer(
+            inputs_embeds=fused.inputs_embeds,
+            attention_mask=fused.attention_mask,
+            position_ids=fused.position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        pooled = pool(hidden, fused.attention_mask, self.pooling, fused.text_offset)
+        rewards = self.value_head(pooled.to(self.value_head.weight.dtype)).float()
+        if self.model_config.num_outputs == 1:
+            rewards = rewards.squeeze(-1)
+        lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None
+        return RewardOutput(rewards, lm_logits)
+
+    def _lm_logits(self, text_hidden: torch.Tensor) -> torch.Tensor:
+        lm_head = self.hf_model.get_output_embeddings()
+        if lm_head is None:
+            raise ValueError("this reward model has no LM head: build it with lm_head=True for the LM loss")
+        return lm_head(text_hidden)
+
+
+def is_encoder(config: PretrainedConfig) -> bool:
+    """Masked-LM architectures (BERT, RoBERTa, DeBERTa, …) read bidirectionally and pool ``[CLS]``."""
+    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
+    """The local tokenizer for ``tiny-*`` (no tokenizer set), else the hub/local one, with a pad token."""
+    if config.is_tiny and config.tokenizer is None:
+        return build_local_tokenizer("bert" if config.backbone == "tiny-bert" else "llama")
+    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.backbone)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(
+                f"tokenizer {config.tokenizer or config.backbone!r} has neither pad nor eos token"
+            )
+        # Llama/Mistral ship no pad token; padded slots are masked out, so reusing EOS is harmless.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_reward_model(
+    config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_head: bool = False
+) -> RewardModel:
+    """A trainable reward model; ``lm_head=True`` (for ``loss.lm_loss_coeff > 0``) keeps the causal LM head.
+
+    Everything random (tiny backbone, LoRA, projector, head) is drawn from ``config.seed`` without
+    touching the global RNG, so every worker builds the same model.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        if config.is_tiny:
+            backbone = _tiny_backbone(config, tokenizer, lm_head)
+        else:
+            backbone = load_backbone(config, config.backbone, lm_head)
+        if config.gradient_checkpointing:
+            _enable_checkpointing(backbone)
+        if config.lora is not None:
+            backbone = get_peft_model(backbone, lora_config(config.lora))
+        return RewardModel(backbone, config)
+
+
+def _enable_checkpointing(model: PreTrainedModel) -> None:
+    # Non-reentrant: gradients reach LoRA layers even though the (frozen) embeddings need none.
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the transformers 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def lora_config(settings: LoraSettings) -> LoraConfig:
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+    )
+
+
+@dataclass(frozen=True)
+class _TinyArch:
+    config_cls: type[PretrainedConfig]
+    base_cls: type[PreTrainedModel]
+    lm_cls: type[PreTrainedModel] | None
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_TINY = {
+    "tiny-llama": _TinyArch(LlamaConfig, LlamaModel, LlamaForCausalLM),
+    "tiny-mistral": _TinyArch(MistralConfig, MistralModel, MistralForCausalLM),
+    # The pooler would be trainable but unused; reward pooling happens in RewardModel.
+    "tiny-bert": _TinyArch(BertConfig, BertModel, None, {"add_pooling_layer": False}),
+}
+
+
+def _model_class(config: ModelConfig, lm_head: bool) -> tuple[Any, dict[str, Any]]:
+    if not config.is_tiny:
+        return (AutoModelForCausalLM if lm_head else AutoModel), {}
+    arch = _TINY[config.backbone]
+    if lm_head and arch.lm_cls is None:
+        raise ValueError(f"{config.backbone} is an encoder: the LM loss needs a causal-LM backbone")
+    return (arch.lm_cls if lm_head else arch.base_cls), arch.init_kwargs
+
+
+def load_backbone(config: ModelConfig, source: str | Path, lm_head: bool) -> PreTrainedModel:
+    """``from_pretrained(source)`` with the class ``config`` implies (also for a saved tiny backbone)."""
+    model_cls, kwargs = _model_class(config, lm_head)
+    return model_cls.from_pretrained(str(source), **kwargs)
+
+
+def _tiny_backbone(config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_head: bool) -> PreTrainedModel:
+    tiny, arch = config.tiny, _TINY[config.backbone]
+    hf_config: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": tiny.hidden_size,
+        "num_hidden_layers": tiny.num_layers,
+        "num_attention_heads": tiny.num_heads,
+        "intermediate_size": tiny.intermediate_size,
+        "max_position_embeddings": tiny.max_position_embeddings,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if arch.config_cls is not BertConfig:
+        hf_config.update(
+            num_key_value_heads=tiny.num_kv_heads,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    model_cls, kwargs = _model_class(config, lm_head)
+    return model_cls(arch.config_cls(**hf_config), **kwargs)
