@@ -44,8 +44,15 @@ def bench_gaze(count: int) -> dict[str, float]:
 
 def bench_shards(count: int) -> dict[str, float]:
     examples = [
-        PreferenceExample("bench", "bench", i, r["prompt"], [r["chosen"], r["rejected"]], "pairwise",
-                          pairs_from_scores([1.0, 0.0]))
+        PreferenceExample(
+            "bench",
+            "bench",
+            i,
+            r["prompt"],
+            [r["chosen"], r["rejected"]],
+            "pairwise",
+            pairs_from_scores([1.0, 0.0]),
+        )
         for i, r in enumerate(readability_preferences(count, seed=2))
     ]
     table = examples_to_table(examples)

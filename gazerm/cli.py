@@ -20,13 +20,17 @@ app = typer.Typer(
 
 Overrides = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config field: --set rows_per_shard=100 --set gaze.backend=local"),
+    typer.Option(
+        "--set", "-s", help="Override a config field: --set rows_per_shard=100 --set gaze.backend=local"
+    ),
 ]
 
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -48,12 +52,16 @@ def demo_data(
 
 @app.command()
 def prepare(
-    config: Annotated[Path, typer.Argument(help="Prepare config YAML (sources, output_dir, gaze predictor).")],
+    config: Annotated[
+        Path, typer.Argument(help="Prepare config YAML (sources, output_dir, gaze predictor).")
+    ],
     overrides: Overrides = None,
     quarantine: Annotated[
         bool, typer.Option("--quarantine", help="Send bad rows to quarantine.jsonl instead of stopping.")
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Rebuild even if the output matches the config.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rebuild even if the output matches the config.")
+    ] = False,
 ) -> None:
     """Load sources, validate, compute gaze features (Ray Data) and write split Parquet shards + manifest."""
     from gazerm.data.errors import DataError
@@ -61,7 +69,9 @@ def prepare(
     from gazerm.data.prepare import prepare as run_prepare
 
     try:
-        settings = load_config(PrepareConfig, config, (overrides or []) + (["on_error=quarantine"] if quarantine else []))
+        settings = load_config(
+            PrepareConfig, config, (overrides or []) + (["on_error=quarantine"] if quarantine else [])
+        )
         manifest = run_prepare(settings, force=force)
     except (ConfigError, DataError) as error:
         raise _fail(error) from error
@@ -70,10 +80,42 @@ def prepare(
 
 
 @app.command()
+def train(
+    config: Annotated[
+        Path | None, typer.Argument(help="Training job YAML (jobs/*.yaml); omitted: the embedded quickstart.")
+    ] = None,
+    overrides: Overrides = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow server; default: sqlite beside output_dir.")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Delete output_dir first instead of resuming from its checkpoint.")
+    ] = False,
+) -> None:
+    """Train a reward model with Ray Train + DeepSpeed; resumes from the run's latest checkpoint."""
+    from gazerm.train.config import TrainJobConfig
+    from gazerm.train.job import run_training
+
+    extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
+    try:
+        settings = load_config(TrainJobConfig, config if config else {}, (overrides or []) + extra)
+    except ConfigError as error:
+        raise _fail(error) from error
+    outcome = run_training(settings, resume=not fresh)
+    shown = {k: round(v, 4) for k, v in outcome.metrics.items() if k.count("/") == 1}
+    typer.echo(f"final validation metrics: {shown}")
+    typer.echo(f"model:      {outcome.model_dir}")
+    typer.echo(f"mlflow run: {outcome.run_id} in {outcome.tracking_uri}")
+    typer.echo(f"            browse with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+
+
+@app.command()
 def gaze(
     text: Annotated[str, typer.Argument(help="Text to predict per-word gaze features for.")],
     predictor: Annotated[str, typer.Option(help="reading_model or transformer.")] = "reading_model",
-    path: Annotated[str | None, typer.Option(help="Checkpoint directory for the transformer predictor.")] = None,
+    path: Annotated[
+        str | None, typer.Option(help="Checkpoint directory for the transformer predictor.")
+    ] = None,
 ) -> None:
     """Print the five gaze features the predictor gives each word of TEXT (a quick look at the features)."""
     from gazerm.features.base import FEATURE_NAMES

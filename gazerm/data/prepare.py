@@ -17,6 +17,7 @@ from gazerm.data.errors import DataError
 from gazerm.data.schema import PREFERENCE_SCHEMA, PreferenceExample, examples_to_table
 from gazerm.data.shards import MANIFEST_NAME, SPLITS, Manifest, assign_splits, verify, write_split
 from gazerm.data.sources import iter_source
+from gazerm.runtime import init_ray
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
     import ray
     import ray.data
 
-    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    init_ray()
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     dataset = ray.data.from_arrow(table).map_batches(

@@ -65,12 +65,12 @@ def _llama_style(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
 
 def _bert_style(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    pieces = _bpe_pieces(texts, (vocab_size - len(special)) // 2)
+    tokens = dict.fromkeys([*special, *pieces, *(f"##{piece}" for piece in pieces)])
+    tokenizer = _bert_pipeline(
+        Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    )
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer=trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -85,3 +85,23 @@ def _bert_style(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
+
+
+def _bpe_pieces(texts: list[str], size: int) -> list[str]:
+    """Sub-word pieces learnt by plain BPE on BERT-normalised words, in the order BPE numbered them.
+
+    Not ``WordPieceTrainer``: it numbers the ``##`` pieces in hash-map order, so ties between equally
+    frequent merges break differently on every build (huggingface/tokenizers#1794). Plain BPE numbers
+    every symbol from its sorted alphabet, so the same corpus always gives the same pieces.
+    """
+    bpe = _bert_pipeline(Tokenizer(models.BPE()))
+    bpe.train_from_iterator(texts, trainer=trainers.BpeTrainer(vocab_size=size, show_progress=False))
+    vocab = bpe.get_vocab()
+    return sorted(vocab, key=vocab.__getitem__)
+
+
+def _bert_pipeline(tokenizer: Tokenizer) -> Tokenizer:
+    """BERT's lower-casing normaliser and word/punctuation splitting, shared by training and use."""
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    return tokenizer

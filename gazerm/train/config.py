@@ -65,6 +65,7 @@ class OptimConfig(_Strict):
 
 class RunConfig(_Strict):
     num_workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1, gt=0)
     use_gpu: bool = False
     zero_stage: Literal[2, 3] = 2
     micro_batch_size: int = Field(default=16, ge=1, description="pairs per worker per step")

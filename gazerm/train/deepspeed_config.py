@@ -17,7 +17,9 @@ def deepspeed_config(config: TrainJobConfig, bf16: bool) -> dict[str, Any]:
     run = config.run
     zero: dict[str, Any] = {"stage": run.zero_stage, "overlap_comm": False, "contiguous_gradients": True}
     if run.zero_stage == 3:
-        zero.update({"stage3_gather_16bit_weights_on_model_save": True, "stage3_param_persistence_threshold": 0})
+        zero.update(
+            {"stage3_gather_16bit_weights_on_model_save": True, "stage3_param_persistence_threshold": 0}
+        )
     return {
         "train_micro_batch_size_per_gpu": run.micro_batch_size,
         "gradient_accumulation_steps": run.grad_accum,

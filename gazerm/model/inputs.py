@@ -1,0 +1,85 @@
+"""Prompt + response text (+ per-word gaze) → token ids, masks and token-aligned gaze.
+
+Training and scoring both go through :class:`SequenceEncoder`, so a model scores text exactly as
+it saw it in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from gazerm.features.alignment import token_gaze
+from gazerm.features.base import N_FEATURES
+
+
+@dataclass
+class Sequence:
+    """One prompt+response to tokenize; ``spans``/``features`` are the response's flattened word gaze."""
+
+    prefix: str
+    text: str
+    spans: np.ndarray
+    features: np.ndarray
+
+
+class SequenceEncoder:
+    """Tokenizes prompt+response with offsets and aligns the response's word gaze to its tokens.
+
+    Long inputs are truncated from the left, so the end of the response (the token the
+    reward is pooled from in decoder models) is always kept.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.tokenizer.truncation_side = "left"
+        self.max_length = max_length
+
+    def encode(self, sequences: list[Sequence]) -> list[dict[str, np.ndarray]]:
+        encoded = self.tokenizer(
+            [s.prefix + s.text for s in sequences],
+            truncation=True,
+            max_length=self.max_length,
+            return_offsets_mapping=True,
+        )
+        items = []
+        for index, sequence in enumerate(sequences):
+            offsets = encoded["offset_mapping"][index]
+            gaze, gaze_mask = token_gaze(
+                offsets,
+                sequence.spans.reshape(-1, 2),
+                sequence.features.reshape(-1, N_FEATURES),
+                char_shift=len(sequence.prefix),
+            )
+            response_start = len(sequence.prefix)
+            items.append(
+                {
+                    "input_ids": np.asarray(encoded["input_ids"][index], dtype=np.int64),
+                    "gaze": gaze,
+                    "gaze_mask": gaze_mask,
+                    "response_mask": np.array([end > response_start for _, end in offsets], dtype=bool),
+                }
+            )
+        return items
+
+    def pad(self, items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        """Right-pad a list of encoded sequences to their longest one."""
+        length = max(len(item["input_ids"]) for item in items)
+        batch = {
+            "input_ids": torch.full((len(items), length), self.tokenizer.pad_token_id, dtype=torch.long),
+            "attention_mask": torch.zeros((len(items), length), dtype=torch.long),
+            "gaze": torch.zeros((len(items), length, N_FEATURES), dtype=torch.float32),
+            "gaze_mask": torch.zeros((len(items), length), dtype=torch.bool),
+            "response_mask": torch.zeros((len(items), length), dtype=torch.bool),
+        }
+        for row, item in enumerate(items):
+            n = len(item["input_ids"])
+            batch["input_ids"][row, :n] = torch.from_numpy(item["input_ids"])
+            batch["attention_mask"][row, :n] = 1
+            batch["gaze"][row, :n] = torch.from_numpy(item["gaze"])
+            batch["gaze_mask"][row, :n] = torch.from_numpy(item["gaze_mask"])
+            batch["response_mask"][row, :n] = torch.from_numpy(item["response_mask"])
+        return batch

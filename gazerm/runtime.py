@@ -1,0 +1,35 @@
+"""Starting or joining Ray, the same way for every gazerm command."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's live progress bars turn into megabytes of log lines in job logs and CI; gazerm prints
+    its own progress."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def init_ray(reserved_cpus: float = 0) -> None:
+    """Join the cluster (``RAY_ADDRESS``, ``ray job submit``) or start a local Ray.
+
+    A local Ray gets at least two logical CPUs beyond what the training workers reserve: Ray
+    Data's read and ``map_batches`` tasks need their own, or they wait forever for a free CPU.
+    """
+    import ray
+
+    # Workers print progress with the plain print: Train V2's print patch would show each line twice.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    quiet_ray_data()
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=logging.WARNING)
+    else:
+        num_cpus = max(os.cpu_count() or 1, math.ceil(reserved_cpus) + 2)
+        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)

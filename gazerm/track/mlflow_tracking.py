@@ -1,0 +1,93 @@
+"""MLflow tracking: the driver owns the run (params, final model), rank 0 streams step metrics into it.
+
+The run id is kept in ``OUTPUT_DIR/mlflow_run.json`` so a resumed job keeps logging into the
+run it started instead of opening a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+RUN_ID_FILE = "mlflow_run.json"
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → ``a.b.c: value`` strings, the shape MLflow params take."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return flat
+
+
+def start_run(
+    tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any], output_dir: str | None
+) -> str:
+    """Create (or, when ``output_dir`` records one, reopen) the job's MLflow run; returns its id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    record = Path(output_dir) / RUN_ID_FILE if output_dir and "://" not in output_dir else None
+    if record and record.exists():
+        run_id = json.loads(record.read_text())["run_id"]
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    run = client.create_run(experiment_id, run_name=run_name, tags={"gazerm.job": run_name})
+    items = list(flatten(params).items())
+    for start in range(0, len(items), 100):  # MLflow caps params per batch call
+        client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in items[start : start + 100]])
+    if record:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking_uri}))
+    return run.info.run_id
+
+
+def _param(key: str, value: str):
+    from mlflow.entities import Param
+
+    return Param(key, value[:6000])
+
+
+class MetricLogger:
+    """Logs step metrics into an existing run; used by the rank-0 worker."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri)
+        self.run_id = run_id
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        entries = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+        if entries:
+            self.client.log_batch(self.run_id, metrics=entries)
+
+
+def finish_run(tracking_uri: str, run_id: str, model_dir: str | None, summary: Mapping[str, Any]) -> None:
+    """Attach the trained model directory and the run summary, and close the run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    if model_dir:
+        client.log_artifacts(run_id, model_dir, artifact_path="model")
+    client.log_dict(run_id, dict(summary), "summary.json")
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,144 @@
+"""``gazerm train``: the driver side of a training job.
+
+It makes sure the Parquet shards exist (running ``prepare`` when the config says so), starts or
+joins Ray, opens the MLflow run, hands the shards to a ``TorchTrainer`` as Ray Data streams and,
+when the workers finish, publishes the exported model beside the run and in MLflow.
+The same function runs locally and under ``ray job submit`` (``ray.init()`` joins the cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gazerm.data.shards import Manifest, verify
+from gazerm.model.io import GAZE_SPEC_FILE
+from gazerm.runtime import init_ray
+from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
+from gazerm.train.loop import MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
+from gazerm.train.units import ToUnits, count_units
+
+log = logging.getLogger(__name__)
+
+RAY_RUN_NAME = "ray"
+
+
+@dataclass
+class TrainOutcome:
+    model_dir: str
+    tracking_uri: str
+    run_id: str
+    metrics: dict[str, float]
+
+
+def ensure_dataset(config: TrainJobConfig) -> tuple[str, Manifest]:
+    """The prepared dataset directory and its verified manifest; prepares it first when configured."""
+    data = config.data
+    if data.dataset_dir:
+        return data.dataset_dir, verify(data.dataset_dir)
+    from gazerm.data.prepare import prepare
+
+    first = data.prepare.sources[0]
+    if first.path == QUICKSTART_DATA and not Path(QUICKSTART_DATA).exists():
+        from gazerm.data.synthetic import write_readability_preferences
+
+        write_readability_preferences(QUICKSTART_DATA, data.synthetic_rows, seed=config.run.seed)
+        log.info("wrote %d synthetic preference pairs to %s", data.synthetic_rows, QUICKSTART_DATA)
+    return data.prepare.output_dir, prepare(data.prepare)
+
+
+def steps_per_epoch(units: int, config: TrainJobConfig) -> int:
+    """Optimizer steps one epoch gives: every rank sees ``units // workers`` units (equal split)."""
+    run = config.run
+    per_rank = units // run.num_workers
+    micro_batches = -(-per_rank // run.micro_batch_size)
+    return micro_batches // run.grad_accum
+
+
+def latest_checkpoint(storage: Path) -> str | None:
+    """The newest checkpoint a previous attempt of this job left (highest trained step)."""
+    candidates = []
+    for state_file in storage.glob(f"{RAY_RUN_NAME}/checkpoint_*/{STATE_FILE}"):
+        candidates.append((json.loads(state_file.read_text())["step"], str(state_file.parent)))
+    return max(candidates)[1] if candidates else None
+
+
+def run_training(config: TrainJobConfig, resume: bool = True) -> TrainOutcome:
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from gazerm.track.mlflow_tracking import finish_run, start_run
+
+    output = Path(config.output_dir).resolve()
+    if not resume and output.exists():
+        shutil.rmtree(output)
+    init_ray(config.run.num_workers * config.run.cpus_per_worker)
+    root, manifest = ensure_dataset(config)
+    kind, num_outputs = config.loss.kind, config.model.num_outputs
+    datasets = {}
+    for split in ("train", "validation"):
+        paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, split)]
+        if not paths or count_units(paths, kind, num_outputs) == 0:
+            raise ValueError(f"{root}: the {split} split has no {kind} training units")
+        datasets[split] = ray.data.read_parquet(paths).map_batches(
+            ToUnits(kind, num_outputs), batch_format="pyarrow"
+        )
+    train_units = count_units(manifest.shard_paths(root, "train"), kind, num_outputs)
+    per_epoch = steps_per_epoch(train_units, config)
+    if per_epoch == 0:
+        raise ValueError(f"{train_units} training units are too few for one step of this batch configuration")
+    total_steps = config.run.max_steps or per_epoch * config.run.epochs
+
+    tracking_uri = config.resolved_tracking_uri()
+    run_id = start_run(
+        tracking_uri,
+        config.tracking.experiment,
+        config.tracking.run_name or config.name,
+        {**config.model_dump(mode="json"), "train_units": train_units, "total_steps": total_steps},
+        str(output),
+    )
+    resume_from = latest_checkpoint(output) if resume else None
+    if resume_from:
+        print(f"[gazerm] resuming from {resume_from}", flush=True)
+    settings = LoopSettings(total_steps, tracking_uri, run_id, resume_from)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": config.model_dump(mode="json"), "settings": asdict(settings)},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.run.num_workers,
+            use_gpu=config.run.use_gpu,
+            resources_per_worker={"CPU": config.run.cpus_per_worker},
+        ),
+        torch_config=TorchConfig(backend="nccl" if config.run.use_gpu else "gloo"),
+        run_config=ray.train.RunConfig(
+            name=RAY_RUN_NAME,
+            storage_path=str(output),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.run.keep_checkpoints),
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    print(
+        f"[gazerm] training {config.name}: {train_units} train units, {total_steps} steps on "
+        f"{config.run.num_workers} workers (ZeRO-{config.run.zero_stage})",
+        flush=True,
+    )
+    result = trainer.fit()
+    model_dir = output / MODEL_DIR
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    with result.checkpoint.as_directory() as checkpoint_dir:
+        shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, model_dir)
+    (model_dir / GAZE_SPEC_FILE).write_text(json.dumps(manifest.config.get("gaze", {"predictor": "none"})))
+    metrics = _final_metrics(result.metrics or {})
+    finish_run(tracking_uri, run_id, str(model_dir), {"metrics": metrics, "model_dir": str(model_dir)})
+    return TrainOutcome(str(model_dir), tracking_uri, run_id, metrics)
+
+
+def _final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -1,0 +1,77 @@
+"""Validation metrics: pairwise accuracy, loss and reward margin (or regression error), per source.
+
+Totals are summed per source on each rank and merged across ranks before the ratios are
+taken, so the numbers are exact whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+class EvalTotals:
+    """Running sums per source; ``metrics()`` turns them into ``val/...`` numbers."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+
+    def add(self, rewards: torch.Tensor, micro: dict[str, Any], use_margin: bool = False) -> None:
+        rewards = rewards.detach().float().cpu()
+        sources = micro["sources"]
+        if self.kind == "pairwise":
+            half = len(sources)
+            difference = rewards[:half] - rewards[half:]
+            margin = micro["margin"].float() if use_margin else torch.zeros_like(difference)
+            losses = -F.logsigmoid(difference - margin)
+            per_item = {"correct": (difference > 0).float(), "loss": losses, "margin": difference}
+        else:
+            targets = micro["targets"].float().view_as(rewards)
+            error = (rewards - targets).view(len(sources), -1)
+            per_item = {"squared_error": error.pow(2).mean(dim=1), "abs_error": error.abs().mean(dim=1)}
+        for index, source in enumerate(sources):
+            totals = self.sums[source]
+            totals["count"] += 1
+            for name, values in per_item.items():
+                totals[name] += float(values[index])
+
+    def all_reduce(self) -> EvalTotals:
+        """Merge the sums of every rank (no-op outside a distributed run)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        gathered: list[dict[str, dict[str, float]] | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, {s: dict(t) for s, t in self.sums.items()})
+        merged = EvalTotals(self.kind)
+        for sums in gathered:
+            for source, totals in (sums or {}).items():
+                for name, value in totals.items():
+                    merged.sums[source][name] += value
+        return merged
+
+    def metrics(self) -> dict[str, float]:
+        overall: dict[str, float] = defaultdict(float)
+        for totals in self.sums.values():
+            for name, value in totals.items():
+                overall[name] += value
+        result = self._ratios(overall, "val")
+        for source, totals in sorted(self.sums.items()):
+            result.update(self._ratios(totals, f"val/{source}"))
+        return result
+
+    def _ratios(self, totals: dict[str, float], prefix: str) -> dict[str, float]:
+        count = totals.get("count", 0.0)
+        if not count:
+            return {}
+        if self.kind == "pairwise":
+            names = {"accuracy": "correct", "loss": "loss", "reward_margin": "margin"}
+        else:
+            names = {"mse": "squared_error", "mae": "abs_error"}
+        ratios = {f"{prefix}/{name}": totals[key] / count for name, key in names.items()}
+        ratios[f"{prefix}/count"] = count
+        return ratios
