@@ -99,6 +99,13 @@ class Trainer:
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         seed_everything(config.run.seed)
+        ds_config = deepspeed_config(config, bf16=config.run.use_gpu)
+        if config.run.zero_stage == 3:
+            from transformers.integrations import HfDeepSpeedConfig
+
+            # Kept alive while the model is built: from_pretrained then loads each rank's partition
+            # only, instead of every rank holding the full hub checkpoint in memory.
+            self._hf_deepspeed = HfDeepSpeedConfig(ds_config)
         self.tokenizer = build_tokenizer(config.model)
         model = build_reward_model(config.model, self.tokenizer, lm_head=config.loss.lm_loss_coeff > 0)
         optimizer = torch.optim.AdamW(
@@ -112,7 +119,7 @@ class Trainer:
             model=model,
             optimizer=optimizer,
             lr_scheduler=scheduler,
-            config=deepspeed_config(config, bf16=config.run.use_gpu),
+            config=ds_config,
         )
         self.collator = UnitCollator(
             self.tokenizer, config.data.max_length, config.run.micro_batch_size, config.loss.kind
