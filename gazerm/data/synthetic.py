@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 EASY_WORDS = (
@@ -69,11 +70,28 @@ def readability_preferences(
     return records
 
 
-def write_readability_preferences(path: str | Path, n: int = 2000, seed: int = 0) -> Path:
-    """Write the records as JSONL (readable by the ``generic`` loader) and return the path."""
+def _write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as handle:
-        for record in readability_preferences(n, seed):
-            handle.write(json.dumps(record) + "\n")
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
     return path
+
+
+def write_readability_preferences(path: str | Path, n: int = 2000, seed: int = 0) -> Path:
+    """Write the records as JSONL (readable by the ``generic`` loader) and return the path."""
+    return _write_jsonl(path, readability_preferences(n, seed))
+
+
+def write_readability_ratings(path: str | Path, n: int = 500, seed: int = 0) -> Path:
+    """The same rule as HelpSteer2-style ratings (JSONL for the ``helpsteer2`` loader): each prompt's
+    easy response is rated 4 on every attribute, its hard one 0, so regression heads have a known target."""
+    attributes = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+    return _write_jsonl(
+        path,
+        (
+            {"prompt": record["prompt"], "response": record[side], **dict.fromkeys(attributes, rating)}
+            for record in readability_preferences(n, seed)
+            for side, rating in (("chosen", 4), ("rejected", 0))
+        ),
+    )

@@ -14,8 +14,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
-from gazerm.data.synthetic import write_readability_preferences
-from gazerm.model.config import ModelConfig
+from gazerm.data.synthetic import write_readability_preferences, write_readability_ratings
+from gazerm.model.config import LoraSettings, LossConfig, ModelConfig
 from gazerm.model.io import load_reward_model
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.job import run_training
@@ -38,12 +38,15 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory, ray_local) -> str:
     return config.output_dir
 
 
-def _job(tmp_path: Path, dataset_dir: str, model: ModelConfig, **run: int) -> TrainJobConfig:
+def _job(
+    tmp_path: Path, dataset_dir: str, model: ModelConfig, loss: LossConfig | None = None, **run: int
+) -> TrainJobConfig:
     return TrainJobConfig(
         name=f"test-{model.backbone}-{model.fusion}",
         output_dir=str(tmp_path / "run"),
         data=DataConfig(dataset_dir=dataset_dir, prepare=None, max_length=64),
         model=model,
+        loss=loss or LossConfig(),
         optim=OptimConfig(lr=5e-3, warmup_ratio=0.0),
         run=RunConfig(**{"num_workers": 2, "micro_batch_size": 8, "max_steps": 8, "eval_every": 4, **run}),
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
@@ -72,7 +75,7 @@ def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str, 
     assert 0.0 <= outcome.metrics["val/accuracy"] <= 1.0
     assert outcome.metrics["val/count"] == pytest.approx(run.data.metrics["val/count"])
 
-    checkpoints = sorted((tmp_path / "run" / "ray").glob("checkpoint_*"))
+    checkpoints = [path for path in (tmp_path / "run" / "ray").glob("checkpoint_*") if path.is_dir()]
     assert checkpoints and all((c / "deepspeed").is_dir() for c in checkpoints)
     assert {a.path for a in client.list_artifacts(outcome.run_id, "model")} >= {
         "model/config.yaml",
@@ -94,6 +97,28 @@ def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str,
     assert client.get_run(second.run_id).data.params["run.zero_stage"] == "3"
     model, _, _ = load_reward_model(second.model_dir)
     assert model.value_head.weight.abs().sum() > 0  # the gathered ZeRO-3 weights, not empty partitions
+
+
+def test_multi_attribute_regression_with_an_encoder(tmp_path: Path, ray_local):
+    """Ratings (HelpSteer2 format, five attributes) → a tiny BERT with CLS pooling and a 5-output head."""
+    source = write_readability_ratings(tmp_path / "ratings.jsonl", n=120, seed=5)
+    prepared = PrepareConfig(
+        sources=[SourceSpec(format="helpsteer2", path=str(source))],
+        output_dir=str(tmp_path / "shards"),
+        splits={"train": 0.8, "validation": 0.2, "test": 0.0},
+        gaze=GazeSpec(predictor="reading_model", backend="local"),
+    )
+    prepare(prepared)
+    lora = LoraSettings(target_modules=["query", "value"])
+    model = ModelConfig(backbone="tiny-bert", fusion="add", num_outputs=5, lora=lora)
+    outcome = run_training(_job(tmp_path, prepared.output_dir, model, LossConfig(kind="regression")))
+
+    client = MlflowClient(outcome.tracking_uri)
+    losses = _history(client, outcome.run_id, "train/loss")
+    assert len(losses) == 8 and statistics.mean(losses[-3:]) < losses[0]
+    assert {"val/mse", "val/mae", "val/helpsteer2/mse"} <= set(outcome.metrics)
+    scored, _, config = load_reward_model(outcome.model_dir)
+    assert config.num_outputs == 5 and scored.pooling == "cls"
 
 
 def test_quickstart_command_learns_the_synthetic_rule(tmp_path: Path, monkeypatch, ray_local):
