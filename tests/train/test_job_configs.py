@@ -1,0 +1,41 @@
+"""The shipped job configs load, and the quickstart file is exactly the embedded default job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gazerm.config import ConfigError, load_config
+from gazerm.train.config import TrainJobConfig
+
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
+
+
+def test_quickstart_file_is_the_embedded_default():
+    assert load_config(TrainJobConfig, JOBS / "quickstart.yaml") == TrainJobConfig()
+
+
+@pytest.mark.parametrize(
+    ("name", "backbone", "features_used"),
+    [
+        ("helpsteer2_mistral7b_gazeconcat.yaml", "mistralai/Mistral-7B-Instruct-v0.2", [1, 1, 1, 1, 1]),
+        ("oasst1_llama3_8b_ffd_trt.yaml", "meta-llama/Meta-Llama-3-8B-Instruct", [0, 1, 0, 1, 0]),
+    ],
+)
+def test_paper_configs_load(name: str, backbone: str, features_used: list[int]):
+    config = load_config(TrainJobConfig, JOBS / name)
+    assert config.model.backbone == backbone
+    assert config.model.features_used == features_used
+    assert config.run.use_gpu and config.run.zero_stage == 3
+
+
+def test_overrides_and_errors_name_the_field():
+    config = load_config(TrainJobConfig, {}, ["model.fusion=add", "optim.lr=5e-4", "run.zero_stage=3"])
+    assert (config.model.fusion, config.optim.lr, config.run.zero_stage) == ("add", 5e-4, 3)
+    with pytest.raises(ConfigError, match=r"run\.zero_stage"):
+        load_config(TrainJobConfig, {}, ["run.zero_stage=1"])
+    with pytest.raises(ConfigError, match=r"model\.features_used"):
+        load_config(TrainJobConfig, {}, ["model.features_used=[1,1]"])
+    with pytest.raises(ConfigError, match=r"exactly one of data\.dataset_dir"):
+        load_config(TrainJobConfig, {}, ["data.dataset_dir=somewhere"])
