@@ -7,8 +7,8 @@ Layout::
     tokenizer/           tokenizer.save_pretrained
     heads.safetensors    value head + gaze projector (keys as in RewardModel.state_dict())
     adapter/             LoRA adapter (peft save_pretrained), when LoRA is used
-    gaze.json            the gaze predictor its training data used (written by the training job), so
-                         scoring computes the same features on the fly
+    inputs.json          how training built inputs: the gaze predictor its data used and max_length
+                         (written by the training job), so scoring builds the same inputs
     backbone/            base backbone weights (save_pretrained), for full fine-tuning and for tiny-*
                          backbones, whose random-init weights exist nowhere else
 
@@ -30,7 +30,7 @@ from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import RewardModel, load_backbone
 
 FORMAT_VERSION = 1
-GAZE_SPEC_FILE = "gaze.json"
+INPUTS_FILE = "inputs.json"
 HEAD_PREFIXES = ("value_head.", "projector.")
 _BACKBONE_PREFIX = "backbone."
 _PEFT_PREFIX = "base_model.model."

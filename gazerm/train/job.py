@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from gazerm.data.shards import Manifest, verify
-from gazerm.model.io import GAZE_SPEC_FILE
+from gazerm.model.io import INPUTS_FILE
 from gazerm.runtime import init_ray
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.loop import MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
@@ -51,12 +52,15 @@ def ensure_dataset(config: TrainJobConfig) -> tuple[str, Manifest]:
     return data.prepare.output_dir, prepare(data.prepare)
 
 
-def steps_per_epoch(units: int, config: TrainJobConfig) -> int:
-    """Optimizer steps one epoch gives: every rank sees ``units // workers`` units (equal split)."""
+def planned_steps(units: int, config: TrainJobConfig) -> int:
+    """Optimizer steps of the run: ``run.max_steps``, or what ``run.epochs`` epochs give.
+
+    Every rank sees ``units // workers`` units (equal split). DeepSpeed's accumulation carries
+    over epoch ends, so steps are counted over all epochs' micro-batches together.
+    """
     run = config.run
-    per_rank = units // run.num_workers
-    micro_batches = -(-per_rank // run.micro_batch_size)
-    return micro_batches // run.grad_accum
+    micro_batches = -(-(units // run.num_workers) // run.micro_batch_size)
+    return run.max_steps or micro_batches * run.epochs // run.grad_accum
 
 
 def latest_checkpoint(storage: Path) -> str | None:
@@ -67,7 +71,15 @@ def latest_checkpoint(storage: Path) -> str | None:
     return max(candidates)[1] if candidates else None
 
 
-def run_training(config: TrainJobConfig, resume: bool = True) -> TrainOutcome:
+def run_training(
+    config: TrainJobConfig,
+    resume: bool = True,
+    callbacks: Sequence[Any] = (),
+    parent_run_id: str | None = None,
+) -> TrainOutcome:
+    """Train one job end to end. A search runs each trial through here too: ``callbacks`` join the
+    trainer's (Tune's report bridge) and ``parent_run_id`` nests the job's MLflow run under the search's.
+    """
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -89,10 +101,9 @@ def run_training(config: TrainJobConfig, resume: bool = True) -> TrainOutcome:
             ToUnits(kind, num_outputs), batch_format="pyarrow"
         )
     train_units = count_units(manifest.shard_paths(root, "train"), kind, num_outputs)
-    per_epoch = steps_per_epoch(train_units, config)
-    if per_epoch == 0:
+    total_steps = planned_steps(train_units, config)
+    if total_steps == 0:
         raise ValueError(f"{train_units} training units are too few for one step of this batch configuration")
-    total_steps = config.run.max_steps or per_epoch * config.run.epochs
 
     tracking_uri = config.resolved_tracking_uri()
     run_id = start_run(
@@ -101,6 +112,7 @@ def run_training(config: TrainJobConfig, resume: bool = True) -> TrainOutcome:
         config.tracking.run_name or config.name,
         {**config.model_dump(mode="json"), "train_units": train_units, "total_steps": total_steps},
         str(output),
+        parent_run_id=parent_run_id,
     )
     resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
@@ -119,9 +131,10 @@ def run_training(config: TrainJobConfig, resume: bool = True) -> TrainOutcome:
             name=RAY_RUN_NAME,
             storage_path=str(output),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.run.keep_checkpoints),
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=_data_config(),
     )
     print(
         f"[gazerm] training {config.name}: {train_units} train units, {total_steps} steps on "
@@ -134,10 +147,22 @@ def run_training(config: TrainJobConfig, resume: bool = True) -> TrainOutcome:
         shutil.rmtree(model_dir)
     with result.checkpoint.as_directory() as checkpoint_dir:
         shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, model_dir)
-    (model_dir / GAZE_SPEC_FILE).write_text(json.dumps(manifest.config.get("gaze", {"predictor": "none"})))
+    gaze = manifest.config.get("gaze", {"predictor": "none"})
+    inputs = {"gaze": gaze, "max_length": config.data.max_length}
+    (model_dir / INPUTS_FILE).write_text(json.dumps(inputs))
     metrics = _final_metrics(result.metrics or {})
     finish_run(tracking_uri, run_id, str(model_dir), {"metrics": metrics, "model_dir": str(model_dir)})
     return TrainOutcome(str(model_dir), tracking_uri, run_id, metrics)
+
+
+def _data_config():
+    """Train is split over ranks; validation is read whole by every rank in the *same* order, because
+    each rank scores every world_size-th micro-batch of it (see ``Trainer.evaluate``)."""
+    import ray.train
+
+    ordered = ray.train.DataConfig.default_ingest_options()
+    ordered.preserve_order = True
+    return ray.train.DataConfig(datasets_to_split=["train"], execution_options={"validation": ordered})
 
 
 def _final_metrics(metrics: dict[str, Any]) -> dict[str, float]:

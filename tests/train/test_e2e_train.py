@@ -1,11 +1,12 @@
 """End-to-end training: 2 Ray Train workers, DeepSpeed on CPU (gloo), tiny random-init backbones.
 
 One Ray instance serves the whole session (``ray_local``); each test trains a few steps on a
-small synthetic readability set prepared once for the module.
+small synthetic readability set prepared once for the session (``dataset_dir``, conftest).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -14,28 +15,13 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
-from gazerm.data.synthetic import write_readability_preferences, write_readability_ratings
+from gazerm.data.synthetic import write_readability_ratings
 from gazerm.model.config import LoraSettings, LossConfig, ModelConfig
 from gazerm.model.io import load_reward_model
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.job import run_training
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory, ray_local) -> str:
-    root = tmp_path_factory.mktemp("data")
-    source = write_readability_preferences(root / "pairs.jsonl", n=240, seed=3)
-    config = PrepareConfig(
-        sources=[SourceSpec(format="generic", path=str(source))],
-        output_dir=str(root / "shards"),
-        rows_per_shard=100,
-        splits={"train": 0.8, "validation": 0.2, "test": 0.0},
-        gaze=GazeSpec(predictor="reading_model", backend="local"),
-    )
-    prepare(config)
-    return config.output_dir
 
 
 def _job(
@@ -136,4 +122,5 @@ def test_quickstart_command_learns_the_synthetic_rule(tmp_path: Path, monkeypatc
     runs = client.search_runs(experiment_ids=[client.get_experiment_by_name("gazerm").experiment_id])
     assert len(runs) == 1
     assert runs[0].data.metrics["val/accuracy"] >= 0.85
-    assert (tmp_path / "runs" / "quickstart" / "model" / "gaze.json").exists()
+    inputs = json.loads((tmp_path / "runs" / "quickstart" / "model" / "inputs.json").read_text())
+    assert inputs == {"gaze": {**inputs["gaze"], "predictor": "reading_model"}, "max_length": 128}

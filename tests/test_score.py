@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gazerm.cli import app
+from gazerm.data.errors import DataError
+from gazerm.features.reading_model import ReadingTimeModel
+from gazerm.model.inputs import Sequence, SequenceEncoder
+from gazerm.model.io import INPUTS_FILE, save_reward_model
+from gazerm.model.reward_model import build_tokenizer
+from gazerm.score import RewardScorer, score_file
+from gazerm.train.units import render_prompt
+from tests.model.conftest import tiny_config
+from tests.model.test_io import trained_looking
+
+CONTEXT = [
+    {"role": "user", "content": "Hello there."},
+    {"role": "assistant", "content": "Hi! How can I help?"},
+]
+ROWS = [
+    {"prompt": "How do I bake bread at home?", "response": "Mix flour, water, yeast and salt, then knead."},
+    {"prompt": "Say hi.", "response": "Hi.", "context": CONTEXT},
+    {"prompt": "Describe a fox.", "response": "The quick brown fox jumps over the lazy dog. " * 12},
+    {"prompt": "What are fixations?", "response": "Eye-tracking measures: fixations and reading time."},
+]
+MAX_LENGTH = 48  # shorter than the third row, so left truncation is part of what must match
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A saved concat-fusion model (every tensor nudged off its init) and the in-memory original."""
+    config = tiny_config()
+    tokenizer = build_tokenizer(config)
+    model = trained_looking(config, tokenizer)
+    directory = save_reward_model(model, tokenizer, config, tmp_path_factory.mktemp("rm") / "model")
+    inputs = {"gaze": {"predictor": "reading_model"}, "max_length": 128}
+    (directory / INPUTS_FILE).write_text(json.dumps(inputs))
+    return directory, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def scorer(trained) -> RewardScorer:
+    return RewardScorer(trained[0], max_length=MAX_LENGTH)
+
+
+def write_jsonl(path, lines: list) -> str:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return str(path)
+
+
+def test_scorer_matches_the_model_on_training_inputs(trained, scorer):
+    _, model, tokenizer = trained
+    texts = [row["response"] for row in ROWS]
+    gaze = ReadingTimeModel().predict(texts)
+    sequences = [
+        Sequence(
+            render_prompt(row.get("context"), row["prompt"]), row["response"], np.asarray(g.spans), g.features
+        )
+        for row, g in zip(ROWS, gaze, strict=True)
+    ]
+    encoder = SequenceEncoder(tokenizer, MAX_LENGTH)
+    batch = encoder.pad(encoder.encode(sequences))
+    assert batch["input_ids"].shape[1] == MAX_LENGTH and batch["gaze_mask"].any()
+    with torch.no_grad():
+        expected = model(
+            batch["input_ids"], batch["attention_mask"], batch["gaze"], batch["gaze_mask"]
+        ).rewards
+
+    rewards = scorer.score([r["prompt"] for r in ROWS], texts, [r.get("context") for r in ROWS])
+    assert rewards.shape == (len(ROWS),) and rewards.dtype == np.float32
+    np.testing.assert_allclose(rewards, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.ptp(rewards) > 1e-3  # the texts really get different rewards
+
+
+def test_rewards_do_not_depend_on_the_batch_size(scorer, monkeypatch):
+    args = ([r["prompt"] for r in ROWS], [r["response"] for r in ROWS], [r.get("context") for r in ROWS])
+    many = scorer.score(*args)
+    monkeypatch.setattr(scorer, "batch_size", 1)
+    np.testing.assert_allclose(scorer.score(*args), many, atol=1e-5, rtol=0)
+
+
+def test_context_changes_the_reward(scorer):
+    with_context, without = scorer.score(["Say hi."] * 2, ["Hi."] * 2, [CONTEXT, None])
+    assert with_context != pytest.approx(without, abs=1e-6)
+
+
+def test_score_file_writes_each_row_with_its_reward(trained, tmp_path):
+    directory, _, _ = trained
+    jsonl = write_jsonl(tmp_path / "in.jsonl", [{**row, "id": i} for i, row in enumerate(ROWS)])
+    count = score_file(directory, jsonl, tmp_path / "out" / "scored.jsonl")
+    out = [json.loads(line) for line in (tmp_path / "out" / "scored.jsonl").read_text().splitlines()]
+    assert count == len(out) == len(ROWS)
+    assert [{k: v for k, v in row.items() if k != "reward"} for row in out] == [
+        {**row, "id": i} for i, row in enumerate(ROWS)
+    ]
+    assert all(isinstance(row["reward"], float) for row in out)
+
+    parquet = tmp_path / "in.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([{"prompt": r["prompt"], "response": r["response"]} for r in ROWS]), parquet
+    )
+    score_file(directory, parquet, tmp_path / "from_parquet.jsonl")
+    from_parquet = [
+        json.loads(line)["reward"] for line in (tmp_path / "from_parquet.jsonl").read_text().splitlines()
+    ]
+    without_context = [r["reward"] for r in out]
+    assert from_parquet[0] == pytest.approx(without_context[0], abs=1e-5)
+    assert from_parquet[2:] == pytest.approx(without_context[2:], abs=1e-5)
+
+
+def test_score_command(trained, tmp_path):
+    jsonl = write_jsonl(tmp_path / "in.jsonl", ROWS[:2])
+    result = CliRunner().invoke(app, ["score", str(trained[0]), jsonl, "--output", str(tmp_path / "o.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "scored 2 rows" in result.output and str(tmp_path / "o.jsonl") in result.output
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "message"),
+    [
+        ({"prompt": "Say hi."}, "response", "missing"),
+        ({"prompt": "Say hi.", "response": "   "}, "response", "empty"),
+        ({"prompt": 3, "response": "Hi."}, "prompt", "expected str"),
+        ({"prompt": "Say hi.", "response": "Hi.", "context": "Hello"}, "context", "expected list"),
+        (
+            {"prompt": "Say hi.", "response": "Hi.", "context": [{"content": "x"}]},
+            "context[0].role",
+            "missing",
+        ),
+        ('{"prompt": "Say hi.", "response": "H', None, "invalid JSON"),
+    ],
+)
+def test_bad_rows_name_file_row_and_field(trained, tmp_path, bad, field, message):
+    path = write_jsonl(tmp_path / "in.jsonl", [ROWS[0], bad])
+    with pytest.raises(DataError, match=message) as caught:
+        score_file(trained[0], path, tmp_path / "out.jsonl")
+    assert (caught.value.file, caught.value.row, caught.value.field) == (path, 2, field)
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_gaze_fusion_without_a_gaze_predictor_is_refused(tmp_path):
+    config = tiny_config()
+    tokenizer = build_tokenizer(config)
+    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, tmp_path)
+    with pytest.raises(ValueError, match="names no gaze predictor"):
+        RewardScorer(tmp_path)  # no inputs.json
+
+
+def test_text_only_model_scores_without_gaze_spec(tmp_path):
+    config = tiny_config(fusion="none", num_outputs=2)
+    tokenizer = build_tokenizer(config)
+    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, tmp_path)
+    rewards = RewardScorer(tmp_path).score(["Say hi.", "Why?"], ["Hi.", "Because."])
+    assert rewards.shape == (2, 2) and np.isfinite(rewards).all()

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gazerm.train.metrics import EvalTotals
+
+
+def bt_loss(difference: float) -> float:
+    return math.log1p(math.exp(-difference))  # -log σ(d)
+
+
+def pairwise_totals(use_margin: bool) -> EvalTotals:
+    """Two micro-batches over sources a and b; reward differences (chosen - rejected) 1, -2, 0.5 | 3."""
+    totals = EvalTotals("pairwise")
+    first = {"sources": ["a", "b", "a"], "margin": torch.tensor([0.5, 0.0, 1.0])}
+    totals.add(torch.tensor([2.0, -1.0, 0.5, 1.0, 1.0, 0.0]), first, use_margin)
+    totals.add(torch.tensor([4.0, 1.0]), {"sources": ["b"], "margin": torch.tensor([2.0])}, use_margin)
+    return totals
+
+
+def test_pairwise_accuracy_loss_and_margin_per_source_and_overall():
+    metrics = pairwise_totals(use_margin=False).metrics()
+    a = {"accuracy": 1.0, "loss": (bt_loss(1.0) + bt_loss(0.5)) / 2, "reward_margin": 0.75, "count": 2}
+    b = {"accuracy": 0.5, "loss": (bt_loss(-2.0) + bt_loss(3.0)) / 2, "reward_margin": 0.5, "count": 2}
+    overall = {
+        "accuracy": 0.75,
+        "loss": (bt_loss(1.0) + bt_loss(0.5) + bt_loss(-2.0) + bt_loss(3.0)) / 4,
+        "reward_margin": 2.5 / 4,
+        "count": 4,
+    }
+    expected = {f"val/{k}": v for k, v in overall.items()}
+    expected |= {f"val/{source}/{k}": v for source, values in (("a", a), ("b", b)) for k, v in values.items()}
+    assert metrics == pytest.approx(expected)
+
+
+def test_margin_enters_the_loss_only():
+    with_margin, without = (
+        pairwise_totals(use_margin=True).metrics(),
+        pairwise_totals(use_margin=False).metrics(),
+    )
+    assert with_margin["val/a/loss"] == pytest.approx((bt_loss(1.0 - 0.5) + bt_loss(0.5 - 1.0)) / 2)
+    assert with_margin["val/b/loss"] == pytest.approx((bt_loss(-2.0) + bt_loss(3.0 - 2.0)) / 2)
+    for name in ("accuracy", "reward_margin", "count"):
+        assert with_margin[f"val/{name}"] == without[f"val/{name}"]
+
+
+def test_all_reduce_outside_distributed_is_identity():
+    totals = pairwise_totals(use_margin=False)
+    before = totals.metrics()
+    assert totals.all_reduce() is totals and totals.metrics() == before
+
+
+def test_regression_mse_and_mae():
+    scalar = EvalTotals("regression")
+    scalar.add(
+        torch.tensor([1.0, 2.0, 0.0]),
+        {"sources": ["a", "a", "b"], "targets": torch.tensor([[2.0], [2.0], [3.0]])},
+    )
+    assert scalar.metrics() == pytest.approx(
+        {"val/mse": 10 / 3, "val/mae": 4 / 3, "val/count": 3}
+        | {
+            "val/a/mse": 0.5,
+            "val/a/mae": 0.5,
+            "val/a/count": 2,
+            "val/b/mse": 9.0,
+            "val/b/mae": 3.0,
+            "val/b/count": 1,
+        }
+    )
+    attributes = EvalTotals("regression")  # per row: mean over the attributes, then mean over rows
+    attributes.add(
+        torch.tensor([[1.0, 3.0], [0.0, 0.0]]),
+        {"sources": ["a", "a"], "targets": torch.tensor([[0.0, 1.0], [2.0, 0.0]])},
+    )
+    metrics = attributes.metrics()
+    assert (metrics["val/mse"], metrics["val/mae"]) == pytest.approx(((2.5 + 2.0) / 2, (1.5 + 1.0) / 2))
+
+
+def test_no_rows_no_metrics():
+    assert EvalTotals("pairwise").metrics() == {}

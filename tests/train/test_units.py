@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from gazerm.data.schema import Pair, PreferenceExample, examples_to_table, pairs_from_scores
+from gazerm.features.featurize import GazeFeaturizer
+from gazerm.features.reading_model import ReadingTimeModel
+from gazerm.train.units import ToUnits, count_units, render_prompt
+
+CONTEXT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Hello."},
+    {"role": "assistant", "content": "Hi! What do you need?"},
+]
+RESPONSES = ["Knead the dough well.", "No idea.", "Mix flour, water and yeast, then bake it."]
+
+
+def rated_example(**overrides) -> PreferenceExample:
+    """Three responses rated 3 > 1 < 2, so the scores imply the pairs (0,1), (0,2), (2,1)."""
+    fields = {
+        "source": "dsp",
+        "source_file": "ratings.jsonl",
+        "source_row": 4,
+        "prompt": "How do I bake bread?",
+        "responses": RESPONSES,
+        "label_kind": "rating",
+        "scores": [3.0, 1.0, 2.0],
+        "pairs": pairs_from_scores([3.0, 1.0, 2.0]),
+        "context": CONTEXT,
+        "domain": "cooking",
+    }
+    return PreferenceExample(**{**fields, **overrides})
+
+
+def pairwise_example() -> PreferenceExample:
+    return PreferenceExample(
+        source="hh",
+        source_file="hh.jsonl",
+        source_row=1,
+        prompt="Say hi.",
+        responses=["Hello!", "Go away."],
+        label_kind="pairwise",
+        pairs=[Pair(0, 1)],  # no margin: the unit's margin is 0
+    )
+
+
+def flat_gaze(text: str) -> tuple[list[int], list[float]]:
+    gaze = ReadingTimeModel().predict([text])[0]
+    return np.ravel(gaze.spans).tolist(), gaze.features.astype(np.float32).ravel().tolist()
+
+
+def test_render_prompt_with_context_turns():
+    assert render_prompt(CONTEXT, "How do I bake bread?") == (
+        "\n\nSystem: Be brief.\n\nHuman: Hello.\n\nAssistant: Hi! What do you need?"
+        "\n\nHuman: How do I bake bread?\n\nAssistant: "
+    )
+    assert render_prompt(None, "Hi?") == render_prompt([], "Hi?") == "\n\nHuman: Hi?\n\nAssistant: "
+
+
+def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
+    rated, plain = rated_example(), pairwise_example()
+    table = GazeFeaturizer()(examples_to_table([rated, plain]))
+    units = ToUnits("pairwise")(table).to_pylist()
+
+    def unit(example, chosen, rejected, margin):
+        chosen_spans, chosen_features = flat_gaze(example.responses[chosen])
+        rejected_spans, rejected_features = flat_gaze(example.responses[rejected])
+        return {
+            "example_id": example.example_id,
+            "source": example.source,
+            "domain": example.domain,
+            "prefix": render_prompt(example.context, example.prompt),
+            "chosen_text": example.responses[chosen],
+            "chosen_spans": chosen_spans,
+            "chosen_features": chosen_features,
+            "rejected_text": example.responses[rejected],
+            "rejected_spans": rejected_spans,
+            "rejected_features": rejected_features,
+            "margin": margin,
+        }
+
+    assert units == [
+        unit(rated, 0, 1, 2.0),
+        unit(rated, 0, 2, 1.0),
+        unit(rated, 2, 1, 1.0),
+        unit(plain, 0, 1, 0.0),
+    ]
+    words = [len(text.split()) for text in RESPONSES]
+    assert [(len(u["chosen_spans"]), len(u["chosen_features"])) for u in units[:3]] == [
+        (2 * words[i], 5 * words[i]) for i in (0, 0, 2)
+    ]
+
+
+def test_units_without_gaze_have_empty_gaze_lists():
+    units = ToUnits("pairwise")(examples_to_table([pairwise_example()])).to_pylist()
+    assert [(u["chosen_spans"], u["chosen_features"], u["rejected_spans"]) for u in units] == [([], [], [])]
+
+
+def test_regression_units_from_scores():
+    table = GazeFeaturizer()(examples_to_table([rated_example(), pairwise_example()]))
+    units = ToUnits("regression")(table).to_pylist()  # the pairwise-only example has no scores: no units
+    assert [(u["text"], u["targets"]) for u in units] == [
+        (RESPONSES[0], [3.0]),
+        (RESPONSES[1], [1.0]),
+        (RESPONSES[2], [2.0]),
+    ]
+    assert [(u["spans"], u["features"]) for u in units] == [flat_gaze(text) for text in RESPONSES]
+    assert {u["prefix"] for u in units} == {render_prompt(CONTEXT, "How do I bake bread?")}
+
+
+@pytest.mark.parametrize("num_outputs", [2, 5])
+def test_regression_units_from_attribute_scores(num_outputs):
+    attributes = [[float(10 * i + k) for k in range(num_outputs)] for i in range(3)]
+    table = examples_to_table([rated_example(attribute_scores=attributes)])
+    units = ToUnits("regression", num_outputs)(table).to_pylist()
+    assert [u["targets"] for u in units] == attributes
+    with pytest.raises(
+        ValueError, match=f"has {num_outputs} attribute scores but the model has num_outputs=3"
+    ):
+        ToUnits("regression", 3)(table)
+
+
+@pytest.mark.parametrize(("kind", "num_outputs"), [("pairwise", 1), ("regression", 1), ("regression", 2)])
+def test_count_units_matches_the_units_to_units_yields(tmp_path, kind, num_outputs):
+    examples = [
+        rated_example(attribute_scores=[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+        pairwise_example(),
+        rated_example(source_row=9, responses=RESPONSES[:2], scores=[1.0, 1.0], pairs=[]),  # a tie: no pair
+    ]
+    table = examples_to_table(examples)
+    pq.write_table(table, tmp_path / "a.parquet")
+    pq.write_table(table.slice(0, 1), tmp_path / "b.parquet")
+    paths = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    expected = {("pairwise", 1): 4 + 3, ("regression", 1): 5 + 3, ("regression", 2): 3 + 3}[
+        (kind, num_outputs)
+    ]
+    produced = sum(ToUnits(kind, num_outputs)(pq.read_table(path)).num_rows for path in paths)
+    assert count_units(paths, kind, num_outputs) == produced == expected
