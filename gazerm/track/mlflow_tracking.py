@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 RUN_ID_FILE = "mlflow_run.json"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags; spelled out to keep imports lazy
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -28,9 +29,17 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def start_run(
-    tracking_uri: str, experiment: str, run_name: str, params: Mapping[str, Any], output_dir: str | None
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    params: Mapping[str, Any],
+    output_dir: str | None,
+    parent_run_id: str | None = None,
 ) -> str:
-    """Create (or, when ``output_dir`` records one, reopen) the job's MLflow run; returns its id."""
+    """Create (or, when ``output_dir`` records one, reopen) the job's MLflow run; returns its id.
+
+    ``parent_run_id`` nests the run under another (a search's trials), the way the MLflow UI groups runs.
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -42,7 +51,8 @@ def start_run(
         client.update_run(run_id, status="RUNNING")
         return run_id
     experiment_id = mlflow.set_experiment(experiment).experiment_id
-    run = client.create_run(experiment_id, run_name=run_name, tags={"gazerm.job": run_name})
+    tags = {"gazerm.job": run_name} | ({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     items = list(flatten(params).items())
     for start in range(0, len(items), 100):  # MLflow caps params per batch call
         client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in items[start : start + 100]])
@@ -91,3 +101,44 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+def child_runs(tracking_uri: str, parent_run_id: str) -> list[Any]:
+    """The runs nested under ``parent_run_id`` (a search's trials), oldest first."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+    return list(runs)
+
+
+def find_run(tracking_uri: str, experiment: str, name_or_id: str) -> Any:
+    """A run by id, or the newest top-level run of ``experiment`` with that name; raises KeyError if none."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    try:
+        return client.get_run(name_or_id)
+    except MlflowException:
+        pass
+    found = client.get_experiment_by_name(experiment)
+    runs = (
+        client.search_runs(
+            [found.experiment_id],
+            filter_string=f"attributes.run_name = '{name_or_id}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        if found
+        else []
+    )
+    top_level = [run for run in runs if MLFLOW_PARENT_RUN_ID not in run.data.tags]
+    if not top_level:
+        raise KeyError(f"no run named or with id {name_or_id!r} in experiment {experiment!r}")
+    return top_level[0]
