@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -14,14 +15,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from gazerm.data.errors import DataError
-from gazerm.data.schema import PREFERENCE_SCHEMA, PreferenceExample, examples_to_table
-from gazerm.data.shards import MANIFEST_NAME, SPLITS, Manifest, assign_splits, verify, write_split
+from gazerm.data.readers import UnreadableFileError
+from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION, PreferenceExample, examples_to_table
+from gazerm.data.shards import (
+    MANIFEST_NAME,
+    SPLITS,
+    Manifest,
+    assign_splits,
+    file_sha256,
+    verify,
+    write_split,
+)
 from gazerm.data.sources import iter_source
 from gazerm.runtime import init_ray
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_NAME = "quarantine.jsonl"
+
+OnError = Literal["raise", "quarantine"]
 
 
 class SourceSpec(BaseModel):
@@ -61,7 +73,7 @@ class PrepareConfig(BaseModel):
     rows_per_shard: int = Field(default=5000, gt=0)
     splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.9, "validation": 0.05, "test": 0.05})
     seed: int = 0
-    on_error: Literal["raise", "quarantine"] = "raise"
+    on_error: OnError = "raise"
     gaze: GazeSpec = Field(default_factory=GazeSpec)
 
     @field_validator("splits")
@@ -76,22 +88,20 @@ class PrepareConfig(BaseModel):
 
 
 def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
-    """Write the dataset; an existing one made from the same config is verified and reused (resumable)."""
+    """Write the dataset; one made from the same config and input files is verified and reused (resumable)."""
     root = Path(config.output_dir)
     reusable = _existing(root, config)
     if reusable and not force:
         log.info("%s already holds this dataset (shards verified); reusing it", root)
         return reusable
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    _clear(root)
 
     examples, quarantined, source_stats = _load_all(config)
     table = examples_to_table(examples)
     table = _add_gaze(table, config.gaze)
     splits = assign_splits(table, config.seed, config.splits)
     manifest = Manifest(
-        schema_version=int(PREFERENCE_SCHEMA.metadata[b"gazerm.schema_version"]),
+        schema_version=SCHEMA_VERSION,
         splits={name: write_split(part, root, name, config.rows_per_shard) for name, part in splits.items()},
         sources=source_stats,
         quarantine=_write_quarantine(root, quarantined),
@@ -111,43 +121,93 @@ def _existing(root: Path, config: PrepareConfig) -> Manifest | None:
     except (ValueError, FileNotFoundError) as exc:
         log.warning("rebuilding %s: %s", root, exc)
         return None
-    return manifest if manifest.config == config.model_dump(mode="json") else None
+    if manifest.config != config.model_dump(mode="json"):
+        return None
+    if [source.get("sha256") for source in manifest.sources] != _input_hashes(config):
+        log.info("rebuilding %s: an input file changed", root)
+        return None
+    return manifest
+
+
+def _input_hashes(config: PrepareConfig) -> list[str | None]:
+    """The sha256 of each local input file: the config alone does not show that a file was rewritten."""
+    return [
+        file_sha256(spec.path) if spec.path and Path(spec.path).is_file() else None for spec in config.sources
+    ]
+
+
+def _clear(root: Path) -> None:
+    """Remove what an earlier prepare wrote, and only that: ``output_dir`` may hold other files."""
+    for name in (*SPLITS, MANIFEST_NAME, QUARANTINE_NAME):
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    root.mkdir(parents=True, exist_ok=True)
 
 
 def _load_all(
     config: PrepareConfig,
 ) -> tuple[list[PreferenceExample], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every example of every source; bad rows raise or, with on_error=quarantine, are collected."""
+    """Every example of every source; bad rows and unreadable files raise or are quarantined."""
     examples: list[PreferenceExample] = []
     quarantined: list[dict[str, Any]] = []
     stats = []
-    for spec in config.sources:
-        loaded = errors = 0
-        items = iter_source(
-            spec.format,
-            spec.path,
-            hub_name=spec.hub_name,
-            split=spec.split,
-            data_files=spec.data_files,
-            limit=spec.limit,
-            **spec.options,
-        )
-        for item in tqdm(items, desc=f"load {spec.describe()}", unit=" rows", mininterval=2.0):
-            if isinstance(item, DataError):
-                if config.on_error == "raise":
-                    raise item
-                quarantined.append({"source": spec.describe(), **item.to_record()})
-                errors += 1
-            else:
-                examples.append(item)
-                loaded += 1
-        log.info("%s: %d examples, %d bad rows", spec.describe(), loaded, errors)
+    for spec, sha256 in zip(config.sources, _input_hashes(config), strict=True):
+        loaded, bad = _load_source(spec, config.on_error)
+        log.info("%s: %d examples, %d quarantined", spec.describe(), len(loaded), len(bad))
+        examples += loaded
+        quarantined += bad
         stats.append(
-            {"format": spec.format, "input": spec.describe(), "examples": loaded, "quarantined": errors}
+            {
+                "format": spec.format,
+                "input": spec.describe(),
+                "examples": len(loaded),
+                "quarantined": len(bad),
+                "sha256": sha256,
+            }
         )
     if not examples:
         raise DataError(", ".join(s.describe() for s in config.sources), None, None, "no usable examples")
     return examples, quarantined, stats
+
+
+def _load_source(spec: SourceSpec, on_error: OnError) -> tuple[list[PreferenceExample], list[dict[str, Any]]]:
+    """One source's examples and quarantine records. A file that cannot be parsed at all is raised by
+    the reader (no record of it is usable), so it is caught here to quarantine it as one record."""
+    examples: list[PreferenceExample] = []
+    quarantined: list[dict[str, Any]] = []
+    items = iter_source(
+        spec.format,
+        spec.path,
+        hub_name=spec.hub_name,
+        split=spec.split,
+        data_files=spec.data_files,
+        limit=spec.limit,
+        **spec.options,
+    )
+    try:
+        for item in tqdm(items, desc=f"load {spec.describe()}", unit=" rows", mininterval=2.0):
+            if isinstance(item, PreferenceExample):
+                examples.append(item)
+            elif on_error == "raise":
+                raise item
+            else:
+                quarantined.append(_quarantine_record(spec, item))
+    except UnreadableFileError as error:
+        if on_error == "raise":
+            raise
+        quarantined.append(_quarantine_record(spec, error))
+    return examples, quarantined
+
+
+def _quarantine_record(spec: SourceSpec, error: DataError) -> dict[str, Any]:
+    return {
+        "source": spec.describe(),
+        **error.to_record(),
+        "whole_file": isinstance(error, UnreadableFileError),
+    }
 
 
 def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
@@ -159,8 +219,10 @@ def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
     kwargs = {"predictor": gaze.predictor, "path": gaze.path}
     if gaze.backend == "local":
         featurize = GazeFeaturizer(**kwargs)
-        parts = [featurize(batch) for batch in _batches(table, gaze.batch_size)]
-        return pa.concat_tables(parts).cast(PREFERENCE_SCHEMA)
+        batches = tqdm(
+            _batches(table, gaze.batch_size), desc="gaze features", unit=" batches", mininterval=2.0
+        )
+        return pa.concat_tables([featurize(batch) for batch in batches]).cast(PREFERENCE_SCHEMA)
 
     import ray
     import ray.data
@@ -168,14 +230,21 @@ def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
     init_ray()
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-    dataset = ray.data.from_arrow(table).map_batches(
+    dataset = ray.data.from_arrow(_blocks(table, gaze)).map_batches(
         GazeFeaturizer,
         fn_constructor_kwargs=kwargs,
         batch_size=gaze.batch_size,
         batch_format="pyarrow",
-        concurrency=gaze.workers,
+        compute=ray.data.ActorPoolStrategy(size=gaze.workers),
     )
     return pa.concat_tables(ray.get(dataset.to_arrow_refs())).cast(PREFERENCE_SCHEMA)
+
+
+def _blocks(table: pa.Table, gaze: GazeSpec) -> list[pa.Table]:
+    """About ``workers * 2`` blocks of whole batches: Ray Data hands each featurizer actor whole blocks,
+    so a table left as one block would keep every actor but one idle."""
+    batches = math.ceil(table.num_rows / gaze.batch_size)
+    return _batches(table, gaze.batch_size * max(1, math.ceil(batches / (gaze.workers * 2))))
 
 
 def _batches(table: pa.Table, size: int) -> list[pa.Table]:
@@ -193,4 +262,5 @@ def _write_quarantine(root: Path, quarantined: list[dict[str, Any]]) -> dict[str
         "file": QUARANTINE_NAME,
         "by_source": dict(Counter(r["source"] for r in quarantined)),
         "by_field": dict(Counter(str(r["field"]) for r in quarantined)),
+        "whole_files": sum(r["whole_file"] for r in quarantined),
     }

@@ -3,6 +3,9 @@
 Each reader yields ``(row, record_or_error)``: ``row`` is 1-based, and an unreadable record
 (bad JSON, non-UTF-8 bytes, a truncated line) comes back as a :class:`DataError` in place of
 the record, so the caller decides to stop or to quarantine it. Readers never skip a record.
+A file that cannot be parsed at all (a truncated JSON array, non-UTF-8 bytes in a JSON or CSV
+file, a corrupt Parquet footer) raises :class:`UnreadableFileError` instead: no record of it can
+be trusted, and ``prepare`` with ``on_error=quarantine`` records it and goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from gazerm.data.errors import DataError
 
 Record = dict[str, Any]
 RecordOrError = tuple[int, Record | DataError]
+
+
+class UnreadableFileError(DataError):
+    """A whole input file whose content cannot be parsed, as opposed to a missing file or a bad option."""
 
 
 def _open_bytes(path: Path):
@@ -77,16 +84,15 @@ def _decode_json_line(raw: bytes, file: str, row: int) -> Record | DataError:
 def _read_json(path: Path) -> Iterator[RecordOrError]:
     """A JSON array of objects (or ``{"data": [...]}``); a file that does not parse is one error."""
     name = str(path)
-    with _open_bytes(path) as handle:
-        raw = handle.read()
+    raw = _read_whole(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise DataError(name, None, None, f"not valid UTF-8 at byte {exc.start}") from exc
+        raise UnreadableFileError(name, None, None, f"not valid UTF-8 at byte {exc.start}") from exc
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(
+        raise UnreadableFileError(
             name,
             None,
             None,
@@ -95,7 +101,7 @@ def _read_json(path: Path) -> Iterator[RecordOrError]:
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
     if not isinstance(document, list):
-        raise DataError(name, None, None, "expected a JSON array of records")
+        raise UnreadableFileError(name, None, None, "expected a JSON array of records")
     for row, record in enumerate(document, start=1):
         if isinstance(record, dict):
             yield row, record
@@ -103,15 +109,23 @@ def _read_json(path: Path) -> Iterator[RecordOrError]:
             yield row, DataError(name, row, None, f"expected a JSON object, got {type(record).__name__}")
 
 
+def _read_whole(path: Path) -> bytes:
+    """All bytes of a file that is parsed in one piece (JSON array, CSV); a broken gzip stream fails it."""
+    try:
+        with _open_bytes(path) as handle:
+            return handle.read()
+    except (EOFError, OSError, zlib.error) as exc:
+        raise UnreadableFileError(str(path), None, None, f"file is truncated or corrupt ({exc})") from exc
+
+
 def _read_csv(path: Path) -> Iterator[RecordOrError]:
     name = str(path)
-    with _open_bytes(path) as handle:
-        raw = handle.read()
+    raw = _read_whole(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(name, line, None, f"not valid UTF-8 at byte {exc.start}") from exc
+        raise UnreadableFileError(name, line, None, f"not valid UTF-8 at byte {exc.start}") from exc
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header_width = len(reader.fieldnames or [])
     for record in reader:
@@ -127,7 +141,7 @@ def _read_parquet(path: Path) -> Iterator[RecordOrError]:
     try:
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for corrupt/truncated footers
-        raise DataError(name, None, None, f"not a readable Parquet file ({exc})") from exc
+        raise UnreadableFileError(name, None, None, f"not a readable Parquet file ({exc})") from exc
     row = 0
     for batch in parquet.iter_batches():
         for record in batch.to_pylist():
@@ -138,11 +152,25 @@ def _read_parquet(path: Path) -> Iterator[RecordOrError]:
 def read_hub_records(
     name: str, split: str, data_files: str | list[str] | None = None, **kwargs: Any
 ) -> Iterator[RecordOrError]:
-    """Records of a hub dataset via ``datasets.load_dataset`` (a hub name or a builder, e.g. "json")."""
+    """Records of a hub dataset via ``datasets.load_dataset`` (a hub name or a builder, e.g. "json").
+
+    Any failure to load (no such dataset or split, no network, a corrupt data file) is a
+    :class:`DataError` naming the dataset and split, not a traceback from deep inside ``datasets``.
+    """
     import datasets
 
-    dataset = datasets.load_dataset(name, split=split, data_files=data_files, **kwargs)
+    try:
+        dataset = datasets.load_dataset(name, split=split, data_files=data_files, **kwargs)
+    except Exception as exc:  # datasets raises many unrelated types (hub, network, builder errors)
+        message = f"cannot load the dataset ({type(exc).__name__}: {exc})"
+        raise DataError(hub_label(name, split, data_files), None, None, message) from exc
     yield from enumerate(dataset, start=1)
+
+
+def hub_label(name: str, split: str, data_files: str | list[str] | None) -> str:
+    """How errors name a hub split: ``name[split]``, plus the files when a local builder reads them."""
+    files = [data_files] if isinstance(data_files, str) else data_files or []
+    return f"{name}[{split}]" + (f" ({', '.join(map(str, files))})" if files else "")
 
 
 def require(record: Record, field: str, kind: type | tuple[type, ...], file: str, row: int) -> Any:

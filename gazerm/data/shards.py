@@ -105,13 +105,13 @@ def write_split(table: pa.Table, root: Path, split: str, rows_per_shard: int) ->
         chunk = table.slice(start, rows_per_shard)
         relative = f"{split}/part-{index:05d}.parquet"
         pq.write_table(chunk.cast(PREFERENCE_SCHEMA), root / relative, compression="zstd")
-        shards.append(ShardInfo(relative, chunk.num_rows, _sha256(root / relative)))
+        shards.append(ShardInfo(relative, chunk.num_rows, file_sha256(root / relative)))
     return shards
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -122,7 +122,7 @@ def verify(root: str | Path) -> Manifest:
     manifest = Manifest.read(root)
     for shards in manifest.splits.values():
         for shard in shards:
-            actual = _sha256(Path(root) / shard.file)
+            actual = file_sha256(Path(root) / shard.file)
             if actual != shard.sha256:
                 raise ValueError(
                     f"{shard.file}: sha256 {actual} does not match the manifest ({shard.sha256})"

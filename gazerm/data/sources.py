@@ -10,7 +10,7 @@ from typing import Any
 from gazerm.data.errors import DataError
 from gazerm.data.loaders import dsp, generic, helpsteer2, hh_rlhf, oasst1, sparse_feedback  # noqa: F401 - registers
 from gazerm.data.loaders.base import FORMATS, Loaded, SourceFormat
-from gazerm.data.readers import read_hub_records, read_records
+from gazerm.data.readers import hub_label, read_hub_records, read_records
 from gazerm.data.schema import PreferenceExample
 from gazerm.data.validate import validate_example
 
@@ -49,7 +49,7 @@ def iter_source(
                 "path",
                 "no hub dataset for this format: give a path, or hub_name='json' and data_files",
             )
-        file, records = _hub_label(name, split, data_files), read_hub_records(name, split, data_files)
+        file, records = hub_label(name, split, data_files), read_hub_records(name, split, data_files)
     _check_options(fmt, file, options)
     count = 0
     for item in fmt.parse(records, file, **options):
@@ -63,12 +63,6 @@ def iter_source(
         yield item
         if limit is not None and count >= limit:
             return
-
-
-def _hub_label(name: str, split: str, data_files: str | list[str] | None) -> str:
-    """How errors name a hub split: ``name[split]``, plus the files when a local builder reads them."""
-    files = [data_files] if isinstance(data_files, str) else data_files or []
-    return f"{name}[{split}]" + (f" ({', '.join(map(str, files))})" if files else "")
 
 
 def _check_options(fmt: SourceFormat, file: str, options: dict[str, Any]) -> None:
