@@ -125,6 +125,7 @@ class Trainer:
             self.tokenizer, config.data.max_length, config.run.micro_batch_size, config.loss.kind
         )
         self.state = TrainerState()
+        self._validation: list[dict[str, Any]] | None = None
         self.metrics_logger = None
         if self.rank == 0:
             from gazerm.track.mlflow_tracking import MetricLogger
@@ -233,18 +234,9 @@ class Trainer:
         Each rank reads the full (unsplit) split and scores every ``world_size``-th micro-batch;
         ranks with one batch fewer run a dummy forward, because ZeRO-3 forwards are collective.
         """
-        import ray.train
-
         from gazerm.train.metrics import EvalTotals
 
-        micro_batches = [
-            micro
-            for window in ray.train.get_dataset_shard("validation").iter_torch_batches(
-                batch_size=self.config.run.micro_batch_size * self.config.data.bucket_window,
-                collate_fn=self.collator,
-            )
-            for micro in window
-        ]
+        micro_batches = self._validation_batches()
         mine = micro_batches[self.rank :: self.world_size]
         rounds = -(-len(micro_batches) // self.world_size)
         totals = EvalTotals(self.config.loss.kind)
@@ -256,6 +248,19 @@ class Trainer:
                 if index < len(mine):
                     totals.add(output.rewards, micro, self.config.loss.use_margin)
         return totals.all_reduce().metrics()
+
+    def _validation_batches(self) -> list[dict[str, Any]]:
+        """The validation micro-batches, read and collated once: the split never changes during a run,
+        and re-running its Ray Data pipeline at every evaluation costs more than scoring it."""
+        import ray.train
+
+        if self._validation is None:
+            windows = ray.train.get_dataset_shard("validation").iter_torch_batches(
+                batch_size=self.config.run.micro_batch_size * self.config.data.bucket_window,
+                collate_fn=self.collator,
+            )
+            self._validation = [micro for window in windows for micro in window]
+        return self._validation
 
     def evaluate_and_checkpoint(self, final: bool) -> None:
         metrics = {**self.evaluate(), "step": self.state.step, "epoch": self.state.epoch}
