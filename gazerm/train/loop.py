@@ -155,7 +155,7 @@ class Trainer:
         run, total = self.config.run, self.settings.total_steps
         shard = ray.train.get_dataset_shard("train")
         window = run.micro_batch_size * self.config.data.bucket_window
-        started = time.perf_counter()
+        started = (time.perf_counter(), self.state.step)
         while self.state.step < total:
             seen = 0
             for micro_batches in shard.iter_torch_batches(batch_size=window, collate_fn=self.collator):
@@ -178,8 +178,11 @@ class Trainer:
                 self.state.micro_in_epoch = 0
         self.evaluate_and_checkpoint(final=True)
 
-    def _train_micro_batch(self, micro: dict[str, Any], started: float) -> bool:
-        """Forward, backward and (at an accumulation boundary) an optimizer step; True if it stepped."""
+    def _train_micro_batch(self, micro: dict[str, Any], started: tuple[float, int]) -> bool:
+        """Forward, backward and (at an accumulation boundary) an optimizer step; True if it stepped.
+
+        ``started`` is (time, step) when this attempt began, for an honest steps/s after a resume.
+        """
         self.engine.train()
         boundary = self.engine.is_gradient_accumulation_boundary()
         loss, details = self._loss(micro)
@@ -192,7 +195,7 @@ class Trainer:
         if self.metrics_logger:
             self.metrics_logger.log(metrics, self.state.step)
             if self.state.step % 10 == 0 or self.state.step == 1:
-                rate = self.state.step / (time.perf_counter() - started)
+                rate = (self.state.step - started[1]) / (time.perf_counter() - started[0])
                 self._print(
                     f"step {self.state.step}/{self.settings.total_steps} loss {loss.item():.4f} "
                     f"({rate:.2f} steps/s)"
