@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Start a multi-node Ray cluster on this machine: one head node plus N worker nodes, each its own
+# raylet with its own block of ports, the dashboard / job API bound to the loopback address. It
+# behaves like a real cluster for `ray job submit` (jobs/README.md) without any cloud or
+# Kubernetes; stop it with cluster/stop-local-cluster.sh.
+#
+# Ray advertises the machine's own IP even when asked for 127.0.0.1
+# (ray._private.services.resolve_ip_for_localhost) and its gRPC services (GCS, raylets, object
+# managers) listen on all interfaces; Ray's token authentication, switched on below, guards them.
+# Keep the port ranges closed in the host firewall on a machine reachable from a network.
+#
+# Every node runs `ray start --block` in its own process group, whose id is recorded in the state
+# directory: the stop script ends exactly those groups and never touches other Ray instances on a
+# shared machine (which `ray stop` would kill too).
+set -euo pipefail
+
+usage() {
+    cat <<EOF
+Usage: $(basename "$0") [-n WORKERS] [-c CPUS_PER_WORKER] [-H HEAD_CPUS] [-h]
+
+Start a local Ray cluster: a head node plus WORKERS worker nodes on this machine.
+
+Options (each also settable by the environment variable in brackets):
+  -n WORKERS           worker nodes to start                    [GAZERM_CLUSTER_WORKERS, default 2]
+  -c CPUS_PER_WORKER   logical CPUs each worker node offers     [GAZERM_CLUSTER_WORKER_CPUS, default 2]
+  -H HEAD_CPUS         logical CPUs the head node offers        [GAZERM_CLUSTER_HEAD_CPUS, default 1]
+  -h                   show this help
+
+Other settings (environment only):
+  GAZERM_CLUSTER_DIR          state, logs and Ray's temp dir       [default /tmp/gazerm-local-cluster]
+  GAZERM_CLUSTER_GCS_PORT     head GCS port                        [default 6380]
+  GAZERM_CLUSTER_DASHBOARD_PORT  dashboard + job submission port  [default 8265]
+  GAZERM_CLUSTER_PORT_BASE    first of each node's 1000-port block [default 20000]
+  GAZERM_CLUSTER_OBJECT_STORE_MB  object store per node, MiB      [default 512]
+
+Node i (0 = head) uses ports PORT_BASE + 1000*i + 0..6 for its own services and
+PORT_BASE + 1000*i + 100..999 for its worker processes.
+EOF
+}
+
+workers=${GAZERM_CLUSTER_WORKERS:-2}
+worker_cpus=${GAZERM_CLUSTER_WORKER_CPUS:-2}
+head_cpus=${GAZERM_CLUSTER_HEAD_CPUS:-1}
+while getopts "n:c:H:h" option; do
+    case $option in
+        n) workers=$OPTARG ;;
+        c) worker_cpus=$OPTARG ;;
+        H) head_cpus=$OPTARG ;;
+        h) usage; exit 0 ;;
+        *) usage >&2; exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+if (($# > 0)); then
+    usage >&2
+    exit 2
+fi
+for value in "$workers" "$worker_cpus" "$head_cpus"; do
+    if ! [[ $value =~ ^[0-9]+$ ]]; then
+        echo "error: '$value' is not a non-negative integer" >&2
+        exit 2
+    fi
+done
+
+state_dir=${GAZERM_CLUSTER_DIR:-/tmp/gazerm-local-cluster}
+gcs_port=${GAZERM_CLUSTER_GCS_PORT:-6380}
+dashboard_port=${GAZERM_CLUSTER_DASHBOARD_PORT:-8265}
+port_base=${GAZERM_CLUSTER_PORT_BASE:-20000}
+object_store_bytes=$((${GAZERM_CLUSTER_OBJECT_STORE_MB:-512} * 1024 * 1024))
+host=127.0.0.1
+gcs_address=$host:$gcs_port
+dashboard_url=http://$host:$dashboard_port
+
+if [[ -e $state_dir/pids ]]; then
+    echo "error: $state_dir/pids exists: a cluster is running (or was not stopped cleanly);" \
+        "run cluster/stop-local-cluster.sh first" >&2
+    exit 1
+fi
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/$host/$1") 2>/dev/null
+}
+for port in "$gcs_port" "$dashboard_port"; do
+    if port_in_use "$port"; then
+        echo "error: port $port on $host is already in use (another Ray instance?)" >&2
+        exit 1
+    fi
+done
+
+mkdir -p "$state_dir/logs"
+: >"$state_dir/pids"
+export RAY_USAGE_STATS_ENABLED=0
+# Every node and client must agree on token authentication: on, with the user's token
+# (~/.ray/auth_token, generated once). `ray job submit` from this user finds the same token.
+export RAY_AUTH_MODE=token
+ray get-auth-token --generate >/dev/null
+# A loaded machine can take longer than Ray's default 30 s for a raylet to register with the GCS.
+export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-120}
+# Nodes are stopped with SIGTERM; skip the drain wait meant for Ray Serve proxies (30 s by default).
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
+
+# start_node NAME CPUS INDEX [ray start options...]: run one node in the background, in its own
+# process group (setsid), and record the group id; its output goes to logs/NAME.log.
+start_node() {
+    local name=$1 cpus=$2 index=$3
+    shift 3
+    local base=$((port_base + 1000 * index))
+    setsid ray start --block \
+        --temp-dir "$state_dir/ray" \
+        --num-cpus "$cpus" \
+        --num-gpus 0 \
+        --object-store-memory "$object_store_bytes" \
+        --node-manager-port "$base" \
+        --object-manager-port $((base + 1)) \
+        --dashboard-agent-listen-port $((base + 2)) \
+        --dashboard-agent-grpc-port $((base + 3)) \
+        --runtime-env-agent-port $((base + 4)) \
+        --metrics-export-port $((base + 5)) \
+        --min-worker-port $((base + 100)) \
+        --max-worker-port $((base + 999)) \
+        --disable-usage-stats \
+        "$@" >"$state_dir/logs/$name.log" 2>&1 &
+    echo "$! $name" >>"$state_dir/pids"
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND once a second until it succeeds; fail when
+# it times out or a node has died (its `ray start --block` exits when startup fails).
+wait_for() {
+    local what=$1 seconds=$2 pid name
+    shift 2
+    for ((i = 0; i < seconds; i++)); do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        while read -r pid name; do
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "error: the $name node exited while waiting for $what;" \
+                    "see $state_dir/logs/$name.log" >&2
+                return 1
+            fi
+        done <"$state_dir/pids"
+        sleep 1
+    done
+    echo "error: timed out after ${seconds}s waiting for $what; logs in $state_dir/logs" >&2
+    return 1
+}
+
+# Whatever fails from here on, tear down the nodes already started.
+started=false
+cleanup_on_failure() {
+    if [[ $started == false ]]; then
+        echo "start-up failed: stopping the nodes already started" >&2
+        GAZERM_CLUSTER_DIR=$state_dir "$(dirname "$0")/stop-local-cluster.sh" -t 10
+    fi
+}
+trap cleanup_on_failure EXIT
+
+# Any HTTP answer means the dashboard is up: with token authentication an unauthenticated request
+# gets 401.
+dashboard_up() {
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "$dashboard_url/api/version") != 000 ]]
+}
+
+alive_nodes() {
+    ray list nodes --address "$dashboard_url" --filter state=ALIVE --format json 2>/dev/null |
+        python3 -c 'import json, sys; print(len(json.load(sys.stdin)))'
+}
+
+has_nodes() {
+    [[ $(alive_nodes) == "$1" ]]
+}
+
+echo "starting the head node ($head_cpus CPUs) ..."
+start_node head "$head_cpus" 0 \
+    --head --port "$gcs_port" \
+    --ray-client-server-port $((port_base + 6)) \
+    --include-dashboard true \
+    --dashboard-host "$host" --dashboard-port "$dashboard_port"
+wait_for "the dashboard at $dashboard_url" 120 dashboard_up
+
+# One node at a time: several raylets registering at once can time out on a small, busy machine.
+for ((n = 1; n <= workers; n++)); do
+    echo "starting worker node $n/$workers ($worker_cpus CPUs) ..."
+    start_node "worker-$n" "$worker_cpus" "$n" --address "$gcs_address"
+    wait_for "worker node $n to join" 180 has_nodes $((n + 1))
+done
+started=true
+
+cat <<EOF
+
+Local Ray cluster up: 1 head + $workers worker nodes, $((head_cpus + workers * worker_cpus)) CPUs.
+  dashboard / job submission: $dashboard_url
+  GCS address:                $gcs_address
+  logs:                       $state_dir/logs, Ray's in $state_dir/ray
+
+Submit a job (see jobs/README.md); Ray clients need token authentication switched on:
+  export RAY_AUTH_MODE=token
+  ray job submit --address $dashboard_url --working-dir . --runtime-env jobs/runtime_env.yaml \\
+      -- gazerm train jobs/quickstart.yaml --set output_dir=\$PWD/runs/cluster-quickstart
+Stop it with: cluster/stop-local-cluster.sh
+EOF

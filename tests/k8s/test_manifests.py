@@ -1,0 +1,388 @@
+"""Static checks of the Kubernetes manifests in k8s/: every document validates against the schema
+of its apiVersion + kind (vendored in tests/k8s/schemas/, see the README there) and follows
+gazerm's deployment rules (secrets by reference only, non-root containers with resource limits,
+GPU workers with GPUs and a memory-backed /dev/shm). Negative tests make sure broken manifests
+are caught. Nothing here talks to a cluster or starts Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+SCHEMAS = Path(__file__).parent / "schemas"
+NAMESPACE = "gazerm"
+SCHEMA_FILES = {
+    ("v1", "Namespace"): "namespace-v1.json",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaim-v1.json",
+    ("v1", "Service"): "service-v1.json",
+    ("apps/v1", "Deployment"): "deployment-apps-v1.json",
+    ("apps/v1", "StatefulSet"): "statefulset-apps-v1.json",
+    ("ray.io/v1", "RayCluster"): "raycluster-ray-v1.json",
+    ("ray.io/v1", "RayJob"): "rayjob-ray-v1.json",
+}
+# Environment variable names that carry credentials: such values must come from a Secret.
+SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|KEY|CREDENTIALS?)(_|$)")
+# Literal credentials of the kinds gazerm deals with, wherever they would appear.
+SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|-----BEGIN")
+
+Doc = dict[str, Any]
+
+
+def load_documents() -> list[tuple[str, Doc]]:
+    """(``file#index``, document) for every non-empty YAML document in k8s/."""
+    return [
+        (f"{path.name}#{index}", doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        for index, doc in enumerate(yaml.safe_load_all(path.read_text()))
+        if doc
+    ]
+
+
+DOCUMENTS = load_documents()
+
+
+def find(kind: str, name: str) -> Doc:
+    """A deep copy of the document of that kind and name (tests mutate it)."""
+    for _, doc in DOCUMENTS:
+        if doc["kind"] == kind and doc["metadata"]["name"] == name:
+            return copy.deepcopy(doc)
+    raise LookupError(f"no {kind} {name} in k8s/")
+
+
+@cache
+def registry() -> Registry:
+    resources = []
+    for path in SCHEMAS.glob("*.json"):
+        contents = json.loads(path.read_text())
+        resources.append((contents["$id"], Resource.from_contents(contents)))
+    return Registry().with_resources(resources)
+
+
+@cache
+def validator(api_version: str, kind: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / SCHEMA_FILES[(api_version, kind)]).read_text())
+    return Draft202012Validator(schema, registry=registry())
+
+
+def schema_errors(doc: Doc) -> list[str]:
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    if key not in SCHEMA_FILES:
+        return [f"no schema for apiVersion {key[0]} kind {key[1]}"]
+    return [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator(*key).iter_errors(doc)
+    ]
+
+
+def pod_specs(doc: Doc) -> Iterator[tuple[str, Doc, bool]]:
+    """(where, pod spec, runs Ray) for every pod template in a document."""
+    spec = doc.get("spec", {})
+    if doc["kind"] in ("Deployment", "StatefulSet"):
+        yield "template", spec["template"]["spec"], False
+    cluster = spec if doc["kind"] == "RayCluster" else spec.get("rayClusterSpec")
+    if doc["kind"] in ("RayCluster", "RayJob") and cluster:
+        yield "head", cluster["headGroupSpec"]["template"]["spec"], True
+        for group in cluster.get("workerGroupSpecs", []):
+            yield f"worker group {group.get('groupName')}", group["template"]["spec"], True
+    if doc["kind"] == "RayJob" and "submitterPodTemplate" in spec:
+        yield "submitter", spec["submitterPodTemplate"]["spec"], False
+
+
+def containers(pod: Doc) -> list[Doc]:
+    return pod.get("initContainers", []) + pod.get("containers", [])
+
+
+def env_problems(where: str, env: list[Doc]) -> list[str]:
+    problems = []
+    for var in env:
+        from_secret = "secretKeyRef" in var.get("valueFrom", {}) and "value" not in var
+        if SECRET_NAME.search(var["name"]) and not from_secret:
+            problems.append(f"{where}: {var['name']} must come from valueFrom.secretKeyRef, not a literal")
+    return problems
+
+
+def container_problems(where: str, pod: Doc, container: Doc, runs_ray: bool) -> list[str]:
+    where = f"{where} container {container.get('name')}"
+    problems = env_problems(where, container.get("env", []))
+    if not container.get("image"):
+        problems.append(f"{where}: no image")
+    elif container["image"].endswith(":latest") or ":" not in container["image"].rsplit("/", 1)[-1]:
+        problems.append(f"{where}: image {container['image']} is not pinned to a tag")
+    pod_security, security = pod.get("securityContext", {}), container.get("securityContext", {})
+    if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
+        problems.append(f"{where}: runAsNonRoot is not set")
+    if security.get("runAsUser", pod_security.get("runAsUser", 0)) == 0:
+        problems.append(f"{where}: runs as uid 0 (set a non-zero runAsUser)")
+    if security.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation must be false")
+    if "ALL" not in security.get("capabilities", {}).get("drop", []):
+        problems.append(f"{where}: capabilities must drop ALL")
+    if not runs_ray and security.get("readOnlyRootFilesystem") is not True and "submitter" not in where:
+        problems.append(f"{where}: readOnlyRootFilesystem must be true")
+    resources = container.get("resources", {})
+    for part in ("requests", "limits"):
+        missing = {"cpu", "memory"} - set(resources.get(part, {}))
+        if missing:
+            problems.append(f"{where}: no {part} for {', '.join(sorted(missing))}")
+    return problems
+
+
+def ray_pod_problems(where: str, pod: Doc) -> list[str]:
+    problems = []
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    shm = [
+        mount["name"]
+        for container in pod.get("containers", [])
+        for mount in container.get("volumeMounts", [])
+        if mount["mountPath"] == "/dev/shm"
+    ]
+    if not shm or volumes.get(shm[0], {}).get("emptyDir", {}).get("medium") != "Memory":
+        problems.append(f"{where}: /dev/shm must be an emptyDir with medium Memory")
+    return problems
+
+
+def worker_group_problems(cluster: Doc) -> list[str]:
+    problems = []
+    for group in cluster.get("workerGroupSpecs", []):
+        where = f"worker group {group.get('groupName')}"
+        for container in group["template"]["spec"].get("containers", []):
+            resources = container.get("resources", {})
+            gpus = {part: resources.get(part, {}).get("nvidia.com/gpu") for part in ("requests", "limits")}
+            if not gpus["limits"] or int(gpus["limits"]) < 1:
+                problems.append(f"{where}: no nvidia.com/gpu limit")
+            elif gpus["requests"] not in (None, gpus["limits"]):
+                problems.append(f"{where}: nvidia.com/gpu requests must equal limits")
+        replicas = [group.get(key) for key in ("minReplicas", "replicas", "maxReplicas")]
+        if all(isinstance(value, int) for value in replicas) and replicas != sorted(replicas):
+            problems.append(f"{where}: needs minReplicas <= replicas <= maxReplicas")
+    return problems
+
+
+def runtime_env_problems(spec: Doc) -> list[str]:
+    runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}")
+    if not isinstance(runtime_env, dict):
+        return ["runtimeEnvYAML is not a YAML mapping"]
+    return [
+        f"runtimeEnvYAML: env_vars.{name} is a credential: pass it from a Secret in the pod env instead"
+        for name in runtime_env.get("env_vars", {})
+        if SECRET_NAME.search(name)
+    ]
+
+
+def problems(doc: Doc) -> list[str]:
+    """Everything wrong with a manifest document: schema errors, then gazerm's rules."""
+    found = schema_errors(doc)
+    if doc.get("kind") == "Secret":
+        found.append("Secret objects must not be in the repository: create them with kubectl")
+    if doc.get("kind") != "Namespace" and doc.get("metadata", {}).get("namespace") != NAMESPACE:
+        found.append(f"not in namespace {NAMESPACE}")
+    if found:
+        return found
+    for where, pod, runs_ray in pod_specs(doc):
+        if pod.get("automountServiceAccountToken") is not False:
+            found.append(f"{where}: automountServiceAccountToken must be false")
+        for container in containers(pod):
+            found += container_problems(where, pod, container, runs_ray)
+        if runs_ray:
+            found += ray_pod_problems(where, pod)
+    if doc["kind"] == "RayCluster":
+        found += worker_group_problems(doc["spec"])
+    if doc["kind"] == "RayJob":
+        found += worker_group_problems(doc["spec"].get("rayClusterSpec", {}))
+        found += runtime_env_problems(doc["spec"])
+    return found
+
+
+def test_k8s_folder_has_manifests() -> None:
+    kinds = {doc["kind"] for _, doc in DOCUMENTS}
+    assert {"RayCluster", "RayJob", "Deployment", "StatefulSet", "Service", "Namespace"} <= kinds
+
+
+@pytest.mark.parametrize(("where", "doc"), DOCUMENTS, ids=[where for where, _ in DOCUMENTS])
+def test_manifest_is_valid(where: str, doc: Doc) -> None:
+    assert problems(doc) == []
+
+
+def test_no_literal_credentials_anywhere() -> None:
+    files = [*K8S.rglob("*"), *(ROOT / "cluster").glob("*"), ROOT / "jobs" / "runtime_env.yaml"]
+    for path in files:
+        if path.is_file():
+            assert not SECRET_VALUE.search(path.read_text()), f"{path}: looks like a literal credential"
+
+
+def test_rayjob_runs_the_raycluster_spec() -> None:
+    """k8s/rayjob.yaml's cluster is k8s/raycluster.yaml's: one reviewed cluster definition."""
+    assert (
+        find("RayJob", "helpsteer2-mistral7b-gazeconcat")["spec"]["rayClusterSpec"]
+        == find("RayCluster", "gazerm")["spec"]
+    )
+
+
+def test_rayjob_entrypoint_matches_the_deployment() -> None:
+    spec = find("RayJob", "helpsteer2-mistral7b-gazeconcat")["spec"]
+    service = find("Service", "mlflow")
+    port = service["spec"]["ports"][0]["port"]
+    argv = spec["entrypoint"].split()
+    assert argv[:3] == ["gazerm", "train", "jobs/helpsteer2_mistral7b_gazeconcat.yaml"]
+    assert (ROOT / argv[2]).is_file()
+    assert argv[argv.index("--tracking-uri") + 1] == f"http://mlflow.{NAMESPACE}.svc:{port}"
+    # Outputs on the volume every Ray pod mounts: Ray Train needs storage shared by all nodes.
+    mounts = {
+        mount["mountPath"]
+        for _, pod, _ in pod_specs(find("RayCluster", "gazerm"))
+        for container in pod["containers"]
+        for mount in container["volumeMounts"]
+    }
+    overrides = dict(arg.split("=", 1) for arg in argv if "=" in arg)
+    for key in ("output_dir", "data.prepare.output_dir"):
+        assert any(overrides[key].startswith(mount + "/") for mount in mounts), key
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] > 0
+    assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"]
+
+
+def test_claims_and_secrets_are_provided() -> None:
+    """Every PVC a pod mounts is defined in k8s/, every Secret it reads is created in k8s/README.md."""
+    claims = {doc["metadata"]["name"] for _, doc in DOCUMENTS if doc["kind"] == "PersistentVolumeClaim"}
+    readme = (K8S / "README.md").read_text()
+    for _, doc in DOCUMENTS:
+        for where, pod, _ in pod_specs(doc):
+            for volume in pod.get("volumes", []):
+                if "persistentVolumeClaim" in volume:
+                    assert volume["persistentVolumeClaim"]["claimName"] in claims, where
+            for container in containers(pod):
+                for var in container.get("env", []):
+                    ref = var.get("valueFrom", {}).get("secretKeyRef")
+                    if ref:
+                        assert f"secret generic {ref['name']}" in readme, ref["name"]
+                        assert f"--from-literal={ref['key']}=" in readme, (ref["name"], ref["key"])
+
+
+def test_mlflow_server_takes_the_db_password_from_the_environment() -> None:
+    container = find("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+    store = next(arg for arg in container["args"] if arg.startswith("--backend-store-uri="))
+    assert "$(MLFLOW_DB_PASSWORD)@" in store
+    assert "--serve-artifacts" in container["args"]
+    env = {var["name"]: var for var in container["env"]}
+    assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "gazerm-postgres"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+
+
+# Negative tests: each mutation breaks one rule and must be reported.
+def typo_in_raycluster_spec(doc: Doc) -> None:
+    doc["spec"]["workerGroupSpec"] = doc["spec"].pop("workerGroupSpecs")
+
+
+def replicas_as_string(doc: Doc) -> None:
+    doc["spec"]["workerGroupSpecs"][0]["replicas"] = "1"
+
+
+def ray_start_param_not_a_string(doc: Doc) -> None:
+    doc["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0
+
+
+def typo_in_pod_template(doc: Doc) -> None:
+    doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+
+
+def literal_hf_token(doc: Doc) -> None:
+    env = doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    env[0] = {"name": "HF_TOKEN", "value": "not-a-real-token"}
+
+
+def no_gpu_limit(doc: Doc) -> None:
+    resources = doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]
+    del resources["limits"]["nvidia.com/gpu"], resources["requests"]["nvidia.com/gpu"]
+
+
+def no_shm_volume(doc: Doc) -> None:
+    pod = doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    pod["volumes"] = [volume for volume in pod["volumes"] if volume["name"] != "dshm"]
+    for container in pod["containers"]:
+        container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "dshm"]
+
+
+def old_api_version(doc: Doc) -> None:
+    doc["apiVersion"] = "ray.io/v1alpha1"
+
+
+def runs_as_root(doc: Doc) -> None:
+    pod = doc["spec"]["template"]["spec"]
+    pod["securityContext"]["runAsUser"] = 0
+    del pod["containers"][0]["securityContext"]["runAsUser"]
+
+
+def no_image(doc: Doc) -> None:
+    del doc["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def no_memory_limit(doc: Doc) -> None:
+    del doc["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+
+
+def literal_db_password(doc: Doc) -> None:
+    env = doc["spec"]["template"]["spec"]["containers"][0]["env"]
+    env[2] = {"name": "POSTGRES_PASSWORD", "value": "hunter2"}
+
+
+def typo_in_service(doc: Doc) -> None:
+    doc["spec"]["selectors"] = doc["spec"].pop("selector")
+
+
+def unknown_submission_mode(doc: Doc) -> None:
+    doc["spec"]["submissionMode"] = "K8sJob"
+
+
+def token_in_runtime_env(doc: Doc) -> None:
+    doc["spec"]["runtimeEnvYAML"] += "env_vars:\n  HF_TOKEN: not-a-real-token\n"
+
+
+def ttl_as_string(doc: Doc) -> None:
+    doc["spec"]["ttlSecondsAfterFinished"] = "600"
+
+
+MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
+    ("RayCluster", "gazerm", typo_in_raycluster_spec, "Additional properties"),
+    ("RayCluster", "gazerm", replicas_as_string, "is not of type 'integer'"),
+    ("RayCluster", "gazerm", ray_start_param_not_a_string, "is not of type 'string'"),
+    ("RayCluster", "gazerm", typo_in_pod_template, "imagePullPolcy"),
+    ("RayCluster", "gazerm", literal_hf_token, "HF_TOKEN must come from valueFrom.secretKeyRef"),
+    ("RayCluster", "gazerm", no_gpu_limit, "no nvidia.com/gpu limit"),
+    ("RayCluster", "gazerm", no_shm_volume, "/dev/shm must be an emptyDir"),
+    ("RayCluster", "gazerm", old_api_version, "no schema for apiVersion ray.io/v1alpha1"),
+    ("StatefulSet", "postgres", runs_as_root, "runs as uid 0"),
+    ("StatefulSet", "postgres", literal_db_password, "POSTGRES_PASSWORD must come from"),
+    ("Deployment", "mlflow", no_image, "no image"),
+    ("Deployment", "mlflow", no_memory_limit, "no limits for memory"),
+    ("Service", "mlflow", typo_in_service, "Additional properties"),
+    ("RayJob", "helpsteer2-mistral7b-gazeconcat", unknown_submission_mode, "is not one of"),
+    ("RayJob", "helpsteer2-mistral7b-gazeconcat", token_in_runtime_env, "env_vars.HF_TOKEN is a credential"),
+    ("RayJob", "helpsteer2-mistral7b-gazeconcat", ttl_as_string, "is not of type 'integer'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "mutate", "expected"), MUTATIONS, ids=[mutate.__name__ for _, _, mutate, _ in MUTATIONS]
+)
+def test_broken_manifest_is_rejected(
+    kind: str, name: str, mutate: Callable[[Doc], None], expected: str
+) -> None:
+    doc = find(kind, name)
+    assert problems(doc) == []
+    mutate(doc)
+    found = problems(doc)
+    assert any(expected in problem for problem in found), found
