@@ -20,3 +20,22 @@ def ray_local():
     init_ray(reserved_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory, ray_local) -> str:
+    """Prepared shards of a small synthetic readability set (240 pairs), shared by the e2e tests."""
+    from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+    from gazerm.data.synthetic import write_readability_preferences
+
+    root = tmp_path_factory.mktemp("data")
+    source = write_readability_preferences(root / "pairs.jsonl", n=240, seed=3)
+    config = PrepareConfig(
+        sources=[SourceSpec(format="generic", path=str(source))],
+        output_dir=str(root / "shards"),
+        rows_per_shard=100,
+        splits={"train": 0.8, "validation": 0.2, "test": 0.0},
+        gaze=GazeSpec(predictor="reading_model", backend="local"),
+    )
+    prepare(config)
+    return config.output_dir
