@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +36,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def load_config(
     model: type[ConfigT], source: str | Path | dict[str, Any], overrides: list[str] = ()
 ) -> ConfigT:
-    """Build ``model`` from a YAML file (or an already-parsed dict) plus overrides."""
+    """Build ``model`` from a YAML file (or an already-parsed dict) plus overrides.
+
+    Overrides land on the config *with its defaults filled in*, so ``--set data.prepare.gaze.backend=local``
+    changes one field of the default ``data.prepare`` section instead of replacing the whole section.
+    """
     if isinstance(source, dict):
         data, origin = dict(source), "<config>"
     else:
@@ -43,6 +48,9 @@ def load_config(
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
         data, origin = yaml.safe_load(path.read_text()) or {}, str(path)
+    if overrides:
+        with contextlib.suppress(ValidationError):  # an invalid file is reported below, overrides applied
+            data = model.model_validate(data).model_dump(mode="json")
     data = apply_overrides(data, list(overrides))
     try:
         return model.model_validate(data)

@@ -39,3 +39,11 @@ def test_overrides_and_errors_name_the_field():
         load_config(TrainJobConfig, {}, ["model.features_used=[1,1]"])
     with pytest.raises(ConfigError, match=r"exactly one of data\.dataset_dir"):
         load_config(TrainJobConfig, {}, ["data.dataset_dir=somewhere"])
+
+
+def test_override_changes_one_field_of_a_default_section():
+    config = load_config(TrainJobConfig, {}, ["data.prepare.gaze.backend=local"])
+    assert config.data.prepare.gaze.backend == "local"
+    assert config.data.prepare == TrainJobConfig().data.prepare.model_copy(
+        update={"gaze": TrainJobConfig().data.prepare.gaze.model_copy(update={"backend": "local"})}
+    )
