@@ -50,7 +50,7 @@ def start_run(
         run_id = json.loads(record.read_text())["run_id"]
         client.update_run(run_id, status="RUNNING")
         return run_id
-    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    experiment_id = _experiment_id(client, experiment, tracking_uri)
     tags = {"gazerm.job": run_name} | ({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     items = list(flatten(params).items())
@@ -60,6 +60,18 @@ def start_run(
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking_uri}))
     return run.info.run_id
+
+
+def _experiment_id(client: Any, name: str, tracking_uri: str) -> str:
+    """The experiment's id, creating it if needed. With a local sqlite store its artifacts go to
+    ``mlartifacts/`` beside the database, not to ``./mlruns`` of whatever directory the job ran in."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if tracking_uri.startswith("sqlite:///"):
+        location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
 
 
 def _param(key: str, value: str):
