@@ -110,6 +110,106 @@ def train(
 
 
 @app.command()
+def score(
+    model_dir: Annotated[
+        Path, typer.Argument(metavar="MODEL_DIR", help="Reward model directory (a training run's model/).")
+    ],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="JSONL or Parquet rows with prompt, response, context.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write: input rows + reward.")],
+    batch_size: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 16,
+) -> None:
+    """Score prompt/response pairs with a trained reward model, computing its gaze features on the fly."""
+    from gazerm.score import score_file
+
+    try:
+        count = score_file(model_dir, input_path, output, batch_size)
+    except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: no such model directory
+        raise _fail(error) from error
+    typer.echo(f"scored {count} rows → {output}")
+
+
+@app.command()
+def tune(
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML (tune_spaces/*.yaml).")],
+    config: Annotated[
+        Path | None, typer.Argument(help="Training job YAML the trials start from; omitted: the quickstart.")
+    ] = None,
+    overrides: Overrides = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="MLflow server; default: sqlite beside output_dir.")
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Replace an earlier search of this name.")] = False,
+) -> None:
+    """Search hyper-parameters with Ray Tune (one training job per trial); register the best model."""
+    from gazerm.train.config import TrainJobConfig
+    from gazerm.tune.search import run_search
+    from gazerm.tune.space import SearchSpace
+
+    extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
+    try:
+        settings = load_config(TrainJobConfig, config if config else {}, (overrides or []) + extra)
+        outcome = run_search(settings, load_config(SearchSpace, space), fresh=fresh)
+    except (ConfigError, FileExistsError, RuntimeError) as error:  # RuntimeError: no trial finished
+        raise _fail(error) from error
+    version = outcome.model_version
+    typer.echo(f"trials of {outcome.name}, best first:\n{outcome.comparison.markdown()}")
+    typer.echo("feature ablation (each features_used subset at its best other params):")
+    typer.echo(outcome.ablation.markdown())
+    typer.echo(f"best trial: {outcome.best.name} (run {outcome.best.run_id})")
+    typer.echo(f"registered: models:/{version.name}/{version.version}, alias @{', @'.join(version.aliases)}")
+    typer.echo(f"browse with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+
+
+select_app = typer.Typer(
+    help="Compare a search's trials and promote registered model versions.", no_args_is_help=True
+)
+app.add_typer(select_app, name="select")
+
+SelectTrackingUri = Annotated[
+    str, typer.Option("--tracking-uri", help="MLflow store; default: the one jobs under runs/ write to.")
+]
+
+
+@select_app.command("list")
+def select_list(
+    search: Annotated[str, typer.Argument(help="Search name (e.g. quickstart-tiny) or its parent run id.")],
+    tracking_uri: SelectTrackingUri = "sqlite:///runs/mlflow.db",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the search.")] = "gazerm",
+) -> None:
+    """Compare a search's trials (the params that vary, val/accuracy, val/loss) and its model versions."""
+    from gazerm.tune.select import search_report
+
+    try:
+        report = search_report(tracking_uri, experiment, search)
+    except KeyError as error:
+        raise _fail(error) from error
+    typer.echo(f"trials of {search} (run {report.parent_run_id}), best first:\n{report.trials.markdown()}")
+    if report.model_name:
+        typer.echo(f"versions of registered model {report.model_name}:\n{report.versions.markdown()}")
+
+
+@select_app.command("promote")
+def select_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name (a search's name by default).")],
+    version: Annotated[str, typer.Argument(help="Version to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to point at VERSION.")] = "champion",
+    tracking_uri: SelectTrackingUri = "sqlite:///runs/mlflow.db",
+) -> None:
+    """Point an alias (e.g. champion) at a model version: the same move as the MLflow UI's alias editor."""
+    from mlflow.exceptions import MlflowException
+
+    from gazerm.track.registry import promote
+
+    try:
+        promoted = promote(tracking_uri, name, version, alias)
+    except MlflowException as error:
+        raise _fail(error) from error
+    typer.echo(f"models:/{name}@{alias} → version {promoted.version} (run {promoted.run_id})")
+
+
+@app.command()
 def gaze(
     text: Annotated[str, typer.Argument(help="Text to predict per-word gaze features for.")],
     predictor: Annotated[str, typer.Option(help="reading_model or transformer.")] = "reading_model",

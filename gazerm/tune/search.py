@@ -1,0 +1,183 @@
+"""``gazerm tune``: the driver side of a hyper-parameter search.
+
+It prepares the data once, opens the search's MLflow parent run, runs Ray Tune over the training
+job (one TorchTrainer per trial, see ``gazerm.tune.trial``), then chooses: the best finished trial's
+model is registered with an alias, and the comparison and feature-ablation tables are written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gazerm.config import ConfigError, dump_config
+from gazerm.train.config import RunConfig, TrainJobConfig
+from gazerm.tune.ablation import ablation_table
+from gazerm.tune.results import TrialRecord, best_trial, comparison_table
+from gazerm.tune.space import SearchSpace, override
+from gazerm.tune.table import Table
+from gazerm.tune.trial import run_trial, trial_config
+
+TUNE_DIR = "tune"
+# Logical CPUs ``gazerm.runtime.init_ray`` keeps free for Ray Data; trials that took them would starve
+# their own input pipelines.
+DATA_CPUS = 2
+# A trial only drives its TorchTrainer (whose workers hold the real resources). Tune's default of a
+# whole CPU would take one from Ray Data, and Ray rejects an all-zero request: a token share it is.
+TRIAL_DRIVER_CPUS = 0.01
+
+
+@dataclass
+class SearchOutcome:
+    """What ``gazerm tune`` prints; everything in it is also in MLflow, where ``gazerm select`` reads it."""
+
+    name: str
+    search_dir: str
+    tracking_uri: str
+    parent_run_id: str
+    trials: list[TrialRecord]
+    best: TrialRecord
+    model_version: Any
+    comparison: Table
+    ablation: Table
+
+
+def search_name(config: TrainJobConfig, space: SearchSpace) -> str:
+    """``quickstart-tiny``: names the search directory, the MLflow parent run and (by default) the model."""
+    return f"{config.name}-{space.name}"
+
+
+def derive_concurrency(run: RunConfig, cluster: Mapping[str, float]) -> int:
+    """How many trials fit side by side: GPUs (or the CPUs Ray Data does not need) over one trial's share."""
+    if run.use_gpu:
+        available, per_trial = cluster.get("GPU", 0.0), run.num_workers
+    else:
+        available, per_trial = cluster.get("CPU", 0.0) - DATA_CPUS, run.num_workers * run.cpus_per_worker
+    return max(1, int(available // per_trial))
+
+
+def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) -> SearchOutcome:
+    """Run the search ``space`` over the job ``config``. ``fresh`` deletes an earlier search's directory
+    (otherwise refused, so finished trials are never overwritten by accident); its MLflow runs stay."""
+    import ray
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    from gazerm.runtime import init_ray
+    from gazerm.track.mlflow_tracking import start_run
+    from gazerm.train.job import ensure_dataset
+    from gazerm.tune.scheduler import asha
+
+    name = search_name(config, space)
+    search_dir = Path(config.output_dir).resolve().parent / name
+    if search_dir.exists():
+        if not fresh:
+            raise FileExistsError(f"{search_dir} exists: pass --fresh to replace that search")
+        shutil.rmtree(search_dir)
+    init_ray(config.run.num_workers * config.run.cpus_per_worker)
+    dataset_dir, _ = ensure_dataset(config)
+    tracking_uri = config.resolved_tracking_uri()
+    base = config.model_dump(mode="json")
+    base["data"] |= {"dataset_dir": str(Path(dataset_dir).resolve()), "prepare": None}
+    base["tracking"]["tracking_uri"] = tracking_uri  # trials live deeper; keep them in the same store
+    fixed = [override(path, value) for path, value in space.fixed.items()]
+    _check_values(base, fixed, space)
+
+    parent_run_id = start_run(
+        tracking_uri, config.tracking.experiment, name, {"search": space.model_dump(mode="json")}, None
+    )
+    _log_text(
+        tracking_uri,
+        parent_run_id,
+        {"search_space.yaml": dump_config(space), "job.yaml": dump_config(config)},
+    )
+    concurrency = space.max_concurrent_trials or derive_concurrency(config.run, ray.cluster_resources())
+    trainable = tune.with_parameters(
+        run_trial, base=base, fixed=fixed, search_dir=str(search_dir), parent_run_id=parent_run_id
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"CPU": TRIAL_DRIVER_CPUS}),
+        param_space=space.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode=space.mode,
+            num_samples=space.num_samples,
+            scheduler=asha(space.asha) if space.asha else None,
+            # Seeded, so its concurrency cap goes here: Tune ignores max_concurrent_trials beside it.
+            search_alg=BasicVariantGenerator(random_state=space.seed, max_concurrent=concurrency),
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(search_dir), verbose=1),
+    )
+    print(f"[gazerm] search {name}: up to {concurrency} trial(s) at a time, MLflow run {parent_run_id}")
+    tuner.fit()
+    return _choose(name, search_dir, tracking_uri, parent_run_id, space)
+
+
+def _check_values(base: dict[str, Any], fixed: list[str], space: SearchSpace) -> None:
+    """Fail before any trial starts when a listed value (or a range end) does not fit the config,
+    or when ASHA would stop every trial at ``max_t`` before the job's last step (and model export)."""
+    steps = trial_config(base, fixed, {}, "check", "check").run.max_steps
+    if space.asha and steps and space.asha.max_t < steps:
+        raise ConfigError(
+            f"asha.max_t ({space.asha.max_t}) is below run.max_steps ({steps}): no trial would finish"
+        )
+    for path, distribution in space.distributions().items():
+        for value in distribution.values_to_check():
+            trial_config(base, fixed, {path: value}, "check", "check")
+
+
+def _choose(
+    name: str, search_dir: Path, tracking_uri: str, parent_run_id: str, space: SearchSpace
+) -> SearchOutcome:
+    """After the trials: close what Tune stopped, register the best model, write the tables."""
+    from mlflow.tracking import MlflowClient
+
+    from gazerm.track.mlflow_tracking import child_runs, finish_run
+    from gazerm.track.registry import REGISTERED_TAG, register_run_model
+
+    client = MlflowClient(tracking_uri)
+    for run in child_runs(tracking_uri, parent_run_id):
+        if run.info.status == "RUNNING":  # stopped early by ASHA, or failed: no model was exported
+            client.set_terminated(run.info.run_id, status="KILLED")
+    trials = [TrialRecord.from_run(run) for run in child_runs(tracking_uri, parent_run_id)]
+    best = best_trial(trials, space.metric, space.mode)
+    if best is None:
+        client.set_terminated(parent_run_id, status="FAILED")
+        raise RuntimeError(f"no trial of {name} finished; see the trial errors under {search_dir / TUNE_DIR}")
+    summary = {
+        key: value for key, value in best.metrics.items() if key.startswith("val/") and key.count("/") == 1
+    }
+    version = register_run_model(
+        tracking_uri, space.registered_model or name, best.run_id, summary, space.alias
+    )
+    comparison = comparison_table(trials, space.metric, space.mode)
+    ablation = ablation_table(trials, space.metric, space.mode)
+    _log_text(
+        tracking_uri,
+        parent_run_id,
+        {
+            "trials.md": comparison.markdown(),
+            "ablation.md": ablation.markdown(),
+            "ablation.csv": ablation.csv(),
+        },
+    )
+    for key, value in summary.items():
+        client.log_metric(parent_run_id, key, value)
+    client.set_tag(parent_run_id, "gazerm.best_run", best.run_id)
+    client.set_tag(parent_run_id, REGISTERED_TAG, f"{version.name}/{version.version}")
+    finish_run(tracking_uri, parent_run_id, None, {"best_run": best.run_id, "metrics": summary})
+    return SearchOutcome(
+        name, str(search_dir), tracking_uri, parent_run_id, trials, best, version, comparison, ablation
+    )
+
+
+def _log_text(tracking_uri: str, run_id: str, files: Mapping[str, str]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for file_name, text in files.items():
+        client.log_text(run_id, text, file_name)
