@@ -100,6 +100,8 @@ def run_training(
         datasets[split] = ray.data.read_parquet(paths).map_batches(
             ToUnits(kind, num_outputs), batch_format="pyarrow"
         )
+    # Every rank reads all of validation: build its blocks once here instead of once per rank.
+    datasets["validation"] = datasets["validation"].materialize()
     train_units = count_units(manifest.shard_paths(root, "train"), kind, num_outputs)
     total_steps = planned_steps(train_units, config)
     if total_steps == 0:
