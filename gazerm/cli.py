@@ -24,6 +24,9 @@ Overrides = Annotated[
         "--set", "-s", help="Override a config field: --set rows_per_shard=100 --set gaze.backend=local"
     ),
 ]
+TrackingUri = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow server; default: sqlite beside output_dir.")
+]
 
 
 @app.callback()
@@ -79,26 +82,30 @@ def prepare(
     typer.echo(f"{settings.output_dir}: {counts}, quarantined {manifest.quarantine['count']}")
 
 
+def _job_config(config: Path | None, overrides: list[str] | None, tracking_uri: str | None):
+    """The training job config: a YAML file or the embedded quickstart, plus --set and --tracking-uri."""
+    from gazerm.train.config import TrainJobConfig
+
+    extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
+    return load_config(TrainJobConfig, config if config else {}, (overrides or []) + extra)
+
+
 @app.command()
 def train(
     config: Annotated[
         Path | None, typer.Argument(help="Training job YAML (jobs/*.yaml); omitted: the embedded quickstart.")
     ] = None,
     overrides: Overrides = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help="MLflow server; default: sqlite beside output_dir.")
-    ] = None,
+    tracking_uri: TrackingUri = None,
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Delete output_dir first instead of resuming from its checkpoint.")
     ] = False,
 ) -> None:
     """Train a reward model with Ray Train + DeepSpeed; resumes from the run's latest checkpoint."""
-    from gazerm.train.config import TrainJobConfig
     from gazerm.train.job import run_training
 
-    extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
     try:
-        settings = load_config(TrainJobConfig, config if config else {}, (overrides or []) + extra)
+        settings = _job_config(config, overrides, tracking_uri)
     except ConfigError as error:
         raise _fail(error) from error
     outcome = run_training(settings, resume=not fresh)
@@ -137,19 +144,15 @@ def tune(
         Path | None, typer.Argument(help="Training job YAML the trials start from; omitted: the quickstart.")
     ] = None,
     overrides: Overrides = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option("--tracking-uri", help="MLflow server; default: sqlite beside output_dir.")
-    ] = None,
+    tracking_uri: TrackingUri = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Replace an earlier search of this name.")] = False,
 ) -> None:
     """Search hyper-parameters with Ray Tune (one training job per trial); register the best model."""
-    from gazerm.train.config import TrainJobConfig
     from gazerm.tune.search import run_search
     from gazerm.tune.space import SearchSpace
 
-    extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
     try:
-        settings = load_config(TrainJobConfig, config if config else {}, (overrides or []) + extra)
+        settings = _job_config(config, overrides, tracking_uri)
         outcome = run_search(settings, load_config(SearchSpace, space), fresh=fresh)
     except (ConfigError, FileExistsError, RuntimeError) as error:  # RuntimeError: no trial finished
         raise _fail(error) from error
