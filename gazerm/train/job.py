@@ -92,17 +92,18 @@ def run_training(
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     root, manifest = ensure_dataset(config)
     kind, num_outputs = config.loss.kind, config.model.num_outputs
-    datasets = {}
+    datasets, units = {}, {}
     for split in ("train", "validation"):
         paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, split)]
-        if not paths or count_units(paths, kind, num_outputs) == 0:
+        units[split] = count_units(paths, kind, num_outputs) if paths else 0
+        if units[split] == 0:
             raise ValueError(f"{root}: the {split} split has no {kind} training units")
         datasets[split] = ray.data.read_parquet(paths).map_batches(
             ToUnits(kind, num_outputs), batch_format="pyarrow"
         )
     # Every rank reads all of validation: build its blocks once here instead of once per rank.
     datasets["validation"] = datasets["validation"].materialize()
-    train_units = count_units(manifest.shard_paths(root, "train"), kind, num_outputs)
+    train_units = units["train"]
     total_steps = planned_steps(train_units, config)
     if total_steps == 0:
         raise ValueError(f"{train_units} training units are too few for one step of this batch configuration")
