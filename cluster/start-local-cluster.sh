@@ -100,13 +100,16 @@ export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-120}
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
 
 # start_node NAME CPUS INDEX [ray start options...]: run one node in the background, in its own
-# process group (setsid), and record the group id; its output goes to logs/NAME.log.
+# process group (setsid), and record the group id; its output goes to logs/NAME.log. Each node gets
+# its own Ray temp dir (ray/NAME): nodes sharing one would share the session's runtime_resources/,
+# and a node's runtime-env agent garbage-collecting a job's unpacked working_dir would delete it
+# from under the job driver running on another node.
 start_node() {
     local name=$1 cpus=$2 index=$3
     shift 3
     local base=$((port_base + 1000 * index))
     setsid ray start --block \
-        --temp-dir "$state_dir/ray" \
+        --temp-dir "$state_dir/ray/$name" \
         --num-cpus "$cpus" \
         --num-gpus 0 \
         --object-store-memory "$object_store_bytes" \
@@ -191,11 +194,11 @@ cat <<EOF
 Local Ray cluster up: 1 head + $workers worker nodes, $((head_cpus + workers * worker_cpus)) CPUs.
   dashboard / job submission: $dashboard_url
   GCS address:                $gcs_address
-  logs:                       $state_dir/logs, Ray's in $state_dir/ray
+  logs:                       $state_dir/logs, Ray's in $state_dir/ray/NODE
 
 Submit a job (see jobs/README.md); Ray clients need token authentication switched on:
   export RAY_AUTH_MODE=token
   ray job submit --address $dashboard_url --working-dir . --runtime-env jobs/runtime_env.yaml \\
-      -- gazerm train jobs/quickstart.yaml --set output_dir=\$PWD/runs/cluster-quickstart
+      -- python -m gazerm train jobs/quickstart.yaml --set output_dir=\$PWD/runs/cluster-quickstart
 Stop it with: cluster/stop-local-cluster.sh
 EOF
