@@ -43,8 +43,10 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
-@pytest.mark.parametrize("backbone", ["tiny-llama", "tiny-mistral"])
-@pytest.mark.parametrize("fusion", ["none", "concat", "add"])
+# Each backbone and each fusion mode trains end to end at least once across this module: the
+# quickstart test below is tiny-llama + concat and the ZeRO-3 test tiny-llama + add. (Every
+# backbone × fusion pair is covered by the model's unit tests; an e2e run costs ~90 s here.)
+@pytest.mark.parametrize(("backbone", "fusion"), [("tiny-llama", "none"), ("tiny-mistral", "concat")])
 def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str, backbone: str, fusion: str):
     outcome = run_training(_job(tmp_path, dataset_dir, ModelConfig(backbone=backbone, fusion=fusion)))
 
