@@ -39,3 +39,22 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory, ray_local) -> str:
     )
     prepare(config)
     return config.output_dir
+
+
+def save_random_model(directory, predictor: str = "reading_model", max_length: int = 128, **overrides):
+    """A saved reward model (random weights nudged off init, like a trained one) with its inputs.json:
+    for tests of what consumes a model directory (scoring, re-ranking, reports) without training one."""
+    import json
+    from pathlib import Path
+
+    from gazerm.model.io import INPUTS_FILE, save_reward_model
+    from gazerm.model.reward_model import build_tokenizer
+    from tests.model.conftest import tiny_config
+    from tests.model.test_io import trained_looking
+
+    config = tiny_config(**overrides)
+    tokenizer = build_tokenizer(config)
+    saved = save_reward_model(trained_looking(config, tokenizer), tokenizer, config, Path(directory))
+    inputs = {"gaze": {"predictor": predictor}, "max_length": max_length}
+    (saved / INPUTS_FILE).write_text(json.dumps(inputs))
+    return saved

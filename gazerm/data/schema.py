@@ -10,6 +10,10 @@ Gaze features are added by ``gazerm prepare``: per response, the character span 
 word in the response text and that word's five normalised reading measures. They are
 stored per word (not per token) so one prepared dataset serves any tokenizer; the
 word → sub-token alignment happens when batches are built (``gazerm.features.alignment``).
+
+Implicit behaviour features (IFLLM-style dwell time, scrolling, mouse movement, recorded
+fixations; ``gazerm.features.implicit``) are joined in by ``prepare`` from session logs: per
+response a vector in ``IMPLICIT_FEATURE_NAMES`` order, or null where no session saw it.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 LABEL_KINDS = ("pairwise", "rating", "ranking")
 
@@ -59,6 +63,7 @@ PREFERENCE_SCHEMA = pa.schema(
         pa.field("ranking", pa.list_(pa.int32())),
         pa.field("gaze", pa.list_(GAZE_TYPE)),
         pa.field("gaze_source", pa.string()),
+        pa.field("implicit", pa.list_(pa.list_(pa.float32()))),
     ],
     metadata={"gazerm.schema_version": str(SCHEMA_VERSION)},
 )
@@ -122,6 +127,7 @@ class PreferenceExample:
             "ranking": self.ranking,
             "gaze": None,
             "gaze_source": None,
+            "implicit": None,
         }
 
 
