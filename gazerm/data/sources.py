@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from gazerm.data.errors import DataError
-from gazerm.data.loaders import dsp, generic, helpsteer2, hh_rlhf, oasst1, sparse_feedback  # noqa: F401 - registers
+from gazerm.data.loaders import (  # noqa: F401 - importing registers the formats
+    dsp,
+    generic,
+    helpsteer2,
+    hh_rlhf,
+    oasst1,
+    sparse_feedback,
+    text_score,
+)
 from gazerm.data.loaders.base import FORMATS, Loaded, SourceFormat
 from gazerm.data.readers import hub_label, read_hub_records, read_records
 from gazerm.data.schema import PreferenceExample

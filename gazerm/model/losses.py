@@ -28,18 +28,31 @@ def regression_loss(
     return sq_err.sum() / present.sum().clamp(min=1)
 
 
-def listwise_loss(scores: torch.Tensor, ranking_mask: torch.Tensor) -> torch.Tensor:
-    """Plackett-Luce negative log-likelihood of the order ``scores[:, 0] > scores[:, 1] > …``.
+def list_scores(rewards: torch.Tensor, list_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat rewards of stacked lists → ``(B, N)`` scores and the mask of real entries (``list_index`` -1)."""
+    mask = list_index >= 0
+    return rewards[list_index.clamp(min=0)].masked_fill(~mask, 0.0), mask
 
-    ``scores`` ``(B, N)`` are ordered best-first; ``ranking_mask`` ``(B, N)`` marks real responses (rows may
-    rank fewer than N; padding goes after the real ones). With N = 2 this is :func:`pairwise_loss`.
+
+def listwise_log_likelihood(scores: torch.Tensor, tiers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per list ``(B,)``, the log-likelihood :func:`listwise_loss` averages (its negative)."""
+    present = mask.bool()
+    competes = present[:, None, :] & (tiers[:, None, :] >= tiers[:, :, None])  # (B, i, j): j in i's set
+    denominators = scores[:, None, :].masked_fill(~competes, float("-inf")).logsumexp(-1)
+    # Padding scores nothing; pad tiers with 0 so a padded slot's set is never empty (no inf to mask).
+    return torch.where(present, scores - denominators, torch.zeros_like(scores)).sum(-1)
+
+
+def listwise_loss(scores: torch.Tensor, tiers: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Plackett-Luce negative log-likelihood of ranked lists, with ties handled as in Breslow's method.
+
+    ``scores`` ``(B, N)``; ``tiers`` ``(B, N)`` the rank of each response (0 = best; tied responses share
+    a tier); ``mask`` ``(B, N)`` marks real responses (lists may be shorter than N). Each response is
+    "chosen" among itself and every response in its tier or below: ``s_i - log Σ_{tier_j ≥ tier_i} exp s_j``.
+    Without ties that is Plackett-Luce over the order; with N = 2 it is :func:`pairwise_loss`. The loss is
+    a mean over lists of the summed log-likelihood terms.
     """
-    present = ranking_mask.bool()
-    masked = scores.masked_fill(~present, float("-inf"))
-    # log Σ_{j ≥ i} exp(s_j): the normaliser of choosing item i among those not yet placed.
-    tail_lse = masked.flip(-1).logcumsumexp(-1).flip(-1)
-    log_probs = torch.where(present, scores - tail_lse, torch.zeros_like(scores))
-    return -log_probs.sum(-1).mean()
+    return -listwise_log_likelihood(scores, tiers, mask).mean()
 
 
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Validation metrics: pairwise accuracy, loss and reward margin (or regression error), per source.
+"""Validation metrics per source: pairwise accuracy, loss and reward margin; regression error; or, for
+ranked lists, the accuracy over every ordered pair of a list and the listwise loss.
 
 Totals are summed per source on each rank and merged across ranks before the ratios are
 taken, so the numbers are exact whatever the number of workers.
@@ -29,6 +30,8 @@ class EvalTotals:
             margin = micro["margin"].float() if use_margin else torch.zeros_like(difference)
             losses = -F.logsigmoid(difference - margin)
             per_item = {"correct": (difference > 0).float(), "loss": losses, "margin": difference}
+        elif self.kind == "listwise":
+            per_item = _list_totals(rewards, micro)
         else:
             targets = micro["targets"].float().view_as(rewards)
             error = (rewards - targets).view(len(sources), -1)
@@ -70,8 +73,27 @@ class EvalTotals:
             return {}
         if self.kind == "pairwise":
             names = {"accuracy": "correct", "loss": "loss", "reward_margin": "margin"}
+        elif self.kind == "listwise":
+            names = {"loss": "loss"}
         else:
             names = {"mse": "squared_error", "mae": "abs_error"}
         ratios = {f"{prefix}/{name}": totals[key] / count for name, key in names.items()}
+        if self.kind == "listwise":
+            ratios[f"{prefix}/accuracy"] = totals["correct_pairs"] / max(totals["pairs"], 1)
         ratios[f"{prefix}/count"] = count
         return ratios
+
+
+def _list_totals(rewards: torch.Tensor, micro: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Per list: its loss, its ordered pairs (i in a better tier than j), and how many rewards order right."""
+    from gazerm.model.losses import list_scores, listwise_log_likelihood
+
+    scores, mask = list_scores(rewards, micro["list_index"])
+    tiers = micro["tiers"]
+    ordered = mask[:, :, None] & mask[:, None, :] & (tiers[:, :, None] < tiers[:, None, :])
+    right = ordered & (scores[:, :, None] > scores[:, None, :])
+    return {
+        "loss": -listwise_log_likelihood(scores, tiers, mask),
+        "pairs": ordered.sum((1, 2)).float(),
+        "correct_pairs": right.sum((1, 2)).float(),
+    }

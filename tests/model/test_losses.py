@@ -38,14 +38,33 @@ def test_listwise_is_plackett_luce():
     scores = t(2.0, 1.0, 0.0)[None]
     lse = torch.logsumexp
     expected = -((2 - lse(t(2.0, 1.0, 0.0), 0)) + (1 - lse(t(1.0, 0.0), 0)))
-    assert listwise_loss(scores, torch.ones(1, 3)).item() == pytest.approx(expected.item())
+    loss = listwise_loss(scores, torch.tensor([[0, 1, 2]]), torch.ones(1, 3))
+    assert loss.item() == pytest.approx(expected.item())
+
+
+def test_listwise_order_comes_from_tiers_not_positions():
+    scores = t(0.0, 2.0, 1.0)[None]
+    shuffled = listwise_loss(scores, torch.tensor([[2, 0, 1]]), torch.ones(1, 3))
+    ordered = listwise_loss(t(2.0, 1.0, 0.0)[None], torch.tensor([[0, 1, 2]]), torch.ones(1, 3))
+    assert shuffled.item() == pytest.approx(ordered.item())
 
 
 def test_listwise_on_two_items_or_a_padded_list_is_pairwise():
     pair = pairwise_loss(t(2.0), t(1.0)).item()
-    assert listwise_loss(t(2.0, 1.0)[None], torch.ones(1, 2)).item() == pytest.approx(pair)
-    padded = listwise_loss(t(2.0, 1.0, 9.0)[None], torch.tensor([[1, 1, 0]]))
+    assert listwise_loss(t(2.0, 1.0)[None], torch.tensor([[0, 1]]), torch.ones(1, 2)).item() == pytest.approx(
+        pair
+    )
+    padded = listwise_loss(t(2.0, 1.0, 9.0)[None], torch.tensor([[0, 1, 0]]), torch.tensor([[1, 1, 0]]))
     assert padded.item() == pytest.approx(pair)
+
+
+def test_listwise_ties_share_the_denominator():
+    """Breslow: two tied best responses each compete with the whole list, the last one with itself."""
+    scores = t(2.0, 1.0, 0.0)
+    lse = torch.logsumexp
+    expected = -((2 - lse(scores, 0)) + (1 - lse(scores, 0)))
+    loss = listwise_loss(scores[None], torch.tensor([[0, 0, 1]]), torch.ones(1, 3))
+    assert loss.item() == pytest.approx(expected.item())
 
 
 def test_lm_loss_counts_only_masked_targets():

@@ -81,3 +81,28 @@ def test_regression_mse_and_mae():
 
 def test_no_rows_no_metrics():
     assert EvalTotals("pairwise").metrics() == {}
+
+
+def test_listwise_accuracy_over_ordered_pairs_and_loss():
+    """A 3-list with tiers 0,1,2 and rewards 3,1,2 gets 2 of 3 pairs right; a 2-list with a tie (tiers 0,0)
+    has no ordered pair; a 2-list 0,1 with rewards 0,1 gets its pair wrong."""
+    from gazerm.model.losses import listwise_loss
+
+    totals = EvalTotals("listwise")
+    micro = {
+        "sources": ["a", "a", "b"],
+        "list_index": torch.tensor([[0, 1, 2], [3, 4, -1], [5, 6, -1]]),
+        "tiers": torch.tensor([[0, 1, 2], [0, 0, 0], [0, 1, 0]]),
+    }
+    rewards = torch.tensor([3.0, 1.0, 2.0, 5.0, 5.0, 0.0, 1.0])
+    totals.add(rewards, micro)
+    metrics = totals.metrics()
+    assert metrics["val/accuracy"] == pytest.approx(2 / 4)
+    assert metrics["val/a/accuracy"] == pytest.approx(2 / 3) and metrics["val/b/accuracy"] == 0.0
+    assert metrics["val/count"] == 3
+    per_list = [
+        listwise_loss(torch.tensor([[3.0, 1.0, 2.0]]), torch.tensor([[0, 1, 2]]), torch.ones(1, 3)),
+        listwise_loss(torch.tensor([[5.0, 5.0]]), torch.tensor([[0, 0]]), torch.ones(1, 2)),
+        listwise_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([[0, 1]]), torch.ones(1, 2)),
+    ]
+    assert metrics["val/loss"] == pytest.approx(float(sum(per_list)) / 3)
