@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm import tqdm
 
 from gazerm.data.errors import DataError
+from gazerm.data.implicit_join import OnMissing, add_implicit, session_hashes
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION, PreferenceExample, examples_to_table
 from gazerm.data.shards import (
@@ -65,6 +67,25 @@ class GazeSpec(BaseModel):
     workers: int = Field(default=2, gt=0)
 
 
+class ImplicitSpec(BaseModel):
+    """Session logs whose behaviour features fill the ``implicit`` column (``gazerm.features.implicit``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sessions: list[str] = Field(min_length=1)
+    on_missing: OnMissing = "null"
+
+    def files(self) -> list[Path]:
+        """Every session log, each pattern's matches sorted; a pattern matching no file is an error."""
+        files = []
+        for pattern in self.sessions:
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise DataError(pattern, None, None, "no session log file matches this path or pattern")
+            files += [Path(match) for match in matches]
+        return files
+
+
 class PrepareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +96,7 @@ class PrepareConfig(BaseModel):
     seed: int = 0
     on_error: OnError = "raise"
     gaze: GazeSpec = Field(default_factory=GazeSpec)
+    implicit: ImplicitSpec | None = None
 
     @field_validator("splits")
     @classmethod
@@ -98,6 +120,9 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
 
     examples, quarantined, source_stats = _load_all(config)
     table = examples_to_table(examples)
+    implicit = None
+    if config.implicit:  # before gaze: cheap, on the driver, and on_missing='raise' fails early
+        table, implicit = add_implicit(table, config.implicit.files(), config.implicit.on_missing)
     table = _add_gaze(table, config.gaze)
     splits = assign_splits(table, config.seed, config.splits)
     manifest = Manifest(
@@ -107,6 +132,7 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         quarantine=_write_quarantine(root, quarantined),
         gaze_source=None if config.gaze.predictor == "none" else table.column("gaze_source")[0].as_py(),
         config=config.model_dump(mode="json"),
+        implicit=implicit,
     )
     (root / MANIFEST_NAME).write_text(manifest.to_json())
     log.info("wrote %s: %s", root, {name: manifest.rows(name) for name in manifest.splits})
@@ -125,6 +151,9 @@ def _existing(root: Path, config: PrepareConfig) -> Manifest | None:
         return None
     if [source.get("sha256") for source in manifest.sources] != _input_hashes(config):
         log.info("rebuilding %s: an input file changed", root)
+        return None
+    if config.implicit and manifest.implicit["sessions"] != session_hashes(config.implicit.files()):
+        log.info("rebuilding %s: a session log changed", root)
         return None
     return manifest
 

@@ -46,6 +46,7 @@ class Manifest:
     quarantine: dict[str, Any]
     gaze_source: str | None
     config: dict[str, Any]
+    implicit: dict[str, Any] | None = None  # session logs, feature names and join counts (prepare)
     schema: str = field(default_factory=lambda: PREFERENCE_SCHEMA.to_string(show_schema_metadata=False))
 
     def rows(self, split: str) -> int:
