@@ -61,6 +61,16 @@ class ModelConfig(_Strict):
     gradient_checkpointing: bool = False
     num_outputs: int = Field(default=1, ge=1, description=">1: multi-attribute regression head")
     seed: int = 0
+    implicit_features: bool = Field(
+        default=False,
+        description="add a learned term from each response's implicit behaviour features (IFLLM-style "
+        "session logs joined in by prepare) to its reward",
+    )
+    init_from: str | None = Field(
+        default=None,
+        description="exported gazerm model dir whose weights start training (staged/domain RMs "
+        "continue from a general one); its architecture must match this config",
+    )
 
     @field_validator("features_used")
     @classmethod
@@ -88,9 +98,17 @@ class ModelConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """``use_margin``: Bradley-Terry with the pair's score-difference margin; ``lm_loss_coeff`` > 0 adds
-    next-token loss on the chosen response (and needs a causal-LM backbone)."""
+    """``kind``: ``pairwise`` (Bradley-Terry over labelled pairs), ``regression`` (ratings) or
+    ``listwise`` (Plackett-Luce over each prompt's ranked or scored list of responses).
+    ``use_margin``: Bradley-Terry with the pair's score-difference margin; ``lm_loss_coeff`` > 0 adds
+    next-token loss on the chosen response (pairwise only, and needs a causal-LM backbone)."""
 
-    kind: Literal["pairwise", "regression"] = "pairwise"
+    kind: Literal["pairwise", "regression", "listwise"] = "pairwise"
     use_margin: bool = False
     lm_loss_coeff: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _pairwise_extras(self) -> LossConfig:
+        if self.kind != "pairwise" and (self.use_margin or self.lm_loss_coeff > 0):
+            raise ValueError(f"use_margin and lm_loss_coeff apply to pairwise losses, not kind={self.kind!r}")
+        return self

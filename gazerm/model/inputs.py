@@ -6,7 +6,7 @@ it saw it in training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,16 +14,19 @@ import torch
 
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
+from gazerm.features.implicit import N_IMPLICIT
 
 
 @dataclass
 class Sequence:
-    """One prompt+response to tokenize; ``spans``/``features`` are the response's flattened word gaze."""
+    """One prompt+response to tokenize; ``spans``/``features`` are the response's flattened word gaze,
+    ``implicit`` its behaviour features (empty when no session saw it)."""
 
     prefix: str
     text: str
     spans: np.ndarray
     features: np.ndarray
+    implicit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
 class SequenceEncoder:
@@ -61,6 +64,7 @@ class SequenceEncoder:
                     "gaze": gaze,
                     "gaze_mask": gaze_mask,
                     "response_mask": np.array([end > response_start for _, end in offsets], dtype=bool),
+                    "implicit": _implicit_vector(sequence.implicit),
                 }
             )
         return items
@@ -74,6 +78,8 @@ class SequenceEncoder:
             "gaze": torch.zeros((len(items), length, N_FEATURES), dtype=torch.float32),
             "gaze_mask": torch.zeros((len(items), length), dtype=torch.bool),
             "response_mask": torch.zeros((len(items), length), dtype=torch.bool),
+            "implicit": torch.zeros((len(items), N_IMPLICIT), dtype=torch.float32),
+            "implicit_mask": torch.zeros(len(items), dtype=torch.bool),
         }
         for row, item in enumerate(items):
             n = len(item["input_ids"])
@@ -82,4 +88,17 @@ class SequenceEncoder:
             batch["gaze"][row, :n] = torch.from_numpy(item["gaze"])
             batch["gaze_mask"][row, :n] = torch.from_numpy(item["gaze_mask"])
             batch["response_mask"][row, :n] = torch.from_numpy(item["response_mask"])
+            if item["implicit"] is not None:
+                batch["implicit"][row] = torch.from_numpy(item["implicit"])
+                batch["implicit_mask"][row] = True
         return batch
+
+
+def _implicit_vector(values: np.ndarray) -> np.ndarray | None:
+    """A response's implicit features as a float32 vector, or None when it has none."""
+    vector = np.asarray(values, dtype=np.float32).ravel()
+    if vector.size == 0:
+        return None
+    if vector.size != N_IMPLICIT:
+        raise ValueError(f"expected {N_IMPLICIT} implicit features per response, got {vector.size}")
+    return vector

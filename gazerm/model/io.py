@@ -5,7 +5,7 @@ Layout::
     config.yaml          the ModelConfig
     reward_model.json    format version and whether the backbone is a causal LM (LM loss)
     tokenizer/           tokenizer.save_pretrained
-    heads.safetensors    value head + gaze projector (keys as in RewardModel.state_dict())
+    heads.safetensors    value head, gaze projector, implicit head (keys as in RewardModel.state_dict())
     adapter/             LoRA adapter (peft save_pretrained), when LoRA is used
     inputs.json          how training built inputs: the gaze predictor its data used and max_length
                          (written by the training job), so scoring builds the same inputs
@@ -31,7 +31,7 @@ from gazerm.model.reward_model import RewardModel, load_backbone
 
 FORMAT_VERSION = 1
 INPUTS_FILE = "inputs.json"
-HEAD_PREFIXES = ("value_head.", "projector.")
+HEAD_PREFIXES = ("value_head.", "projector.", "implicit_head.")
 _BACKBONE_PREFIX = "backbone."
 _PEFT_PREFIX = "base_model.model."
 
@@ -85,6 +85,42 @@ def load_reward_model(directory: str | Path) -> tuple[RewardModel, PreTrainedTok
     if missing_heads or unexpected:
         raise ValueError(f"{src}/heads.safetensors: missing {missing_heads}, unexpected {unexpected}")
     return model.eval(), tokenizer, config
+
+
+def load_weights_into(model: RewardModel, directory: str | Path) -> None:
+    """Copy a saved model's weights (backbone, LoRA adapter, projector, value head) into ``model``, built
+    fresh from its own config, so training continues from them (``ModelConfig.init_from``).
+
+    Only the weights move: settings that shape no tensor (pooling, dropout, seed) come from ``model``'s
+    config. A saved model of another architecture is refused, naming what differs.
+    """
+    saved, _, _ = load_reward_model(directory)
+    wanted, found = _architecture(model), _architecture(saved)
+    differences = [
+        f"{key}: saved {found[key]!r}, configured {wanted[key]!r}"
+        for key in wanted
+        if wanted[key] != found[key]
+    ]
+    if differences:
+        raise ValueError(
+            f"init_from {directory}: the saved model's architecture differs: {'; '.join(differences)}"
+        )
+    model.load_state_dict(saved.state_dict(), strict=True)
+
+
+def _architecture(model: RewardModel) -> dict[str, object]:
+    """What decides the model's tensors: a mismatch here means the weights cannot carry over."""
+    config = model.model_config
+    return {
+        "backbone": config.backbone,
+        "tiny": config.tiny.model_dump() if config.is_tiny else None,
+        "fusion": config.fusion,
+        "projector": None if model.projector is None else (config.features_used, config.fp_hidden),
+        "num_outputs": config.num_outputs,
+        "implicit_head": None if model.implicit_head is None else config.fp_hidden,
+        "lora": None if config.lora is None else config.lora.model_dump(exclude={"dropout"}),
+        "lm_head": model.hf_model.get_output_embeddings() is not None,
+    }
 
 
 def _without_lora(peft_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

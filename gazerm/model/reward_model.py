@@ -34,6 +34,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 from gazerm.model.config import LoraSettings, ModelConfig, Pooling
 from gazerm.model.fusion import fuse
+from gazerm.model.implicit_head import ImplicitHead
 from gazerm.model.pooling import pool
 from gazerm.model.projector import GazeProjector
 from gazerm.model.tokenizers import build_local_tokenizer
@@ -64,6 +65,11 @@ class RewardModel(nn.Module):
             else GazeProjector(config.features_used, config.fp_hidden, hidden, config.fp_dropout)
         )
         self.value_head = nn.Linear(hidden, config.num_outputs)
+        self.implicit_head = (
+            ImplicitHead(config.fp_hidden, config.num_outputs, config.fp_dropout[0])
+            if config.implicit_features
+            else None
+        )
         # Small init keeps initial rewards near 0, so the first pairwise losses sit near log 2 (as OpenRLHF).
         nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
         nn.init.zeros_(self.value_head.bias)
@@ -85,9 +91,13 @@ class RewardModel(nn.Module):
         gaze: torch.Tensor | None = None,
         gaze_mask: torch.Tensor | None = None,
         return_lm_logits: bool = False,
+        implicit: torch.Tensor | None = None,
+        implicit_mask: torch.Tensor | None = None,
     ) -> RewardOutput:
         """``input_ids``/``attention_mask`` ``(B, T)``; ``gaze`` ``(B, T, 5)`` float and ``gaze_mask``
-        ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``)."""
+        ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``); ``implicit``
+        ``(B, N_IMPLICIT)`` and ``implicit_mask`` ``(B,)`` for a model with ``implicit_features``
+        (without them every response is scored as one without session logs)."""
         transformer = self.transformer
         fused = fuse(
             self.model_config.fusion,
@@ -105,6 +115,8 @@ class RewardModel(nn.Module):
         ).last_hidden_state
         pooled = pool(hidden, fused.attention_mask, self.pooling, fused.text_offset)
         rewards = self.value_head(pooled.to(self.value_head.weight.dtype)).float()
+        if self.implicit_head is not None and implicit is not None:
+            rewards = rewards + self.implicit_head(implicit, implicit_mask).float()
         if self.model_config.num_outputs == 1:
             rewards = rewards.squeeze(-1)
         lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None

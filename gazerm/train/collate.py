@@ -7,11 +7,13 @@ sequences. Every window of the same size yields the same number of micro-batches
 keeps all ranks in step.
 
 Pairwise micro-batches stack the chosen sequences first and the rejected ones after
-(``2B`` rows), so one forward pass scores both sides.
+(``2B`` rows), so one forward pass scores both sides; listwise micro-batches stack each list's
+responses one list after another.
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,8 @@ class UnitCollator(NumpyBatchCollateFn):
     """``iter_torch_batches`` collate_fn: a window of units → a list of micro-batches.
 
     Each micro-batch is a dict with the padded model inputs plus ``sources`` (for per-source
-    metrics) and, for pairwise units, ``margin``; for regression units, ``targets``.
+    metrics) and, for pairwise units, ``margin``; for regression units, ``targets``; for listwise
+    units, ``list_index`` ``(B, N)`` (each list's rows in the inputs, -1 = padding) and ``tiers``.
     """
 
     def __init__(self, tokenizer: Any, max_length: int, micro_batch_size: int, kind: str) -> None:
@@ -37,36 +40,76 @@ class UnitCollator(NumpyBatchCollateFn):
         self.micro_batch_size = micro_batch_size
         self.kind = kind
 
-    def _sides(self, batch: dict[str, np.ndarray]) -> list[list[Sequence]]:
+    def _units(self, batch: dict[str, np.ndarray]) -> list[list[dict[str, np.ndarray]]]:
+        """Per unit, its encoded sequences: [chosen, rejected], [rated response] or the ranked list."""
         prefixes = list(batch["prefix"])
-        names = ("chosen_", "rejected_") if self.kind == "pairwise" else ("",)
-        return [
-            [
-                Sequence(prefix, text, spans, features)
-                for prefix, text, spans, features in zip(
+        if self.kind == "listwise":
+            sizes = [len(texts) for texts in batch["texts"]]
+            sequences = [
+                Sequence(prefix, text, *(np.asarray(values, np.float32) for values in inputs))
+                for prefix, texts, *lists in zip(
                     prefixes,
-                    batch[f"{name}text"],
-                    _column(batch, f"{name}spans"),
-                    _column(batch, f"{name}features"),
+                    batch["texts"],
+                    batch["spans"],
+                    batch["features"],
+                    batch["implicit"],
                     strict=True,
                 )
+                for text, *inputs in zip(texts, *lists, strict=True)
             ]
+            encoded = self.encoder.encode(sequences)
+            bounds = np.cumsum([0, *sizes])
+            return [encoded[start:end] for start, end in pairwise(bounds)]
+        names = ("chosen_", "rejected_") if self.kind == "pairwise" else ("",)
+        sides = [
+            self.encoder.encode(
+                [
+                    Sequence(prefix, text, spans, features, implicit)
+                    for prefix, text, spans, features, implicit in zip(
+                        prefixes,
+                        batch[f"{name}text"],
+                        _column(batch, f"{name}spans"),
+                        _column(batch, f"{name}features"),
+                        _column(batch, f"{name}implicit"),
+                        strict=True,
+                    )
+                ]
+            )
             for name in names
         ]
+        return [list(items) for items in zip(*sides, strict=True)]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        sides = [self.encoder.encode(sequences) for sequences in self._sides(batch)]
-        lengths = np.max([[len(item["input_ids"]) for item in side] for side in sides], axis=0)
+        units = self._units(batch)
+        lengths = [max(len(item["input_ids"]) for item in items) for items in units]
         order = np.argsort(lengths, kind="stable")
-        targets = _column(batch, "targets") if self.kind != "pairwise" else []
-        micro_batches = []
-        for start in range(0, len(order), self.micro_batch_size):
-            rows = order[start : start + self.micro_batch_size]
-            micro = self.encoder.pad([side[row] for side in sides for row in rows])
-            micro["sources"] = [str(batch["source"][row]) for row in rows]
+        return [
+            self._micro_batch(batch, units, order[start : start + self.micro_batch_size])
+            for start in range(0, len(order), self.micro_batch_size)
+        ]
+
+    def _micro_batch(
+        self, batch: dict[str, np.ndarray], units: list[list[dict[str, np.ndarray]]], rows: np.ndarray
+    ) -> dict[str, Any]:
+        if self.kind == "listwise":
+            # Lists stacked one after another; list_index says where each list's responses landed.
+            micro = self.encoder.pad([item for row in rows for item in units[row]])
+            width = max(len(units[row]) for row in rows)
+            micro["list_index"] = torch.full((len(rows), width), -1, dtype=torch.long)
+            micro["tiers"] = torch.zeros((len(rows), width), dtype=torch.long)
+            offset = 0
+            for slot, row in enumerate(rows):
+                size = len(units[row])
+                micro["list_index"][slot, :size] = torch.arange(offset, offset + size)
+                micro["tiers"][slot, :size] = torch.as_tensor(np.asarray(batch["tiers"][row], dtype=np.int64))
+                offset += size
+        else:
+            # Pairwise: all chosen sequences first, then all rejected ones (one forward scores both).
+            sides = range(len(units[rows[0]]))
+            micro = self.encoder.pad([units[row][side] for side in sides for row in rows])
             if self.kind == "pairwise":
                 micro["margin"] = torch.tensor(np.asarray(batch["margin"], dtype=np.float32)[rows])
             else:
-                micro["targets"] = torch.tensor(np.stack([targets[row] for row in rows]))
-            micro_batches.append(micro)
-        return micro_batches
+                micro["targets"] = torch.tensor(np.stack([_column(batch, "targets")[row] for row in rows]))
+        micro["sources"] = [str(batch["source"][row]) for row in rows]
+        return micro

@@ -108,6 +108,12 @@ class Trainer:
             self._hf_deepspeed = HfDeepSpeedConfig(ds_config)
         self.tokenizer = build_tokenizer(config.model)
         model = build_reward_model(config.model, self.tokenizer, lm_head=config.loss.lm_loss_coeff > 0)
+        if config.model.init_from:
+            if config.run.zero_stage == 3:  # the model is built partitioned: full weights cannot be copied in
+                raise ValueError("model.init_from is supported with ZeRO-2 only, not run.zero_stage=3")
+            from gazerm.model.io import load_weights_into
+
+            load_weights_into(model, config.model.init_from)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.optim.lr,
@@ -209,15 +215,20 @@ class Trainer:
             gaze=micro["gaze"],
             gaze_mask=micro["gaze_mask"],
             return_lm_logits=self.config.loss.lm_loss_coeff > 0,
+            implicit=micro["implicit"],
+            implicit_mask=micro["implicit_mask"],
         )
 
     def _loss(self, micro: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        from gazerm.model.losses import lm_loss, pairwise_loss, regression_loss
+        from gazerm.model.losses import list_scores, listwise_loss, lm_loss, pairwise_loss, regression_loss
 
         loss_config = self.config.loss
         output = self._forward(micro)
         if loss_config.kind == "regression":
             return regression_loss(output.rewards, micro["targets"].view_as(output.rewards)), {}
+        if loss_config.kind == "listwise":
+            scores, mask = list_scores(output.rewards, micro["list_index"])
+            return listwise_loss(scores, micro["tiers"], mask), {}
         half = len(micro["sources"])
         chosen, rejected = output.rewards[:half], output.rewards[half:]
         loss = pairwise_loss(chosen, rejected, micro["margin"] if loss_config.use_margin else None)

@@ -2,10 +2,14 @@
 
 A preference example holds a prompt, n responses and labels; the losses want flat units:
 
-- ``pairwise``: one row per (chosen, rejected) pair of an example, with both texts and
-  their per-word gaze, and the score margin of the pair (0 where the source has none);
+- ``pairwise``: one row per (chosen, rejected) pair of an example, with both texts, their
+  per-word gaze and implicit features, and the score margin of the pair (0 where the source has none);
 - ``regression``: one row per rated response, with its targets (the scalar ``scores``, or the
-  ``attribute_scores`` when the model has several outputs).
+  ``attribute_scores`` when the model has several outputs);
+- ``listwise``: one row per example whose responses are ordered, with every ordered response and
+  its tier (0 = best, tied responses share one): from the ``ranking``, else from the ``scores``,
+  else from the single pair of a two-response example. An example whose responses are all tied
+  says nothing about order and gives no unit (counted like any other unit-less example).
 
 Flattening happens in ``map_batches`` before the stream is split over workers, so every
 worker gets the same number of units (``streaming_split(equal=True)``) and the DeepSpeed
@@ -20,9 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-UnitKind = Literal["pairwise", "regression"]
+UnitKind = Literal["pairwise", "regression", "listwise"]
 
-_GAZE_COLUMNS = (("spans", pa.list_(pa.int32())), ("features", pa.list_(pa.float32())))
+# Per response: its word gaze (flattened spans and features) and its implicit behaviour features.
+_RESPONSE_COLUMNS = (
+    ("spans", pa.list_(pa.int32())),
+    ("features", pa.list_(pa.float32())),
+    ("implicit", pa.list_(pa.float32())),
+)
 
 
 def render_prompt(context: list[dict[str, str]] | None, prompt: str) -> str:
@@ -36,13 +45,16 @@ def render_prompt(context: list[dict[str, str]] | None, prompt: str) -> str:
     return "".join(turns) + f"\n\nHuman: {prompt}\n\nAssistant: "
 
 
-def _gaze_of(row: dict[str, Any], index: int) -> tuple[list[int], list[float]]:
-    """Flattened word spans (2 per word) and features (5 per word) of one response; empty without gaze."""
-    gaze = row.get("gaze")
-    if not gaze or gaze[index] is None:
-        return [], []
-    entry = gaze[index]
-    return [c for span in entry["word_spans"] for c in span], [v for f in entry["features"] for v in f]
+def _response_inputs(row: dict[str, Any], index: int) -> dict[str, list]:
+    """One response's flattened word spans (2 per word) and gaze features (5 per word) and its implicit
+    features (``_RESPONSE_COLUMNS``); each empty when the data has none for it."""
+    gaze, implicit = row.get("gaze"), row.get("implicit")
+    entry = gaze[index] if gaze else None
+    return {
+        "spans": [c for span in entry["word_spans"] for c in span] if entry else [],
+        "features": [v for f in entry["features"] for v in f] if entry else [],
+        "implicit": list(implicit[index] or []) if implicit else [],
+    }
 
 
 def _unit_schema(kind: UnitKind) -> pa.Schema:
@@ -56,14 +68,20 @@ def _unit_schema(kind: UnitKind) -> pa.Schema:
         sides = [
             pa.field(f"{side}_{name}", kind_type)
             for side in ("chosen", "rejected")
-            for name, kind_type in (("text", pa.string()), *_GAZE_COLUMNS)
+            for name, kind_type in (("text", pa.string()), *_RESPONSE_COLUMNS)
         ]
         return pa.schema([*common, *sides, pa.field("margin", pa.float32())])
+    if kind == "listwise":
+        lists = [
+            pa.field("texts", pa.list_(pa.string())),
+            *(pa.field(name, pa.list_(kind_type)) for name, kind_type in _RESPONSE_COLUMNS),
+        ]
+        return pa.schema([*common, *lists, pa.field("tiers", pa.list_(pa.int32()))])
     return pa.schema(
         [
             *common,
             pa.field("text", pa.string()),
-            *(pa.field(name, kind_type) for name, kind_type in _GAZE_COLUMNS),
+            *(pa.field(name, kind_type) for name, kind_type in _RESPONSE_COLUMNS),
             pa.field("targets", pa.list_(pa.float32())),
         ]
     )
@@ -75,14 +93,8 @@ def _pair_units(row: dict[str, Any]) -> list[dict[str, Any]]:
         unit = {"margin": pair["margin"] or 0.0}
         for side in ("chosen", "rejected"):
             index = pair[side]
-            spans, features = _gaze_of(row, index)
-            unit.update(
-                {
-                    f"{side}_text": row["responses"][index],
-                    f"{side}_spans": spans,
-                    f"{side}_features": features,
-                }
-            )
+            unit[f"{side}_text"] = row["responses"][index]
+            unit.update({f"{side}_{name}": value for name, value in _response_inputs(row, index).items()})
         units.append(unit)
     return units
 
@@ -98,11 +110,38 @@ def _rated_units(row: dict[str, Any], num_outputs: int) -> list[dict[str, Any]]:
                 f"example {row['example_id']} ({row['source_file']}, row {row['source_row']}) has "
                 f"{len(target)} attribute scores but the model has num_outputs={num_outputs}"
             )
-        spans, features = _gaze_of(row, index)
-        units.append(
-            {"text": row["responses"][index], "spans": spans, "features": features, "targets": target}
-        )
+        units.append({"text": row["responses"][index], **_response_inputs(row, index), "targets": target})
     return units
+
+
+def list_tiers(row: dict[str, Any]) -> list[tuple[int, int]]:
+    """``(response index, tier)`` of each ordered response of an example, best first; empty when the
+    example orders fewer than two responses or ties them all."""
+    if row.get("ranking"):
+        ordered = list(enumerate(row["ranking"]))
+        return [(index, tier) for tier, index in ordered] if len(ordered) > 1 else []
+    if row.get("scores"):
+        levels = sorted(set(row["scores"]), reverse=True)
+        tiers = [(index, levels.index(score)) for index, score in enumerate(row["scores"])]
+        return sorted(tiers, key=lambda item: item[1]) if len(levels) > 1 else []
+    pairs = row.get("pairs") or []
+    if len(pairs) == 1 and len(row["responses"]) == 2:
+        return [(pairs[0]["chosen"], 0), (pairs[0]["rejected"], 1)]
+    return []
+
+
+def _list_units(row: dict[str, Any]) -> list[dict[str, Any]]:
+    tiers = list_tiers(row)
+    if not tiers:
+        return []
+    inputs = [_response_inputs(row, index) for index, _ in tiers]
+    return [
+        {
+            "texts": [row["responses"][index] for index, _ in tiers],
+            **{name: [item[name] for item in inputs] for name, _ in _RESPONSE_COLUMNS},
+            "tiers": [tier for _, tier in tiers],
+        }
+    ]
 
 
 class ToUnits:
@@ -122,13 +161,25 @@ class ToUnits:
                 "domain": row["domain"],
                 "prefix": render_prompt(row["context"], row["prompt"]),
             }
-            body = _pair_units(row) if self.kind == "pairwise" else _rated_units(row, self.num_outputs)
+            if self.kind == "pairwise":
+                body = _pair_units(row)
+            elif self.kind == "listwise":
+                body = _list_units(row)
+            else:
+                body = _rated_units(row, self.num_outputs)
             units.extend({**header, **unit} for unit in body)
         return pa.Table.from_pylist(units, schema=self.schema)
 
 
 def count_units(shard_paths: list[str], kind: UnitKind, num_outputs: int = 1) -> int:
-    """Units in a split, read from the label column alone (no need to run the pipeline to size it)."""
+    """Units in a split, read from the label columns alone (no need to run the pipeline to size it)."""
+    if kind == "listwise":
+        columns = ["ranking", "scores", "pairs", "responses"]
+        return sum(
+            bool(list_tiers(row))
+            for path in shard_paths
+            for row in pq.read_table(path, columns=columns).to_pylist()
+        )
     column = "pairs" if kind == "pairwise" else "attribute_scores" if num_outputs > 1 else "scores"
     total = 0
     for path in shard_paths:

@@ -38,8 +38,11 @@ def test_loss_config_validation():
     assert LossConfig().kind == "pairwise"
     with pytest.raises(ValidationError):
         LossConfig(lm_loss_coeff=-0.1)
+    assert LossConfig(kind="listwise").kind == "listwise"
+    with pytest.raises(ValidationError, match="pairwise losses"):
+        LossConfig(kind="regression", lm_loss_coeff=0.5)
     with pytest.raises(ValidationError):
-        LossConfig(kind="listwise")
+        LossConfig(kind="ranking")
 
 
 def test_yaml_round_trip_keeps_every_field(tmp_path):

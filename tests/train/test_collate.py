@@ -114,3 +114,19 @@ def test_regression_micro_batches_carry_targets(tokenizer, num_outputs):
         [1, 2, 0]
     ]
     assert targets.shape == (3, num_outputs) and targets.tolist() == expected.tolist()
+
+
+def test_listwise_micro_batches_stack_lists_and_index_them(tokenizer):
+    lists = [[chosen_text(4), chosen_text(1), chosen_text(2)], [chosen_text(9), REJECTED]]
+    batch = numpy_batch(
+        [example(0, lists[0], ranking=[1, 2, 0]), example(1, lists[1], pairs=[Pair(0, 1)])], "listwise"
+    )
+    (micro,) = UnitCollator(tokenizer, 128, micro_batch_size=2, kind="listwise")(batch)
+    # The shorter list (by its longest response) comes first; each list's texts in tier order.
+    assert micro["list_index"].tolist() == [[0, 1, 2], [3, 4, -1]]
+    assert micro["tiers"].tolist() == [[0, 1, 2], [0, 1, 0]]
+    texts = [lists[0][i] for i in (1, 2, 0)] + lists[1]
+    for row, text in enumerate(texts):
+        ids = micro["input_ids"][row][micro["attention_mask"][row].bool()].tolist()
+        assert ids == unpadded(tokenizer, PREFIX + text)
+    assert micro["sources"] == ["u0", "u1"]

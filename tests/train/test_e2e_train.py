@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
-from gazerm.data.synthetic import write_readability_ratings
-from gazerm.model.config import LoraSettings, LossConfig, ModelConfig
+from gazerm.data.synthetic import write_readability_lists
+from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.io import load_reward_model
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.job import run_training
@@ -43,11 +43,12 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
-# Each backbone and each fusion mode trains end to end at least once across this module: the
-# quickstart test below is tiny-llama + concat and the ZeRO-3 test tiny-llama + add. (Every
-# backbone × fusion pair is covered by the model's unit tests; an e2e run costs ~90 s here.)
-@pytest.mark.parametrize(("backbone", "fusion"), [("tiny-llama", "none"), ("tiny-mistral", "concat")])
-def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str, backbone: str, fusion: str):
+# Each backbone and fusion mode trains end to end somewhere in the suite: tiny-mistral + concat here,
+# tiny-llama + add (ZeRO-3) and + concat (quickstart) below, tiny-llama + none in the implicit-feature
+# ablation (tests/tune), tiny-bert + add in tests/evaluate/test_e2e_ratings_vs_rankings.py. Every
+# backbone × fusion pair is covered by the model's unit tests; an e2e run costs over a minute here.
+def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str):
+    backbone, fusion = "tiny-mistral", "concat"
     outcome = run_training(_job(tmp_path, dataset_dir, ModelConfig(backbone=backbone, fusion=fusion)))
 
     client = MlflowClient(outcome.tracking_uri)
@@ -87,26 +88,30 @@ def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str,
     assert model.value_head.weight.abs().sum() > 0  # the gathered ZeRO-3 weights, not empty partitions
 
 
-def test_multi_attribute_regression_with_an_encoder(tmp_path: Path, ray_local):
-    """Ratings (HelpSteer2 format, five attributes) → a tiny BERT with CLS pooling and a 5-output head."""
-    source = write_readability_ratings(tmp_path / "ratings.jsonl", n=120, seed=5)
+def test_listwise_loss_on_ranked_lists(tmp_path: Path, ray_local):
+    """Text-score lists of four responses → Plackett-Luce over each list; accuracy over its ordered pairs."""
+    source = write_readability_lists(tmp_path / "lists.jsonl", n=100, seed=2)
     prepared = PrepareConfig(
-        sources=[SourceSpec(format="helpsteer2", path=str(source))],
+        sources=[SourceSpec(format="text_score", path=str(source))],
         output_dir=str(tmp_path / "shards"),
         splits={"train": 0.8, "validation": 0.2, "test": 0.0},
         gaze=GazeSpec(predictor="reading_model", backend="local"),
     )
-    prepare(prepared)
-    lora = LoraSettings(target_modules=["query", "value"])
-    model = ModelConfig(backbone="tiny-bert", fusion="add", num_outputs=5, lora=lora)
-    outcome = run_training(_job(tmp_path, prepared.output_dir, model, LossConfig(kind="regression")))
+    manifest = prepare(prepared)
+    job = _job(
+        tmp_path,
+        prepared.output_dir,
+        ModelConfig(fusion="add"),
+        LossConfig(kind="listwise"),
+        micro_batch_size=4,
+    )
+    outcome = run_training(job)
 
     client = MlflowClient(outcome.tracking_uri)
     losses = _history(client, outcome.run_id, "train/loss")
     assert len(losses) == 8 and statistics.mean(losses[-3:]) < losses[0]
-    assert {"val/mse", "val/mae", "val/helpsteer2/mse"} <= set(outcome.metrics)
-    scored, _, config = load_reward_model(outcome.model_dir)
-    assert config.num_outputs == 5 and scored.pooling == "cls"
+    assert outcome.metrics["val/count"] == manifest.rows("validation")  # one unit per list
+    assert 0.5 < outcome.metrics["val/accuracy"] <= 1.0  # over 6 ordered pairs per list; chance is 0.5
 
 
 def test_quickstart_command_learns_the_synthetic_rule(tmp_path: Path, monkeypatch, ray_local):

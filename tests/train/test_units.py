@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from gazerm.data.schema import Pair, PreferenceExample, examples_to_table, pairs_from_scores
 from gazerm.features.featurize import GazeFeaturizer
+from gazerm.features.implicit import N_IMPLICIT
 from gazerm.features.reading_model import ReadingTimeModel
-from gazerm.train.units import ToUnits, count_units, render_prompt
+from gazerm.train.units import ToUnits, count_units, list_tiers, render_prompt
 
 CONTEXT = [
     {"role": "system", "content": "Be brief."},
@@ -75,9 +77,11 @@ def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
             "chosen_text": example.responses[chosen],
             "chosen_spans": chosen_spans,
             "chosen_features": chosen_features,
+            "chosen_implicit": [],
             "rejected_text": example.responses[rejected],
             "rejected_spans": rejected_spans,
             "rejected_features": rejected_features,
+            "rejected_implicit": [],
             "margin": margin,
         }
 
@@ -122,7 +126,9 @@ def test_regression_units_from_attribute_scores(num_outputs):
         ToUnits("regression", 3)(table)
 
 
-@pytest.mark.parametrize(("kind", "num_outputs"), [("pairwise", 1), ("regression", 1), ("regression", 2)])
+@pytest.mark.parametrize(
+    ("kind", "num_outputs"), [("pairwise", 1), ("regression", 1), ("regression", 2), ("listwise", 1)]
+)
 def test_count_units_matches_the_units_to_units_yields(tmp_path, kind, num_outputs):
     examples = [
         rated_example(attribute_scores=[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
@@ -133,8 +139,58 @@ def test_count_units_matches_the_units_to_units_yields(tmp_path, kind, num_outpu
     pq.write_table(table, tmp_path / "a.parquet")
     pq.write_table(table.slice(0, 1), tmp_path / "b.parquet")
     paths = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
-    expected = {("pairwise", 1): 4 + 3, ("regression", 1): 5 + 3, ("regression", 2): 3 + 3}[
-        (kind, num_outputs)
-    ]
+    expected = {
+        ("pairwise", 1): 4 + 3,
+        ("regression", 1): 5 + 3,
+        ("regression", 2): 3 + 3,
+        ("listwise", 1): 2 + 1,  # the rated and the pairwise example; the tie orders nothing
+    }[(kind, num_outputs)]
     produced = sum(ToUnits(kind, num_outputs)(pq.read_table(path)).num_rows for path in paths)
     assert count_units(paths, kind, num_outputs) == produced == expected
+
+
+def ranked_example(**overrides) -> PreferenceExample:
+    return rated_example(label_kind="ranking", scores=None, ranking=[2, 0, 1], **overrides)
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        (ranked_example(), [(2, 0), (0, 1), (1, 2)]),  # the ranking, best first
+        (rated_example(), [(0, 0), (2, 1), (1, 2)]),  # scores 3 > 2 > 1
+        (rated_example(scores=[2.0, 1.0, 2.0]), [(0, 0), (2, 0), (1, 1)]),  # a tie shares a tier
+        (pairwise_example(), [(0, 0), (1, 1)]),  # the single pair of a two-response example
+        (rated_example(scores=[1.0, 1.0, 1.0]), []),  # all tied: no order
+        (rated_example(label_kind="pairwise", scores=None), []),  # three responses, pairs only
+    ],
+)
+def test_list_tiers(example, expected):
+    assert list_tiers(example.to_row()) == expected
+
+
+def test_listwise_units_carry_each_list_with_its_gaze_and_tiers():
+    table = GazeFeaturizer()(examples_to_table([ranked_example(), rated_example(scores=[1.0, 1.0, 1.0])]))
+    (unit,) = ToUnits("listwise")(table).to_pylist()  # the all-tied example gives none
+    order = [2, 0, 1]
+    assert unit["texts"] == [RESPONSES[i] for i in order]
+    assert unit["tiers"] == [0, 1, 2]
+    assert [(s, f) for s, f in zip(unit["spans"], unit["features"], strict=True)] == [
+        flat_gaze(RESPONSES[i]) for i in order
+    ]
+    assert unit["prefix"] == render_prompt(CONTEXT, "How do I bake bread?")
+
+
+def test_units_carry_each_response_implicit_features_or_none():
+    table = examples_to_table([rated_example()])
+    implicit = [[0.1 * k + i for k in range(N_IMPLICIT)] for i in range(2)] + [None]  # response 2: no logs
+    table = table.set_column(table.schema.get_field_index("implicit"), "implicit", pa.array([implicit]))
+    expected = [pytest.approx(values) if values else [] for values in implicit]
+    pairs = ToUnits("pairwise")(table).to_pylist()
+    assert [(u["chosen_implicit"], u["rejected_implicit"]) for u in pairs] == [
+        (expected[0], expected[1]),
+        (expected[0], expected[2]),
+        (expected[2], expected[1]),
+    ]
+    assert [u["implicit"] for u in ToUnits("regression")(table).to_pylist()] == expected
+    (listed,) = ToUnits("listwise")(table).to_pylist()
+    assert listed["implicit"] == [expected[0], expected[2], expected[1]]  # scores 3 > 2 > 1

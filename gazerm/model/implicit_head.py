@@ -1,0 +1,27 @@
+"""The implicit-feedback head: a response's behaviour features (IFLLM-style dwell, scroll, mouse, fixations)
+→ a term added to its reward, next to what the text gives."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gazerm.features.implicit import N_IMPLICIT
+
+
+class ImplicitHead(nn.Module):
+    """Linear → ReLU → Dropout → Linear over the ``(B, N_IMPLICIT)`` features, zero where a response has none.
+
+    A separate additive term (rather than features mixed into the text's hidden state) keeps a response
+    without session logs scored by its text alone, exactly as a text-only model would score it.
+    """
+
+    def __init__(self, hidden: int, num_outputs: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(N_IMPLICIT, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_outputs)
+        )
+
+    def forward(self, features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        term = self.net(features.to(self.net[0].weight.dtype))
+        return term * present.to(term.dtype).unsqueeze(-1)
