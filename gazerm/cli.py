@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -41,16 +42,35 @@ def _fail(error: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+class DemoKind(str, Enum):
+    pairs = "pairs"
+    ratings = "ratings"
+    lists = "lists"
+    implicit = "implicit"
+
+
 @app.command("demo-data")
 def demo_data(
-    output: Annotated[Path, typer.Argument(help="JSONL file to write.")],
-    rows: Annotated[int, typer.Option(help="Number of preference pairs.")] = 2000,
+    output: Annotated[Path, typer.Argument(help="JSONL file to write (a directory for --kind implicit).")],
+    kind: Annotated[DemoKind, typer.Option(help="Which synthetic set (see below).")] = DemoKind.pairs,
+    rows: Annotated[int, typer.Option(help="Number of prompts.")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Write the synthetic readability preference set (chosen = easier to read) as generic JSONL."""
-    from gazerm.data.synthetic import write_readability_preferences
+    """Write a synthetic set with a known rule: ``pairs`` (generic format; the easier-to-read response is
+    chosen), ``ratings`` (HelpSteer2 format, 4s and 0s: jobs/ratings_rm.yaml, jobs/rankings_rm.yaml),
+    ``lists`` (text-score lists of four, scored by readability: listwise training) or ``implicit``
+    (pairs.jsonl + sessions.jsonl, the signal in behaviour only: jobs/implicit_ablation.yaml)."""
+    from gazerm.data import synthetic
 
-    typer.echo(write_readability_preferences(output, rows, seed))
+    writers = {
+        DemoKind.pairs: synthetic.write_readability_preferences,
+        DemoKind.ratings: synthetic.write_readability_ratings,
+        DemoKind.lists: synthetic.write_readability_lists,
+        DemoKind.implicit: synthetic.write_implicit_feedback_set,
+    }
+    written = writers[kind](output, n=rows, seed=seed)
+    for path in written if isinstance(written, tuple) else [written]:
+        typer.echo(path)
 
 
 @app.command()
@@ -124,17 +144,112 @@ def score(
     input_path: Annotated[
         Path, typer.Argument(metavar="INPUT", help="JSONL or Parquet rows with prompt, response, context.")
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write: input rows + reward.")],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="JSONL to write: input rows + reward (--workers: a directory)."),
+    ],
     batch_size: Annotated[int, typer.Option(help="Pairs per forward pass.")] = 16,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Run as a Ray Data job with this many model copies; INPUT may be a directory of Parquet "
+            "(or JSONL) files and --output becomes a directory of Parquet files.",
+        ),
+    ] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="With --workers: one GPU per model copy.")] = False,
 ) -> None:
     """Score prompt/response pairs with a trained reward model, computing its gaze features on the fly."""
-    from gazerm.score import score_file
+    from gazerm.score import score_dataset, score_file
 
     try:
-        count = score_file(model_dir, input_path, output, batch_size)
+        if workers is not None:
+            count = score_dataset(model_dir, input_path, output, batch_size, workers, use_gpu=gpu)
+        elif gpu:
+            raise ValueError("--gpu is for the Ray Data job: give --workers too")
+        else:
+            count = score_file(model_dir, input_path, output, batch_size)
     except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: no such model directory
         raise _fail(error) from error
     typer.echo(f"scored {count} rows → {output}")
+
+
+@app.command()
+def rerank(
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Reward model directory.")],
+    input_path: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="JSONL/Parquet rows: prompt, responses, context, id.")
+    ],
+    output: Annotated[
+        Path, typer.Argument(metavar="OUTPUT", help="JSONL: input rows + rewards, chosen_index, chosen.")
+    ],
+    batch_size: Annotated[int, typer.Option(help="Responses per forward pass.")] = 16,
+    weights: Annotated[
+        list[float] | None,
+        typer.Option(help="Multi-attribute models: one weight per output, repeated (default: the mean)."),
+    ] = None,
+) -> None:
+    """Best-of-n: score every candidate response and keep the best one per prompt (ties: lowest index)."""
+    from gazerm.evaluate.bestofn import rerank_file
+
+    try:
+        count = rerank_file(model_dir, input_path, output, batch_size, weights)
+    except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: no such model directory
+        raise _fail(error) from error
+    typer.echo(f"chose a response for {count} prompts → {output}")
+
+
+@app.command()
+def winrate(
+    choices_a: Annotated[Path, typer.Argument(metavar="CHOICES_A", help="JSONL with prompt + chosen (A).")],
+    choices_b: Annotated[Path, typer.Argument(metavar="CHOICES_B", help="JSONL with prompt + chosen (B).")],
+    reference: Annotated[
+        Path | None, typer.Option(help="Reference preferences: prompt, responses, scores or ranking.")
+    ] = None,
+    judge: Annotated[Path | None, typer.Option(help="Judge reward model directory.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write it as JSON.")] = None,
+) -> None:
+    """Win rate of choices A over B with a 95% confidence interval, judged by a reference or a judge RM."""
+    from gazerm.evaluate.winrate import win_rate
+
+    try:
+        result = win_rate(choices_a, choices_b, reference=reference, judge=judge)
+    except (ValueError, OSError) as error:
+        raise _fail(error) from error
+    typer.echo(result.report())
+    if output:
+        result.write(output)
+
+
+@app.command()
+def consistency(
+    dataset_dir: Annotated[Path, typer.Argument(metavar="DATASET_DIR", help="Prepared dataset directory.")],
+    ratings_model: Annotated[
+        Path, typer.Option("--ratings-model", help="Model trained on ratings (loss.kind=regression).")
+    ],
+    rankings_model: Annotated[
+        Path, typer.Option("--rankings-model", help="Model trained on rankings (loss.kind=pairwise).")
+    ],
+    split: Annotated[str, typer.Option(help="Split of DATASET_DIR to compare on.")] = "validation",
+    weights: Annotated[
+        list[float] | None,
+        typer.Option(help="Ratings model: one weight per attribute, repeated (default: the mean)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Responses per forward pass.")] = 32,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write it as JSON.")] = None,
+) -> None:
+    """How often a ratings and a rankings reward model prefer the same response, their accuracies, and how
+    often the data's rating- and ranking-derived labels agree."""
+    from gazerm.evaluate.consistency import consistency_report
+
+    try:
+        report = consistency_report(ratings_model, rankings_model, dataset_dir, split, weights, batch_size)
+    except (ValueError, OSError) as error:  # ValueError: no such split, weights of the wrong length
+        raise _fail(error) from error
+    typer.echo(report.table())
+    if output:
+        typer.echo(f"report → {report.write(output)}")
 
 
 @app.command()
@@ -163,6 +278,26 @@ def tune(
     typer.echo(f"best trial: {outcome.best.name} (run {outcome.best.run_id})")
     typer.echo(f"registered: models:/{version.name}/{version.version}, alias @{', @'.join(version.aliases)}")
     typer.echo(f"browse with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
+
+
+@app.command("train-staged")
+def train_staged(
+    config: Annotated[Path, typer.Argument(help="Staged job YAML (e.g. jobs/dsp_staged_academy.yaml).")],
+    overrides: Overrides = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Train a general reward model, then continue it stage by stage on domain preferences; report the
+    accuracy of every stage's model on every evaluation set. Re-running skips finished stages."""
+    from gazerm.train.stages import StagedJobConfig, run_stages
+
+    extra = [f"base.tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
+    try:
+        settings = load_config(StagedJobConfig, config, (overrides or []) + extra)
+    except ConfigError as error:
+        raise _fail(error) from error
+    outcome = run_stages(settings)
+    typer.echo(f"models: {outcome.model_dirs}")
+    typer.echo(f"mlflow run: {outcome.parent_run_id} in {outcome.tracking_uri}")
 
 
 select_app = typer.Typer(

@@ -5,14 +5,20 @@ max_length); the scorer builds that predictor, predicts word gaze for each respo
 prompt + response through the same :class:`SequenceEncoder` and :func:`render_prompt` as
 training, so a reward here is the reward the trained model would have given the same text in a
 training batch.
+
+Two ways to run it: :func:`score_file` scores one file in this process; :func:`score_dataset` is a
+Ray Data job over a directory of Parquet (or JSONL) files with one model copy per worker actor, for
+more rows than one process gets through.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from tqdm import tqdm
 
@@ -24,6 +30,7 @@ from gazerm.features.featurize import build_predictor
 from gazerm.model.inputs import Sequence, SequenceEncoder
 from gazerm.model.io import INPUTS_FILE, load_reward_model
 from gazerm.model.reward_model import RewardModel
+from gazerm.runtime import init_ray
 from gazerm.train.units import render_prompt
 
 Context = list[dict[str, str]]
@@ -32,8 +39,12 @@ Context = list[dict[str, str]]
 class RewardScorer:
     """A loaded reward model, its tokenizer and gaze predictor; ``score`` gives one reward per pair."""
 
-    def __init__(self, model_dir: str | Path, batch_size: int = 16, max_length: int | None = None) -> None:
+    def __init__(
+        self, model_dir: str | Path, batch_size: int = 16, max_length: int | None = None, device: str = "cpu"
+    ) -> None:
         self.model, tokenizer, config = load_reward_model(model_dir)
+        self.device = torch.device(device)
+        self.model.to(self.device)
         path = Path(model_dir) / INPUTS_FILE
         inputs = json.loads(path.read_text()) if path.exists() else {}
         spec = inputs.get("gaze", {"predictor": "none"})
@@ -56,11 +67,15 @@ class RewardScorer:
         responses: list[str],
         contexts: list[Context | None] | None = None,
         progress: bool = False,
+        implicit: list[list[float] | None] | None = None,
     ) -> np.ndarray:
-        """Rewards ``(N,)``, or ``(N, num_outputs)`` for a multi-attribute head."""
-        if len(prompts) != len(responses) or (contexts is not None and len(contexts) != len(prompts)):
-            raise ValueError("prompts, responses and contexts must have the same length")
+        """Rewards ``(N,)``, or ``(N, num_outputs)`` for a multi-attribute head. ``implicit`` holds each
+        response's behaviour features (None where it has none), for models with ``implicit_features``."""
+        lengths = {len(prompts), len(responses)} | {len(v) for v in (contexts, implicit) if v is not None}
+        if len(lengths) > 1:
+            raise ValueError("prompts, responses, contexts and implicit must have the same length")
         contexts = contexts if contexts is not None else [None] * len(prompts)
+        implicit = implicit if implicit is not None else [None] * len(prompts)
         rewards = []
         for start in tqdm(
             range(0, len(prompts), self.batch_size), "scoring", unit="batch", disable=not progress
@@ -69,30 +84,36 @@ class RewardScorer:
             prefixes = [
                 render_prompt(c, p) for c, p in zip(contexts[start:end], prompts[start:end], strict=True)
             ]
-            rewards.append(self._score_batch(prefixes, responses[start:end]))
+            rewards.append(self._score_batch(prefixes, responses[start:end], implicit[start:end]))
         if not rewards:
             outputs = self.model.model_config.num_outputs
             return np.zeros((0,) if outputs == 1 else (0, outputs), dtype=np.float32)
         return np.concatenate(rewards)
 
     @torch.no_grad()
-    def _score_batch(self, prefixes: list[str], responses: list[str]) -> np.ndarray:
+    def _score_batch(
+        self, prefixes: list[str], responses: list[str], implicit: list[list[float] | None]
+    ) -> np.ndarray:
         if self.predictor is None:
             gaze = [(np.zeros((0, 2)), np.zeros((0, N_FEATURES))) for _ in responses]
         else:
             gaze = [(np.asarray(g.spans), g.features) for g in self.predictor.predict(responses)]
         sequences = [
-            Sequence(prefix, response, spans, features)
-            for prefix, response, (spans, features) in zip(prefixes, responses, gaze, strict=True)
+            Sequence(prefix, response, spans, features, np.asarray(behaviour or [], dtype=np.float32))
+            for prefix, response, (spans, features), behaviour in zip(
+                prefixes, responses, gaze, implicit, strict=True
+            )
         ]
-        batch = self.encoder.pad(self.encoder.encode(sequences))
+        batch = {k: v.to(self.device) for k, v in self.encoder.pad(self.encoder.encode(sequences)).items()}
         output = self.model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             gaze=batch["gaze"],
             gaze_mask=batch["gaze_mask"],
+            implicit=batch["implicit"],
+            implicit_mask=batch["implicit_mask"],
         )
-        return output.rewards.numpy()
+        return output.rewards.float().cpu().numpy()
 
 
 def _longest(model: RewardModel) -> int:
@@ -107,8 +128,7 @@ def score_file(
 ) -> int:
     """Score every ``prompt``/``response`` row of a JSONL or Parquet file; writes the rows plus ``reward``
     as JSONL and returns how many. Every row is validated before the model is loaded."""
-    file = str(input_path)
-    records = [_checked(record, file, row) for row, record in read_records(input_path)]
+    records = _validated(input_path)
     scorer = RewardScorer(model_dir, batch_size=batch_size)
     rewards = scorer.score(
         [r["prompt"] for r in records],
@@ -125,16 +145,94 @@ def score_file(
     return len(records)
 
 
+def _validated(input_path: str | Path) -> list[Record]:
+    """Every record of a file, checked by :func:`_checked`: the first bad one stops with its error."""
+    file = str(input_path)
+    return [_checked(record, file, row) for row, record in read_records(input_path)]
+
+
 def _checked(record: Record | DataError, file: str, row: int) -> Record:
     """The record, if it has a non-blank prompt and response and a well-formed optional context."""
     if isinstance(record, DataError):
         raise record
     text(record, "prompt", file, row)
     text(record, "response", file, row)
+    check_context(record, file, row)
+    return record
+
+
+def check_context(record: Record, file: str, row: int) -> None:
+    """An optional ``context`` must be a list of ``{role, content}`` turns with a non-blank role."""
     if record.get("context") is not None:
         turns = nested(record, "context", list, file, row)
         for name in turns:
             turn = nested(turns, name, dict, file, row)
             text(turn, f"{name}.role", file, row)
             require(turn, f"{name}.content", str, file, row)
-    return record
+
+
+RAY_FORMATS = (".parquet", ".jsonl")
+
+
+def score_dataset(
+    model_dir: str | Path,
+    input_path: str | Path,
+    output_dir: str | Path,
+    batch_size: int = 16,
+    num_workers: int = 1,
+    use_gpu: bool = False,
+) -> int:
+    """Score a Parquet (or JSONL) file or directory of them as a Ray Data job; returns the row count.
+
+    Each of ``num_workers`` actors loads the model once (one GPU each with ``use_gpu``) and scores
+    the batches it is handed; ``output_dir`` gets Parquet files with the input columns plus ``reward``
+    (replacing earlier output there). Every row is validated on the driver first, with the same
+    errors as :func:`score_file`, so a bad row stops the job before any worker starts.
+    """
+    files = input_files(input_path)
+    checking = tqdm(files, "validating", unit="file", disable=len(files) < 2)
+    rows = sum(len(_validated(file)) for file in checking)
+    if not (Path(model_dir) / "config.yaml").is_file():
+        raise FileNotFoundError(f"{model_dir}: not a saved reward model (no config.yaml)")
+
+    import ray.data
+
+    init_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    parquet = files[0].endswith(".parquet")
+    dataset = ray.data.read_parquet(files) if parquet else ray.data.read_json(files, lines=True)
+    dataset.map_batches(
+        BatchScorer,
+        fn_constructor_args=(str(model_dir), batch_size, "cuda" if use_gpu else "cpu"),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        concurrency=num_workers,
+        num_gpus=1 if use_gpu else None,
+    ).write_parquet(str(output_dir), mode=ray.data.SaveMode.OVERWRITE)
+    return rows
+
+
+def input_files(input_path: str | Path) -> list[str]:
+    """The input file, or the ``.parquet`` or ``.jsonl`` files under a directory (one kind, sorted)."""
+    path = Path(input_path)
+    files = sorted(p for p in path.rglob("*") if p.suffix in RAY_FORMATS) if path.is_dir() else [path]
+    kinds = {file.suffix for file in files}
+    if len(kinds) != 1 or not kinds <= set(RAY_FORMATS):
+        found = ", ".join(sorted(kinds)) or "none"
+        raise DataError(str(path), None, None, f"expected .parquet or .jsonl files of one kind, got: {found}")
+    return [str(file) for file in files]
+
+
+class BatchScorer:
+    """``map_batches`` callable: a model loaded once per Ray actor, adding ``reward`` to each Arrow batch."""
+
+    def __init__(self, model_dir: str, batch_size: int, device: str) -> None:
+        self.scorer = RewardScorer(model_dir, batch_size=batch_size, device=device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        contexts = batch.column("context").to_pylist() if "context" in batch.column_names else None
+        rewards = self.scorer.score(
+            batch.column("prompt").to_pylist(), batch.column("response").to_pylist(), contexts
+        )
+        kind = pa.float32() if rewards.ndim == 1 else pa.list_(pa.float32(), rewards.shape[1])
+        return batch.append_column("reward", pa.array(rewards.tolist(), type=kind))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from typer.testing import CliRunner
 
 from gazerm.cli import app
@@ -10,7 +13,8 @@ from gazerm.cli import app
 def test_help_lists_every_subcommand():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("prepare", "train", "score", "gaze", "demo-data", "bench"):
+    commands = ["demo-data", "prepare", "train", "train-staged", "score", "rerank", "winrate", "consistency"]
+    for command in [*commands, "tune", "select", "gaze", "bench"]:
         assert command in result.output
 
 
@@ -28,3 +32,25 @@ def test_gaze_prints_five_features_per_word():
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in lines[1:]}
     assert set(rows) == {"The", "epistemological", "cat", "sat."}
     assert rows["epistemological"][3] > rows["cat"][3]  # long rare words are read longer (TRT)
+
+
+@pytest.mark.parametrize(
+    ("kind", "source_format", "responses"),
+    [
+        ("pairs", "generic", 2),
+        ("ratings", "helpsteer2", 2),
+        ("lists", "text_score", 4),
+        ("implicit", "generic", 2),
+    ],
+)
+def test_demo_data_writes_each_kind_in_its_loader_format(tmp_path, kind, source_format, responses):
+    from gazerm.data.sources import iter_source
+
+    output = tmp_path / ("implicit" if kind == "implicit" else "data.jsonl")
+    result = CliRunner().invoke(app, ["demo-data", str(output), "--kind", kind, "--rows", "6"])
+    assert result.exit_code == 0, result.output
+    paths = result.output.split()
+    examples = list(iter_source(source_format, paths[0]))
+    assert len(examples) == 6 and all(len(example.responses) == responses for example in examples)
+    if kind == "implicit":
+        assert paths[1].endswith("sessions.jsonl") and Path(paths[1]).stat().st_size > 0

@@ -56,13 +56,17 @@ def scalar_rewards(rewards: np.ndarray, weights: Sequence[float] | None = None) 
 def score_rows(
     scorer: RewardScorer, rows: list[dict[str, Any]], weights: Sequence[float] | None = None
 ) -> list[np.ndarray]:
-    """Per row, the scalar reward of each of its responses (all responses scored in one pass)."""
-    prompts, responses, contexts = [], [], []
+    """Per row, the scalar reward of each of its responses (all responses scored in one pass, with their
+    implicit features where the split has them)."""
+    prompts, responses, contexts, implicit = [], [], [], []
     for row in rows:
-        prompts += [row["prompt"]] * len(row["responses"])
+        count = len(row["responses"])
+        prompts += [row["prompt"]] * count
         responses += row["responses"]
-        contexts += [row["context"]] * len(row["responses"])
-    flat = scalar_rewards(scorer.score(prompts, responses, contexts, progress=len(prompts) > 64), weights)
+        contexts += [row["context"]] * count
+        implicit += row.get("implicit") or [None] * count
+    rewards = scorer.score(prompts, responses, contexts, progress=len(prompts) > 64, implicit=implicit)
+    flat = scalar_rewards(rewards, weights)
     bounds = np.cumsum([0] + [len(row["responses"]) for row in rows])
     return [flat[start:end] for start, end in pairwise(bounds)]
 
