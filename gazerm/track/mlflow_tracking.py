@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gazerm.storage import Storage
+
 RUN_ID_FILE = "mlflow_run.json"
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # mlflow.utils.mlflow_tags; spelled out to keep imports lazy
 
@@ -45,7 +47,7 @@ def start_run(
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    record = Path(output_dir) / RUN_ID_FILE if output_dir and "://" not in output_dir else None
+    record = Storage.of(output_dir).child(RUN_ID_FILE) if output_dir else None
     if record and record.exists():
         run_id = json.loads(record.read_text())["run_id"]
         client.update_run(run_id, status="RUNNING")
@@ -57,7 +59,6 @@ def start_run(
     for start in range(0, len(items), 100):  # MLflow caps params per batch call
         client.log_batch(run.info.run_id, params=[_param(k, v) for k, v in items[start : start + 100]])
     if record:
-        record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": tracking_uri}))
     return run.info.run_id
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from gazerm.data.shards import Manifest, verify
 from gazerm.model.io import INPUTS_FILE
 from gazerm.runtime import init_ray
+from gazerm.storage import Storage
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.loop import MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
 from gazerm.train.units import ToUnits, count_units
@@ -66,11 +68,13 @@ def planned_steps(units: int, config: TrainJobConfig) -> int:
     return run.max_steps or micro_batches * run.epochs // run.grad_accum
 
 
-def latest_checkpoint(storage: Path) -> str | None:
-    """The newest checkpoint a previous attempt of this job left (highest trained step)."""
+def latest_checkpoint(output: Storage) -> str | None:
+    """The newest checkpoint a previous attempt of this job left (highest trained step), as a URI/path."""
     candidates = []
-    for state_file in storage.glob(f"{RAY_RUN_NAME}/checkpoint_*/{STATE_FILE}"):
-        candidates.append((json.loads(state_file.read_text())["step"], str(state_file.parent)))
+    for checkpoint in output.child(RAY_RUN_NAME).subdirectories("checkpoint_"):
+        state = checkpoint.child(STATE_FILE)
+        if state.exists():
+            candidates.append((json.loads(state.read_text())["step"], checkpoint.uri))
     return max(candidates)[1] if candidates else None
 
 
@@ -89,9 +93,9 @@ def run_training(
 
     from gazerm.track.mlflow_tracking import finish_run, start_run
 
-    output = Path(config.output_dir).resolve()
-    if not resume and output.exists():
-        shutil.rmtree(output)
+    output = Storage.of(config.output_dir)
+    if not resume:
+        output.delete()
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     root, manifest = ensure_dataset(config)
     kind, num_outputs = config.loss.kind, config.model.num_outputs
@@ -118,7 +122,7 @@ def run_training(
         config.tracking.experiment,
         config.tracking.run_name or config.name,
         {**config.model_dump(mode="json"), "train_units": train_units, "total_steps": total_steps},
-        str(output),
+        output.uri,
         parent_run_id=parent_run_id,
     )
     resume_from = latest_checkpoint(output) if resume else None
@@ -136,7 +140,7 @@ def run_training(
         torch_config=TorchConfig(backend="nccl" if config.run.use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
             name=RAY_RUN_NAME,
-            storage_path=str(output),
+            storage_path=output.uri,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.run.keep_checkpoints),
             callbacks=list(callbacks),
         ),
@@ -149,17 +153,18 @@ def run_training(
         flush=True,
     )
     result = trainer.fit()
-    model_dir = output / MODEL_DIR
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    with result.checkpoint.as_directory() as checkpoint_dir:
-        shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, model_dir)
+    model = output.child(MODEL_DIR)
     gaze = manifest.config.get("gaze", {"predictor": "none"})
-    inputs = {"gaze": gaze, "max_length": config.data.max_length}
-    (model_dir / INPUTS_FILE).write_text(json.dumps(inputs))
-    metrics = _final_metrics(result.metrics or {})
-    finish_run(tracking_uri, run_id, str(model_dir), {"metrics": metrics, "model_dir": str(model_dir)})
-    return TrainOutcome(str(model_dir), tracking_uri, run_id, metrics)
+    with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
+        local_model = Path(staging) / MODEL_DIR
+        with result.checkpoint.as_directory() as checkpoint_dir:
+            shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
+        inputs = {"gaze": gaze, "max_length": config.data.max_length}
+        (local_model / INPUTS_FILE).write_text(json.dumps(inputs))
+        model.replace_with(local_model)
+        metrics = _final_metrics(result.metrics or {})
+        finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
+    return TrainOutcome(model.uri, tracking_uri, run_id, metrics)
 
 
 def _validation_units(paths: list[str], kind: str, num_outputs: int) -> pa.Table:

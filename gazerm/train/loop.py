@@ -145,7 +145,7 @@ class Trainer:
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and self.settings.resume_from:
-            checkpoint = ray.train.Checkpoint.from_directory(self.settings.resume_from)
+            checkpoint = ray.train.Checkpoint(self.settings.resume_from)  # a local path or a URI
         if checkpoint is None:
             return
         with checkpoint.as_directory() as directory:

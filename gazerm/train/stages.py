@@ -91,6 +91,10 @@ class StagedJobConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StagedJobConfig:
+        if "://" in self.base.output_dir:
+            raise ValueError(
+                "base.output_dir: staged jobs need a local or mounted path (each stage reads the last)"
+            )
         _unique("stage", [stage.name for stage in self.stages])
         if not self.eval_sets:
             self.eval_sets = [EvalSet(name=stage.name, stage=stage.name) for stage in self.stages]

@@ -71,6 +71,10 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
     from gazerm.train.job import ensure_dataset
     from gazerm.tune.scheduler import asha
 
+    if "://" in config.output_dir:
+        raise ValueError(
+            f"output_dir {config.output_dir}: a search needs a local or mounted path (trials run there)"
+        )
     name = search_name(config, space)
     search_dir = Path(config.output_dir).resolve().parent / name
     if search_dir.exists():

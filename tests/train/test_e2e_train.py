@@ -75,16 +75,25 @@ def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str):
 
 
 def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str, capfd):
-    first = run_training(_job(tmp_path, dataset_dir, ModelConfig(fusion="add"), zero_stage=3, max_steps=4))
-    second = run_training(_job(tmp_path, dataset_dir, ModelConfig(fusion="add"), zero_stage=3, max_steps=8))
+    """Also the object-store path: output_dir is a URI (file:// here; s3:// and gs:// take the same
+    pyarrow-filesystem code), read and written by Ray Train and by the driver alike."""
+    output_uri = (tmp_path / "run").as_uri()
+
+    def job(max_steps: int) -> TrainJobConfig:
+        config = _job(tmp_path, dataset_dir, ModelConfig(fusion="add"), zero_stage=3, max_steps=max_steps)
+        return config.model_copy(update={"output_dir": output_uri})
+
+    first = run_training(job(4))
+    second = run_training(job(8))
 
     assert second.run_id == first.run_id
-    assert "resuming from" in capfd.readouterr().out
+    assert f"resuming from {output_uri}/ray/checkpoint_" in capfd.readouterr().out
     client = MlflowClient(second.tracking_uri)
     steps = [m.step for m in client.get_metric_history(second.run_id, "train/loss")]
     assert sorted(steps) == list(range(1, 9))  # steps 1-4 once, then 5-8: nothing trained twice
     assert client.get_run(second.run_id).data.params["run.zero_stage"] == "3"
-    model, _, _ = load_reward_model(second.model_dir)
+    assert second.model_dir == f"{output_uri}/model"
+    model, _, _ = load_reward_model(tmp_path / "run" / "model")
     assert model.value_head.weight.abs().sum() > 0  # the gathered ZeRO-3 weights, not empty partitions
 
 
