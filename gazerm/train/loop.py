@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from gazerm.train.config import TrainJobConfig
+from gazerm.train.metrics import StepAverage
 
 log = logging.getLogger("gazerm.train")
 
@@ -131,6 +132,7 @@ class Trainer:
             self.tokenizer, config.data.max_length, config.run.micro_batch_size, config.loss.kind
         )
         self.state = TrainerState()
+        self.accumulated = StepAverage()
         self._validation: list[dict[str, Any]] | None = None
         self.metrics_logger = None
         if self.rank == 0:
@@ -194,16 +196,17 @@ class Trainer:
         loss, details = self._loss(micro)
         self.engine.backward(loss)
         self.engine.step()
+        self.accumulated.add({"train/loss": loss.item(), **details})
         if not boundary:
             return False
         self.state.step += 1
-        metrics = {"train/loss": loss.item(), "train/lr": self.engine.get_lr()[0], **details}
+        metrics = {**self.accumulated.pop(), "train/lr": self.engine.get_lr()[0]}
         if self.metrics_logger:
             self.metrics_logger.log(metrics, self.state.step)
             if self.state.step % 10 == 0 or self.state.step == 1:
                 rate = (self.state.step - started[1]) / (time.perf_counter() - started[0])
                 self._print(
-                    f"step {self.state.step}/{self.settings.total_steps} loss {loss.item():.4f} "
+                    f"step {self.state.step}/{self.settings.total_steps} loss {metrics['train/loss']:.4f} "
                     f"({rate:.2f} steps/s)"
                 )
         return True

@@ -14,6 +14,24 @@ import torch
 import torch.nn.functional as F
 
 
+class StepAverage:
+    """Training metrics of one optimizer step: the mean over its gradient-accumulation micro-batches
+    (logging only the last micro-batch's loss would make ``grad_accum`` change what train/loss means)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.values[name].append(value)
+
+    def pop(self) -> dict[str, float]:
+        """The means so far, and a fresh start for the next step."""
+        means = {name: sum(values) / len(values) for name, values in self.values.items()}
+        self.values.clear()
+        return means
+
+
 class EvalTotals:
     """Running sums per source; ``metrics()`` turns them into ``val/...`` numbers."""
 

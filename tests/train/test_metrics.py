@@ -106,3 +106,14 @@ def test_listwise_accuracy_over_ordered_pairs_and_loss():
         listwise_loss(torch.tensor([[0.0, 1.0]]), torch.tensor([[0, 1]]), torch.ones(1, 2)),
     ]
     assert metrics["val/loss"] == pytest.approx(float(sum(per_list)) / 3)
+
+
+def test_step_average_is_the_mean_over_the_accumulated_micro_batches():
+    from gazerm.train.metrics import StepAverage
+
+    window = StepAverage()
+    window.add({"train/loss": 0.9, "train/accuracy": 0.5})
+    window.add({"train/loss": 0.5, "train/accuracy": 1.0})
+    assert window.pop() == pytest.approx({"train/loss": 0.7, "train/accuracy": 0.75})
+    window.add({"train/loss": 0.2})
+    assert window.pop() == {"train/loss": 0.2}  # popping started a new step
