@@ -31,6 +31,7 @@ import numpy as np
 from gazerm.data.schema import pairs_from_ranking
 from gazerm.evaluate.offline import PairAccuracy, pair_accuracy, read_split, score_rows
 from gazerm.score import RewardScorer
+from gazerm.tune.table import Table
 
 ALL_SOURCES = "all"
 
@@ -62,24 +63,26 @@ class ConsistencyReport:
 
     def table(self) -> str:
         """A markdown table of the model comparison per source, then the label agreement."""
-        lines = [
-            f"split {self.split}: ratings RM vs rankings RM",
-            "| source | examples | response pairs | models agree | labelled pairs | ratings RM acc "
-            "| rankings RM acc |",
-            "|---|---|---|---|---|---|---|",
+        headers = ["source", "examples", "response pairs", "models agree", "labelled pairs"]
+        rows = [
+            [
+                source,
+                group.examples,
+                group.agreement.pairs,
+                group.agreement.rate,
+                group.ratings_accuracy.pairs,
+                group.ratings_accuracy.accuracy,
+                group.rankings_accuracy.accuracy,
+            ]
+            for source, group in self.by_source.items()
         ]
-        for source, group in self.by_source.items():
-            lines.append(
-                f"| {source} | {group.examples} | {group.agreement.pairs} | {group.agreement.rate:.3f} "
-                f"| {group.ratings_accuracy.pairs} | {group.ratings_accuracy.accuracy:.3f} "
-                f"| {group.rankings_accuracy.accuracy:.3f} |"
-            )
+        comparison = Table([*headers, "ratings RM acc", "rankings RM acc"], rows).markdown()
         labels = self.label_agreement
-        lines.append(
+        return (
+            f"split {self.split}: ratings RM vs rankings RM\n{comparison}"
             f"rating- vs ranking-derived labels: agree {labels.rate:.3f} on {labels.pairs} pairs "
             f"({labels.ties} rating ties)"
         )
-        return "\n".join(lines)
 
     def write(self, path: str | Path) -> Path:
         """The report as JSON (nan, for an empty group, as null)."""
