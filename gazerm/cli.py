@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from gazerm.config import ConfigError, load_config
+from gazerm.data.errors import DataError
 
 app = typer.Typer(
     help="gazerm: train LLM reward models from gaze (implicit) and explicit human feedback.",
@@ -87,7 +88,6 @@ def prepare(
     ] = False,
 ) -> None:
     """Load sources, validate, compute gaze features (Ray Data) and write split Parquet shards + manifest."""
-    from gazerm.data.errors import DataError
     from gazerm.data.prepare import PrepareConfig
     from gazerm.data.prepare import prepare as run_prepare
 
@@ -126,9 +126,9 @@ def train(
 
     try:
         settings = _job_config(config, overrides, tracking_uri)
-    except ConfigError as error:
+        outcome = run_training(settings, resume=not fresh)
+    except (ConfigError, DataError) as error:  # bad input data stops with its file, row and field
         raise _fail(error) from error
-    outcome = run_training(settings, resume=not fresh)
     shown = {k: round(v, 4) for k, v in outcome.metrics.items() if k.count("/") == 1}
     typer.echo(f"final validation metrics: {shown}")
     typer.echo(f"model:      {outcome.model_dir}")
@@ -269,7 +269,12 @@ def tune(
     try:
         settings = _job_config(config, overrides, tracking_uri)
         outcome = run_search(settings, load_config(SearchSpace, space), fresh=fresh)
-    except (ConfigError, FileExistsError, RuntimeError) as error:  # RuntimeError: no trial finished
+    except (
+        ConfigError,
+        DataError,
+        FileExistsError,
+        RuntimeError,
+    ) as error:  # RuntimeError: no trial finished
         raise _fail(error) from error
     version = outcome.model_version
     typer.echo(f"trials of {outcome.name}, best first:\n{outcome.comparison.markdown()}")
@@ -293,9 +298,9 @@ def train_staged(
     extra = [f"base.tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
     try:
         settings = load_config(StagedJobConfig, config, (overrides or []) + extra)
-    except ConfigError as error:
+        outcome = run_stages(settings)
+    except (ConfigError, DataError) as error:
         raise _fail(error) from error
-    outcome = run_stages(settings)
     typer.echo(f"models: {outcome.model_dirs}")
     typer.echo(f"mlflow run: {outcome.parent_run_id} in {outcome.tracking_uri}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,22 @@ def test_demo_data_writes_each_kind_in_its_loader_format(tmp_path, kind, source_
     assert len(examples) == 6 and all(len(example.responses) == responses for example in examples)
     if kind == "implicit":
         assert paths[1].endswith("sessions.jsonl") and Path(paths[1]).stat().st_size > 0
+
+
+def test_bad_training_data_stops_train_naming_file_row_and_field(tmp_path, ray_local):
+    data = tmp_path / "pairs.jsonl"
+    rows = [
+        {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go."},
+        {"prompt": "Hi?", "chosen": " ", "rejected": "No."},
+    ]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    settings = [
+        f"data.prepare.sources=[{{format: generic, path: {data}}}]",
+        f"data.prepare.output_dir={tmp_path / 'shards'}",
+        "data.prepare.gaze.backend=local",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    result = CliRunner().invoke(app, ["train", *(arg for s in settings for arg in ("--set", s))])
+    assert result.exit_code == 2, result.output
+    assert f"{data}, row 2, field 'chosen'" in result.output
+    assert not (tmp_path / "run").exists()  # stopped before any training
