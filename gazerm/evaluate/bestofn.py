@@ -15,7 +15,7 @@ from pathlib import Path
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.common import nested, text
 from gazerm.data.readers import Record, read_records, require
-from gazerm.evaluate.offline import score_rows
+from gazerm.evaluate.offline import check_weights, score_rows
 from gazerm.score import RewardScorer, check_context
 
 
@@ -56,7 +56,7 @@ def rerank_file(
     file = str(input_path)
     records = [check_candidates(record, file, row) for row, record in read_records(input_path)]
     scorer = RewardScorer(model_dir, batch_size=batch_size)
-    _check_weights(scorer.model.model_config.num_outputs, weights)
+    check_weights(scorer.model.model_config.num_outputs, weights)  # before any response is scored
     candidates = [
         {"prompt": r["prompt"], "responses": r["responses"], "context": r.get("context")} for r in records
     ]
@@ -69,12 +69,3 @@ def rerank_file(
             chosen = {"rewards": reward.tolist(), "chosen_index": best, "chosen": record["responses"][best]}
             handle.write(json.dumps({**record, **chosen}, ensure_ascii=False, default=str) + "\n")
     return len(records)
-
-
-def _check_weights(num_outputs: int, weights: Sequence[float] | None) -> None:
-    if weights is None:
-        return
-    if num_outputs == 1:
-        raise ValueError("attribute weights given, but the model has a single output")
-    if len(weights) != num_outputs:
-        raise ValueError(f"{len(weights)} attribute weights for a model with {num_outputs} outputs")

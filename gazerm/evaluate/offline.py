@@ -43,14 +43,24 @@ def read_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
     return [row for path in paths for row in pq.read_table(path, columns=list(LABEL_COLUMNS)).to_pylist()]
 
 
+def check_weights(num_outputs: int, weights: Sequence[float] | None) -> None:
+    """Attribute weights must match a multi-attribute head; a single-output model takes none."""
+    if weights is None:
+        return
+    if num_outputs == 1:
+        raise ValueError("attribute weights given, but the model has a single output")
+    if len(weights) != num_outputs:
+        raise ValueError(f"{len(weights)} attribute weights for a model with {num_outputs} outputs")
+
+
 def scalar_rewards(rewards: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:
     """One reward per response: a multi-attribute head's outputs combined by ``weights`` (default: mean)."""
+    check_weights(1 if rewards.ndim == 1 else rewards.shape[1], weights)
     if rewards.ndim == 1:
         return rewards
-    weights = np.full(rewards.shape[1], 1 / rewards.shape[1]) if weights is None else np.asarray(weights)
-    if weights.shape != (rewards.shape[1],):
-        raise ValueError(f"{len(weights)} attribute weights for a model with {rewards.shape[1]} outputs")
-    return rewards @ weights
+    return rewards @ (
+        np.full(rewards.shape[1], 1 / rewards.shape[1]) if weights is None else np.asarray(weights)
+    )
 
 
 def score_rows(
