@@ -95,6 +95,14 @@ class TrainJobConfig(_Strict):
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
+    @model_validator(mode="after")
+    def _init_from_needs_zero2(self) -> TrainJobConfig:
+        if self.model.init_from and self.run.zero_stage == 3:
+            raise ValueError(
+                "model.init_from copies full weights in before DeepSpeed shards them: use run.zero_stage=2"
+            )
+        return self
+
     def resolved_tracking_uri(self) -> str:
         if self.tracking.tracking_uri:
             return self.tracking.tracking_uri

@@ -109,9 +109,7 @@ class Trainer:
             self._hf_deepspeed = HfDeepSpeedConfig(ds_config)
         self.tokenizer = build_tokenizer(config.model)
         model = build_reward_model(config.model, self.tokenizer, lm_head=config.loss.lm_loss_coeff > 0)
-        if config.model.init_from:
-            if config.run.zero_stage == 3:  # the model is built partitioned: full weights cannot be copied in
-                raise ValueError("model.init_from is supported with ZeRO-2 only, not run.zero_stage=3")
+        if config.model.init_from:  # ZeRO-2 only (TrainJobConfig checks): the full model is built here
             from gazerm.model.io import load_weights_into
 
             load_weights_into(model, config.model.init_from)

@@ -103,8 +103,6 @@ class StagedJobConfig(_Strict):
         for evaluation in self.eval_sets:
             if evaluation.stage is not None and evaluation.stage not in names:
                 raise ValueError(f"eval set {evaluation.name!r} names unknown stage {evaluation.stage!r}")
-        if len(self.stages) > 1 and self.base.run.zero_stage == 3:
-            raise ValueError("later stages start from the previous model (init_from): use run.zero_stage=2")
         with_lm_head = {job.loss.lm_loss_coeff > 0 for job in self.jobs()}
         if len(with_lm_head) > 1:
             raise ValueError(

@@ -47,3 +47,8 @@ def test_override_changes_one_field_of_a_default_section():
     assert config.data.prepare == TrainJobConfig().data.prepare.model_copy(
         update={"gaze": TrainJobConfig().data.prepare.gaze.model_copy(update={"backend": "local"})}
     )
+
+
+def test_init_from_is_refused_with_zero3_when_the_config_is_read():
+    with pytest.raises(ConfigError, match=r"use run\.zero_stage=2"):
+        load_config(TrainJobConfig, {}, ["model.init_from=runs/general/model", "run.zero_stage=3"])
