@@ -110,6 +110,7 @@ class UnitCollator(NumpyBatchCollateFn):
             if self.kind == "pairwise":
                 micro["margin"] = torch.tensor(np.asarray(batch["margin"], dtype=np.float32)[rows])
             else:
-                micro["targets"] = torch.tensor(np.stack([_column(batch, "targets")[row] for row in rows]))
+                targets = [np.asarray(batch["targets"][row], dtype=np.float32) for row in rows]
+                micro["targets"] = torch.tensor(np.stack(targets))
         micro["sources"] = [str(batch["source"][row]) for row in rows]
         return micro
