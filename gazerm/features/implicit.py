@@ -162,7 +162,7 @@ def parse_view(record: Record, file: str, row: int) -> SessionView:
     key = ResponseKey(
         text(record, "prompt", file, row), _context(record, file, row), text(record, "response", file, row)
     )
-    view = _object(record, "view", file, row)
+    view = nested(record, "view", dict, file, row)
     start, end = number(view, "view.start_ms", file, row), number(view, "view.end_ms", file, row)
     if end <= start:
         raise DataError(
@@ -201,12 +201,6 @@ def parse_view(record: Record, file: str, row: int) -> SessionView:
     )
 
 
-def _object(items: Record, name: str, file: str, row: int) -> Record:
-    """The object ``items[name]`` with its keys prefixed (``mouse[3].x``), so errors name the exact item."""
-    value = require(items, name, dict, file, row)
-    return {f"{name}.{key}": item for key, item in value.items()}
-
-
 def _context(record: Record, file: str, row: int) -> tuple[tuple[str, str], ...]:
     if record.get("context") is None:
         return ()
@@ -240,7 +234,7 @@ def _item_values(
     row: int,
 ) -> list[T]:
     """``read`` applied to each key of the object ``items[name]``; errors name ``name.key``."""
-    item = _object(items, name, file, row)
+    item = nested(items, name, dict, file, row)
     return [read(item, f"{name}.{key}", file, row) for key in keys]
 
 
