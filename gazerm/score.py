@@ -1,10 +1,9 @@
 """Scoring prompt/response pairs with a saved reward model, the way training saw them.
 
-The model directory records how training built inputs (``inputs.json``: gaze predictor and
-max_length); the scorer builds that predictor, predicts word gaze for each response and feeds
-prompt + response through the same :class:`SequenceEncoder` and :func:`render_prompt` as
-training, so a reward here is the reward the trained model would have given the same text in a
-training batch.
+The model directory records how training built inputs (``inputs.json``: gaze predictor, max_length
+and prompt template); the scorer builds that predictor, predicts word gaze for each response and
+feeds prompt + response through the same :class:`SequenceEncoder` and prompt template as training,
+so a reward here is the reward the trained model would have given the same text in a training batch.
 
 Two ways to run it: :func:`score_file` scores one file in this process; :func:`score_dataset` is a
 Ray Data job over a directory of Parquet (or JSONL) files with one model copy per worker actor, for
@@ -27,11 +26,11 @@ from gazerm.data.loaders.common import nested, text
 from gazerm.data.readers import Record, read_records, require
 from gazerm.features.base import N_FEATURES
 from gazerm.features.featurize import build_predictor
-from gazerm.model.inputs import Sequence, SequenceEncoder
+from gazerm.model.inputs import PromptResponse, SequenceEncoder
 from gazerm.model.io import INPUTS_FILE, load_reward_model
 from gazerm.model.reward_model import RewardModel
+from gazerm.model.templates import build_template
 from gazerm.runtime import init_ray
-from gazerm.train.units import render_prompt
 
 Context = list[dict[str, str]]
 
@@ -58,7 +57,8 @@ class RewardScorer:
         else:
             self.predictor = build_predictor(spec["predictor"], spec.get("path"))
         max_length = max_length or inputs.get("max_length") or _longest(self.model)
-        self.encoder = SequenceEncoder(tokenizer, max_length)
+        template = build_template(inputs.get("template", "plain"), tokenizer)
+        self.encoder = SequenceEncoder(tokenizer, max_length, template)
         self.batch_size = batch_size
 
     def score(
@@ -82,7 +82,8 @@ class RewardScorer:
         ):
             end = start + self.batch_size
             prefixes = [
-                render_prompt(c, p) for c, p in zip(contexts[start:end], prompts[start:end], strict=True)
+                self.encoder.template.prefix(c, p)
+                for c, p in zip(contexts[start:end], prompts[start:end], strict=True)
             ]
             rewards.append(self._score_batch(prefixes, responses[start:end], implicit[start:end]))
         if not rewards:
@@ -99,21 +100,13 @@ class RewardScorer:
         else:
             gaze = [(np.asarray(g.spans), g.features) for g in self.predictor.predict(responses)]
         sequences = [
-            Sequence(prefix, response, spans, features, np.asarray(behaviour or [], dtype=np.float32))
+            PromptResponse(prefix, response, spans, features, np.asarray(behaviour or [], dtype=np.float32))
             for prefix, response, (spans, features), behaviour in zip(
                 prefixes, responses, gaze, implicit, strict=True
             )
         ]
-        batch = {k: v.to(self.device) for k, v in self.encoder.pad(self.encoder.encode(sequences)).items()}
-        output = self.model(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            gaze=batch["gaze"],
-            gaze_mask=batch["gaze_mask"],
-            implicit=batch["implicit"],
-            implicit_mask=batch["implicit_mask"],
-        )
-        return output.rewards.float().cpu().numpy()
+        inputs = self.encoder.pad(self.encoder.encode(sequences)).to(self.device)
+        return self.model(**inputs.forward_kwargs()).rewards.float().cpu().numpy()
 
 
 def _longest(model: RewardModel) -> int:

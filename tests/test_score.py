@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 from gazerm.cli import app
 from gazerm.data.errors import DataError
 from gazerm.features.reading_model import ReadingTimeModel
-from gazerm.model.inputs import Sequence, SequenceEncoder
+from gazerm.model.inputs import PromptResponse, SequenceEncoder
 from gazerm.model.io import INPUTS_FILE, save_reward_model
 from gazerm.model.reward_model import build_tokenizer
+from gazerm.model.templates import render_prompt
 from gazerm.score import RewardScorer, score_file
-from gazerm.train.units import render_prompt
 from tests.model.conftest import tiny_config
 from tests.model.test_io import trained_looking
 
@@ -60,18 +60,16 @@ def test_scorer_matches_the_model_on_training_inputs(trained, scorer):
     texts = [row["response"] for row in ROWS]
     gaze = ReadingTimeModel().predict(texts)
     sequences = [
-        Sequence(
+        PromptResponse(
             render_prompt(row.get("context"), row["prompt"]), row["response"], np.asarray(g.spans), g.features
         )
         for row, g in zip(ROWS, gaze, strict=True)
     ]
     encoder = SequenceEncoder(tokenizer, MAX_LENGTH)
     batch = encoder.pad(encoder.encode(sequences))
-    assert batch["input_ids"].shape[1] == MAX_LENGTH and batch["gaze_mask"].any()
+    assert batch.input_ids.shape[1] == MAX_LENGTH and batch.gaze_mask.any()
     with torch.no_grad():
-        expected = model(
-            batch["input_ids"], batch["attention_mask"], batch["gaze"], batch["gaze_mask"]
-        ).rewards
+        expected = model(batch.input_ids, batch.attention_mask, batch.gaze, batch.gaze_mask).rewards
 
     rewards = scorer.score([r["prompt"] for r in ROWS], texts, [r.get("context") for r in ROWS])
     assert rewards.shape == (len(ROWS),) and rewards.dtype == np.float32

@@ -11,6 +11,7 @@ NUM_GAZE_FEATURES = 5
 
 Pooling = Literal["last", "cls", "mean"]
 FusionMode = Literal["none", "concat", "add"]
+AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 
 
 class _Strict(BaseModel):
@@ -45,8 +46,9 @@ class ModelConfig(_Strict):
     """Backbone, gaze fusion and head of a reward model.
 
     ``backbone`` is ``tiny-llama``/``tiny-mistral``/``tiny-bert`` (built locally, random init from
-    ``seed``) or any hub name / local path. ``features_used`` flags which of the five gaze features
-    (in ``gazerm.features`` order) feed the projector, mirroring the paper's feature ablations.
+    ``seed``), a hub name, a local transformers directory, a ``.gguf`` file or a packaged model's alias
+    (``smollm2-135m-instruct``; see ``gazerm.model.backbones``). ``features_used`` flags which of the
+    five gaze features (in ``gazerm.features`` order) feed the projector, as the paper's ablations.
     """
 
     backbone: str = "tiny-llama"
@@ -59,6 +61,9 @@ class ModelConfig(_Strict):
     fp_hidden: int = Field(default=128, gt=0)
     lora: LoraSettings | None = Field(default_factory=LoraSettings, description="None: full fine-tuning")
     gradient_checkpointing: bool = False
+    attn_implementation: AttentionImplementation = Field(
+        default="sdpa", description="'flash_attention_2' needs flash-attn (GPU); 'eager' for debugging"
+    )
     num_outputs: int = Field(default=1, ge=1, description=">1: multi-attribute regression head")
     seed: int = 0
     implicit_features: bool = Field(

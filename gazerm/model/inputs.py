@@ -6,7 +6,7 @@ it saw it in training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -15,11 +15,13 @@ import torch
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
 from gazerm.features.implicit import N_IMPLICIT
+from gazerm.model.templates import PlainTemplate, PromptTemplate
 
 
 @dataclass
-class Sequence:
-    """One prompt+response to tokenize; ``spans``/``features`` are the response's flattened word gaze,
+class PromptResponse:
+    """One prompt+response to tokenize: ``prefix`` is the rendered conversation before the response
+    (``PromptTemplate.prefix``); ``spans``/``features`` are the response's flattened word gaze,
     ``implicit`` its behaviour features (empty when no session saw it)."""
 
     prefix: str
@@ -29,24 +31,49 @@ class Sequence:
     implicit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
 
+@dataclass
+class ModelInputs:
+    """A padded batch as the reward model's ``forward`` takes it; ``B`` rows, ``T`` tokens."""
+
+    input_ids: torch.Tensor  # (B, T) long
+    attention_mask: torch.Tensor  # (B, T) long
+    gaze: torch.Tensor  # (B, T, N_FEATURES) float32, aligned to the tokens
+    gaze_mask: torch.Tensor  # (B, T) bool: tokens that have gaze
+    response_mask: torch.Tensor  # (B, T) bool: the response's tokens (LM loss); not a forward input
+    implicit: torch.Tensor  # (B, N_IMPLICIT) float32
+    implicit_mask: torch.Tensor  # (B,) bool: rows that have implicit features
+
+    def to(self, device: torch.device | str) -> ModelInputs:
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def forward_kwargs(self) -> dict[str, torch.Tensor]:
+        """The keyword arguments of ``RewardModel.forward``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "response_mask"}
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
 class SequenceEncoder:
     """Tokenizes prompt+response with offsets and aligns the response's word gaze to its tokens.
 
-    Long inputs are truncated from the left, so the end of the response (the token the
-    reward is pooled from in decoder models) is always kept.
+    The text is ``prefix + response + template.suffix``. Long inputs are truncated from the left, so
+    the end of the response (the token the reward is pooled from in decoder models) is always kept.
     """
 
-    def __init__(self, tokenizer: Any, max_length: int) -> None:
+    def __init__(self, tokenizer: Any, max_length: int, template: PromptTemplate | None = None) -> None:
         self.tokenizer = tokenizer
         self.tokenizer.truncation_side = "left"
         self.max_length = max_length
+        self.template = template or PlainTemplate()
 
-    def encode(self, sequences: list[Sequence]) -> list[dict[str, np.ndarray]]:
+    def encode(self, sequences: list[PromptResponse]) -> list[dict[str, np.ndarray]]:
         encoded = self.tokenizer(
-            [s.prefix + s.text for s in sequences],
+            [s.prefix + s.text + self.template.suffix for s in sequences],
             truncation=True,
             max_length=self.max_length,
             return_offsets_mapping=True,
+            add_special_tokens=self.template.add_special_tokens,
         )
         items = []
         for index, sequence in enumerate(sequences):
@@ -69,7 +96,7 @@ class SequenceEncoder:
             )
         return items
 
-    def pad(self, items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    def pad(self, items: list[dict[str, np.ndarray]]) -> ModelInputs:
         """Right-pad a list of encoded sequences to their longest one."""
         length = max(len(item["input_ids"]) for item in items)
         batch = {
@@ -91,7 +118,7 @@ class SequenceEncoder:
             if item["implicit"] is not None:
                 batch["implicit"][row] = torch.from_numpy(item["implicit"])
                 batch["implicit_mask"][row] = True
-        return batch
+        return ModelInputs(**batch)
 
 
 def _implicit_vector(values: np.ndarray) -> np.ndarray | None:

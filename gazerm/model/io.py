@@ -7,8 +7,8 @@ Layout::
     tokenizer/           tokenizer.save_pretrained
     heads.safetensors    value head, gaze projector, implicit head (keys as in RewardModel.state_dict())
     adapter/             LoRA adapter (peft save_pretrained), when LoRA is used
-    inputs.json          how training built inputs: the gaze predictor its data used and max_length
-                         (written by the training job), so scoring builds the same inputs
+    inputs.json          how training built inputs: the gaze predictor its data used, max_length and
+                         the prompt template (written by the training job), so scoring builds the same
     backbone/            base backbone weights (save_pretrained), for full fine-tuning and for tiny-*
                          backbones, whose random-init weights exist nowhere else
 

@@ -32,6 +32,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from gazerm.model.backbones import check_attention, check_lora_targets, resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig, Pooling
 from gazerm.model.fusion import fuse
 from gazerm.model.implicit_head import ImplicitHead
@@ -138,12 +139,12 @@ def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
     """The local tokenizer for ``tiny-*`` (no tokenizer set), else the hub/local one, with a pad token."""
     if config.is_tiny and config.tokenizer is None:
         return build_local_tokenizer("bert" if config.backbone == "tiny-bert" else "llama")
-    tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.backbone)
+    name = config.tokenizer or config.backbone
+    source = resolve_backbone(name)
+    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(
-                f"tokenizer {config.tokenizer or config.backbone!r} has neither pad nor eos token"
-            )
+            raise ValueError(f"tokenizer {name!r} has neither pad nor eos token")
         # Llama/Mistral ship no pad token; padded slots are masked out, so reusing EOS is harmless.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -166,6 +167,7 @@ def build_reward_model(
         if config.gradient_checkpointing:
             _enable_checkpointing(backbone)
         if config.lora is not None:
+            check_lora_targets(backbone, config.lora.target_modules, config.backbone)
             backbone = get_peft_model(backbone, lora_config(config.lora))
         return RewardModel(backbone, config)
 
@@ -214,9 +216,14 @@ def _model_class(config: ModelConfig, lm_head: bool) -> tuple[Any, dict[str, Any
 
 
 def load_backbone(config: ModelConfig, source: str | Path, lm_head: bool) -> PreTrainedModel:
-    """``from_pretrained(source)`` with the class ``config`` implies (also for a saved tiny backbone)."""
+    """``from_pretrained`` with the class ``config`` implies, from ``source``: a backbone name as
+    ``resolve_backbone`` reads it, or a saved backbone directory (a tiny or fully fine-tuned one)."""
+    check_attention(config.attn_implementation)
     model_cls, kwargs = _model_class(config, lm_head)
-    return model_cls.from_pretrained(str(source), **kwargs)
+    resolved = resolve_backbone(str(source))
+    return model_cls.from_pretrained(
+        resolved.path, attn_implementation=config.attn_implementation, **resolved.kwargs(), **kwargs
+    )
 
 
 def _tiny_backbone(config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_head: bool) -> PreTrainedModel:
@@ -237,4 +244,6 @@ def _tiny_backbone(config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_h
             eos_token_id=tokenizer.eos_token_id,
         )
     model_cls, kwargs = _model_class(config, lm_head)
+    check_attention(config.attn_implementation)
+    hf_config["attn_implementation"] = config.attn_implementation
     return model_cls(arch.config_cls(**hf_config), **kwargs)

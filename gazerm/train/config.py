@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.model.config import LossConfig, ModelConfig
+from gazerm.model.templates import TemplateKind
 
 QUICKSTART_DATA = "runs/data/readability.jsonl"
 
@@ -41,6 +42,12 @@ class DataConfig(_Strict):
     synthetic_rows: int = Field(default=1200, ge=0)
     max_length: int = Field(default=128, gt=8)
     bucket_window: int = Field(default=8, ge=1, description="micro-batches sorted by length together")
+    template: TemplateKind = Field(
+        default="plain", description="'chat': the tokenizer's chat template (instruct backbones)"
+    )
+    shuffle_buffer: int = Field(
+        default=10_000, ge=1, description="units each rank shuffles together (after a seeded block order)"
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> DataConfig:

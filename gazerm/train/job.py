@@ -1,8 +1,9 @@
 """``gazerm train``: the driver side of a training job.
 
 It makes sure the Parquet shards exist (running ``prepare`` when the config says so), starts or
-joins Ray, opens the MLflow run, hands the shards to a ``TorchTrainer`` as Ray Data streams and,
-when the workers finish, publishes the exported model beside the run and in MLflow.
+joins Ray, opens the MLflow run, lists the train split's blocks for the workers' seeded data order
+(``train.order``), hands the validation split to a ``TorchTrainer`` as a Ray Dataset and, when the
+workers finish, publishes the exported model beside the run and in MLflow.
 The same function runs locally and under ``ray job submit`` (``ray.init()`` joins the cluster).
 """
 
@@ -26,7 +27,8 @@ from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.loop import MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
-from gazerm.train.units import ToUnits, count_units
+from gazerm.train.order import list_blocks
+from gazerm.train.units import ToUnits
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +103,11 @@ def run_training(
     kind, num_outputs = config.loss.kind, config.model.num_outputs
     train_paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, "train")]
     validation = _validation_units(manifest.shard_paths(root, "validation"), kind, num_outputs)
-    units = {"train": count_units(train_paths, kind, num_outputs), "validation": validation.num_rows}
+    blocks = list_blocks(train_paths, kind, num_outputs)
+    units = {"train": sum(block.units for block in blocks), "validation": validation.num_rows}
     for split, count in units.items():
         if count == 0:
             raise ValueError(f"{root}: the {split} split has no {kind} training units")
-    datasets = {
-        "train": ray.data.read_parquet(train_paths).map_batches(
-            ToUnits(kind, num_outputs), batch_format="pyarrow"
-        ),
-        "validation": ray.data.from_arrow(validation),
-    }
     train_units = units["train"]
     total_steps = planned_steps(train_units, config)
     if total_steps == 0:
@@ -128,7 +125,9 @@ def run_training(
     resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
         print(f"[gazerm] resuming from {resume_from}", flush=True)
-    settings = LoopSettings(total_steps, tracking_uri, run_id, resume_from)
+    settings = LoopSettings(
+        total_steps, tracking_uri, run_id, resume_from, [block.to_dict() for block in blocks]
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": config.model_dump(mode="json"), "settings": asdict(settings)},
@@ -144,7 +143,7 @@ def run_training(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.run.keep_checkpoints),
             callbacks=list(callbacks),
         ),
-        datasets=datasets,
+        datasets={"validation": ray.data.from_arrow(validation)},
         dataset_config=_data_config(),
     )
     print(
@@ -159,7 +158,7 @@ def run_training(
         local_model = Path(staging) / MODEL_DIR
         with result.checkpoint.as_directory() as checkpoint_dir:
             shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
-        inputs = {"gaze": gaze, "max_length": config.data.max_length}
+        inputs = {"gaze": gaze, "max_length": config.data.max_length, "template": config.data.template}
         (local_model / INPUTS_FILE).write_text(json.dumps(inputs))
         model.replace_with(local_model)
         metrics = _final_metrics(result.metrics or {})
@@ -177,13 +176,14 @@ def _validation_units(paths: list[str], kind: str, num_outputs: int) -> pa.Table
 
 
 def _data_config():
-    """Train is split over ranks; validation is read whole by every rank in the *same* order, because
-    each rank scores every world_size-th micro-batch of it (see ``Trainer.evaluate``)."""
+    """Validation is read whole by every rank in the *same* order, because each rank scores every
+    world_size-th micro-batch of it (see ``Trainer.evaluate``). The train split is not a Ray Dataset:
+    each rank reads its seeded share itself (``train.order``)."""
     import ray.train
 
     ordered = ray.train.DataConfig.default_ingest_options()
     ordered.preserve_order = True
-    return ray.train.DataConfig(datasets_to_split=["train"], execution_options={"validation": ordered})
+    return ray.train.DataConfig(datasets_to_split=[], execution_options={"validation": ordered})
 
 
 def _final_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,8 +1,10 @@
-"""The Ray Train worker loop: DeepSpeed ZeRO-2/3 over a reward model fed by Ray Data shards.
+"""The Ray Train worker loop: DeepSpeed ZeRO-2/3 over a reward model, fed units in a seeded order.
 
 Every rank runs this function. Rank 0 also streams metrics to MLflow and prints progress.
 Checkpoints hold the DeepSpeed state (all ranks' ZeRO partitions) and a ``trainer_state.json``;
-the last one also holds the exported reward model under ``model/``.
+the last one also holds the exported reward model under ``model/``. Each rank reads its own share
+of the train split (``train.order``: the same sequence of units for the same seed, so a resumed run
+continues exactly where it stopped); the validation split comes whole to every rank through Ray Data.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from gazerm.model.inputs import ModelInputs
+from gazerm.model.reward_model import RewardOutput
+from gazerm.train.collate import MicroBatch
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.metrics import StepAverage
 
@@ -41,12 +46,13 @@ class TrainerState:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What the driver works out for the workers: schedule length and where to track."""
+    """What the driver works out for the workers: schedule length, where to track, the train blocks."""
 
     total_steps: int
     tracking_uri: str
     run_id: str
     resume_from: str | None = None
+    train_blocks: list[dict[str, Any]] = field(default_factory=list)  # train.order.Block as dicts
 
 
 def seed_everything(seed: int) -> None:
@@ -83,16 +89,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 class Trainer:
-    """One rank's training run; the methods follow its life: build, restore, train, evaluate, save."""
+    """One rank's training run, set up like a torchtune recipe (``_setup_*``), then: restore, train,
+    evaluate, save."""
 
     def __init__(self, config: TrainJobConfig, settings: LoopSettings) -> None:
-        import deepspeed
         import ray.train
 
-        from gazerm.model.reward_model import build_reward_model, build_tokenizer
         from gazerm.runtime import quiet_ray_data
-        from gazerm.train.collate import UnitCollator
-        from gazerm.train.deepspeed_config import deepspeed_config
 
         quiet_ray_data()
         self.config = config
@@ -100,6 +103,29 @@ class Trainer:
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         seed_everything(config.run.seed)
+        self.engine = self._setup_engine()
+        self.device = self.engine.device  # every micro-batch goes here before the forward
+        self.collator = self._setup_collator()
+        self.train_stream = self._setup_train_stream()
+        self.state = TrainerState()
+        self.accumulated = StepAverage()
+        self._tokens = 0  # text tokens this rank trained on in this attempt (for tokens/s)
+        self._validation: list[MicroBatch] | None = None
+        self.metrics_logger = None
+        if self.rank == 0:
+            from gazerm.track.mlflow_tracking import MetricLogger
+
+            self.metrics_logger = MetricLogger(settings.tracking_uri, settings.run_id)
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _setup_engine(self):
+        """The reward model, its optimizer and schedule, wrapped by DeepSpeed (bf16 on GPU, fp32 on CPU)."""
+        import deepspeed
+
+        from gazerm.model.reward_model import build_reward_model, build_tokenizer
+        from gazerm.train.deepspeed_config import deepspeed_config
+
+        config = self.config
         ds_config = deepspeed_config(config, bf16=config.run.use_gpu)
         if config.run.zero_stage == 3:
             from transformers.integrations import HfDeepSpeedConfig
@@ -119,24 +145,42 @@ class Trainer:
             betas=config.optim.betas,
             weight_decay=config.optim.weight_decay,
         )
-        scheduler = build_scheduler(optimizer, config, settings.total_steps)
-        self.engine, *_ = deepspeed.initialize(
-            model=model,
-            optimizer=optimizer,
-            lr_scheduler=scheduler,
-            config=ds_config,
+        scheduler = build_scheduler(optimizer, config, self.settings.total_steps)
+        engine, *_ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
-        self.collator = UnitCollator(
-            self.tokenizer, config.data.max_length, config.run.micro_batch_size, config.loss.kind
-        )
-        self.state = TrainerState()
-        self.accumulated = StepAverage()
-        self._validation: list[dict[str, Any]] | None = None
-        self.metrics_logger = None
-        if self.rank == 0:
-            from gazerm.track.mlflow_tracking import MetricLogger
+        return engine
 
-            self.metrics_logger = MetricLogger(settings.tracking_uri, settings.run_id)
+    def _setup_collator(self):
+        from gazerm.model.templates import build_template
+        from gazerm.train.collate import UnitCollator
+
+        config = self.config
+        return UnitCollator(
+            self.tokenizer,
+            config.data.max_length,
+            config.run.micro_batch_size,
+            config.loss.kind,
+            build_template(config.data.template, self.tokenizer),
+        )
+
+    def _setup_train_stream(self):
+        from gazerm.train.order import Block, EpochPlan, RankStream
+
+        config = self.config
+        plan = EpochPlan(
+            blocks=tuple(Block(**block) for block in self.settings.train_blocks),
+            seed=config.run.seed,
+            world_size=self.world_size,
+            micro_batch_size=config.run.micro_batch_size,
+            bucket_window=config.data.bucket_window,
+            shuffle_buffer=config.data.shuffle_buffer,
+        )
+        if plan.micro_batches_per_rank == 0:
+            raise RuntimeError(
+                "this worker's share of the train split is empty: too few units for the workers"
+            )
+        return RankStream(plan, self.rank, config.loss.kind, config.model.num_outputs, self.collator)
 
     # -- restore ---------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -155,90 +199,89 @@ class Trainer:
 
     # -- train -----------------------------------------------------------------------------------
     def run(self) -> None:
-        import ray.train
-
         self.restore()
         run, total = self.config.run, self.settings.total_steps
-        shard = ray.train.get_dataset_shard("train")
-        window = run.micro_batch_size * self.config.data.bucket_window
         started = (time.perf_counter(), self.state.step)
         while self.state.step < total:
-            seen = 0
-            for micro_batches in shard.iter_torch_batches(batch_size=window, collate_fn=self.collator):
-                for micro in micro_batches:
-                    seen += 1
-                    if seen <= self.state.micro_in_epoch:
-                        continue  # trained on before the restart
-                    stepped = self._train_micro_batch(micro, started)
-                    self.state.micro_in_epoch = seen
-                    if self.state.step >= total:
-                        break
-                    if stepped and self.state.step % run.eval_every == 0:
-                        self.evaluate_and_checkpoint(final=False)
+            epoch = self.train_stream.micro_batches(self.state.epoch, skip=self.state.micro_in_epoch)
+            for micro in epoch:
+                stepped = self._train_micro_batch(micro, started)
+                self.state.micro_in_epoch += 1
                 if self.state.step >= total:
                     break
-            if seen == 0:
-                raise RuntimeError("this worker's training shard is empty: too few examples for the workers")
-            if self.state.step < total:
+                if stepped and self.state.step % run.eval_every == 0:
+                    self.evaluate_and_checkpoint(final=False)
+            else:
                 self.state.epoch += 1
                 self.state.micro_in_epoch = 0
         self.evaluate_and_checkpoint(final=True)
 
-    def _train_micro_batch(self, micro: dict[str, Any], started: tuple[float, int]) -> bool:
+    def _train_micro_batch(self, micro: MicroBatch, started: tuple[float, int]) -> bool:
         """Forward, backward and (at an accumulation boundary) an optimizer step; True if it stepped.
 
-        ``started`` is (time, step) when this attempt began, for an honest steps/s after a resume.
+        ``started`` is (time, step) when this attempt began, for an honest rate after a resume.
         """
         self.engine.train()
         boundary = self.engine.is_gradient_accumulation_boundary()
         loss, details = self._loss(micro)
         self.engine.backward(loss)
         self.engine.step()
-        self.accumulated.add({"train/loss": loss.item(), **details})
+        self.accumulated.add({"train/loss": loss.detach(), **details})
+        self._tokens += int(micro.inputs.attention_mask.sum())
         if not boundary:
             return False
         self.state.step += 1
-        metrics = {**self.accumulated.pop(), "train/lr": self.engine.get_lr()[0]}
         if self.metrics_logger:
-            self.metrics_logger.log(metrics, self.state.step)
-            if self.state.step % 10 == 0 or self.state.step == 1:
-                rate = (self.state.step - started[1]) / (time.perf_counter() - started[0])
-                self._print(
-                    f"step {self.state.step}/{self.settings.total_steps} loss {metrics['train/loss']:.4f} "
-                    f"({rate:.2f} steps/s)"
-                )
+            self._log_step(started)
+        else:
+            self.accumulated.pop()
         return True
 
-    def _forward(self, micro: dict[str, Any]):
+    def _log_step(self, started: tuple[float, int]) -> None:
+        elapsed = time.perf_counter() - started[0]
+        metrics = {
+            **self.accumulated.pop(),
+            "train/lr": self.engine.get_lr()[0],
+            # Rank 0's tokens × ranks: every rank trains the same number of micro-batches.
+            "train/tokens_per_s": self._tokens * self.world_size / elapsed,
+        }
+        self.metrics_logger.log(metrics, self.state.step)
+        if self.state.step % 10 == 0 or self.state.step == 1:
+            rate = (self.state.step - started[1]) / elapsed
+            self._print(
+                f"step {self.state.step}/{self.settings.total_steps} loss {metrics['train/loss']:.4f} "
+                f"({rate:.2f} steps/s, {metrics['train/tokens_per_s']:.0f} tokens/s)"
+            )
+
+    def _forward(self, inputs: ModelInputs) -> RewardOutput:
+        """The engine's forward, with every input on the engine's device first (collate output is on the
+        CPU, and Ray moves only plain tensor batches)."""
         return self.engine(
-            input_ids=micro["input_ids"],
-            attention_mask=micro["attention_mask"],
-            gaze=micro["gaze"],
-            gaze_mask=micro["gaze_mask"],
-            return_lm_logits=self.config.loss.lm_loss_coeff > 0,
-            implicit=micro["implicit"],
-            implicit_mask=micro["implicit_mask"],
+            **inputs.to(self.device).forward_kwargs(), return_lm_logits=self.config.loss.lm_loss_coeff > 0
         )
 
-    def _loss(self, micro: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, micro: MicroBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The micro-batch's loss and detached details (tensors: no host sync per micro-batch)."""
         from gazerm.model.losses import list_scores, listwise_loss, lm_loss, pairwise_loss, regression_loss
 
         loss_config = self.config.loss
-        output = self._forward(micro)
+        micro = micro.to(self.device)
+        output = self._forward(micro.inputs)
         if loss_config.kind == "regression":
-            return regression_loss(output.rewards, micro["targets"].view_as(output.rewards)), {}
+            return regression_loss(output.rewards, micro.labels.targets.view_as(output.rewards)), {}
         if loss_config.kind == "listwise":
-            scores, mask = list_scores(output.rewards, micro["list_index"])
-            return listwise_loss(scores, micro["tiers"], mask), {}
-        half = len(micro["sources"])
+            scores, mask = list_scores(output.rewards, micro.labels.list_index)
+            return listwise_loss(scores, micro.labels.tiers, mask), {}
+        half = micro.labels.num_units
         chosen, rejected = output.rewards[:half], output.rewards[half:]
-        loss = pairwise_loss(chosen, rejected, micro["margin"] if loss_config.use_margin else None)
-        details = {"train/accuracy": (chosen > rejected).float().mean().item()}
+        loss = pairwise_loss(chosen, rejected, micro.labels.margin if loss_config.use_margin else None)
+        details = {"train/accuracy": (chosen > rejected).float().mean().detach()}
         if loss_config.lm_loss_coeff > 0:
+            response = micro.inputs
             language = lm_loss(
-                output.lm_logits[:half], micro["input_ids"][:half], micro["response_mask"][:half]
+                output.lm_logits[:half], response.input_ids[:half], response.response_mask[:half]
             )
-            details["train/lm_loss"] = language.item()
+            details["train/lm_loss"] = language.detach()
             loss = loss + loss_config.lm_loss_coeff * language
         return loss, details
 
@@ -259,22 +302,22 @@ class Trainer:
         with torch.no_grad():
             for index in range(rounds):
                 micro = mine[index] if index < len(mine) else micro_batches[0]
-                output = self._forward(micro)
+                output = self._forward(micro.inputs)
                 if index < len(mine):
-                    totals.add(output.rewards, micro, self.config.loss.use_margin)
+                    totals.add(output.rewards, micro.labels, self.config.loss.use_margin)
         return totals.all_reduce().metrics()
 
-    def _validation_batches(self) -> list[dict[str, Any]]:
+    def _validation_batches(self) -> list[MicroBatch]:
         """The validation micro-batches, read and collated once: the split never changes during a run,
         and re-running its Ray Data pipeline at every evaluation costs more than scoring it."""
         import ray.train
 
         if self._validation is None:
-            windows = ray.train.get_dataset_shard("validation").iter_torch_batches(
+            windows = ray.train.get_dataset_shard("validation").iter_batches(
                 batch_size=self.config.run.micro_batch_size * self.config.data.bucket_window,
-                collate_fn=self.collator,
+                batch_format="pyarrow",
             )
-            self._validation = [micro for window in windows for micro in window]
+            self._validation = [micro for window in windows for micro in self.collator(window)]
         return self._validation
 
     def evaluate_and_checkpoint(self, final: bool) -> None:

@@ -8,10 +8,11 @@ taken, so the numbers are exact whatever the number of workers.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from gazerm.train.collate import UnitLabels
 
 
 class StepAverage:
@@ -19,15 +20,17 @@ class StepAverage:
     (logging only the last micro-batch's loss would make ``grad_accum`` change what train/loss means)."""
 
     def __init__(self) -> None:
-        self.values: dict[str, list[float]] = defaultdict(list)
+        self.values: dict[str, list[float | torch.Tensor]] = defaultdict(list)
 
-    def add(self, metrics: dict[str, float]) -> None:
+    def add(self, metrics: dict[str, float | torch.Tensor]) -> None:
+        """Numbers or one-element tensors, read only when the step's means are taken (one host sync
+        per step, not per micro-batch)."""
         for name, value in metrics.items():
             self.values[name].append(value)
 
     def pop(self) -> dict[str, float]:
         """The means so far, and a fresh start for the next step."""
-        means = {name: sum(values) / len(values) for name, values in self.values.items()}
+        means = {name: sum(map(float, values)) / len(values) for name, values in self.values.items()}
         self.values.clear()
         return means
 
@@ -39,19 +42,20 @@ class EvalTotals:
         self.kind = kind
         self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
-    def add(self, rewards: torch.Tensor, micro: dict[str, Any], use_margin: bool = False) -> None:
+    def add(self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool = False) -> None:
+        """``rewards`` from any device; ``labels`` on the CPU."""
         rewards = rewards.detach().float().cpu()
-        sources = micro["sources"]
+        sources = labels.sources
         if self.kind == "pairwise":
             half = len(sources)
             difference = rewards[:half] - rewards[half:]
-            margin = micro["margin"].float() if use_margin else torch.zeros_like(difference)
+            margin = labels.margin.float() if use_margin else torch.zeros_like(difference)
             losses = -F.logsigmoid(difference - margin)
             per_item = {"correct": (difference > 0).float(), "loss": losses, "margin": difference}
         elif self.kind == "listwise":
-            per_item = _list_totals(rewards, micro)
+            per_item = _list_totals(rewards, labels)
         else:
-            targets = micro["targets"].float().view_as(rewards)
+            targets = labels.targets.float().view_as(rewards)
             error = (rewards - targets).view(len(sources), -1)
             per_item = {"squared_error": error.pow(2).mean(dim=1), "abs_error": error.abs().mean(dim=1)}
         for index, source in enumerate(sources):
@@ -102,12 +106,12 @@ class EvalTotals:
         return ratios
 
 
-def _list_totals(rewards: torch.Tensor, micro: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _list_totals(rewards: torch.Tensor, labels: UnitLabels) -> dict[str, torch.Tensor]:
     """Per list: its loss, its ordered pairs (i in a better tier than j), and how many rewards order right."""
     from gazerm.model.losses import list_scores, listwise_log_likelihood
 
-    scores, mask = list_scores(rewards, micro["list_index"])
-    tiers = micro["tiers"]
+    scores, mask = list_scores(rewards, labels.list_index)
+    tiers = labels.tiers
     ordered = mask[:, :, None] & mask[:, None, :] & (tiers[:, :, None] < tiers[:, None, :])
     right = ordered & (scores[:, :, None] > scores[:, None, :])
     return {

@@ -1,4 +1,4 @@
-"""Training units: the rows a worker trains on, flattened from preference examples by Ray Data.
+"""Training units: the rows a worker trains on, flattened from preference examples.
 
 A preference example holds a prompt, n responses and labels; the losses want flat units:
 
@@ -11,9 +11,9 @@ A preference example holds a prompt, n responses and labels; the losses want fla
   else from the single pair of a two-response example. An example whose responses are all tied
   says nothing about order and gives no unit (counted like any other unit-less example).
 
-Flattening happens in ``map_batches`` before the stream is split over workers, so every
-worker gets the same number of units (``streaming_split(equal=True)``) and the DeepSpeed
-collectives of all ranks stay in step.
+A unit keeps its conversation (``context`` and ``prompt``) unrendered: the prompt template (plain
+transcript or the tokenizer's chat template) is a model-input choice, applied when batches are built.
+``count_table_units`` sizes a block of a split (``train.order``) from its label columns alone.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from gazerm.data.schema import TURN_TYPE
 
 UnitKind = Literal["pairwise", "regression", "listwise"]
 
@@ -32,17 +33,6 @@ _RESPONSE_COLUMNS = (
     ("features", pa.list_(pa.float32())),
     ("implicit", pa.list_(pa.float32())),
 )
-
-
-def render_prompt(context: list[dict[str, str]] | None, prompt: str) -> str:
-    """The conversation before the response, in the Human/Assistant format the HH/DSP data uses.
-
-    The response is appended to this prefix verbatim, so a response's character offsets in
-    the model input are its own offsets shifted by ``len(prefix)`` (gaze alignment needs that).
-    """
-    speaker = {"user": "Human", "human": "Human", "prompter": "Human", "assistant": "Assistant"}
-    turns = [f"\n\n{speaker.get(t['role'], t['role'].capitalize())}: {t['content']}" for t in context or []]
-    return "".join(turns) + f"\n\nHuman: {prompt}\n\nAssistant: "
 
 
 def _response_inputs(row: dict[str, Any], index: int) -> dict[str, list]:
@@ -62,7 +52,8 @@ def _unit_schema(kind: UnitKind) -> pa.Schema:
         pa.field("example_id", pa.string()),
         pa.field("source", pa.string()),
         pa.field("domain", pa.string()),
-        pa.field("prefix", pa.string()),
+        pa.field("prompt", pa.string()),
+        pa.field("context", pa.list_(TURN_TYPE)),
     ]
     if kind == "pairwise":
         sides = [
@@ -159,7 +150,8 @@ class ToUnits:
                 "example_id": row["example_id"],
                 "source": row["source"],
                 "domain": row["domain"],
-                "prefix": render_prompt(row["context"], row["prompt"]),
+                "prompt": row["prompt"],
+                "context": row["context"],
             }
             if self.kind == "pairwise":
                 body = _pair_units(row)
@@ -171,18 +163,17 @@ class ToUnits:
         return pa.Table.from_pylist(units, schema=self.schema)
 
 
-def count_units(shard_paths: list[str], kind: UnitKind, num_outputs: int = 1) -> int:
-    """Units in a split, read from the label columns alone (no need to run the pipeline to size it)."""
+def label_columns(kind: UnitKind, num_outputs: int = 1) -> list[str]:
+    """The columns that decide how many units a preference row gives."""
     if kind == "listwise":
-        columns = ["ranking", "scores", "pairs", "responses"]
-        return sum(
-            bool(list_tiers(row))
-            for path in shard_paths
-            for row in pq.read_table(path, columns=columns).to_pylist()
-        )
-    column = "pairs" if kind == "pairwise" else "attribute_scores" if num_outputs > 1 else "scores"
-    total = 0
-    for path in shard_paths:
-        lengths = pc.list_value_length(pq.read_table(path, columns=[column]).column(column))
-        total += pc.sum(pc.fill_null(lengths, 0)).as_py() or 0
-    return total
+        return ["ranking", "scores", "pairs", "responses"]
+    return ["pairs" if kind == "pairwise" else "attribute_scores" if num_outputs > 1 else "scores"]
+
+
+def count_table_units(table: pa.Table, kind: UnitKind, num_outputs: int = 1) -> int:
+    """Units the rows of ``table`` (at least its ``label_columns``) give."""
+    if kind == "listwise":
+        return sum(bool(list_tiers(row)) for row in table.select(label_columns(kind)).to_pylist())
+    column = label_columns(kind, num_outputs)[0]
+    lengths = pc.list_value_length(table.column(column))
+    return pc.sum(pc.fill_null(lengths, 0)).as_py() or 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gazerm.features.implicit import N_IMPLICIT
-from gazerm.model.inputs import Sequence, SequenceEncoder
+from gazerm.model.inputs import PromptResponse, SequenceEncoder
 from gazerm.model.reward_model import build_reward_model, build_tokenizer
 from tests.model.conftest import make_batch, tiny_config
 
@@ -36,12 +36,14 @@ def test_encoder_pads_features_and_marks_who_has_them(tokenizers):
     values = np.arange(N_IMPLICIT, dtype=np.float32)
     empty = np.zeros(0, dtype=np.float32)
     batch = encoder.pad(
-        encoder.encode([Sequence("Q: ", "yes", empty, empty, values), Sequence("Q: ", "no", empty, empty)])
+        encoder.encode(
+            [PromptResponse("Q: ", "yes", empty, empty, values), PromptResponse("Q: ", "no", empty, empty)]
+        )
     )
-    assert batch["implicit_mask"].tolist() == [True, False]
-    assert batch["implicit"][0].tolist() == values.tolist() and not batch["implicit"][1].any()
+    assert batch.implicit_mask.tolist() == [True, False]
+    assert batch.implicit[0].tolist() == values.tolist() and not batch.implicit[1].any()
     with pytest.raises(ValueError, match=f"expected {N_IMPLICIT} implicit features"):
-        encoder.encode([Sequence("Q: ", "yes", empty, empty, values[:3])])
+        encoder.encode([PromptResponse("Q: ", "yes", empty, empty, values[:3])])
 
 
 def test_head_round_trips_through_save_and_load(tmp_path, tokenizers):

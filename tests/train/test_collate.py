@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
-from ray.data.block import BlockAccessor
 
 from gazerm.data.schema import Pair, PreferenceExample, examples_to_table
 from gazerm.features.featurize import GazeFeaturizer
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import build_tokenizer
+from gazerm.model.templates import render_prompt
 from gazerm.train.collate import UnitCollator
-from gazerm.train.units import ToUnits, render_prompt
+from gazerm.train.units import ToUnits
 
 PROMPT = "Say hi."
 PREFIX = render_prompt(None, PROMPT)
@@ -27,10 +28,9 @@ def chosen_text(words: int) -> str:
     return " ".join(["bread"] * words)
 
 
-def numpy_batch(examples: list[PreferenceExample], kind: str = "pairwise", num_outputs: int = 1) -> dict:
-    """The units of ``examples`` as ``iter_torch_batches`` gives them to a collate_fn (Ray's conversion)."""
-    units = ToUnits(kind, num_outputs)(GazeFeaturizer()(examples_to_table(examples)))
-    return BlockAccessor.for_block(units).to_batch_format("numpy")
+def units_window(examples: list[PreferenceExample], kind: str = "pairwise", num_outputs: int = 1):
+    """The units of ``examples`` as one window (Arrow table), with predicted gaze."""
+    return ToUnits(kind, num_outputs)(GazeFeaturizer()(examples_to_table(examples)))
 
 
 def example(index: int, responses: list[str], **labels) -> PreferenceExample:
@@ -38,8 +38,8 @@ def example(index: int, responses: list[str], **labels) -> PreferenceExample:
 
 
 @pytest.fixture(scope="module")
-def pairwise_batch() -> dict:
-    return numpy_batch(
+def pairwise_batch() -> pa.Table:
+    return units_window(
         [example(i, [chosen_text(k), REJECTED], pairs=[Pair(0, 1, k / 10)]) for i, k in enumerate(WORDS)]
     )
 
@@ -51,65 +51,69 @@ def unpadded(tokenizer, text: str) -> list[int]:
 def test_window_is_cut_into_length_sorted_micro_batches(tokenizer, pairwise_batch):
     micro_batches = UnitCollator(tokenizer, 128, micro_batch_size=2, kind="pairwise")(pairwise_batch)
     assert len(micro_batches) == 3  # ceil(5 / 2)
-    assert [m["sources"] for m in micro_batches] == [["u1", "u3"], ["u4", "u2"], ["u0"]]
+    assert [m.labels.sources for m in micro_batches] == [["u1", "u3"], ["u4", "u2"], ["u0"]]
     for micro in micro_batches:
-        words = [WORDS[int(source[1:])] for source in micro["sources"]]
-        assert micro["margin"].tolist() == pytest.approx([k / 10 for k in words])
+        words = [WORDS[int(source[1:])] for source in micro.labels.sources]
+        assert micro.labels.margin.tolist() == pytest.approx([k / 10 for k in words])
         expected = [unpadded(tokenizer, PREFIX + chosen_text(k)) for k in words]
         expected += [unpadded(tokenizer, PREFIX + REJECTED)] * len(words)  # chosen rows first, then rejected
         width = max(map(len, expected))
-        assert micro["input_ids"].shape == micro["attention_mask"].shape == (2 * len(words), width)
-        assert micro["gaze"].shape == (2 * len(words), width, 5)
+        assert micro.inputs.input_ids.shape == micro.inputs.attention_mask.shape == (2 * len(words), width)
+        assert micro.inputs.gaze.shape == (2 * len(words), width, 5)
         for row, ids in enumerate(expected):
             padding = [tokenizer.pad_token_id] * (width - len(ids))
-            assert micro["input_ids"][row].tolist() == ids + padding
-            assert micro["attention_mask"][row].tolist() == [1] * len(ids) + [0] * len(padding)
+            assert micro.inputs.input_ids[row].tolist() == ids + padding
+            assert micro.inputs.attention_mask[row].tolist() == [1] * len(ids) + [0] * len(padding)
 
 
 def test_gaze_and_response_masks_cover_the_response_tokens_only(tokenizer, pairwise_batch):
     for micro in UnitCollator(tokenizer, 128, micro_batch_size=2, kind="pairwise")(pairwise_batch):
-        texts = [chosen_text(WORDS[int(s[1:])]) for s in micro["sources"]] + [REJECTED] * len(
-            micro["sources"]
+        texts = [chosen_text(WORDS[int(s[1:])]) for s in micro.labels.sources] + [REJECTED] * len(
+            micro.labels.sources
         )
         for row, text in enumerate(texts):
-            ids, attended = micro["input_ids"][row], micro["attention_mask"][row].bool()
-            response, gaze_mask = micro["response_mask"][row], micro["gaze_mask"][row]
+            ids, attended = micro.inputs.input_ids[row], micro.inputs.attention_mask[row].bool()
+            response, gaze_mask = micro.inputs.response_mask[row], micro.inputs.gaze_mask[row]
             prompt_part = tokenizer.decode(ids[attended & ~response], skip_special_tokens=True)
             response_part = tokenizer.decode(ids[response])
             assert prompt_part + response_part == PREFIX + text and response_part.strip() == text
             assert not (response & ~attended).any() and not response[0]  # no pad, no BOS
             visible = torch.tensor([bool(tokenizer.decode([i]).strip()) for i in ids.tolist()])
             assert gaze_mask.tolist() == (response & visible).tolist()
-            assert (micro["gaze"][row][~gaze_mask] == 0).all()
-            assert (micro["gaze"][row][gaze_mask][:, 4] > 0).all()  # fixProp: every word is read by someone
+            assert (micro.inputs.gaze[row][~gaze_mask] == 0).all()
+            assert (
+                micro.inputs.gaze[row][gaze_mask][:, 4] > 0
+            ).all()  # fixProp: every word is read by someone
 
 
 def test_left_truncation_keeps_the_end_of_the_response(tokenizer):
     response = "The quick brown fox jumps over the lazy dog. Reading times grow with word length."
-    batch = numpy_batch([example(0, [response, REJECTED], pairs=[Pair(0, 1)])])
+    batch = units_window([example(0, [response, REJECTED], pairs=[Pair(0, 1)])])
     (micro,) = UnitCollator(tokenizer, 10, micro_batch_size=4, kind="pairwise")(batch)
-    chosen = micro["input_ids"][0]
-    assert len(chosen) == 10 and micro["attention_mask"][0].all()
+    chosen = micro.inputs.input_ids[0]
+    assert len(chosen) == 10 and micro.inputs.attention_mask[0].all()
     assert chosen[0] == tokenizer.bos_token_id
     assert response.endswith(tokenizer.decode(chosen[1:]).strip()) and tokenizer.decode(chosen).endswith(
         "length."
     )
-    assert micro["response_mask"][0, 1:].all() and micro["gaze_mask"][0, -1]  # the prompt is cut entirely
-    assert micro["margin"].tolist() == [0.0]
+    assert (
+        micro.inputs.response_mask[0, 1:].all() and micro.inputs.gaze_mask[0, -1]
+    )  # the prompt is cut entirely
+    assert micro.labels.margin.tolist() == [0.0]
 
 
 @pytest.mark.parametrize("num_outputs", [1, 2])
 def test_regression_micro_batches_carry_targets(tokenizer, num_outputs):
     responses = [chosen_text(5), chosen_text(2), chosen_text(3)]
     attributes = [[float(i), float(i) + 0.5] for i in range(3)]
-    batch = numpy_batch(
+    batch = units_window(
         [example(0, responses, scores=[0.0, 1.0, 2.0], attribute_scores=attributes)],
         "regression",
         num_outputs,
     )
     micro_batches = UnitCollator(tokenizer, 128, micro_batch_size=2, kind="regression")(batch)
-    assert [m["input_ids"].shape[0] for m in micro_batches] == [2, 1]
-    targets = torch.cat([m["targets"] for m in micro_batches])
+    assert [m.inputs.input_ids.shape[0] for m in micro_batches] == [2, 1]
+    targets = torch.cat([m.labels.targets for m in micro_batches])
     expected = np.array(attributes if num_outputs == 2 else [[0.0], [1.0], [2.0]], dtype=np.float32)[
         [1, 2, 0]
     ]
@@ -118,15 +122,15 @@ def test_regression_micro_batches_carry_targets(tokenizer, num_outputs):
 
 def test_listwise_micro_batches_stack_lists_and_index_them(tokenizer):
     lists = [[chosen_text(4), chosen_text(1), chosen_text(2)], [chosen_text(9), REJECTED]]
-    batch = numpy_batch(
+    batch = units_window(
         [example(0, lists[0], ranking=[1, 2, 0]), example(1, lists[1], pairs=[Pair(0, 1)])], "listwise"
     )
     (micro,) = UnitCollator(tokenizer, 128, micro_batch_size=2, kind="listwise")(batch)
     # The shorter list (by its longest response) comes first; each list's texts in tier order.
-    assert micro["list_index"].tolist() == [[0, 1, 2], [3, 4, -1]]
-    assert micro["tiers"].tolist() == [[0, 1, 2], [0, 1, 0]]
+    assert micro.labels.list_index.tolist() == [[0, 1, 2], [3, 4, -1]]
+    assert micro.labels.tiers.tolist() == [[0, 1, 2], [0, 1, 0]]
     texts = [lists[0][i] for i in (1, 2, 0)] + lists[1]
     for row, text in enumerate(texts):
-        ids = micro["input_ids"][row][micro["attention_mask"][row].bool()].tolist()
+        ids = micro.inputs.input_ids[row][micro.inputs.attention_mask[row].bool()].tolist()
         assert ids == unpadded(tokenizer, PREFIX + text)
-    assert micro["sources"] == ["u0", "u1"]
+    assert micro.labels.sources == ["u0", "u1"]

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from gazerm.train.collate import UnitLabels
 from gazerm.train.metrics import EvalTotals
 
 
@@ -15,9 +16,9 @@ def bt_loss(difference: float) -> float:
 def pairwise_totals(use_margin: bool) -> EvalTotals:
     """Two micro-batches over sources a and b; reward differences (chosen - rejected) 1, -2, 0.5 | 3."""
     totals = EvalTotals("pairwise")
-    first = {"sources": ["a", "b", "a"], "margin": torch.tensor([0.5, 0.0, 1.0])}
+    first = UnitLabels(["a", "b", "a"], margin=torch.tensor([0.5, 0.0, 1.0]))
     totals.add(torch.tensor([2.0, -1.0, 0.5, 1.0, 1.0, 0.0]), first, use_margin)
-    totals.add(torch.tensor([4.0, 1.0]), {"sources": ["b"], "margin": torch.tensor([2.0])}, use_margin)
+    totals.add(torch.tensor([4.0, 1.0]), UnitLabels(["b"], margin=torch.tensor([2.0])), use_margin)
     return totals
 
 
@@ -57,7 +58,7 @@ def test_regression_mse_and_mae():
     scalar = EvalTotals("regression")
     scalar.add(
         torch.tensor([1.0, 2.0, 0.0]),
-        {"sources": ["a", "a", "b"], "targets": torch.tensor([[2.0], [2.0], [3.0]])},
+        UnitLabels(["a", "a", "b"], targets=torch.tensor([[2.0], [2.0], [3.0]])),
     )
     assert scalar.metrics() == pytest.approx(
         {"val/mse": 10 / 3, "val/mae": 4 / 3, "val/count": 3}
@@ -73,7 +74,7 @@ def test_regression_mse_and_mae():
     attributes = EvalTotals("regression")  # per row: mean over the attributes, then mean over rows
     attributes.add(
         torch.tensor([[1.0, 3.0], [0.0, 0.0]]),
-        {"sources": ["a", "a"], "targets": torch.tensor([[0.0, 1.0], [2.0, 0.0]])},
+        UnitLabels(["a", "a"], targets=torch.tensor([[0.0, 1.0], [2.0, 0.0]])),
     )
     metrics = attributes.metrics()
     assert (metrics["val/mse"], metrics["val/mae"]) == pytest.approx(((2.5 + 2.0) / 2, (1.5 + 1.0) / 2))
@@ -89,11 +90,11 @@ def test_listwise_accuracy_over_ordered_pairs_and_loss():
     from gazerm.model.losses import listwise_loss
 
     totals = EvalTotals("listwise")
-    micro = {
-        "sources": ["a", "a", "b"],
-        "list_index": torch.tensor([[0, 1, 2], [3, 4, -1], [5, 6, -1]]),
-        "tiers": torch.tensor([[0, 1, 2], [0, 0, 0], [0, 1, 0]]),
-    }
+    micro = UnitLabels(
+        ["a", "a", "b"],
+        list_index=torch.tensor([[0, 1, 2], [3, 4, -1], [5, 6, -1]]),
+        tiers=torch.tensor([[0, 1, 2], [0, 0, 0], [0, 1, 0]]),
+    )
     rewards = torch.tensor([3.0, 1.0, 2.0, 5.0, 5.0, 0.0, 1.0])
     totals.add(rewards, micro)
     metrics = totals.metrics()

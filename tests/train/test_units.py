@@ -9,7 +9,8 @@ from gazerm.data.schema import Pair, PreferenceExample, examples_to_table, pairs
 from gazerm.features.featurize import GazeFeaturizer
 from gazerm.features.implicit import N_IMPLICIT
 from gazerm.features.reading_model import ReadingTimeModel
-from gazerm.train.units import ToUnits, count_units, list_tiers, render_prompt
+from gazerm.train.order import list_blocks
+from gazerm.train.units import ToUnits, list_tiers
 
 CONTEXT = [
     {"role": "system", "content": "Be brief."},
@@ -53,14 +54,6 @@ def flat_gaze(text: str) -> tuple[list[int], list[float]]:
     return np.ravel(gaze.spans).tolist(), gaze.features.astype(np.float32).ravel().tolist()
 
 
-def test_render_prompt_with_context_turns():
-    assert render_prompt(CONTEXT, "How do I bake bread?") == (
-        "\n\nSystem: Be brief.\n\nHuman: Hello.\n\nAssistant: Hi! What do you need?"
-        "\n\nHuman: How do I bake bread?\n\nAssistant: "
-    )
-    assert render_prompt(None, "Hi?") == render_prompt([], "Hi?") == "\n\nHuman: Hi?\n\nAssistant: "
-
-
 def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
     rated, plain = rated_example(), pairwise_example()
     table = GazeFeaturizer()(examples_to_table([rated, plain]))
@@ -73,7 +66,8 @@ def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
             "example_id": example.example_id,
             "source": example.source,
             "domain": example.domain,
-            "prefix": render_prompt(example.context, example.prompt),
+            "prompt": example.prompt,
+            "context": example.context,
             "chosen_text": example.responses[chosen],
             "chosen_spans": chosen_spans,
             "chosen_features": chosen_features,
@@ -111,7 +105,7 @@ def test_regression_units_from_scores():
         (RESPONSES[2], [2.0]),
     ]
     assert [(u["spans"], u["features"]) for u in units] == [flat_gaze(text) for text in RESPONSES]
-    assert {u["prefix"] for u in units} == {render_prompt(CONTEXT, "How do I bake bread?")}
+    assert all(u["prompt"] == "How do I bake bread?" and u["context"] == CONTEXT for u in units)
 
 
 @pytest.mark.parametrize("num_outputs", [2, 5])
@@ -129,14 +123,14 @@ def test_regression_units_from_attribute_scores(num_outputs):
 @pytest.mark.parametrize(
     ("kind", "num_outputs"), [("pairwise", 1), ("regression", 1), ("regression", 2), ("listwise", 1)]
 )
-def test_count_units_matches_the_units_to_units_yields(tmp_path, kind, num_outputs):
+def test_block_unit_counts_match_the_units_to_units_yields(tmp_path, kind, num_outputs):
     examples = [
         rated_example(attribute_scores=[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
         pairwise_example(),
         rated_example(source_row=9, responses=RESPONSES[:2], scores=[1.0, 1.0], pairs=[]),  # a tie: no pair
     ]
     table = examples_to_table(examples)
-    pq.write_table(table, tmp_path / "a.parquet")
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=2)  # row groups of 2 + 1 rows
     pq.write_table(table.slice(0, 1), tmp_path / "b.parquet")
     paths = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
     expected = {
@@ -146,7 +140,13 @@ def test_count_units_matches_the_units_to_units_yields(tmp_path, kind, num_outpu
         ("listwise", 1): 2 + 1,  # the rated and the pairwise example; the tie orders nothing
     }[(kind, num_outputs)]
     produced = sum(ToUnits(kind, num_outputs)(pq.read_table(path)).num_rows for path in paths)
-    assert count_units(paths, kind, num_outputs) == produced == expected
+    blocks = list_blocks(paths, kind, num_outputs)
+    assert [(block.path, block.row_group) for block in blocks] == [
+        (paths[0], 0),
+        (paths[0], 1),
+        (paths[1], 0),
+    ]
+    assert sum(block.units for block in blocks) == produced == expected
 
 
 def ranked_example(**overrides) -> PreferenceExample:
@@ -177,7 +177,7 @@ def test_listwise_units_carry_each_list_with_its_gaze_and_tiers():
     assert [(s, f) for s, f in zip(unit["spans"], unit["features"], strict=True)] == [
         flat_gaze(RESPONSES[i]) for i in order
     ]
-    assert unit["prefix"] == render_prompt(CONTEXT, "How do I bake bread?")
+    assert (unit["prompt"], unit["context"]) == ("How do I bake bread?", CONTEXT)
 
 
 def test_units_carry_each_response_implicit_features_or_none():

@@ -1,0 +1,89 @@
+"""How a conversation and one response become the text the model reads.
+
+- ``plain``: the Human/Assistant transcript HH-RLHF and DSP use (``\\n\\nHuman: …\\n\\nAssistant: `` +
+  response), for base backbones and for models trained that way.
+- ``chat``: the tokenizer's own chat template (instruct backbones), the response as the assistant turn.
+
+Either way the model input is ``prefix + response + suffix`` with the response copied verbatim, so its
+words keep their character offsets shifted by ``len(prefix)`` and word gaze aligns to its tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from gazerm.config import ConfigError
+
+TemplateKind = Literal["plain", "chat"]
+Context = list[dict[str, str]] | None
+
+_PLAIN_SPEAKERS = {"user": "Human", "human": "Human", "prompter": "Human", "assistant": "Assistant"}
+_CHAT_ROLES = {
+    "human": "user",
+    "prompter": "user",
+    "user": "user",
+    "assistant": "assistant",
+    "system": "system",
+}
+
+
+def render_prompt(context: Context, prompt: str) -> str:
+    """The plain template's prefix: earlier turns, the prompt, and the ``Assistant:`` cue."""
+    turns = [
+        f"\n\n{_PLAIN_SPEAKERS.get(t['role'], t['role'].capitalize())}: {t['content']}" for t in context or []
+    ]
+    return "".join(turns) + f"\n\nHuman: {prompt}\n\nAssistant: "
+
+
+class PlainTemplate:
+    kind: TemplateKind = "plain"
+    suffix = ""
+    add_special_tokens = True  # the tokenizer adds BOS (Llama-style) or [CLS]/[SEP] (encoders)
+
+    def prefix(self, context: Context, prompt: str) -> str:
+        return render_prompt(context, prompt)
+
+
+class ChatTemplate:
+    """The tokenizer's chat template; the response is found in the rendering by a placeholder reply."""
+
+    kind: TemplateKind = "chat"
+    add_special_tokens = False  # the template writes its own special tokens (BOS, <|im_start|>, …)
+    _PLACEHOLDER = "\uffffRESPONSE\uffff"
+
+    def __init__(self, tokenizer: Any) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"data.template=chat: tokenizer {tokenizer.name_or_path!r} has no chat template; "
+                "use data.template=plain"
+            )
+        self.tokenizer = tokenizer
+        _, self.suffix = self._split(None, "?")
+
+    def prefix(self, context: Context, prompt: str) -> str:
+        prefix, suffix = self._split(context, prompt)
+        if suffix != self.suffix:
+            raise ValueError(f"the chat template of {self.tokenizer.name_or_path!r} ends replies differently")
+        return prefix
+
+    def _split(self, context: Context, prompt: str) -> tuple[str, str]:
+        messages = [
+            {"role": _CHAT_ROLES.get(turn["role"], turn["role"]), "content": turn["content"]}
+            for turn in context or []
+        ]
+        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": self._PLACEHOLDER}]
+        rendered = self.tokenizer.apply_chat_template(messages, tokenize=False)
+        prefix, found, suffix = rendered.partition(self._PLACEHOLDER)
+        if not found:
+            raise ConfigError(
+                f"data.template=chat: the chat template of {self.tokenizer.name_or_path!r} does not copy the "
+                "assistant reply verbatim, so gaze cannot be aligned to it; use data.template=plain"
+            )
+        return prefix, suffix
+
+
+PromptTemplate = PlainTemplate | ChatTemplate
+
+
+def build_template(kind: TemplateKind, tokenizer: Any) -> PromptTemplate:
+    return ChatTemplate(tokenizer) if kind == "chat" else PlainTemplate()

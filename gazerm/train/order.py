@@ -1,0 +1,159 @@
+"""The order a run trains on its units: seeded, different every epoch, the same for the same seed, and
+derived from (epoch, micro-batch) alone, so a resumed run continues exactly where it stopped.
+
+Ray Data's streaming split hands blocks to whichever rank asks first, so neither the order nor which
+rank trains on what is the same twice, and a resume could only skip "about as many" micro-batches.
+Here the driver lists the train split's blocks (Parquet row groups) with their unit counts once
+(:func:`list_blocks`), and every rank derives its part of each epoch from the seed:
+
+1. the blocks are permuted with a generator seeded by (seed, epoch);
+2. the permuted stream of ``N`` units is cut into ``world_size`` equal contiguous ranges of
+   ``N // world_size`` units (every rank trains the same number of micro-batches, so the DeepSpeed
+   collectives stay in step; the remainder, fewer than ``world_size`` units, sits out that epoch, a
+   different few each epoch);
+3. each rank reads only the blocks overlapping its range and shuffles its units in chunks of
+   ``shuffle_buffer`` units, seeded by (seed, epoch, rank);
+4. the shuffled units are cut into windows of ``micro_batch_size × bucket_window`` units, which the
+   collator turns into length-bucketed micro-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from gazerm.train.collate import MicroBatch, UnitCollator
+from gazerm.train.units import ToUnits, UnitKind, count_table_units, label_columns
+
+
+@dataclass(frozen=True)
+class Block:
+    """One Parquet row group of the train split and how many units it gives."""
+
+    path: str
+    row_group: int
+    units: int
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def list_blocks(paths: list[str], kind: UnitKind, num_outputs: int = 1) -> list[Block]:
+    """Every row group of ``paths`` with its unit count (label columns only), in file order."""
+    blocks = []
+    columns = label_columns(kind, num_outputs)
+    for path in paths:
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=columns)
+            blocks.append(Block(path, group, count_table_units(table, kind, num_outputs)))
+    return blocks
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What every rank agrees on: the blocks, the seed and the batch geometry."""
+
+    blocks: tuple[Block, ...]
+    seed: int
+    world_size: int
+    micro_batch_size: int
+    bucket_window: int
+    shuffle_buffer: int
+
+    @property
+    def units_per_rank(self) -> int:
+        return sum(block.units for block in self.blocks) // self.world_size
+
+    @property
+    def micro_batches_per_rank(self) -> int:
+        return -(-self.units_per_rank // self.micro_batch_size)
+
+    def generator(self, *keys: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, *keys])
+
+    def block_order(self, epoch: int) -> list[Block]:
+        return [self.blocks[i] for i in self.generator(epoch).permutation(len(self.blocks))]
+
+    def rank_slices(self, epoch: int, rank: int) -> list[tuple[Block, int, int]]:
+        """The (block, start, stop) unit ranges of ``rank``'s share of ``epoch``, in stream order."""
+        share = self.units_per_rank
+        begin, end = rank * share, (rank + 1) * share
+        slices, offset = [], 0
+        for block in self.block_order(epoch):
+            start, stop = max(begin - offset, 0), min(end - offset, block.units)
+            if start < stop:
+                slices.append((block, start, stop))
+            offset += block.units
+        return slices
+
+
+class RankStream:
+    """One rank's micro-batches of an epoch; ``skip`` drops the ones a resumed run already trained on,
+    without tokenizing the windows it skips whole."""
+
+    def __init__(
+        self, plan: EpochPlan, rank: int, kind: UnitKind, num_outputs: int, collator: UnitCollator
+    ) -> None:
+        self.plan = plan
+        self.rank = rank
+        self.to_units = ToUnits(kind, num_outputs)
+        self.collator = collator
+
+    def micro_batches(self, epoch: int, skip: int = 0) -> Iterator[MicroBatch]:
+        per_window = self.plan.bucket_window
+        for index, window in enumerate(self.windows(epoch)):
+            if (index + 1) * per_window <= skip:
+                continue  # a full window gives exactly bucket_window micro-batches
+            micro_batches = self.collator(window)
+            yield from micro_batches[max(skip - index * per_window, 0) :]
+
+    def windows(self, epoch: int) -> Iterator[pa.Table]:
+        size = self.plan.micro_batch_size * self.plan.bucket_window
+        yield from _rechunk(self._shuffled_units(epoch), size)
+
+    def _shuffled_units(self, epoch: int) -> Iterator[pa.Table]:
+        generator = self.plan.generator(epoch, self.rank)
+        pending: list[pa.Table] = []
+        for units in self._units(epoch):
+            pending.append(units)
+            if sum(t.num_rows for t in pending) >= self.plan.shuffle_buffer:
+                yield _permuted(pending, generator)
+                pending = []
+        if pending:
+            yield _permuted(pending, generator)
+
+    def _units(self, epoch: int) -> Iterator[pa.Table]:
+        for block, start, stop in self.plan.rank_slices(epoch, self.rank):
+            units = self.to_units(pq.ParquetFile(block.path).read_row_group(block.row_group))
+            if units.num_rows != block.units:
+                raise RuntimeError(
+                    f"{block.path} row group {block.row_group}: {units.num_rows} units, {block.units} when "
+                    "the run was planned; the prepared shards changed under a running job"
+                )
+            yield units.slice(start, stop - start)
+
+
+def _permuted(tables: list[pa.Table], generator: np.random.Generator) -> pa.Table:
+    table = pa.concat_tables(tables)
+    return table.take(generator.permutation(table.num_rows))
+
+
+def _rechunk(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
+    """Tables of exactly ``size`` rows (the last one may be shorter) from a stream of any sizes."""
+    pending: list[pa.Table] = []
+    held = 0
+    for table in tables:
+        pending.append(table)
+        held += table.num_rows
+        while held >= size:
+            joined = pa.concat_tables(pending)
+            yield joined.slice(0, size)
+            rest = joined.slice(size)
+            pending, held = [rest], rest.num_rows
+    if held:
+        yield pa.concat_tables(pending)
