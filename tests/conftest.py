@@ -41,6 +41,17 @@ def dataset_dir(tmp_path_factory: pytest.TempPathFactory, ray_local) -> str:
     return config.output_dir
 
 
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The real SmolLM2-135M-Instruct tokenizer (BPE with a chat template), read from its GGUF file."""
+    from gazerm.model.config import ModelConfig
+    from gazerm.model.reward_model import build_tokenizer
+    from tests.helpers import SMOLLM2, require_smollm2
+
+    require_smollm2()
+    return build_tokenizer(ModelConfig(backbone=SMOLLM2))
+
+
 def save_random_model(directory, predictor: str = "reading_model", max_length: int = 128, **overrides):
     """A saved reward model (random weights nudged off init, like a trained one) with its inputs.json:
     for tests of what consumes a model directory (scoring, re-ranking, reports) without training one."""

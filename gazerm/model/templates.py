@@ -49,7 +49,7 @@ class ChatTemplate:
 
     kind: TemplateKind = "chat"
     add_special_tokens = False  # the template writes its own special tokens (BOS, <|im_start|>, …)
-    _PLACEHOLDER = "\uffffRESPONSE\uffff"
+    _PLACEHOLDER = "\uffffgazerm reply\uffff"
 
     def __init__(self, tokenizer: Any) -> None:
         if not getattr(tokenizer, "chat_template", None):

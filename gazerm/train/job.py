@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gazerm.data.shards import Manifest, verify
+from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.io import INPUTS_FILE
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
@@ -95,6 +96,9 @@ def run_training(
 
     from gazerm.track.mlflow_tracking import finish_run, start_run
 
+    if not config.model.is_tiny:
+        resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
+    check_attention(config.model.attn_implementation)
     output = Storage.of(config.output_dir)
     if not resume:
         output.delete()
