@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gazerm.config import ConfigError, load_config
+from gazerm.config import load_config
+from gazerm.errors import ConfigError
 from gazerm.train.config import TrainJobConfig
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
@@ -52,3 +53,9 @@ def test_override_changes_one_field_of_a_default_section():
 def test_init_from_is_refused_with_zero3_when_the_config_is_read():
     with pytest.raises(ConfigError, match=r"use run\.zero_stage=2"):
         load_config(TrainJobConfig, {}, ["model.init_from=runs/general/model", "run.zero_stage=3"])
+
+
+def test_the_smollm2_job_trains_the_packaged_backbone_with_its_chat_template():
+    config = load_config(TrainJobConfig, JOBS / "smollm2_hh_rlhf.yaml")
+    assert (config.model.backbone, config.data.template) == ("smollm2-135m-instruct", "chat")
+    assert [s.format for s in config.data.prepare.sources] == ["hh_rlhf"] and not config.run.use_gpu

