@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from gazerm.config import ConfigError, load_config
-from gazerm.data.errors import DataError
+from gazerm.config import load_config
+from gazerm.errors import ConfigError, GazermError
 
-app = typer.Typer(
+
+class _Commands(typer.Typer):
+    """The one error boundary: a :class:`GazermError` from any command (a config, input file, path or
+    argument the user can fix) is printed as one red line and exits with code 2; anything else is a bug
+    and keeps its traceback."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(function: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(function)
+            def guarded(*call_args: Any, **call_kwargs: Any) -> Any:
+                try:
+                    return function(*call_args, **call_kwargs)
+                except GazermError as error:
+                    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+                    raise typer.Exit(code=2) from error
+
+            return register(guarded)
+
+        return decorator
+
+
+app = _Commands(
     help="gazerm: train LLM reward models from gaze (implicit) and explicit human feedback.",
     no_args_is_help=True,
     add_completion=False,
@@ -36,11 +61,6 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug l
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-
-
-def _fail(error: Exception) -> typer.Exit:
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 class DemoKind(str, Enum):
@@ -91,13 +111,10 @@ def prepare(
     from gazerm.data.prepare import PrepareConfig
     from gazerm.data.prepare import prepare as run_prepare
 
-    try:
-        settings = load_config(
-            PrepareConfig, config, (overrides or []) + (["on_error=quarantine"] if quarantine else [])
-        )
-        manifest = run_prepare(settings, force=force)
-    except (ConfigError, DataError) as error:
-        raise _fail(error) from error
+    settings = load_config(
+        PrepareConfig, config, (overrides or []) + (["on_error=quarantine"] if quarantine else [])
+    )
+    manifest = run_prepare(settings, force=force)
     counts = {split: manifest.rows(split) for split in manifest.splits}
     typer.echo(f"{settings.output_dir}: {counts}, quarantined {manifest.quarantine['count']}")
 
@@ -123,13 +140,11 @@ def train(
 ) -> None:
     """Train a reward model with Ray Train + DeepSpeed; resumes from the run's latest checkpoint."""
     from gazerm.train.job import run_training
+    from gazerm.train.metrics import overall_metrics
 
-    try:
-        settings = _job_config(config, overrides, tracking_uri)
-        outcome = run_training(settings, resume=not fresh)
-    except (ConfigError, DataError) as error:  # bad input data stops with its file, row and field
-        raise _fail(error) from error
-    shown = {k: round(v, 4) for k, v in outcome.metrics.items() if k.count("/") == 1}
+    settings = _job_config(config, overrides, tracking_uri)
+    outcome = run_training(settings, resume=not fresh)
+    shown = {k: round(v, 4) for k, v in overall_metrics(outcome.metrics).items()}
     typer.echo(f"final validation metrics: {shown}")
     typer.echo(f"model:      {outcome.model_dir}")
     typer.echo(f"mlflow run: {outcome.run_id} in {outcome.tracking_uri}")
@@ -163,15 +178,12 @@ def score(
     """Score prompt/response pairs with a trained reward model, computing its gaze features on the fly."""
     from gazerm.score import score_dataset, score_file
 
-    try:
-        if workers is not None:
-            count = score_dataset(model_dir, input_path, output, batch_size, workers, use_gpu=gpu)
-        elif gpu:
-            raise ValueError("--gpu is for the Ray Data job: give --workers too")
-        else:
-            count = score_file(model_dir, input_path, output, batch_size)
-    except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: no such model directory
-        raise _fail(error) from error
+    if workers is not None:
+        count = score_dataset(model_dir, input_path, output, batch_size, workers, use_gpu=gpu)
+    elif gpu:
+        raise ConfigError("--gpu is for the Ray Data job: give --workers too")
+    else:
+        count = score_file(model_dir, input_path, output, batch_size)
     typer.echo(f"scored {count} rows → {output}")
 
 
@@ -193,10 +205,7 @@ def rerank(
     """Best-of-n: score every candidate response and keep the best one per prompt (ties: lowest index)."""
     from gazerm.evaluate.bestofn import rerank_file
 
-    try:
-        count = rerank_file(model_dir, input_path, output, batch_size, weights)
-    except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: no such model directory
-        raise _fail(error) from error
+    count = rerank_file(model_dir, input_path, output, batch_size, weights)
     typer.echo(f"chose a response for {count} prompts → {output}")
 
 
@@ -213,10 +222,7 @@ def winrate(
     """Win rate of choices A over B with a 95% confidence interval, judged by a reference or a judge RM."""
     from gazerm.evaluate.winrate import win_rate
 
-    try:
-        result = win_rate(choices_a, choices_b, reference=reference, judge=judge)
-    except (ValueError, OSError) as error:
-        raise _fail(error) from error
+    result = win_rate(choices_a, choices_b, reference=reference, judge=judge)
     typer.echo(result.report())
     if output:
         result.write(output)
@@ -243,10 +249,7 @@ def consistency(
     often the data's rating- and ranking-derived labels agree."""
     from gazerm.evaluate.consistency import consistency_report
 
-    try:
-        report = consistency_report(ratings_model, rankings_model, dataset_dir, split, weights, batch_size)
-    except (ValueError, OSError) as error:  # ValueError: no such split, weights of the wrong length
-        raise _fail(error) from error
+    report = consistency_report(ratings_model, rankings_model, dataset_dir, split, weights, batch_size)
     typer.echo(report.table())
     if output:
         typer.echo(f"report → {report.write(output)}")
@@ -266,16 +269,8 @@ def tune(
     from gazerm.tune.search import run_search
     from gazerm.tune.space import SearchSpace
 
-    try:
-        settings = _job_config(config, overrides, tracking_uri)
-        outcome = run_search(settings, load_config(SearchSpace, space), fresh=fresh)
-    except (
-        ConfigError,
-        DataError,
-        FileExistsError,
-        RuntimeError,
-    ) as error:  # RuntimeError: no trial finished
-        raise _fail(error) from error
+    settings = _job_config(config, overrides, tracking_uri)
+    outcome = run_search(settings, load_config(SearchSpace, space), fresh=fresh)
     version = outcome.model_version
     typer.echo(f"trials of {outcome.name}, best first:\n{outcome.comparison.markdown()}")
     typer.echo("feature ablation (each features_used subset at its best other params):")
@@ -296,16 +291,13 @@ def train_staged(
     from gazerm.train.stages import StagedJobConfig, run_stages
 
     extra = [f"base.tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
-    try:
-        settings = load_config(StagedJobConfig, config, (overrides or []) + extra)
-        outcome = run_stages(settings)
-    except (ConfigError, DataError) as error:
-        raise _fail(error) from error
+    settings = load_config(StagedJobConfig, config, (overrides or []) + extra)
+    outcome = run_stages(settings)
     typer.echo(f"models: {outcome.model_dirs}")
     typer.echo(f"mlflow run: {outcome.parent_run_id} in {outcome.tracking_uri}")
 
 
-select_app = typer.Typer(
+select_app = _Commands(
     help="Compare a search's trials and promote registered model versions.", no_args_is_help=True
 )
 app.add_typer(select_app, name="select")
@@ -324,10 +316,7 @@ def select_list(
     """Compare a search's trials (the params that vary, val/accuracy, val/loss) and its model versions."""
     from gazerm.tune.select import search_report
 
-    try:
-        report = search_report(tracking_uri, experiment, search)
-    except KeyError as error:
-        raise _fail(error) from error
+    report = search_report(tracking_uri, experiment, search)
     typer.echo(f"trials of {search} (run {report.parent_run_id}), best first:\n{report.trials.markdown()}")
     if report.model_name:
         typer.echo(f"versions of registered model {report.model_name}:\n{report.versions.markdown()}")
@@ -341,14 +330,9 @@ def select_promote(
     tracking_uri: SelectTrackingUri = "sqlite:///runs/mlflow.db",
 ) -> None:
     """Point an alias (e.g. champion) at a model version: the same move as the MLflow UI's alias editor."""
-    from mlflow.exceptions import MlflowException
-
     from gazerm.track.registry import promote
 
-    try:
-        promoted = promote(tracking_uri, name, version, alias)
-    except MlflowException as error:
-        raise _fail(error) from error
+    promoted = promote(tracking_uri, name, version, alias)
     typer.echo(f"models:/{name}@{alias} → version {promoted.version} (run {promoted.run_id})")
 
 

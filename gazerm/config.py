@@ -9,11 +9,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gazerm.errors import ConfigError
+
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit its typed model; the message names the field."""
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -31,6 +29,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[leaf] = yaml.safe_load(raw)
     return data
+
+
+def override(path: str, value: Any) -> str:
+    """A ``path=value`` override for ``load_config``; YAML keeps floats such as 1e-05 floats."""
+    return f"{path}={yaml.safe_dump(value, default_flow_style=True)}"
 
 
 def load_config(

@@ -6,6 +6,10 @@ import logging
 import math
 import os
 
+# Logical CPUs a local Ray keeps beyond the training workers' (and a search keeps out of its trials'):
+# Ray Data's read and map tasks need their own, or they wait forever for a free CPU.
+DATA_CPUS = 2
+
 
 def quiet_ray_data() -> None:
     """Ray Data's live progress bars turn into megabytes of log lines in job logs and CI; gazerm prints
@@ -18,8 +22,7 @@ def quiet_ray_data() -> None:
 def init_ray(reserved_cpus: float = 0) -> None:
     """Join the cluster (``RAY_ADDRESS``, ``ray job submit``) or start a local Ray.
 
-    A local Ray gets at least two logical CPUs beyond what the training workers reserve: Ray
-    Data's read and ``map_batches`` tasks need their own, or they wait forever for a free CPU.
+    A local Ray gets at least :data:`DATA_CPUS` logical CPUs beyond what the training workers reserve.
     """
     import ray
 
@@ -31,5 +34,5 @@ def init_ray(reserved_cpus: float = 0) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
     else:
-        num_cpus = max(os.cpu_count() or 1, math.ceil(reserved_cpus) + 2)
+        num_cpus = max(os.cpu_count() or 1, math.ceil(reserved_cpus) + DATA_CPUS)
         ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)

@@ -24,11 +24,11 @@ from tqdm import tqdm
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.common import nested, text
 from gazerm.data.readers import Record, read_records, require
+from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.features.base import N_FEATURES
 from gazerm.features.featurize import build_predictor
-from gazerm.model.inputs import PromptResponse, SequenceEncoder
-from gazerm.model.io import INPUTS_FILE, load_reward_model
-from gazerm.model.reward_model import RewardModel
+from gazerm.model.inputs import INPUTS_FILE, InputSpec, PromptResponse, SequenceEncoder
+from gazerm.model.io import load_reward_model
 from gazerm.model.templates import build_template
 from gazerm.runtime import init_ray
 
@@ -44,21 +44,19 @@ class RewardScorer:
         self.model, tokenizer, config = load_reward_model(model_dir)
         self.device = torch.device(device)
         self.model.to(self.device)
-        path = Path(model_dir) / INPUTS_FILE
-        inputs = json.loads(path.read_text()) if path.exists() else {}
-        spec = inputs.get("gaze", {"predictor": "none"})
+        inputs = InputSpec.read(model_dir)
+        spec = inputs.gaze
         if spec["predictor"] == "none":
             if config.fusion != "none":
-                raise ValueError(
+                raise ConfigError(
                     f"{model_dir}: the model fuses gaze (fusion={config.fusion!r}) but {INPUTS_FILE} "
                     "names no gaze predictor, so its gaze features cannot be computed"
                 )
             self.predictor = None
         else:
             self.predictor = build_predictor(spec["predictor"], spec.get("path"))
-        max_length = max_length or inputs.get("max_length") or _longest(self.model)
-        template = build_template(inputs.get("template", "plain"), tokenizer)
-        self.encoder = SequenceEncoder(tokenizer, max_length, template)
+        template = build_template(inputs.template, tokenizer)
+        self.encoder = SequenceEncoder(tokenizer, max_length or inputs.max_length, template)
         self.batch_size = batch_size
 
     def score(
@@ -107,13 +105,6 @@ class RewardScorer:
         ]
         inputs = self.encoder.pad(self.encoder.encode(sequences)).to(self.device)
         return self.model(**inputs.forward_kwargs()).rewards.float().cpu().numpy()
-
-
-def _longest(model: RewardModel) -> int:
-    """For a model directory without ``inputs.json``: the longest input the backbone can position
-    (``concat`` adds up to one gaze slot per token, so half of that)."""
-    positions = model.transformer.config.max_position_embeddings
-    return positions // 2 if model.model_config.fusion == "concat" else positions
 
 
 def score_file(
@@ -186,7 +177,7 @@ def score_dataset(
     checking = tqdm(files, "validating", unit="file", disable=len(files) < 2)
     rows = sum(len(_validated(file)) for file in checking)
     if not (Path(model_dir) / "config.yaml").is_file():
-        raise FileNotFoundError(f"{model_dir}: not a saved reward model (no config.yaml)")
+        raise PathNotFoundError(f"{model_dir}: not a saved reward model (no config.yaml)")
 
     import ray.data
 

@@ -13,6 +13,11 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 
+def is_object_store(location: str | Path) -> bool:
+    """A URI (``s3://``, ``gs://``, …) rather than a path; told from the text alone (no network)."""
+    return "://" in str(location)
+
+
 @dataclass(frozen=True)
 class Storage:
     """A directory (that may not exist yet) on a filesystem; ``uri`` is how Ray and people name it."""
@@ -24,7 +29,7 @@ class Storage:
     @classmethod
     def of(cls, location: str | Path) -> Storage:
         location = str(location)
-        if "://" in location:
+        if is_object_store(location):
             filesystem, path = pafs.FileSystem.from_uri(location)
             return cls(filesystem, path.rstrip("/"), location.rstrip("/"))
         path = str(Path(location).resolve())

@@ -10,6 +10,12 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``-m "not slow"`` is the fast inner loop: a test that starts Ray must be marked slow."""
+    if "ray_local" in item.fixturenames and item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} starts Ray (ray_local) but is not marked slow", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A local Ray with room for 2 training workers plus Ray Data tasks (see gazerm.runtime.init_ray)."""
@@ -23,22 +29,16 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
-def dataset_dir(tmp_path_factory: pytest.TempPathFactory, ray_local) -> str:
-    """Prepared shards of a small synthetic readability set (240 pairs), shared by the e2e tests."""
-    from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
-    from gazerm.data.synthetic import write_readability_preferences
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Prepared shards of a small synthetic readability set (240 pairs), shared by the e2e tests; prepared
+    without Ray, so fast tests can read it too."""
+    from tests.helpers import prepare_readability
 
     root = tmp_path_factory.mktemp("data")
-    source = write_readability_preferences(root / "pairs.jsonl", n=240, seed=3)
-    config = PrepareConfig(
-        sources=[SourceSpec(format="generic", path=str(source))],
-        output_dir=str(root / "shards"),
-        rows_per_shard=100,
-        splits={"train": 0.8, "validation": 0.2, "test": 0.0},
-        gaze=GazeSpec(predictor="reading_model", backend="local"),
+    prepare_readability(
+        root, n=240, seed=3, rows_per_shard=100, splits={"train": 0.8, "validation": 0.2, "test": 0.0}
     )
-    prepare(config)
-    return config.output_dir
+    return str(root / "shards")
 
 
 @pytest.fixture(scope="session")
@@ -55,17 +55,15 @@ def smollm2_tokenizer():
 def save_random_model(directory, predictor: str = "reading_model", max_length: int = 128, **overrides):
     """A saved reward model (random weights nudged off init, like a trained one) with its inputs.json:
     for tests of what consumes a model directory (scoring, re-ranking, reports) without training one."""
-    import json
     from pathlib import Path
 
-    from gazerm.model.io import INPUTS_FILE, save_reward_model
+    from gazerm.model.inputs import InputSpec
+    from gazerm.model.io import save_reward_model
     from gazerm.model.reward_model import build_tokenizer
     from tests.model.conftest import tiny_config
     from tests.model.test_io import trained_looking
 
     config = tiny_config(**overrides)
     tokenizer = build_tokenizer(config)
-    saved = save_reward_model(trained_looking(config, tokenizer), tokenizer, config, Path(directory))
-    inputs = {"gaze": {"predictor": predictor}, "max_length": max_length}
-    (saved / INPUTS_FILE).write_text(json.dumps(inputs))
-    return saved
+    inputs = InputSpec({"predictor": predictor}, max_length)
+    return save_reward_model(trained_looking(config, tokenizer), tokenizer, config, inputs, Path(directory))

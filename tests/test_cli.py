@@ -57,6 +57,7 @@ def test_demo_data_writes_each_kind_in_its_loader_format(tmp_path, kind, source_
         assert paths[1].endswith("sessions.jsonl") and Path(paths[1]).stat().st_size > 0
 
 
+@pytest.mark.slow  # starts Ray
 def test_bad_training_data_stops_train_naming_file_row_and_field(tmp_path, ray_local):
     data = tmp_path / "pairs.jsonl"
     rows = [
@@ -74,3 +75,28 @@ def test_bad_training_data_stops_train_naming_file_row_and_field(tmp_path, ray_l
     assert result.exit_code == 2, result.output
     assert f"{data}, row 2, field 'chosen'" in result.output
     assert not (tmp_path / "run").exists()  # stopped before any training
+
+
+def test_every_command_maps_a_gazerm_error_to_one_line_and_exit_2(tmp_path: Path):
+    """The boundary is in one place: score's missing model directory is a PathNotFoundError raised deep
+    in gazerm.model.io, and it reaches the user as one red line, not a traceback."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"prompt": "Hi?", "response": "Hello."}) + "\n")
+    result = CliRunner().invoke(app, ["score", str(tmp_path / "no-model"), str(rows), "-o", "out.jsonl"])
+    assert result.exit_code == 2
+    assert (
+        result.output.strip()
+        == f"error: {tmp_path / 'no-model'}: not a saved reward model (no reward_model.json)"
+    )
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only GazermError is the user's to fix; any other exception propagates (exit 1 with its traceback)."""
+    import gazerm.features.featurize as featurize
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(featurize, "build_predictor", broken)
+    result = CliRunner().invoke(app, ["gaze", "Some text."])
+    assert result.exit_code == 1 and isinstance(result.exception, ZeroDivisionError)

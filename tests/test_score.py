@@ -13,10 +13,11 @@ from gazerm.cli import app
 from gazerm.data.errors import DataError
 from gazerm.features.reading_model import ReadingTimeModel
 from gazerm.model.inputs import PromptResponse, SequenceEncoder
-from gazerm.model.io import INPUTS_FILE, save_reward_model
+from gazerm.model.io import save_reward_model
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.model.templates import render_prompt
 from gazerm.score import RewardScorer, score_file
+from tests.helpers import READING_MODEL_INPUTS, TEXT_ONLY_INPUTS
 from tests.model.conftest import tiny_config
 from tests.model.test_io import trained_looking
 
@@ -39,9 +40,9 @@ def trained(tmp_path_factory):
     config = tiny_config()
     tokenizer = build_tokenizer(config)
     model = trained_looking(config, tokenizer)
-    directory = save_reward_model(model, tokenizer, config, tmp_path_factory.mktemp("rm") / "model")
-    inputs = {"gaze": {"predictor": "reading_model"}, "max_length": 128}
-    (directory / INPUTS_FILE).write_text(json.dumps(inputs))
+    directory = save_reward_model(
+        model, tokenizer, config, READING_MODEL_INPUTS, tmp_path_factory.mktemp("rm") / "model"
+    )
     return directory, model, tokenizer
 
 
@@ -147,14 +148,14 @@ def test_bad_rows_name_file_row_and_field(trained, tmp_path, bad, field, message
 def test_gaze_fusion_without_a_gaze_predictor_is_refused(tmp_path):
     config = tiny_config()
     tokenizer = build_tokenizer(config)
-    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, tmp_path)
+    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, TEXT_ONLY_INPUTS, tmp_path)
     with pytest.raises(ValueError, match="names no gaze predictor"):
-        RewardScorer(tmp_path)  # no inputs.json
+        RewardScorer(tmp_path)  # its inputs.json names no gaze predictor
 
 
 def test_text_only_model_scores_without_gaze_spec(tmp_path):
     config = tiny_config(fusion="none", num_outputs=2)
     tokenizer = build_tokenizer(config)
-    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, tmp_path)
+    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, TEXT_ONLY_INPUTS, tmp_path)
     rewards = RewardScorer(tmp_path).score(["Say hi.", "Why?"], ["Hi.", "Because."])
     assert rewards.shape == (2, 2) and np.isfinite(rewards).all()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from gazerm.errors import GazermError
 
-class DataError(ValueError):
+
+class DataError(GazermError, ValueError):
     """A problem with one input row (or a whole file, ``row=None``).
 
     ``row`` is 1-based: the line of a JSONL/CSV file (CSV counts the header as line 1), or

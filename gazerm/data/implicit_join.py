@@ -13,12 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 
 from gazerm.data.errors import DataError
+from gazerm.data.loaders.sessions import read_session_log
 from gazerm.data.schema import PREFERENCE_SCHEMA
 from gazerm.data.shards import file_sha256
-from gazerm.features.implicit import IMPLICIT_FEATURE_NAMES, ImplicitFeatures, ResponseKey, load_implicit
+from gazerm.features.implicit import (
+    IMPLICIT_FEATURE_NAMES,
+    N_IMPLICIT,
+    ImplicitFeatures,
+    ResponseKey,
+    SessionView,
+    behaviour_features,
+    normalise_implicit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,3 +96,18 @@ def _implicit_column(
             vectors.append(None if vector is None else vector.tolist())
         rows.append(vectors)
     return pa.array(rows, IMPLICIT_TYPE), matched, missing
+
+
+def load_implicit(paths: Sequence[str | Path]) -> ImplicitFeatures:
+    """Read every session log and average each response's normalised features over its views."""
+    views = [view for path in paths for view in read_session_log(path)]
+    features = normalise_implicit(behaviour_features(views))
+    index: dict[ResponseKey, int] = {}
+    groups = np.array([index.setdefault(view.key, len(index)) for view in views], dtype=np.int64)
+    sums = np.zeros((len(index), N_IMPLICIT), dtype=np.float64)
+    np.add.at(sums, groups, features)
+    means = (sums / np.bincount(groups, minlength=len(index))[:, None]).astype(np.float32)
+    by_key: dict[ResponseKey, list[SessionView]] = {key: [] for key in index}
+    for view in views:
+        by_key[view.key].append(view)
+    return ImplicitFeatures({key: means[i] for key, i in index.items()}, by_key)

@@ -24,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from gazerm.features.base import GAZE_TYPE
+
 SCHEMA_VERSION = 2
 
 LABEL_KINDS = ("pairwise", "rating", "ranking")
@@ -33,13 +35,6 @@ PAIR_TYPE = pa.struct(
         pa.field("chosen", pa.int32(), nullable=False),
         pa.field("rejected", pa.int32(), nullable=False),
         pa.field("margin", pa.float32()),
-    ]
-)
-
-GAZE_TYPE = pa.struct(
-    [
-        pa.field("word_spans", pa.list_(pa.list_(pa.int32(), 2))),
-        pa.field("features", pa.list_(pa.list_(pa.float32(), 5))),
     ]
 )
 

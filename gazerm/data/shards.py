@@ -25,7 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gazerm.data.errors import DataError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION
+from gazerm.errors import PathNotFoundError
 
 SPLITS = ("train", "validation", "test")
 MANIFEST_NAME = "manifest.json"
@@ -64,12 +66,15 @@ class Manifest:
     def read(cls, root: str | Path) -> Manifest:
         path = Path(root) / MANIFEST_NAME
         if not path.exists():
-            raise FileNotFoundError(f"{path} not found: is {root} a dataset written by 'gazerm prepare'?")
+            raise PathNotFoundError(f"{path} not found: is {root} a dataset written by 'gazerm prepare'?")
         data = json.loads(path.read_text())
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
+            raise DataError(
+                str(path),
+                None,
+                "schema_version",
                 f"{path}: schema version {data.get('schema_version')}, this gazerm reads {SCHEMA_VERSION}; "
-                "re-run 'gazerm prepare'"
+                "re-run 'gazerm prepare'",
             )
         data.pop("counts", None)
         data["splits"] = {name: [ShardInfo(**s) for s in shards] for name, shards in data["splits"].items()}
@@ -125,7 +130,7 @@ def verify(root: str | Path) -> Manifest:
         for shard in shards:
             actual = file_sha256(Path(root) / shard.file)
             if actual != shard.sha256:
-                raise ValueError(
-                    f"{shard.file}: sha256 {actual} does not match the manifest ({shard.sha256})"
+                raise DataError(
+                    shard.file, None, None, f"sha256 {actual} does not match the manifest ({shard.sha256})"
                 )
     return manifest

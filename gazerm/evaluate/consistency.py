@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 
 from gazerm.data.schema import pairs_from_ranking
+from gazerm.errors import ConfigError
 from gazerm.evaluate.offline import PairAccuracy, pair_accuracy, read_split, score_rows
 from gazerm.score import RewardScorer
-from gazerm.tune.table import Table
+from gazerm.table import Table
 
 ALL_SOURCES = "all"
 
@@ -104,7 +105,7 @@ def consistency_report(
     ratings model's attributes; default: their mean)."""
     rows = read_split(dataset_dir, split)
     if not rows:
-        raise ValueError(f"{dataset_dir}: the {split!r} split has no rows to compare on")
+        raise ConfigError(f"{dataset_dir}: the {split!r} split has no rows to compare on")
     ratings = score_rows(RewardScorer(ratings_model, batch_size=batch_size), rows, weights)
     rankings = score_rows(RewardScorer(rankings_model, batch_size=batch_size), rows)
     return compare(split, rows, ratings, rankings)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from gazerm.data.shards import verify
+from gazerm.errors import ConfigError
 from gazerm.score import RewardScorer
 
 LABEL_COLUMNS = (
@@ -39,7 +40,7 @@ def read_split(dataset_dir: str | Path, split: str) -> list[dict[str, Any]]:
     manifest = verify(dataset_dir)
     paths = manifest.shard_paths(dataset_dir, split)
     if not paths:
-        raise ValueError(f"{dataset_dir}: no {split!r} split (it has {sorted(manifest.splits)})")
+        raise ConfigError(f"{dataset_dir}: no {split!r} split (it has {sorted(manifest.splits)})")
     return [row for path in paths for row in pq.read_table(path, columns=list(LABEL_COLUMNS)).to_pylist()]
 
 
@@ -48,9 +49,9 @@ def check_weights(num_outputs: int, weights: Sequence[float] | None) -> None:
     if weights is None:
         return
     if num_outputs == 1:
-        raise ValueError("attribute weights given, but the model has a single output")
+        raise ConfigError("attribute weights given, but the model has a single output")
     if len(weights) != num_outputs:
-        raise ValueError(f"{len(weights)} attribute weights for a model with {num_outputs} outputs")
+        raise ConfigError(f"{len(weights)} attribute weights for a model with {num_outputs} outputs")
 
 
 def scalar_rewards(rewards: np.ndarray, weights: Sequence[float] | None = None) -> np.ndarray:

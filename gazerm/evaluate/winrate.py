@@ -24,10 +24,11 @@ from typing import Any
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.common import nested, number, text
 from gazerm.data.readers import Record, read_records, require
+from gazerm.errors import ConfigError
 from gazerm.evaluate.bestofn import check_candidates, check_prompt
 from gazerm.evaluate.offline import score_rows
 from gazerm.score import Context, RewardScorer
-from gazerm.tune.table import Table
+from gazerm.table import Table
 
 CONFIDENCE = 0.95
 INTERVAL = "Wilson score interval, ties counted half"
@@ -140,7 +141,7 @@ def win_rate(
 ) -> WinRate:
     """A's win rate over B, judged by exactly one of a ``reference`` preference file or a ``judge`` model."""
     if (reference is None) == (judge is None):
-        raise ValueError("give either a reference preference file or a judge model directory (one of them)")
+        raise ConfigError("give either a reference preference file or a judge model directory (one of them)")
     a, b = read_choices(choices_a), read_choices(choices_b)
     references = read_reference(reference) if reference is not None else []
     by_id = all(item.id is not None for item in [*a, *b, *references])

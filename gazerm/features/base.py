@@ -28,9 +28,19 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import pyarrow as pa
 
 FEATURE_NAMES = ("nFix", "FFD", "GPT", "TRT", "fixProp")
 N_FEATURES = len(FEATURE_NAMES)
+
+# How a response's word gaze is stored (the ``gaze`` column of prepared shards): per word, its
+# character span in the response and its N_FEATURES values.
+GAZE_TYPE = pa.struct(
+    [
+        pa.field("word_spans", pa.list_(pa.list_(pa.int32(), 2))),
+        pa.field("features", pa.list_(pa.list_(pa.float32(), N_FEATURES))),
+    ]
+)
 
 # Reference constants: fixations, ms, ms, ms, proportion.
 FEATURE_SCALES = np.array([4.0, 400.0, 1000.0, 800.0, 1.0], dtype=np.float32)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from gazerm.data.schema import GAZE_TYPE
-from gazerm.features.base import N_FEATURES, GazePredictor, WordGaze
+from gazerm.errors import ConfigError
+from gazerm.features.base import GAZE_TYPE, N_FEATURES, GazePredictor, WordGaze
 
 PREDICTORS = ("reading_model", "transformer")
 
@@ -25,11 +25,11 @@ def build_predictor(name: str, path: str | None = None) -> GazePredictor:
         return ReadingTimeModel()
     if name == "transformer":
         if not path:
-            raise ValueError("the transformer gaze predictor needs path=<local checkpoint directory>")
+            raise ConfigError("the transformer gaze predictor needs path=<local checkpoint directory>")
         from gazerm.features.transformer import TransformerGazePredictor
 
         return TransformerGazePredictor(path)
-    raise ValueError(f"unknown gaze predictor {name!r}; choose one of {PREDICTORS}")
+    raise ConfigError(f"unknown gaze predictor {name!r}; choose one of {PREDICTORS}")
 
 
 class GazeFeaturizer:

@@ -4,7 +4,8 @@ scrolled and moved the mouse, and how their (webcam) gaze fixated, computed from
 The names and their order are the contract between ``prepare`` (which joins them into the
 ``implicit`` column, one vector per response) and the reward model's implicit-feature input.
 
-Session log: JSONL (or any file :func:`gazerm.data.readers.read_records` reads), one record per
+Session log (read and validated by :mod:`gazerm.data.loaders.sessions` into :class:`SessionView`
+records): JSONL (or any file :func:`gazerm.data.readers.read_records` reads), one record per
 session and viewed response, after IFLLM's set-up (people read LLM answers in a browser while the
 page logs scrolling, the mouse and webcam gaze). Times are ms on one clock, positions page pixels::
 
@@ -39,19 +40,13 @@ whatever the dataset, and the same view gets the same vector in training and sco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from tqdm import tqdm
-
-from gazerm.data.errors import DataError
-from gazerm.data.loaders.common import nested, number, optional, text
-from gazerm.data.readers import Record, read_records, require
 
 IMPLICIT_FEATURE_NAMES = (
     "dwell_s",
@@ -82,8 +77,6 @@ WEBCAM_DISPERSION_PX = 100.0
 WEBCAM_MIN_FIXATION_MS = 100
 # pymovements' detection slows down faster than linearly with the trials in one call.
 VIEWS_PER_DETECTION = 10
-
-T = TypeVar("T")
 
 
 class ResponseKey(NamedTuple):
@@ -128,156 +121,9 @@ class ImplicitFeatures:
         return sum(len(views) for views in self.views.values())
 
 
-def load_implicit(paths: Sequence[str | Path]) -> ImplicitFeatures:
-    """Read every session log and average each response's normalised features over its views."""
-    views = [view for path in paths for view in read_session_log(path)]
-    features = normalise_implicit(behaviour_features(views))
-    index: dict[ResponseKey, int] = {}
-    groups = np.array([index.setdefault(view.key, len(index)) for view in views], dtype=np.int64)
-    sums = np.zeros((len(index), N_IMPLICIT), dtype=np.float64)
-    np.add.at(sums, groups, features)
-    means = (sums / np.bincount(groups, minlength=len(index))[:, None]).astype(np.float32)
-    by_key: dict[ResponseKey, list[SessionView]] = {key: [] for key in index}
-    for view in views:
-        by_key[view.key].append(view)
-    return ImplicitFeatures({key: means[i] for key, i in index.items()}, by_key)
-
-
 def normalise_implicit(raw: np.ndarray) -> np.ndarray:
     """Raw features (s, counts, px, px/s, share, ms) in the last axis → the common scale, float32."""
     return (np.asarray(raw, dtype=np.float32) / IMPLICIT_SCALES).astype(np.float32)
-
-
-def read_session_log(path: str | Path) -> Iterator[SessionView]:
-    """The validated records of one session log; the first bad one raises a :class:`DataError`."""
-    for row, record in tqdm(read_records(path), desc=f"sessions {path}", unit=" records", mininterval=2.0):
-        if isinstance(record, DataError):
-            raise record
-        yield parse_view(record, str(path), row)
-
-
-def parse_view(record: Record, file: str, row: int) -> SessionView:
-    """One log record → a :class:`SessionView`; errors name the file, row and field (``mouse[3].t``)."""
-    session_id = text(record, "session_id", file, row)
-    key = ResponseKey(
-        text(record, "prompt", file, row), _context(record, file, row), text(record, "response", file, row)
-    )
-    view = nested(record, "view", dict, file, row)
-    start, end = number(view, "view.start_ms", file, row), number(view, "view.end_ms", file, row)
-    if end <= start:
-        raise DataError(
-            file, row, "view.end_ms", f"the view ends at {end:g} ms, not after its start {start:g}"
-        )
-    page_height = optional(number, record, "page_height", file, row)
-    if page_height is None:
-        page_height = DEFAULT_PAGE_HEIGHT_PX
-    elif page_height <= 0:
-        raise DataError(file, row, "page_height", f"must be positive, got {page_height:g}")
-    if record.get("gaze") is not None and record.get("fixations") is not None:
-        raise DataError(file, row, "fixations", "give raw 'gaze' samples or detected 'fixations', not both")
-    samples = {
-        field: _samples(record, field, columns, file, row)
-        for field, columns in (("scroll", "ty"), ("mouse", "txy"), ("gaze", "txy"))
-    }
-    for field, values in samples.items():
-        _check_times(values[:, 0], field, "t", (start, end), file, row)
-    fixations = _samples(record, "fixations", ("onset", "duration", "x", "y"), file, row)
-    _check_times(fixations[:, 0], "fixations", "onset", (start, end), file, row)
-    short = np.flatnonzero(fixations[:, 1] <= 0)
-    if short.size:
-        raise DataError(file, row, f"fixations[{short[0]}].duration", "must be positive")
-    return SessionView(
-        file=file,
-        row=row,
-        session_id=session_id,
-        key=key,
-        start_ms=start,
-        end_ms=end,
-        page_height=page_height,
-        scroll=samples["scroll"],
-        mouse=samples["mouse"],
-        gaze=samples["gaze"],
-        fixations=fixations[:, :2],
-    )
-
-
-def _context(record: Record, file: str, row: int) -> tuple[tuple[str, str], ...]:
-    if record.get("context") is None:
-        return ()
-    turns = nested(record, "context", list, file, row)
-    return tuple(tuple(_item_values(turns, name, ("role", "content"), text, file, row)) for name in turns)
-
-
-def _samples(record: Record, field: str, columns: Sequence[str], file: str, row: int) -> np.ndarray:
-    """``(n, len(columns))`` float64 of a list-of-objects field (``(0, k)`` when absent).
-
-    Well-formed lists are converted in one Arrow pass; only a list that fails it (a missing or
-    non-numeric value, or numeric strings) is walked item by item to name the bad item or accept it.
-    """
-    if record.get(field) is None:
-        return np.empty((0, len(columns)))
-    values = require(record, field, list, file, row)
-    matrix = _numeric_matrix(values, columns)
-    if matrix is not None:
-        return matrix
-    items = nested(record, field, list, file, row)
-    checked = [_item_values(items, name, columns, number, file, row) for name in items]
-    return np.array(checked, dtype=np.float64).reshape(-1, len(columns))
-
-
-def _item_values(
-    items: Record,
-    name: str,
-    keys: Sequence[str],
-    read: Callable[[Record, str, str, int], T],
-    file: str,
-    row: int,
-) -> list[T]:
-    """``read`` applied to each key of the object ``items[name]``; errors name ``name.key``."""
-    item = nested(items, name, dict, file, row)
-    return [read(item, f"{name}.{key}", file, row) for key in keys]
-
-
-def _numeric_matrix(values: list, columns: Sequence[str]) -> np.ndarray | None:
-    """The matrix when every value is an object with finite numbers (not booleans) in ``columns``."""
-    try:
-        array = pa.array(values)
-    except pa.ArrowException:
-        return None
-    if not pa.types.is_struct(array.type) or array.null_count:
-        return None
-    names = {field.name for field in array.type}
-    if not set(columns) <= names:
-        return None
-    fields = [array.field(column) for column in columns]
-    if any(f.null_count or not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) for f in fields):
-        return None
-    matrix = np.column_stack([f.to_numpy(zero_copy_only=False) for f in fields]).astype(np.float64)
-    return matrix if np.isfinite(matrix).all() else None
-
-
-def _check_times(
-    times: np.ndarray, field: str, column: str, view: tuple[float, float], file: str, row: int
-) -> None:
-    """Timestamps must increase and lie inside the view, or durations and shares mean nothing."""
-    backwards = np.flatnonzero(np.diff(times) <= 0)
-    if backwards.size:
-        i = backwards[0] + 1
-        raise DataError(
-            file,
-            row,
-            f"{field}[{i}].{column}",
-            f"timestamps must increase: {times[i]:g} after {times[i - 1]:g}",
-        )
-    outside = np.flatnonzero((times < view[0]) | (times > view[1]))
-    if outside.size:
-        i = outside[0]
-        raise DataError(
-            file,
-            row,
-            f"{field}[{i}].{column}",
-            f"{times[i]:g} ms is outside the view [{view[0]:g}, {view[1]:g}]",
-        )
 
 
 def behaviour_features(views: Sequence[SessionView]) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
+from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.features.alignment import token_word_index
 from gazerm.features.base import N_FEATURES, WordGaze, word_spans
 
@@ -44,15 +45,15 @@ class TransformerGazePredictor:
     ) -> None:
         path = Path(path)
         if not path.is_dir():
-            raise FileNotFoundError(f"gaze predictor checkpoint directory not found: {path}")
+            raise PathNotFoundError(f"gaze predictor checkpoint directory not found: {path}")
         self.name = f"transformer:{path.resolve().name}"
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if not self.tokenizer.is_fast:
-            raise ValueError(f"{path}: a fast tokenizer is needed for character offsets")
+            raise ConfigError(f"{path}: a fast tokenizer is needed for character offsets")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = AutoModelForTokenClassification.from_pretrained(path).to(self.device).eval()
         if self.model.config.num_labels != N_FEATURES:
-            raise ValueError(f"{path}: expected num_labels={N_FEATURES}, got {self.model.config.num_labels}")
+            raise ConfigError(f"{path}: expected num_labels={N_FEATURES}, got {self.model.config.num_labels}")
         scale = (
             output_scale if output_scale is not None else getattr(self.model.config, "gaze_output_scale", 1.0)
         )

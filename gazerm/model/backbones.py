@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from gazerm.config import ConfigError
+from gazerm.errors import ConfigError
 
 
 @dataclass(frozen=True)

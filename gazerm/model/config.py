@@ -6,11 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gazerm.features.base import N_FEATURES
+
 TINY_BACKBONES = ("tiny-llama", "tiny-mistral", "tiny-bert")
-NUM_GAZE_FEATURES = 5
 
 Pooling = Literal["last", "cls", "mean"]
 FusionMode = Literal["none", "concat", "add"]
+LossKindName = Literal["pairwise", "regression", "listwise"]  # gazerm.train.kinds: one object each
 AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 
 
@@ -56,7 +58,7 @@ class ModelConfig(_Strict):
     tiny: TinyBackbone = Field(default_factory=TinyBackbone)
     pooling: Pooling | None = Field(default=None, description="None: 'last' for decoders, 'cls' for encoders")
     fusion: FusionMode = "concat"
-    features_used: list[int] = Field(default_factory=lambda: [1] * NUM_GAZE_FEATURES)
+    features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)
     fp_hidden: int = Field(default=128, gt=0)
     lora: LoraSettings | None = Field(default_factory=LoraSettings, description="None: full fine-tuning")
@@ -80,8 +82,8 @@ class ModelConfig(_Strict):
     @field_validator("features_used")
     @classmethod
     def _flags(cls, value: list[int]) -> list[int]:
-        if len(value) != NUM_GAZE_FEATURES or any(flag not in (0, 1) for flag in value):
-            raise ValueError(f"features_used must be {NUM_GAZE_FEATURES} flags of 0 or 1, got {value}")
+        if len(value) != N_FEATURES or any(flag not in (0, 1) for flag in value):
+            raise ValueError(f"features_used must be {N_FEATURES} flags of 0 or 1, got {value}")
         return value
 
     @field_validator("fp_dropout")
@@ -108,7 +110,7 @@ class LossConfig(_Strict):
     ``use_margin``: Bradley-Terry with the pair's score-difference margin; ``lm_loss_coeff`` > 0 adds
     next-token loss on the chosen response (pairwise only, and needs a causal-LM backbone)."""
 
-    kind: Literal["pairwise", "regression", "listwise"] = "pairwise"
+    kind: LossKindName = "pairwise"
     use_margin: bool = False
     lm_loss_coeff: float = Field(default=0.0, ge=0)
 

@@ -6,16 +6,44 @@ it saw it in training.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from gazerm.errors import PathNotFoundError
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
 from gazerm.features.implicit import N_IMPLICIT
 from gazerm.model.templates import PlainTemplate, PromptTemplate
+
+INPUTS_FILE = "inputs.json"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How training built a model's inputs, saved with the model so scoring builds the same: the gaze
+    predictor its data used (``{"predictor": "none"}`` for text-only data), the token budget and the
+    prompt template."""
+
+    gaze: dict[str, Any]
+    max_length: int
+    template: str = "plain"
+
+    def write(self, directory: str | Path) -> None:
+        (Path(directory) / INPUTS_FILE).write_text(
+            json.dumps({"gaze": self.gaze, "max_length": self.max_length, "template": self.template})
+        )
+
+    @classmethod
+    def read(cls, directory: str | Path) -> InputSpec:
+        path = Path(directory) / INPUTS_FILE
+        if not path.is_file():
+            raise PathNotFoundError(f"{path} not found: a reward model directory records how to build inputs")
+        return cls(**json.loads(path.read_text()))
 
 
 @dataclass

@@ -7,8 +7,8 @@ Layout::
     tokenizer/           tokenizer.save_pretrained
     heads.safetensors    value head, gaze projector, implicit head (keys as in RewardModel.state_dict())
     adapter/             LoRA adapter (peft save_pretrained), when LoRA is used
-    inputs.json          how training built inputs: the gaze predictor its data used, max_length and
-                         the prompt template (written by the training job), so scoring builds the same
+    inputs.json          how training built inputs (``InputSpec``): the gaze predictor its data used,
+                         max_length and the prompt template, so scoring builds the same
     backbone/            base backbone weights (save_pretrained), for full fine-tuning and for tiny-*
                          backbones, whose random-init weights exist nowhere else
 
@@ -26,11 +26,12 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from gazerm.config import dump_config, load_config
+from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.config import ModelConfig
+from gazerm.model.inputs import InputSpec
 from gazerm.model.reward_model import RewardModel, load_backbone
 
 FORMAT_VERSION = 1
-INPUTS_FILE = "inputs.json"
 HEAD_PREFIXES = ("value_head.", "projector.", "implicit_head.")
 _BACKBONE_PREFIX = "backbone."
 _PEFT_PREFIX = "base_model.model."
@@ -40,12 +41,14 @@ def save_reward_model(
     model: RewardModel,
     tokenizer: PreTrainedTokenizerFast,
     config: ModelConfig,
+    inputs: InputSpec,
     directory: str | Path,
     state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``model`` to ``directory``. ``state_dict`` (keys as ``model.state_dict()``) replaces the
-    model's own tensors, e.g. the full weights gathered from DeepSpeed ZeRO-3 partitions; ``model`` is then
-    only consulted for its structure (LoRA or not, HF configs). Call it on one rank only."""
+    """Write ``model`` and how to build its inputs to ``directory``. ``state_dict`` (keys as
+    ``model.state_dict()``) replaces the model's own tensors, e.g. the full weights gathered from
+    DeepSpeed ZeRO-3 partitions; ``model`` is then only consulted for its structure (LoRA or not, HF
+    configs). Call it on one rank only."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     weights = model.state_dict() if state_dict is None else state_dict
@@ -61,6 +64,7 @@ def save_reward_model(
         model.hf_model.save_pretrained(str(out / "backbone"), state_dict=backbone)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     (out / "config.yaml").write_text(dump_config(config))
+    inputs.write(out)
     lm_head = model.hf_model.get_output_embeddings() is not None
     (out / "reward_model.json").write_text(json.dumps({"format": FORMAT_VERSION, "lm_head": lm_head}))
     return out
@@ -69,9 +73,11 @@ def save_reward_model(
 def load_reward_model(directory: str | Path) -> tuple[RewardModel, PreTrainedTokenizerFast, ModelConfig]:
     """The saved model in eval mode (on CPU), its tokenizer and config; outputs match the saved model's."""
     src = Path(directory)
+    if not (src / "reward_model.json").is_file():
+        raise PathNotFoundError(f"{src}: not a saved reward model (no reward_model.json)")
     meta = json.loads((src / "reward_model.json").read_text())
     if meta["format"] != FORMAT_VERSION:
-        raise ValueError(f"{src}: reward model format {meta['format']}, this gazerm reads {FORMAT_VERSION}")
+        raise ConfigError(f"{src}: reward model format {meta['format']}, this gazerm reads {FORMAT_VERSION}")
     config = load_config(ModelConfig, src / "config.yaml")
     tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
     base_source = src / "backbone" if (src / "backbone").exists() else config.backbone
@@ -83,7 +89,7 @@ def load_reward_model(directory: str | Path) -> tuple[RewardModel, PreTrainedTok
     missing, unexpected = model.load_state_dict(load_file(str(src / "heads.safetensors")), strict=False)
     missing_heads = [k for k in missing if k.startswith(HEAD_PREFIXES)]
     if missing_heads or unexpected:
-        raise ValueError(f"{src}/heads.safetensors: missing {missing_heads}, unexpected {unexpected}")
+        raise ConfigError(f"{src}/heads.safetensors: missing {missing_heads}, unexpected {unexpected}")
     return model.eval(), tokenizer, config
 
 
@@ -102,7 +108,7 @@ def load_weights_into(model: RewardModel, directory: str | Path) -> None:
         if wanted[key] != found[key]
     ]
     if differences:
-        raise ValueError(
+        raise ConfigError(
             f"init_from {directory}: the saved model's architecture differs: {'; '.join(differences)}"
         )
     model.load_state_dict(saved.state_dict(), strict=True)

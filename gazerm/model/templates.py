@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from gazerm.config import ConfigError
+from gazerm.errors import ConfigError
 
 TemplateKind = Literal["plain", "chat"]
 Context = list[dict[str, str]] | None
@@ -63,7 +63,9 @@ class ChatTemplate:
     def prefix(self, context: Context, prompt: str) -> str:
         prefix, suffix = self._split(context, prompt)
         if suffix != self.suffix:
-            raise ValueError(f"the chat template of {self.tokenizer.name_or_path!r} ends replies differently")
+            raise ConfigError(
+                f"the chat template of {self.tokenizer.name_or_path!r} ends replies differently"
+            )
         return prefix
 
     def _split(self, context: Context, prompt: str) -> tuple[str, str]:

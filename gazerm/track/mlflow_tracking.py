@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from gazerm.errors import ConfigError
 from gazerm.storage import Storage
 
 RUN_ID_FILE = "mlflow_run.json"
@@ -153,5 +154,5 @@ def find_run(tracking_uri: str, experiment: str, name_or_id: str) -> Any:
     )
     top_level = [run for run in runs if MLFLOW_PARENT_RUN_ID not in run.data.tags]
     if not top_level:
-        raise KeyError(f"no run named or with id {name_or_id!r} in experiment {experiment!r}")
+        raise ConfigError(f"no run named or with id {name_or_id!r} in experiment {experiment!r}")
     return top_level[0]

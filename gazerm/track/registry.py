@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gazerm.errors import ConfigError
+
 MODEL_ARTIFACT = "model"
 REGISTERED_TAG = "gazerm.registered_model"  # on a search's parent run: "name/version" it registered
 
@@ -36,11 +38,15 @@ def register_run_model(
 
 
 def promote(tracking_uri: str, name: str, version: str, alias: str) -> Any:
-    """Point ``alias`` (e.g. ``champion``) at ``version``; raises MlflowException if it does not exist."""
+    """Point ``alias`` (e.g. ``champion``) at ``version``; a ConfigError if that version does not exist."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    client.get_model_version(name, version)  # fails with a clear message before any alias moves
+    try:
+        client.get_model_version(name, version)  # fails with a clear message before any alias moves
+    except MlflowException as error:
+        raise ConfigError(f"model {name!r} version {version}: {error.message}") from error
     client.set_registered_model_alias(name, alias, version)
     return client.get_model_version(name, version)
 

@@ -10,8 +10,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
+from gazerm.errors import ConfigError
 from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.templates import TemplateKind
+from gazerm.storage import is_object_store
 
 QUICKSTART_DATA = "runs/data/readability.jsonl"
 
@@ -113,8 +115,8 @@ class TrainJobConfig(_Strict):
     def resolved_tracking_uri(self) -> str:
         if self.tracking.tracking_uri:
             return self.tracking.tracking_uri
-        if "://" in self.output_dir:
-            raise ValueError("output_dir is remote storage: set tracking.tracking_uri to an MLflow server")
+        if is_object_store(self.output_dir):
+            raise ConfigError("output_dir is remote storage: set tracking.tracking_uri to an MLflow server")
         root = Path(self.output_dir).resolve().parent
         root.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{root / 'mlflow.db'}"

@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gazerm.data.shards import Manifest, verify
+from gazerm.errors import ConfigError
 from gazerm.model.backbones import check_attention, resolve_backbone
-from gazerm.model.io import INPUTS_FILE
+from gazerm.model.inputs import InputSpec
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
@@ -111,11 +112,13 @@ def run_training(
     units = {"train": sum(block.units for block in blocks), "validation": validation.num_rows}
     for split, count in units.items():
         if count == 0:
-            raise ValueError(f"{root}: the {split} split has no {kind} training units")
+            raise ConfigError(f"{root}: the {split} split has no {kind} training units (loss.kind)")
     train_units = units["train"]
     total_steps = planned_steps(train_units, config)
     if total_steps == 0:
-        raise ValueError(f"{train_units} training units are too few for one step of this batch configuration")
+        raise ConfigError(
+            f"{train_units} training units are too few for one step of this batch configuration"
+        )
 
     tracking_uri = config.resolved_tracking_uri()
     run_id = start_run(
@@ -129,8 +132,11 @@ def run_training(
     resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
         print(f"[gazerm] resuming from {resume_from}", flush=True)
+    inputs = InputSpec(
+        manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
+    )
     settings = LoopSettings(
-        total_steps, tracking_uri, run_id, resume_from, [block.to_dict() for block in blocks]
+        total_steps, tracking_uri, run_id, resume_from, [block.to_dict() for block in blocks], asdict(inputs)
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -157,13 +163,10 @@ def run_training(
     )
     result = trainer.fit()
     model = output.child(MODEL_DIR)
-    gaze = manifest.config.get("gaze", {"predictor": "none"})
     with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
         local_model = Path(staging) / MODEL_DIR
         with result.checkpoint.as_directory() as checkpoint_dir:
             shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
-        inputs = {"gaze": gaze, "max_length": config.data.max_length, "template": config.data.template}
-        (local_model / INPUTS_FILE).write_text(json.dumps(inputs))
         model.replace_with(local_model)
         metrics = _final_metrics(result.metrics or {})
         finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})

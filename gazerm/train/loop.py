@@ -20,13 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray.train
 import torch
+from transformers.optimization import (
+    get_constant_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
 
-from gazerm.model.inputs import ModelInputs
-from gazerm.model.reward_model import RewardOutput
-from gazerm.train.collate import MicroBatch
+from gazerm.model.inputs import InputSpec, ModelInputs
+from gazerm.model.io import load_weights_into, save_reward_model
+from gazerm.model.reward_model import RewardOutput, build_reward_model, build_tokenizer
+from gazerm.model.templates import build_template
+from gazerm.runtime import quiet_ray_data
+from gazerm.track.mlflow_tracking import MetricLogger
+from gazerm.train.batch import MicroBatch
+from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.metrics import StepAverage
+from gazerm.train.deepspeed_config import deepspeed_config
+from gazerm.train.kinds import LossKind, loss_kind
+from gazerm.train.metrics import EvalTotals, StepAverage, overall_metrics
+from gazerm.train.order import Block, EpochPlan, RankStream
 
 log = logging.getLogger("gazerm.train")
 
@@ -53,6 +67,7 @@ class LoopSettings:
     run_id: str
     resume_from: str | None = None
     train_blocks: list[dict[str, Any]] = field(default_factory=list)  # train.order.Block as dicts
+    inputs: dict[str, Any] = field(default_factory=dict)  # model.inputs.InputSpec as a dict, for the export
 
 
 def seed_everything(seed: int) -> None:
@@ -62,12 +77,6 @@ def seed_everything(seed: int) -> None:
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainJobConfig, total_steps: int):
-    from transformers.optimization import (
-        get_constant_schedule_with_warmup,
-        get_cosine_with_min_lr_schedule_with_warmup,
-        get_linear_schedule_with_warmup,
-    )
-
     optim = config.optim
     warmup = int(optim.warmup_ratio * total_steps)
     if optim.scheduler == "cosine":
@@ -93,10 +102,6 @@ class Trainer:
     evaluate, save."""
 
     def __init__(self, config: TrainJobConfig, settings: LoopSettings) -> None:
-        import ray.train
-
-        from gazerm.runtime import quiet_ray_data
-
         quiet_ray_data()
         self.config = config
         self.settings = settings
@@ -113,17 +118,16 @@ class Trainer:
         self._validation: list[MicroBatch] | None = None
         self.metrics_logger = None
         if self.rank == 0:
-            from gazerm.track.mlflow_tracking import MetricLogger
-
             self.metrics_logger = MetricLogger(settings.tracking_uri, settings.run_id)
+
+    @property
+    def kind(self) -> LossKind:
+        return loss_kind(self.config.loss.kind)
 
     # -- set-up ----------------------------------------------------------------------------------
     def _setup_engine(self):
         """The reward model, its optimizer and schedule, wrapped by DeepSpeed (bf16 on GPU, fp32 on CPU)."""
-        import deepspeed
-
-        from gazerm.model.reward_model import build_reward_model, build_tokenizer
-        from gazerm.train.deepspeed_config import deepspeed_config
+        import deepspeed  # not at module level: DeepSpeed picks its accelerator once, at import
 
         config = self.config
         ds_config = deepspeed_config(config, bf16=config.run.use_gpu)
@@ -136,8 +140,6 @@ class Trainer:
         self.tokenizer = build_tokenizer(config.model)
         model = build_reward_model(config.model, self.tokenizer, lm_head=config.loss.lm_loss_coeff > 0)
         if config.model.init_from:  # ZeRO-2 only (TrainJobConfig checks): the full model is built here
-            from gazerm.model.io import load_weights_into
-
             load_weights_into(model, config.model.init_from)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
@@ -152,9 +154,6 @@ class Trainer:
         return engine
 
     def _setup_collator(self):
-        from gazerm.model.templates import build_template
-        from gazerm.train.collate import UnitCollator
-
         config = self.config
         return UnitCollator(
             self.tokenizer,
@@ -165,8 +164,6 @@ class Trainer:
         )
 
     def _setup_train_stream(self):
-        from gazerm.train.order import Block, EpochPlan, RankStream
-
         config = self.config
         plan = EpochPlan(
             blocks=tuple(Block(**block) for block in self.settings.train_blocks),
@@ -185,8 +182,6 @@ class Trainer:
     # -- restore ---------------------------------------------------------------------------------
     def restore(self) -> None:
         """Continue from Ray Train's latest checkpoint (worker restart) or the driver's ``resume_from``."""
-        import ray.train
-
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and self.settings.resume_from:
             checkpoint = ray.train.Checkpoint(self.settings.resume_from)  # a local path or a URI
@@ -262,28 +257,8 @@ class Trainer:
 
     def _loss(self, micro: MicroBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The micro-batch's loss and detached details (tensors: no host sync per micro-batch)."""
-        from gazerm.model.losses import list_scores, listwise_loss, lm_loss, pairwise_loss, regression_loss
-
-        loss_config = self.config.loss
         micro = micro.to(self.device)
-        output = self._forward(micro.inputs)
-        if loss_config.kind == "regression":
-            return regression_loss(output.rewards, micro.labels.targets.view_as(output.rewards)), {}
-        if loss_config.kind == "listwise":
-            scores, mask = list_scores(output.rewards, micro.labels.list_index)
-            return listwise_loss(scores, micro.labels.tiers, mask), {}
-        half = micro.labels.num_units
-        chosen, rejected = output.rewards[:half], output.rewards[half:]
-        loss = pairwise_loss(chosen, rejected, micro.labels.margin if loss_config.use_margin else None)
-        details = {"train/accuracy": (chosen > rejected).float().mean().detach()}
-        if loss_config.lm_loss_coeff > 0:
-            response = micro.inputs
-            language = lm_loss(
-                output.lm_logits[:half], response.input_ids[:half], response.response_mask[:half]
-            )
-            details["train/lm_loss"] = language.detach()
-            loss = loss + loss_config.lm_loss_coeff * language
-        return loss, details
+        return self.kind.loss(self._forward(micro.inputs), micro, self.config.loss)
 
     # -- evaluate + checkpoint -------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
@@ -292,8 +267,6 @@ class Trainer:
         Each rank reads the full (unsplit) split and scores every ``world_size``-th micro-batch;
         ranks with one batch fewer run a dummy forward, because ZeRO-3 forwards are collective.
         """
-        from gazerm.train.metrics import EvalTotals
-
         micro_batches = self._validation_batches()
         mine = micro_batches[self.rank :: self.world_size]
         rounds = -(-len(micro_batches) // self.world_size)
@@ -310,8 +283,6 @@ class Trainer:
     def _validation_batches(self) -> list[MicroBatch]:
         """The validation micro-batches, read and collated once: the split never changes during a run,
         and re-running its Ray Data pipeline at every evaluation costs more than scoring it."""
-        import ray.train
-
         if self._validation is None:
             windows = ray.train.get_dataset_shard("validation").iter_batches(
                 batch_size=self.config.run.micro_batch_size * self.config.data.bucket_window,
@@ -326,13 +297,11 @@ class Trainer:
             self.metrics_logger.log(
                 {k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step
             )
-            shown = {k: round(v, 4) for k, v in metrics.items() if k.count("/") == 1}
+            shown = {k: round(v, 4) for k, v in overall_metrics(metrics).items()}
             self._print(f"eval at step {self.state.step}: {shown}")
         self._report(metrics, final)
 
     def _report(self, metrics: dict[str, float], final: bool) -> None:
-        import ray.train
-
         with tempfile.TemporaryDirectory(prefix="gazerm-ckpt-") as directory:
             self.engine.save_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
             if final:
@@ -344,14 +313,15 @@ class Trainer:
 
     def _save_model(self, directory: Path) -> None:
         """Export the reward model; ZeRO-3 first gathers the partitioned weights (a collective)."""
-        from gazerm.model.io import save_reward_model
-
         if self.config.run.zero_stage == 3:
             state_dict = self.engine._zero3_consolidated_16bit_state_dict()
         else:
             state_dict = self.engine.module.state_dict()
         if self.rank == 0:
-            save_reward_model(self.engine.module, self.tokenizer, self.config.model, directory, state_dict)
+            inputs = InputSpec(**self.settings.inputs)
+            save_reward_model(
+                self.engine.module, self.tokenizer, self.config.model, inputs, directory, state_dict
+            )
 
     def _print(self, message: str) -> None:
         if self.rank == 0:

@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 
-from gazerm.train.collate import UnitLabels
+from gazerm.model.config import LossKindName
+from gazerm.train.batch import UnitLabels
+from gazerm.train.kinds import loss_kind
+
+# What searches and model selection rank runs by unless told otherwise.
+DEFAULT_METRIC = "val/accuracy"
+
+
+def overall_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """The split-level numbers (``val/accuracy``), without the per-source ones (``val/hh_rlhf/accuracy``)."""
+    return {k: v for k, v in metrics.items() if k.count("/") == 1 and k.startswith(prefix)}
 
 
 class StepAverage:
@@ -38,27 +47,14 @@ class StepAverage:
 class EvalTotals:
     """Running sums per source; ``metrics()`` turns them into ``val/...`` numbers."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, kind: LossKindName) -> None:
+        self.kind = loss_kind(kind)
         self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     def add(self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool = False) -> None:
         """``rewards`` from any device; ``labels`` on the CPU."""
-        rewards = rewards.detach().float().cpu()
-        sources = labels.sources
-        if self.kind == "pairwise":
-            half = len(sources)
-            difference = rewards[:half] - rewards[half:]
-            margin = labels.margin.float() if use_margin else torch.zeros_like(difference)
-            losses = -F.logsigmoid(difference - margin)
-            per_item = {"correct": (difference > 0).float(), "loss": losses, "margin": difference}
-        elif self.kind == "listwise":
-            per_item = _list_totals(rewards, labels)
-        else:
-            targets = labels.targets.float().view_as(rewards)
-            error = (rewards - targets).view(len(sources), -1)
-            per_item = {"squared_error": error.pow(2).mean(dim=1), "abs_error": error.abs().mean(dim=1)}
-        for index, source in enumerate(sources):
+        per_item = self.kind.eval_totals(rewards.detach().float().cpu(), labels, use_margin)
+        for index, source in enumerate(labels.sources):
             totals = self.sums[source]
             totals["count"] += 1
             for name, values in per_item.items():
@@ -72,7 +68,7 @@ class EvalTotals:
             return self
         gathered: list[dict[str, dict[str, float]] | None] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, {s: dict(t) for s, t in self.sums.items()})
-        merged = EvalTotals(self.kind)
+        merged = EvalTotals(self.kind.name)
         for sums in gathered:
             for source, totals in (sums or {}).items():
                 for name, value in totals.items():
@@ -93,29 +89,4 @@ class EvalTotals:
         count = totals.get("count", 0.0)
         if not count:
             return {}
-        if self.kind == "pairwise":
-            names = {"accuracy": "correct", "loss": "loss", "reward_margin": "margin"}
-        elif self.kind == "listwise":
-            names = {"loss": "loss"}
-        else:
-            names = {"mse": "squared_error", "mae": "abs_error"}
-        ratios = {f"{prefix}/{name}": totals[key] / count for name, key in names.items()}
-        if self.kind == "listwise":
-            ratios[f"{prefix}/accuracy"] = totals["correct_pairs"] / max(totals["pairs"], 1)
-        ratios[f"{prefix}/count"] = count
-        return ratios
-
-
-def _list_totals(rewards: torch.Tensor, labels: UnitLabels) -> dict[str, torch.Tensor]:
-    """Per list: its loss, its ordered pairs (i in a better tier than j), and how many rewards order right."""
-    from gazerm.model.losses import list_scores, listwise_log_likelihood
-
-    scores, mask = list_scores(rewards, labels.list_index)
-    tiers = labels.tiers
-    ordered = mask[:, :, None] & mask[:, None, :] & (tiers[:, :, None] < tiers[:, None, :])
-    right = ordered & (scores[:, :, None] > scores[:, None, :])
-    return {
-        "loss": -listwise_log_likelihood(scores, tiers, mask),
-        "pairs": ordered.sum((1, 2)).float(),
-        "correct_pairs": right.sum((1, 2)).float(),
-    }
+        return {**self.kind.ratios(totals, prefix), f"{prefix}/count": count}

@@ -26,8 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gazerm.train.collate import MicroBatch, UnitCollator
-from gazerm.train.units import ToUnits, UnitKind, count_table_units, label_columns
+from gazerm.model.config import LossKindName
+from gazerm.train.batch import MicroBatch
+from gazerm.train.collate import UnitCollator
+from gazerm.train.kinds import loss_kind
+from gazerm.train.units import ToUnits
 
 
 @dataclass(frozen=True)
@@ -42,15 +45,16 @@ class Block:
         return asdict(self)
 
 
-def list_blocks(paths: list[str], kind: UnitKind, num_outputs: int = 1) -> list[Block]:
+def list_blocks(paths: list[str], kind: LossKindName, num_outputs: int = 1) -> list[Block]:
     """Every row group of ``paths`` with its unit count (label columns only), in file order."""
     blocks = []
-    columns = label_columns(kind, num_outputs)
+    unit_kind = loss_kind(kind)
+    columns = unit_kind.label_columns(num_outputs)
     for path in paths:
         parquet = pq.ParquetFile(path)
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=columns)
-            blocks.append(Block(path, group, count_table_units(table, kind, num_outputs)))
+            blocks.append(Block(path, group, unit_kind.count(table, num_outputs)))
     return blocks
 
 
@@ -97,7 +101,7 @@ class RankStream:
     without tokenizing the windows it skips whole."""
 
     def __init__(
-        self, plan: EpochPlan, rank: int, kind: UnitKind, num_outputs: int, collator: UnitCollator
+        self, plan: EpochPlan, rank: int, kind: LossKindName, num_outputs: int, collator: UnitCollator
     ) -> None:
         self.plan = plan
         self.rank = rank

@@ -17,12 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gazerm.config import ConfigError, load_config
+from gazerm.config import load_config, override
 from gazerm.data.prepare import PrepareConfig
+from gazerm.errors import ConfigError
+from gazerm.storage import is_object_store
+from gazerm.table import Table
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.loop import MODEL_DIR
-from gazerm.tune.space import override
-from gazerm.tune.table import Table
 
 # What a stage may change of the base job; everything else (backbone, fusion, LoRA) must stay, or the
 # previous stage's weights could not carry over.
@@ -91,7 +92,7 @@ class StagedJobConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> StagedJobConfig:
-        if "://" in self.base.output_dir:
+        if is_object_store(self.base.output_dir):
             raise ValueError(
                 "base.output_dir: staged jobs need a local or mounted path (each stage reads the last)"
             )

@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 
 from gazerm.features.base import FEATURE_NAMES
+from gazerm.table import Table
 from gazerm.tune.results import TrialRecord, rank
 from gazerm.tune.space import FEATURES_PATH
-from gazerm.tune.table import Table
 
 
 def ablation_table(trials: Sequence[TrialRecord], metric: str, mode: str) -> Table:

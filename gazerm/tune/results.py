@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gazerm.tune.table import Table
+from gazerm.table import Table
+from gazerm.train.metrics import DEFAULT_METRIC
 
-COMPARED_METRICS = ("val/accuracy", "val/loss")
+COMPARED_METRICS = (DEFAULT_METRIC, "val/loss")
 TIE_BREAKER = "val/loss"
 PER_TRIAL_PARAMS = {"output_dir", "tracking.run_name"}
 

@@ -13,18 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gazerm.config import ConfigError, dump_config
+from gazerm.config import dump_config, override
+from gazerm.errors import ConfigError, ExistsError, GazermError
+from gazerm.runtime import DATA_CPUS
+from gazerm.storage import is_object_store
+from gazerm.table import Table
 from gazerm.train.config import RunConfig, TrainJobConfig
+from gazerm.train.metrics import overall_metrics
 from gazerm.tune.ablation import ablation_table
 from gazerm.tune.results import TrialRecord, best_trial, comparison_table
-from gazerm.tune.space import SearchSpace, override
-from gazerm.tune.table import Table
+from gazerm.tune.space import SearchSpace
 from gazerm.tune.trial import run_trial, trial_config
 
 TUNE_DIR = "tune"
-# Logical CPUs ``gazerm.runtime.init_ray`` keeps free for Ray Data; trials that took them would starve
-# their own input pipelines.
-DATA_CPUS = 2
 # A trial only drives its TorchTrainer (whose workers hold the real resources). Tune's default of a
 # whole CPU would take one from Ray Data, and Ray rejects an all-zero request: a token share it is.
 TRIAL_DRIVER_CPUS = 0.01
@@ -71,15 +72,15 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
     from gazerm.train.job import ensure_dataset
     from gazerm.tune.scheduler import asha
 
-    if "://" in config.output_dir:
-        raise ValueError(
+    if is_object_store(config.output_dir):
+        raise ConfigError(
             f"output_dir {config.output_dir}: a search needs a local or mounted path (trials run there)"
         )
     name = search_name(config, space)
     search_dir = Path(config.output_dir).resolve().parent / name
     if search_dir.exists():
         if not fresh:
-            raise FileExistsError(f"{search_dir} exists: pass --fresh to replace that search")
+            raise ExistsError(f"{search_dir} exists: pass --fresh to replace that search")
         shutil.rmtree(search_dir)
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     dataset_dir, _ = ensure_dataset(config)
@@ -151,10 +152,8 @@ def _choose(
     best = best_trial(trials, space.metric, space.mode)
     if best is None:
         client.set_terminated(parent_run_id, status="FAILED")
-        raise RuntimeError(f"no trial of {name} finished; see the trial errors under {search_dir / TUNE_DIR}")
-    summary = {
-        key: value for key, value in best.metrics.items() if key.startswith("val/") and key.count("/") == 1
-    }
+        raise GazermError(f"no trial of {name} finished; see the trial errors under {search_dir / TUNE_DIR}")
+    summary = overall_metrics(best.metrics, "val/")
     version = register_run_model(
         tracking_uri, space.registered_model or name, best.run_id, summary, space.alias
     )

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gazerm.table import Table
+from gazerm.train.metrics import DEFAULT_METRIC
 from gazerm.tune.results import TrialRecord, comparison_table
-from gazerm.tune.table import Table
 
 
 @dataclass
@@ -26,7 +27,7 @@ def search_report(tracking_uri: str, experiment: str, search: str) -> SearchRepo
     parent = find_run(tracking_uri, experiment, search)
     params = parent.data.params
     trials = [TrialRecord.from_run(run) for run in child_runs(tracking_uri, parent.info.run_id)]
-    metric, mode = params.get("search.metric", "val/accuracy"), params.get("search.mode", "max")
+    metric, mode = params.get("search.metric", DEFAULT_METRIC), params.get("search.mode", "max")
     registered = parent.data.tags.get(REGISTERED_TAG)
     model_name = registered.rpartition("/")[0] if registered else None
     versions = model_versions(tracking_uri, model_name) if model_name else []

@@ -11,11 +11,11 @@ import itertools
 import typing
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gazerm.model.config import NUM_GAZE_FEATURES
+from gazerm.features.base import N_FEATURES
 from gazerm.train.config import TrainJobConfig
+from gazerm.train.metrics import DEFAULT_METRIC
 
 FEATURES_PATH = "model.features_used"
 
@@ -117,7 +117,7 @@ class SearchSpace(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict, description="overrides every trial shares")
     num_samples: int = Field(default=1, ge=1)
     seed: int = 0
-    metric: str = "val/accuracy"
+    metric: str = DEFAULT_METRIC
     mode: Literal["max", "min"] = "max"
     asha: AshaSettings | None = None
     max_concurrent_trials: int | None = Field(default=None, ge=1, description="None: from cluster size")
@@ -139,8 +139,8 @@ class SearchSpace(_Strict):
         if not value:
             raise ValueError("list at least one mask, or 'all'")
         for mask in value:
-            if len(mask) != NUM_GAZE_FEATURES or set(mask) - {0, 1} or not any(mask):
-                raise ValueError(f"{mask}: a mask is {NUM_GAZE_FEATURES} flags of 0/1 with at least one 1")
+            if len(mask) != N_FEATURES or set(mask) - {0, 1} or not any(mask):
+                raise ValueError(f"{mask}: a mask is {N_FEATURES} flags of 0/1 with at least one 1")
         if len({tuple(mask) for mask in value}) != len(value):
             raise ValueError("masks repeat")
         return value
@@ -167,7 +167,7 @@ class SearchSpace(_Strict):
 
 def all_feature_masks() -> list[list[int]]:
     """Every non-empty subset of the gaze features (31 for five), fewest features first."""
-    masks = [list(flags) for flags in itertools.product((0, 1), repeat=NUM_GAZE_FEATURES) if any(flags)]
+    masks = [list(flags) for flags in itertools.product((0, 1), repeat=N_FEATURES) if any(flags)]
     return sorted(masks, key=lambda mask: (sum(mask), [-flag for flag in mask]))
 
 
@@ -186,8 +186,3 @@ def _section(annotation: Any) -> type[BaseModel] | None:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
-
-
-def override(path: str, value: Any) -> str:
-    """A ``path=value`` override for ``load_config``; YAML keeps floats such as 1e-05 floats."""
-    return f"{path}={yaml.safe_dump(value, default_flow_style=True)}"

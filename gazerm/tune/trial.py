@@ -6,9 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gazerm.config import load_config
+from gazerm.config import load_config, override
 from gazerm.train.config import TrainJobConfig
-from gazerm.tune.space import override
 
 TRIALS_DIR = "trials"
 

@@ -295,7 +295,7 @@ def test_ray_blocks_are_whole_batches_for_every_worker():
     assert len(prepare_module._blocks(table.slice(0, 10), GazeSpec(batch_size=64, workers=2))) == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # starts Ray
 def test_ray_backend_writes_the_same_shards_as_local(tmp_path, pairs, ray_local):
     ray_gaze = GazeSpec(predictor="reading_model", backend="ray", batch_size=32, workers=2)
     local = prepare(_config(tmp_path, pairs, gaze=LOCAL_GAZE.model_copy(update={"batch_size": 32})))

@@ -181,7 +181,7 @@ def test_synthetic_set_has_its_signal_in_behaviour_and_none_in_the_text(tmp_path
     assert 0.3 < longer_words < 0.7
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # starts Ray
 def test_ray_gaze_backend_keeps_the_implicit_column(tmp_path, pairs, sessions, ray_local):
     local = _config(tmp_path, pairs, [str(sessions)]).model_copy(
         update={"gaze": GazeSpec(predictor="reading_model", backend="local", batch_size=4)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -21,7 +20,8 @@ from gazerm.evaluate.consistency import (
     model_agreement,
 )
 from gazerm.evaluate.offline import read_split
-from gazerm.model.io import INPUTS_FILE, load_reward_model, save_reward_model
+from gazerm.model.inputs import InputSpec
+from gazerm.model.io import load_reward_model, save_reward_model
 from gazerm.score import RewardScorer
 from tests.conftest import save_random_model
 
@@ -76,8 +76,7 @@ def models(tmp_path_factory) -> dict:
     with torch.no_grad():
         model.value_head.weight.neg_()
         model.value_head.bias.neg_()
-    negated = save_reward_model(model, tokenizer, config, root / "negated")
-    shutil.copy(single / INPUTS_FILE, negated / INPUTS_FILE)
+    negated = save_reward_model(model, tokenizer, config, InputSpec.read(single), root / "negated")
     return {"single": single, "negated": negated, "multi": save_random_model(root / "multi", num_outputs=2)}
 
 

@@ -45,6 +45,7 @@ def _write_shards(directory, rows: list[dict], shards: int) -> None:
         pq.write_table(pa.Table.from_pylist(rows[shard::shards]), directory / f"part-{shard}.parquet")
 
 
+@pytest.mark.slow  # starts Ray
 def test_ray_job_gives_the_in_process_rewards_for_every_row(model_dir, tmp_path, ray_local):
     rows = _rows(23)
     _write_shards(tmp_path / "in", rows, shards=3)

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from gazerm.data.errors import DataError
+from gazerm.data.implicit_join import load_implicit
+from gazerm.data.loaders.sessions import read_session_log
 from gazerm.features.implicit import (
     DEFAULT_PAGE_HEIGHT_PX,
     IMPLICIT_SCALES,
     N_IMPLICIT,
     ResponseKey,
     behaviour_features,
-    load_implicit,
-    read_session_log,
 )
 from tests.data.util import assert_names, write_jsonl
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gazerm.config import ConfigError
+from gazerm.errors import ConfigError
 from gazerm.model import backbones
 from gazerm.model.backbones import BackboneSource, PackagedModel, check_attention, resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig

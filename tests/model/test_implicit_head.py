@@ -48,11 +48,12 @@ def test_encoder_pads_features_and_marks_who_has_them(tokenizers):
 
 def test_head_round_trips_through_save_and_load(tmp_path, tokenizers):
     from gazerm.model.io import load_reward_model, save_reward_model
+    from tests.helpers import TEXT_ONLY_INPUTS
     from tests.model.test_io import trained_looking
 
     config = tiny_config(implicit_features=True)
     model = trained_looking(config, tokenizers["tiny-llama"])
-    save_reward_model(model, tokenizers["tiny-llama"], config, tmp_path / "model")
+    save_reward_model(model, tokenizers["tiny-llama"], config, TEXT_ONLY_INPUTS, tmp_path / "model")
     loaded, _, _ = load_reward_model(tmp_path / "model")
     inputs = {**make_batch(tokenizers["tiny-llama"]), "implicit": torch.ones(2, N_IMPLICIT)}
     inputs["implicit_mask"] = torch.tensor([True, True])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gazerm.config import ConfigError
+from gazerm.errors import ConfigError
 from gazerm.features.reading_model import ReadingTimeModel
 from gazerm.model.inputs import PromptResponse, SequenceEncoder
 from gazerm.model.templates import ChatTemplate, PlainTemplate, build_template, render_prompt

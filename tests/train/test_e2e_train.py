@@ -47,7 +47,7 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
 # tiny-llama + add (ZeRO-3) and + concat (quickstart) below, tiny-llama + none in the implicit-feature
 # ablation (tests/tune), tiny-bert + add in tests/evaluate/test_e2e_ratings_vs_rankings.py. Every
 # backbone × fusion pair is covered by the model's unit tests; an e2e run costs over a minute here.
-def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str):
+def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str, ray_local):
     backbone, fusion = "tiny-mistral", "concat"
     outcome = run_training(_job(tmp_path, dataset_dir, ModelConfig(backbone=backbone, fusion=fusion)))
 
@@ -74,7 +74,7 @@ def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str):
     assert config.fusion == fusion and (model.projector is None) == (fusion == "none")
 
 
-def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str, capfd):
+def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str, ray_local, capfd):
     """Also the object-store path: output_dir is a URI (file:// here; s3:// and gs:// take the same
     pyarrow-filesystem code), read and written by Ray Train and by the driver alike."""
     output_uri = (tmp_path / "run").as_uri()
@@ -139,4 +139,8 @@ def test_quickstart_command_learns_the_synthetic_rule(tmp_path: Path, monkeypatc
     assert len(runs) == 1
     assert runs[0].data.metrics["val/accuracy"] >= 0.85
     inputs = json.loads((tmp_path / "runs" / "quickstart" / "model" / "inputs.json").read_text())
-    assert inputs == {"gaze": {**inputs["gaze"], "predictor": "reading_model"}, "max_length": 128}
+    assert inputs == {
+        "gaze": {**inputs["gaze"], "predictor": "reading_model"},
+        "max_length": 128,
+        "template": "plain",
+    }

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gazerm.train.collate import UnitLabels
+from gazerm.train.batch import UnitLabels
 from gazerm.train.metrics import EvalTotals
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gazerm.config import ConfigError, load_config
+from gazerm.config import load_config
+from gazerm.errors import ConfigError
 from gazerm.evaluate.offline import evaluate_split
 from gazerm.train.stages import StageAccuracy, StagedJobConfig, StagedOutcome, run_stages
 from tests.conftest import save_random_model

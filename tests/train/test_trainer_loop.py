@@ -17,7 +17,8 @@ import torch
 from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.inputs import ModelInputs
 from gazerm.model.reward_model import RewardOutput, build_tokenizer
-from gazerm.train.collate import MicroBatch, UnitCollator, UnitLabels
+from gazerm.train.batch import MicroBatch, UnitLabels
+from gazerm.train.collate import UnitCollator
 from gazerm.train.config import RunConfig, TrainJobConfig
 from gazerm.train.loop import LoopSettings, Trainer, TrainerState
 from gazerm.train.metrics import StepAverage

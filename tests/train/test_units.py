@@ -9,8 +9,9 @@ from gazerm.data.schema import Pair, PreferenceExample, examples_to_table, pairs
 from gazerm.features.featurize import GazeFeaturizer
 from gazerm.features.implicit import N_IMPLICIT
 from gazerm.features.reading_model import ReadingTimeModel
+from gazerm.train.kinds.listwise import list_tiers
 from gazerm.train.order import list_blocks
-from gazerm.train.units import ToUnits, list_tiers
+from gazerm.train.units import ToUnits
 
 CONTEXT = [
     {"role": "system", "content": "Be brief."},

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 from typer.testing import CliRunner
 
 from gazerm.cli import app
+from gazerm.table import Table
 from gazerm.tune import search
 from gazerm.tune.results import TrialRecord
-from gazerm.tune.table import Table
 
 TINY = Path(__file__).resolve().parents[2] / "tune_spaces" / "tiny.yaml"
 

@@ -25,7 +25,7 @@ TINY = Path(__file__).resolve().parents[2] / "tune_spaces" / "tiny.yaml"
 
 
 def test_tiny_search_records_trials_registers_the_best_and_writes_the_ablation(
-    tmp_path: Path, dataset_dir: str
+    tmp_path: Path, dataset_dir: str, ray_local
 ):
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = TrainJobConfig(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from gazerm.config import ConfigError, load_config
+from gazerm.config import load_config
+from gazerm.errors import ConfigError
 from gazerm.train.config import RunConfig, TrainJobConfig
 from gazerm.tune.search import derive_concurrency
 from gazerm.tune.space import FEATURES_PATH, SearchSpace, all_feature_masks
