@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -94,7 +95,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     settings = LoopSettings(**loop_config["settings"])
     # Must be set before DeepSpeed is imported: it picks its accelerator once, at import.
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.run.use_gpu else "cpu")
+    _show_progress()
     Trainer(config, settings).run()
+
+
+def _show_progress() -> None:
+    """Progress lines on the worker's stdout (Ray forwards it to the driver and the job log); a Ray
+    worker process has no logging configured of its own."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[gazerm] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 class Trainer:
@@ -190,7 +203,7 @@ class Trainer:
         with checkpoint.as_directory() as directory:
             self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
             self.state = TrainerState(**json.loads((Path(directory) / STATE_FILE).read_text()))
-        self._print(f"resumed at step {self.state.step} (epoch {self.state.epoch})")
+        self._progress(f"resumed at step {self.state.step} (epoch {self.state.epoch})")
 
     # -- train -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -243,7 +256,7 @@ class Trainer:
         self.metrics_logger.log(metrics, self.state.step)
         if self.state.step % 10 == 0 or self.state.step == 1:
             rate = (self.state.step - started[1]) / elapsed
-            self._print(
+            self._progress(
                 f"step {self.state.step}/{self.settings.total_steps} loss {metrics['train/loss']:.4f} "
                 f"({rate:.2f} steps/s, {metrics['train/tokens_per_s']:.0f} tokens/s)"
             )
@@ -298,7 +311,7 @@ class Trainer:
                 {k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step
             )
             shown = {k: round(v, 4) for k, v in overall_metrics(metrics).items()}
-            self._print(f"eval at step {self.state.step}: {shown}")
+            self._progress(f"eval at step {self.state.step}: {shown}")
         self._report(metrics, final)
 
     def _report(self, metrics: dict[str, float], final: bool) -> None:
@@ -323,6 +336,6 @@ class Trainer:
                 self.engine.module, self.tokenizer, self.config.model, inputs, directory, state_dict
             )
 
-    def _print(self, message: str) -> None:
+    def _progress(self, message: str) -> None:
         if self.rank == 0:
-            print(f"[gazerm] {message}", flush=True)
+            log.info(message)
