@@ -53,6 +53,9 @@ class DataConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_origin(self) -> DataConfig:
+        # Prepared shards replace the default (quickstart) prepare section without a `prepare: null`.
+        if self.dataset_dir is not None and self.prepare == _quickstart_prepare():
+            self.prepare = None
         if (self.dataset_dir is None) == (self.prepare is None):
             raise ValueError("set exactly one of data.dataset_dir (prepared shards) or data.prepare")
         return self

@@ -39,7 +39,7 @@ def test_overrides_and_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"model\.features_used"):
         load_config(TrainJobConfig, {}, ["model.features_used=[1,1]"])
     with pytest.raises(ConfigError, match=r"exactly one of data\.dataset_dir"):
-        load_config(TrainJobConfig, {}, ["data.dataset_dir=somewhere"])
+        load_config(TrainJobConfig, {}, ["data.prepare=null"])  # neither shards nor a prepare section
 
 
 def test_override_changes_one_field_of_a_default_section():
@@ -59,3 +59,15 @@ def test_the_smollm2_job_trains_the_packaged_backbone_with_its_chat_template():
     config = load_config(TrainJobConfig, JOBS / "smollm2_hh_rlhf.yaml")
     assert (config.model.backbone, config.data.template) == ("smollm2-135m-instruct", "chat")
     assert [s.format for s in config.data.prepare.sources] == ["hh_rlhf"] and not config.run.use_gpu
+
+
+def test_prepared_shards_replace_the_default_prepare_section():
+    """data.dataset_dir alone is enough (no `prepare: null`), from a file or an override; a prepare
+    section the user wrote next to it is still a conflict."""
+    from_dict = load_config(TrainJobConfig, {"data": {"dataset_dir": "runs/data/x"}})
+    from_override = load_config(TrainJobConfig, {}, ["data.dataset_dir=runs/data/x"])
+    assert from_dict.data.prepare is None and from_override.data.prepare is None
+    assert from_override.data.shards_dir == "runs/data/x"
+    written = {"sources": [{"format": "generic", "path": "a.jsonl"}], "output_dir": "runs/data/a"}
+    with pytest.raises(ConfigError, match=r"set exactly one of data\.dataset_dir"):
+        load_config(TrainJobConfig, {"data": {"dataset_dir": "runs/data/x", "prepare": written}})
