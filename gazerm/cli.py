@@ -140,7 +140,7 @@ def train(
 ) -> None:
     """Train a reward model with Ray Train + DeepSpeed; resumes from the run's latest checkpoint."""
     from gazerm.train.job import run_training
-    from gazerm.train.metrics import overall_metrics
+    from gazerm.train.metric_names import overall_metrics
 
     settings = _job_config(config, overrides, tracking_uri)
     outcome = run_training(settings, resume=not fresh)

@@ -29,10 +29,8 @@ from gazerm.features.base import N_FEATURES
 from gazerm.features.featurize import build_predictor
 from gazerm.model.inputs import INPUTS_FILE, InputSpec, PromptResponse, SequenceEncoder
 from gazerm.model.io import load_reward_model
-from gazerm.model.templates import build_template
+from gazerm.model.templates import Context, build_template
 from gazerm.runtime import init_ray
-
-Context = list[dict[str, str]]
 
 
 class RewardScorer:
@@ -63,7 +61,7 @@ class RewardScorer:
         self,
         prompts: list[str],
         responses: list[str],
-        contexts: list[Context | None] | None = None,
+        contexts: list[Context] | None = None,
         progress: bool = False,
         implicit: list[list[float] | None] | None = None,
     ) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""gazerm's imports point one way along the flow (data → features → model → train → track → tune →
-evaluate/serve): no two of its subpackages or top-level modules import each other, directly or round a
-longer loop. Lazy imports inside functions count too: a cycle there is still a knot."""
+"""gazerm's imports point one way (the layers of ARCHITECTURE.md): no two of its subpackages or top-level
+modules import each other, directly or round a longer loop. Lazy imports inside functions count too: a
+cycle there is still a knot."""
 
 from __future__ import annotations
 

@@ -77,6 +77,25 @@ def test_bad_training_data_stops_train_naming_file_row_and_field(tmp_path, ray_l
     assert not (tmp_path / "run").exists()  # stopped before any training
 
 
+@pytest.mark.slow  # starts Ray
+def test_a_config_error_raised_in_the_workers_is_one_line_and_exit_2(tmp_path, ray_local):
+    """The tiny tokenizer has no chat template: the workers find out, the user reads one line."""
+    settings = [
+        "data.template=chat",
+        "data.synthetic_rows=40",
+        "data.prepare.gaze.backend=local",
+        f"data.prepare.output_dir={tmp_path / 'shards'}",
+        f"output_dir={tmp_path / 'run'}",
+        "run.max_steps=1",
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = CliRunner().invoke(app, ["train", *(arg for s in settings for arg in ("--set", s))])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1].startswith("error: data.template=chat: tokenizer")
+    assert "has no chat template" in result.output and "Traceback" not in result.output
+
+
 def test_every_command_maps_a_gazerm_error_to_one_line_and_exit_2(tmp_path: Path):
     """The boundary is in one place: score's missing model directory is a PathNotFoundError raised deep
     in gazerm.model.io, and it reaches the user as one red line, not a traceback."""

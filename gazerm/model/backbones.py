@@ -95,13 +95,15 @@ def check_attention(attn_implementation: str) -> None:
 
 
 def check_lora_targets(model: nn.Module, targets: list[str], backbone: str) -> None:
-    """Every LoRA target must name a linear layer of the backbone; peft alone reports a missing one late
-    and vaguely (or, with several targets, not at all)."""
+    """Every LoRA target must name modules of the backbone (as peft matches them: the whole name or its
+    dotted tail); peft alone reports a missing one late and vaguely (or, with several targets, not at
+    all). The error lists the backbone's linear layers, the usual targets."""
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith(f".{t}") for name in names)]
     linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _is_linear(module)})
-    missing = [target for target in targets if target not in linear]
     if missing:
         raise ConfigError(
-            f"model.lora.target_modules {missing} name no linear layer of {backbone}; "
+            f"model.lora.target_modules {missing} name no module of {backbone}; "
             f"its linear layers are {linear}"
         )
 

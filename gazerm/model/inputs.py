@@ -78,9 +78,6 @@ class ModelInputs:
         """The keyword arguments of ``RewardModel.forward``."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "response_mask"}
 
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
 
 class SequenceEncoder:
     """Tokenizes prompt+response with offsets and aligns the response's word gaze to its tokens.

@@ -86,7 +86,7 @@ class RunConfig(_Strict):
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; overrides epochs")
     eval_every: int = Field(default=20, ge=1, description="optimizer steps between evaluations + checkpoints")
     keep_checkpoints: int = Field(default=2, ge=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 class TrackingConfig(_Strict):

@@ -22,14 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gazerm.data.shards import Manifest, verify
-from gazerm.errors import ConfigError
+from gazerm.errors import ConfigError, GazermError
 from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.inputs import InputSpec
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.loop import MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
-from gazerm.train.order import list_blocks
+from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.units import ToUnits
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,8 @@ def planned_steps(units: int, config: TrainJobConfig) -> int:
     """
     run = config.run
     micro_batches = -(-(units // run.num_workers) // run.micro_batch_size)
+    if micro_batches == 0:
+        return 0  # every rank's share is empty, whatever max_steps says
     return run.max_steps or micro_batches * run.epochs // run.grad_accum
 
 
@@ -80,6 +82,30 @@ def latest_checkpoint(output: Storage) -> str | None:
         if state.exists():
             candidates.append((json.loads(state.read_text())["step"], checkpoint.uri))
     return max(candidates)[1] if candidates else None
+
+
+def check_same_layout(checkpoint: str, plan: EpochPlan) -> None:
+    """A resume trains on exactly the units an uninterrupted run would only under the data layout the
+    checkpoint was trained with (seed, workers, batch geometry, the split's blocks)."""
+    saved = json.loads(Storage.of(checkpoint).child(STATE_FILE).read_text()).get("layout") or {}
+    changed = [
+        f"{k}: {saved[k]} then, {v} now" for k, v in plan.layout().items() if k in saved and saved[k] != v
+    ]
+    if changed:
+        raise ConfigError(
+            f"resuming from {checkpoint}: the training data order changed ({'; '.join(changed)}); rerun "
+            "with the original settings, or pass --fresh to start over"
+        )
+
+
+def user_error(error: Exception) -> GazermError | None:
+    """The first :class:`GazermError` a worker raised (a chat template the tokenizer lacks, LoRA targets the
+    backbone lacks), so it reaches the user as one line like any other, not as Ray's wrapped traceback."""
+    for failure in getattr(error, "worker_failures", {}).values():
+        for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
+            if isinstance(candidate, GazermError):
+                return candidate
+    return None
 
 
 def run_training(
@@ -129,15 +155,15 @@ def run_training(
         output.uri,
         parent_run_id=parent_run_id,
     )
+    plan = EpochPlan.of(blocks, config)
     resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
+        check_same_layout(resume_from, plan)
         print(f"[gazerm] resuming from {resume_from}", flush=True)
     inputs = InputSpec(
         manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
     )
-    settings = LoopSettings(
-        total_steps, tracking_uri, run_id, resume_from, [block.to_dict() for block in blocks], asdict(inputs)
-    )
+    settings = LoopSettings(total_steps, tracking_uri, run_id, plan.to_dict(), asdict(inputs), resume_from)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": config.model_dump(mode="json"), "settings": asdict(settings)},
@@ -161,7 +187,13 @@ def run_training(
         f"{config.run.num_workers} workers (ZeRO-{config.run.zero_stage})",
         flush=True,
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except ray.train.WorkerGroupError as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        raise cause from error
     model = output.child(MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
         local_model = Path(staging) / MODEL_DIR

@@ -1,6 +1,6 @@
 """The Ray Train worker loop: DeepSpeed ZeRO-2/3 over a reward model, fed units in a seeded order.
 
-Every rank runs this function. Rank 0 also streams metrics to MLflow and prints progress.
+Every rank runs this function. Rank 0 also streams metrics to MLflow and logs progress.
 Checkpoints hold the DeepSpeed state (all ranks' ZeRO partitions) and a ``trainer_state.json``;
 the last one also holds the exported reward model under ``model/``. Each rank reads its own share
 of the train split (``train.order``: the same sequence of units for the same seed, so a resumed run
@@ -40,8 +40,9 @@ from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
 from gazerm.train.kinds import LossKind, loss_kind
-from gazerm.train.metrics import EvalTotals, StepAverage, overall_metrics
-from gazerm.train.order import Block, EpochPlan, RankStream
+from gazerm.train.metric_names import overall_metrics
+from gazerm.train.metrics import EvalTotals, StepAverage
+from gazerm.train.order import EpochPlan, RankStream
 
 log = logging.getLogger("gazerm.train")
 
@@ -57,6 +58,7 @@ class TrainerState:
     step: int = 0
     epoch: int = 0
     micro_in_epoch: int = 0
+    layout: dict[str, int] = field(default_factory=dict)  # EpochPlan.layout() the run trained under
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,9 @@ class LoopSettings:
     total_steps: int
     tracking_uri: str
     run_id: str
+    plan: dict[str, Any]  # train.order.EpochPlan.to_dict(): the seeded data order every rank derives
+    inputs: dict[str, Any]  # model.inputs.InputSpec as a dict, for the export
     resume_from: str | None = None
-    train_blocks: list[dict[str, Any]] = field(default_factory=list)  # train.order.Block as dicts
-    inputs: dict[str, Any] = field(default_factory=dict)  # model.inputs.InputSpec as a dict, for the export
 
 
 def seed_everything(seed: int) -> None:
@@ -125,9 +127,9 @@ class Trainer:
         self.device = self.engine.device  # every micro-batch goes here before the forward
         self.collator = self._setup_collator()
         self.train_stream = self._setup_train_stream()
-        self.state = TrainerState()
+        self.state = TrainerState(layout=self.train_stream.plan.layout())
         self.accumulated = StepAverage()
-        self._tokens = 0  # text tokens this rank trained on in this attempt (for tokens/s)
+        self._tokens = 0  # text tokens this rank trained on since the last logged step (tokens/s)
         self._validation: list[MicroBatch] | None = None
         self.metrics_logger = None
         if self.rank == 0:
@@ -176,20 +178,11 @@ class Trainer:
             build_template(config.data.template, self.tokenizer),
         )
 
-    def _setup_train_stream(self):
+    def _setup_train_stream(self) -> RankStream:
+        plan = EpochPlan.from_dict(self.settings.plan)
+        if plan.world_size != self.world_size:
+            raise RuntimeError(f"planned for {plan.world_size} ranks, running on {self.world_size}")
         config = self.config
-        plan = EpochPlan(
-            blocks=tuple(Block(**block) for block in self.settings.train_blocks),
-            seed=config.run.seed,
-            world_size=self.world_size,
-            micro_batch_size=config.run.micro_batch_size,
-            bucket_window=config.data.bucket_window,
-            shuffle_buffer=config.data.shuffle_buffer,
-        )
-        if plan.micro_batches_per_rank == 0:
-            raise RuntimeError(
-                "this worker's share of the train split is empty: too few units for the workers"
-            )
         return RankStream(plan, self.rank, config.loss.kind, config.model.num_outputs, self.collator)
 
     # -- restore ---------------------------------------------------------------------------------
@@ -202,7 +195,8 @@ class Trainer:
             return
         with checkpoint.as_directory() as directory:
             self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
-            self.state = TrainerState(**json.loads((Path(directory) / STATE_FILE).read_text()))
+            saved = json.loads((Path(directory) / STATE_FILE).read_text())
+            self.state = TrainerState(**{**saved, "layout": self.state.layout})  # the driver compared them
         self._progress(f"resumed at step {self.state.step} (epoch {self.state.epoch})")
 
     # -- train -----------------------------------------------------------------------------------
@@ -210,6 +204,7 @@ class Trainer:
         self.restore()
         run, total = self.config.run, self.settings.total_steps
         started = (time.perf_counter(), self.state.step)
+        self._last_logged = started[0]
         while self.state.step < total:
             epoch = self.train_stream.micro_batches(self.state.epoch, skip=self.state.micro_in_epoch)
             for micro in epoch:
@@ -234,25 +229,27 @@ class Trainer:
         loss, details = self._loss(micro)
         self.engine.backward(loss)
         self.engine.step()
-        self.accumulated.add({"train/loss": loss.detach(), **details})
-        self._tokens += int(micro.inputs.attention_mask.sum())
+        if self.metrics_logger:  # rank 0 logs; the others keep no step metrics
+            self.accumulated.add({"train/loss": loss.detach(), **details})
+            self._tokens += int(micro.inputs.attention_mask.sum())
         if not boundary:
             return False
         self.state.step += 1
         if self.metrics_logger:
             self._log_step(started)
-        else:
-            self.accumulated.pop()
         return True
 
     def _log_step(self, started: tuple[float, int]) -> None:
-        elapsed = time.perf_counter() - started[0]
+        now = time.perf_counter()
+        elapsed = now - started[0]
         metrics = {
             **self.accumulated.pop(),
             "train/lr": self.engine.get_lr()[0],
-            # Rank 0's tokens × ranks: every rank trains the same number of micro-batches.
-            "train/tokens_per_s": self._tokens * self.world_size / elapsed,
+            # This step's rate (rank 0's text tokens × ranks: every rank trains as many micro-batches);
+            # a step after an evaluation also pays for it.
+            "train/tokens_per_s": self._tokens * self.world_size / (now - self._last_logged),
         }
+        self._tokens, self._last_logged = 0, now
         self.metrics_logger.log(metrics, self.state.step)
         if self.state.step % 10 == 0 or self.state.step == 1:
             rate = (self.state.step - started[1]) / elapsed

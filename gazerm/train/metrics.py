@@ -15,14 +15,6 @@ from gazerm.model.config import LossKindName
 from gazerm.train.batch import UnitLabels
 from gazerm.train.kinds import loss_kind
 
-# What searches and model selection rank runs by unless told otherwise.
-DEFAULT_METRIC = "val/accuracy"
-
-
-def overall_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
-    """The split-level numbers (``val/accuracy``), without the per-source ones (``val/hh_rlhf/accuracy``)."""
-    return {k: v for k, v in metrics.items() if k.count("/") == 1 and k.startswith(prefix)}
-
 
 class StepAverage:
     """Training metrics of one optimizer step: the mean over its gradient-accumulation micro-batches

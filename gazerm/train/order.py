@@ -19,8 +19,11 @@ Here the driver lists the train split's blocks (Parquet row groups) with their u
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -29,8 +32,14 @@ import pyarrow.parquet as pq
 from gazerm.model.config import LossKindName
 from gazerm.train.batch import MicroBatch
 from gazerm.train.collate import UnitCollator
+from gazerm.train.config import TrainJobConfig
 from gazerm.train.kinds import loss_kind
 from gazerm.train.units import ToUnits
+
+# Windows read, shuffled and tokenized ahead of the one being trained on.
+PREFETCH_WINDOWS = 2
+_DONE = object()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,6 @@ class Block:
     path: str
     row_group: int
     units: int
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def list_blocks(paths: list[str], kind: LossKindName, num_outputs: int = 1) -> list[Block]:
@@ -68,6 +74,31 @@ class EpochPlan:
     micro_batch_size: int
     bucket_window: int
     shuffle_buffer: int
+
+    @classmethod
+    def of(cls, blocks: list[Block], config: TrainJobConfig) -> EpochPlan:
+        """The plan of a job's train split (one rank per ``run.num_workers``)."""
+        run, data = config.run, config.data
+        return cls(
+            tuple(blocks),
+            run.seed,
+            run.num_workers,
+            run.micro_batch_size,
+            data.bucket_window,
+            data.shuffle_buffer,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "blocks": [asdict(block) for block in self.blocks]}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EpochPlan:
+        return cls(**{**values, "blocks": tuple(Block(**block) for block in values["blocks"])})
+
+    def layout(self) -> dict[str, int]:
+        """What decides which unit lands in which micro-batch: a resume is exact only under the same."""
+        geometry = {k: v for k, v in asdict(self).items() if k != "blocks"}
+        return {**geometry, "blocks": len(self.blocks), "units": sum(block.units for block in self.blocks)}
 
     @property
     def units_per_rank(self) -> int:
@@ -109,12 +140,17 @@ class RankStream:
         self.collator = collator
 
     def micro_batches(self, epoch: int, skip: int = 0) -> Iterator[MicroBatch]:
+        """The epoch's micro-batches after the first ``skip``; the next windows are read, shuffled and
+        tokenized in a background thread while the accelerator trains on this one."""
+        for micro_batches in prefetched(self._collated(epoch, skip), PREFETCH_WINDOWS):
+            yield from micro_batches
+
+    def _collated(self, epoch: int, skip: int) -> Iterator[list[MicroBatch]]:
         per_window = self.plan.bucket_window
         for index, window in enumerate(self.windows(epoch)):
             if (index + 1) * per_window <= skip:
                 continue  # a full window gives exactly bucket_window micro-batches
-            micro_batches = self.collator(window)
-            yield from micro_batches[max(skip - index * per_window, 0) :]
+            yield self.collator(window)[max(skip - index * per_window, 0) :]
 
     def windows(self, epoch: int) -> Iterator[pa.Table]:
         size = self.plan.micro_batch_size * self.plan.bucket_window
@@ -140,6 +176,45 @@ class RankStream:
                     "the run was planned; the prepared shards changed under a running job"
                 )
             yield units.slice(start, stop - start)
+
+
+def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced up to ``depth`` ahead by a background thread; its error is raised here, and
+    closing this generator early (the last step came mid-epoch) stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[Any, BaseException | None]) -> bool:
+        """Put ``entry`` once there is room; False when the consumer has gone."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_DONE, None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            offer((_DONE, error))
+
+    thread = threading.Thread(target=produce, name="gazerm-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _permuted(tables: list[pa.Table], generator: np.random.Generator) -> pa.Table:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gazerm.table import Table
-from gazerm.train.metrics import DEFAULT_METRIC
+from gazerm.train.metric_names import DEFAULT_METRIC
 
 COMPARED_METRICS = (DEFAULT_METRIC, "val/loss")
 TIE_BREAKER = "val/loss"

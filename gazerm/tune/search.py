@@ -19,7 +19,7 @@ from gazerm.runtime import DATA_CPUS
 from gazerm.storage import is_object_store
 from gazerm.table import Table
 from gazerm.train.config import RunConfig, TrainJobConfig
-from gazerm.train.metrics import overall_metrics
+from gazerm.train.metric_names import overall_metrics
 from gazerm.tune.ablation import ablation_table
 from gazerm.tune.results import TrialRecord, best_trial, comparison_table
 from gazerm.tune.space import SearchSpace

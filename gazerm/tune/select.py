@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gazerm.table import Table
-from gazerm.train.metrics import DEFAULT_METRIC
+from gazerm.train.metric_names import DEFAULT_METRIC
 from gazerm.tune.results import TrialRecord, comparison_table
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gazerm.features.base import N_FEATURES
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.metrics import DEFAULT_METRIC
+from gazerm.train.metric_names import DEFAULT_METRIC
 
 FEATURES_PATH = "model.features_used"
 

@@ -74,7 +74,7 @@ def test_the_attention_implementation_reaches_the_backbone(tokenizers):
 
 def test_lora_targets_must_name_linear_layers_of_the_backbone(tokenizers):
     config = ModelConfig(lora=LoraSettings(target_modules=["q_proj", "query_key_value"]))
-    with pytest.raises(ConfigError, match=r"\['query_key_value'\] name no linear layer.*'q_proj'"):
+    with pytest.raises(ConfigError, match=r"\['query_key_value'\] name no module.*'q_proj'"):
         build_reward_model(config, tokenizers["tiny-llama"])
 
 

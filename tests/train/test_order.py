@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.train.collate import UnitCollator
-from gazerm.train.order import Block, EpochPlan, RankStream, list_blocks
+from gazerm.train.order import Block, EpochPlan, RankStream, list_blocks, prefetched
 
 MICRO_BATCH, WINDOW = 2, 2
 
@@ -90,3 +91,29 @@ def test_a_changed_shard_is_an_error_not_a_silently_different_order(train_paths,
     wrong = [Block(blocks[0].path, blocks[0].row_group, blocks[0].units + 1), *blocks[1:]]
     with pytest.raises(RuntimeError, match="changed under a running job"):
         list(stream(plan_of(wrong, world_size=1)).windows(0))
+
+
+def test_prefetching_keeps_the_order_raises_errors_and_stops_when_closed():
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad shard")
+
+    stream = prefetched(failing(), depth=2)
+    assert next(stream) == 1
+    with pytest.raises(ValueError, match="bad shard"):
+        next(stream)
+
+    produced = []
+
+    def endless():
+        for index in range(10_000):
+            produced.append(index)
+            yield index
+
+    stream = prefetched(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # the trainer stops mid-epoch at its last step
+    time.sleep(0.5)
+    assert len(produced) < 10  # the producer stopped a few items ahead, not at the end

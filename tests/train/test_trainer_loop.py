@@ -78,7 +78,7 @@ class FakeEngine:
 def bare_trainer(config: TrainJobConfig, engine: FakeEngine, total_steps: int = 1) -> Trainer:
     """A Trainer with the fake engine, as ``Trainer.__init__`` leaves one (less Ray, DeepSpeed, MLflow)."""
     trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.settings = config, LoopSettings(total_steps, "", "")
+    trainer.config, trainer.settings = config, LoopSettings(total_steps, "", "", {}, {})
     trainer.rank, trainer.world_size = 0, 2
     trainer.engine, trainer.device = engine, engine.device
     trainer.state, trainer.accumulated, trainer._tokens = TrainerState(), StepAverage(), 0

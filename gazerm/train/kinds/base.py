@@ -9,7 +9,7 @@ Per response it carries the word gaze (flattened spans and features) and the imp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +19,10 @@ import torch
 from gazerm.data.schema import TURN_TYPE
 from gazerm.model.config import LossConfig
 from gazerm.model.inputs import PromptResponse, SequenceEncoder
-from gazerm.model.reward_model import RewardOutput
 from gazerm.train.batch import MicroBatch, UnitLabels
+
+if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
+    from gazerm.model.reward_model import RewardOutput
 
 # Per response: its word gaze (flattened spans and features) and its implicit behaviour features.
 RESPONSE_COLUMNS = (

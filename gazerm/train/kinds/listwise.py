@@ -11,7 +11,7 @@ each list's responses landed. Validation reports the accuracy over every ordered
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +20,6 @@ import torch
 from gazerm.model.config import LossConfig
 from gazerm.model.inputs import PromptResponse, SequenceEncoder
 from gazerm.model.losses import list_scores, listwise_log_likelihood, listwise_loss
-from gazerm.model.reward_model import RewardOutput
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.kinds.base import (
     RESPONSE_COLUMNS,
@@ -31,6 +30,9 @@ from gazerm.train.kinds.base import (
     floats,
     response_inputs,
 )
+
+if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
+    from gazerm.model.reward_model import RewardOutput
 
 
 def list_tiers(row: Row) -> list[tuple[int, int]]:

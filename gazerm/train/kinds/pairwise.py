@@ -8,7 +8,7 @@ after (``2B`` rows), so one forward pass scores both sides.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from gazerm.model.config import LossConfig
 from gazerm.model.inputs import SequenceEncoder
 from gazerm.model.losses import lm_loss, pairwise_loss
-from gazerm.model.reward_model import RewardOutput
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.kinds.base import (
     Encoded,
@@ -29,6 +28,9 @@ from gazerm.train.kinds.base import (
     response_fields,
     response_inputs,
 )
+
+if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
+    from gazerm.model.reward_model import RewardOutput
 
 SIDES = ("chosen", "rejected")
 

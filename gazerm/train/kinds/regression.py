@@ -6,16 +6,16 @@ when the model has several outputs.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from gazerm.data.errors import DataError
 from gazerm.model.config import LossConfig
 from gazerm.model.inputs import SequenceEncoder
 from gazerm.model.losses import regression_loss
-from gazerm.model.reward_model import RewardOutput
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.kinds.base import (
     Encoded,
@@ -27,6 +27,9 @@ from gazerm.train.kinds.base import (
     response_fields,
     response_inputs,
 )
+
+if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
+    from gazerm.model.reward_model import RewardOutput
 
 
 class Regression(LossKind):
@@ -46,9 +49,12 @@ class Regression(LossKind):
         units = []
         for index, target in enumerate(targets):
             if len(target) != num_outputs:
-                raise ValueError(
-                    f"example {row['example_id']} ({row['source_file']}, row {row['source_row']}) has "
-                    f"{len(target)} attribute scores but the model has num_outputs={num_outputs}"
+                raise DataError(
+                    row["source_file"],
+                    row["source_row"],
+                    "attribute_scores",
+                    f"example {row['example_id']} has {len(target)} attribute scores but the model has "
+                    f"num_outputs={num_outputs}",
                 )
             units.append({"text": row["responses"][index], **response_inputs(row, index), "targets": target})
         return units

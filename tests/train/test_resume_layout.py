@@ -1,0 +1,49 @@
+"""A resume is exact only under the data layout its checkpoint was trained with; the driver checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gazerm.errors import ConfigError
+from gazerm.train.config import RunConfig, TrainJobConfig
+from gazerm.train.job import check_same_layout
+from gazerm.train.loop import STATE_FILE
+from gazerm.train.order import Block, EpochPlan
+
+BLOCKS = [Block("a.parquet", 0, 40), Block("b.parquet", 0, 24)]
+
+
+def checkpoint(tmp_path: Path, layout: dict | None) -> str:
+    state = {"step": 4, "epoch": 0, "micro_in_epoch": 4, **({"layout": layout} if layout is not None else {})}
+    (tmp_path / STATE_FILE).write_text(json.dumps(state))
+    return str(tmp_path)
+
+
+def test_the_plan_round_trips_through_the_worker_settings():
+    plan = EpochPlan.of(BLOCKS, TrainJobConfig())
+    assert EpochPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    assert plan.layout() == {
+        "seed": 0,
+        "world_size": 2,
+        "micro_batch_size": 16,
+        "bucket_window": 8,
+        "shuffle_buffer": 10_000,
+        "blocks": 2,
+        "units": 64,
+    }
+
+
+def test_a_resume_under_the_same_layout_goes_ahead(tmp_path):
+    plan = EpochPlan.of(BLOCKS, TrainJobConfig())
+    check_same_layout(checkpoint(tmp_path, plan.layout()), plan)
+    check_same_layout(checkpoint(tmp_path, None), plan)  # a checkpoint from before layouts were saved
+
+
+def test_a_resume_under_another_layout_is_refused_naming_what_changed(tmp_path):
+    saved = EpochPlan.of(BLOCKS, TrainJobConfig()).layout()
+    now = EpochPlan.of([*BLOCKS, Block("c.parquet", 0, 8)], TrainJobConfig(run=RunConfig(num_workers=4)))
+    with pytest.raises(ConfigError, match=r"world_size: 2 then, 4 now; blocks: 2 then, 3 now; units: 64"):
+        check_same_layout(checkpoint(tmp_path, saved), now)
