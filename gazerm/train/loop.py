@@ -202,6 +202,9 @@ class Trainer:
     # -- train -----------------------------------------------------------------------------------
     def run(self) -> None:
         self.restore()
+        # Collated now, before the train stream's prefetch thread starts tokenizing: one fast tokenizer
+        # must not serve two threads at once.
+        self._validation_batches()
         run, total = self.config.run, self.settings.total_steps
         started = (time.perf_counter(), self.state.step)
         self._last_logged = started[0]

@@ -83,6 +83,7 @@ def bare_trainer(config: TrainJobConfig, engine: FakeEngine, total_steps: int = 
     trainer.engine, trainer.device = engine, engine.device
     trainer.state, trainer.accumulated, trainer._tokens = TrainerState(), StepAverage(), 0
     trainer.metrics_logger = None
+    trainer._validation = []  # collated already: no Ray Data shard here
     return trainer
 
 
