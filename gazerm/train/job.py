@@ -146,6 +146,10 @@ def run_training(
             f"{train_units} training units are too few for one step of this batch configuration"
         )
 
+    plan = EpochPlan.of(blocks, config)
+    resume_from = latest_checkpoint(output) if resume else None
+    if resume_from:
+        check_same_layout(resume_from, plan)  # before the MLflow run is reopened
     tracking_uri = config.resolved_tracking_uri()
     run_id = start_run(
         tracking_uri,
@@ -155,10 +159,7 @@ def run_training(
         output.uri,
         parent_run_id=parent_run_id,
     )
-    plan = EpochPlan.of(blocks, config)
-    resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
-        check_same_layout(resume_from, plan)
         print(f"[gazerm] resuming from {resume_from}", flush=True)
     inputs = InputSpec(
         manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
