@@ -61,14 +61,15 @@ def ensure_dataset(config: TrainJobConfig) -> tuple[str, Manifest]:
     return data.prepare.output_dir, prepare(data.prepare)
 
 
-def planned_steps(units: int, config: TrainJobConfig) -> int:
+def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
     """Optimizer steps of the run: ``run.max_steps``, or what ``run.epochs`` epochs give.
 
-    Every rank sees ``units // workers`` units (equal split). DeepSpeed's accumulation carries
-    over epoch ends, so steps are counted over all epochs' micro-batches together.
+    Every rank trains ``plan.micro_batches_per_rank`` micro-batches an epoch (equal split).
+    DeepSpeed's accumulation carries over epoch ends, so steps are counted over all epochs'
+    micro-batches together.
     """
     run = config.run
-    micro_batches = -(-(units // run.num_workers) // run.micro_batch_size)
+    micro_batches = plan.micro_batches_per_rank
     if micro_batches == 0:
         return 0  # every rank's share is empty, whatever max_steps says
     return run.max_steps or micro_batches * run.epochs // run.grad_accum
@@ -140,13 +141,13 @@ def run_training(
         if count == 0:
             raise ConfigError(f"{root}: the {split} split has no {kind} training units (loss.kind)")
     train_units = units["train"]
-    total_steps = planned_steps(train_units, config)
+    plan = EpochPlan.of(blocks, config)
+    total_steps = planned_steps(plan, config)
     if total_steps == 0:
         raise ConfigError(
             f"{train_units} training units are too few for one step of this batch configuration"
         )
 
-    plan = EpochPlan.of(blocks, config)
     resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
         check_same_layout(resume_from, plan)  # before the MLflow run is reopened

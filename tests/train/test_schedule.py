@@ -9,6 +9,7 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
 from gazerm.train.job import planned_steps
 from gazerm.train.loop import build_scheduler
+from gazerm.train.order import Block, EpochPlan
 
 LR = 1e-3
 
@@ -60,8 +61,10 @@ def test_linear_decays_to_zero_and_constant_stays():
 )
 def test_planned_steps(units, workers, micro, accum, epochs, steps):
     run = {"num_workers": workers, "micro_batch_size": micro, "grad_accum": accum, "epochs": epochs}
-    assert planned_steps(units, job(run=run)) == steps
-    assert planned_steps(units, job(run={**run, "max_steps": 7})) == 7
+    blocks = [Block("train/part-00000.parquet", 0, units)]
+    config, capped = job(run=run), job(run={**run, "max_steps": 7})
+    assert planned_steps(EpochPlan.of(blocks, config), config) == steps
+    assert planned_steps(EpochPlan.of(blocks, capped), capped) == 7
 
 
 @pytest.mark.parametrize(("stage", "bf16"), [(2, False), (3, True)])
