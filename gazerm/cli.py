@@ -187,6 +187,37 @@ def score(
     typer.echo(f"scored {count} rows → {output}")
 
 
+class ExportDtype(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@app.command()
+def export(
+    model_dir: Annotated[
+        Path, typer.Argument(metavar="MODEL_DIR", help="Reward model directory (a training run's model/).")
+    ],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Directory to write the checkpoint to.")],
+    dtype: Annotated[
+        ExportDtype | None, typer.Option(help="Cast the weights (default: keep the model's dtype).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty OUT.")] = False,
+) -> None:
+    """Merge LoRA and write a transformers checkpoint: a standard AutoModelForSequenceClassification for
+    text-only models (TRL, vLLM, RewardBench load it without gazerm), else one with gazerm's modeling code
+    (trust_remote_code=True). The export is checked to give the model's rewards before it is written."""
+    from gazerm.model.export import export_model
+
+    exported = export_model(model_dir, out, dtype.value if dtype else None, force=force)
+    if exported.kind == "standard":
+        typer.echo(f"standard transformers checkpoint → {exported.directory}")
+    else:
+        typer.echo(f"checkpoint with gazerm's modeling code (trust_remote_code=True) → {exported.directory}")
+        typer.echo(f"  (not a standard one because {'; '.join(exported.reasons)})")
+    typer.echo(f"checked: rewards within {exported.max_difference:.1e} of the gazerm model's")
+
+
 @app.command()
 def rerank(
     model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Reward model directory.")],

@@ -19,11 +19,9 @@ class GazeProjector(nn.Module):
         self, features_used: Sequence[int], hidden: int, out_dim: int, dropouts: tuple[float, float]
     ):
         super().__init__()
-        columns = [i for i, flag in enumerate(features_used) if flag]
-        if not columns:
-            raise ValueError("GazeProjector needs at least one used feature")
+        columns = used_columns(features_used)
         # Derived from the config, so not persisted: checkpoints hold only the learned layers.
-        self.register_buffer("columns", torch.tensor(columns, dtype=torch.long), persistent=False)
+        self.register_buffer("columns", columns, persistent=False)
         self.net = nn.Sequential(
             nn.Linear(len(columns), hidden),
             nn.ReLU(),
@@ -35,3 +33,11 @@ class GazeProjector(nn.Module):
     def forward(self, gaze: torch.Tensor) -> torch.Tensor:
         selected = gaze.index_select(-1, self.columns).to(self.net[0].weight.dtype)
         return self.net(selected)
+
+
+def used_columns(features_used: Sequence[int]) -> torch.Tensor:
+    """The indices of the flagged features, ``(n_used,)`` long."""
+    columns = [i for i, flag in enumerate(features_used) if flag]
+    if not columns:
+        raise ValueError("GazeProjector needs at least one used feature")
+    return torch.tensor(columns, dtype=torch.long)

@@ -87,5 +87,21 @@ class ChatTemplate:
 PromptTemplate = PlainTemplate | ChatTemplate
 
 
+def plain_chat_template(tokenizer: Any) -> str:
+    """A Jinja chat template that renders a conversation exactly as :class:`PlainTemplate` and the
+    tokenizer's special tokens do, so tools that format with ``apply_chat_template`` (TRL, RewardBench,
+    vLLM) give an exported plain-template model the token ids it was trained on."""
+    with_special = tokenizer("x")["input_ids"]
+    bare = tokenizer("x", add_special_tokens=False)["input_ids"]
+    start = next(i for i in range(len(with_special)) if with_special[i : i + len(bare)] == bare)
+    opening = "".join(tokenizer.convert_ids_to_tokens(with_special[:start]))
+    closing = "".join(tokenizer.convert_ids_to_tokens(with_special[start + len(bare) :]))
+    return (
+        f"{opening}{{% set speakers = {_PLAIN_SPEAKERS!r} %}}{{% for m in messages %}}"
+        "{{ '\\n\\n' + speakers.get(m['role'], m['role']|capitalize) + ': ' + m['content'] }}{% endfor %}"
+        f"{{% if add_generation_prompt %}}{{{{ '\\n\\nAssistant: ' }}}}{{% endif %}}{closing}"
+    )
+
+
 def build_template(kind: TemplateKind, tokenizer: Any) -> PromptTemplate:
     return ChatTemplate(tokenizer) if kind == "chat" else PlainTemplate()

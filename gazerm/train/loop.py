@@ -156,6 +156,8 @@ class Trainer:
         model = build_reward_model(config.model, self.tokenizer, lm_head=config.loss.lm_loss_coeff > 0)
         if config.model.init_from:  # ZeRO-2 only (TrainJobConfig checks): the full model is built here
             load_weights_into(model, config.model.init_from)
+        if self.kind.shift_invariant:
+            model.value_head.bias.requires_grad_(False)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.optim.lr,

@@ -70,6 +70,7 @@ def test_ratings_and_rankings_models_are_compared_on_their_data(tmp_path: Path, 
         5,
         "cls",
     )
+    assert encoder_model.value_head.bias.abs().min() > 0  # ratings are absolute: the bias learns their mean
 
     report = consistency_report(ratings.model_dir, rankings.model_dir, dataset)
 

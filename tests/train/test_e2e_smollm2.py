@@ -1,6 +1,6 @@
 """The real pretrained backbone end to end: SmolLM2-135M-Instruct (from its GGUF file) with LoRA and
 GazeConcat, the chat template, HH-RLHF-format data, 2 Ray Train workers with DeepSpeed ZeRO-2 on CPU;
-then ``gazerm score`` on the exported model.
+then ``gazerm score`` on the saved model and ``gazerm export`` of it (rewards checked while exporting).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
 from gazerm.cli import app
@@ -84,3 +85,9 @@ def test_smollm2_trains_with_ray_and_deepspeed_and_its_export_scores(tmp_path: P
     assert scored.exit_code == 0, scored.output
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "scored.jsonl").read_text().splitlines()]
     assert len(rewards) == 2 and all(math.isfinite(r) for r in rewards) and rewards[0] != rewards[1]
+
+    exported = CliRunner().invoke(app, ["export", "runs/smollm2/model", "hf"])
+    assert exported.exit_code == 0, exported.output
+    assert "gazerm's modeling code" in exported.output  # GazeConcat needs it
+    model = AutoModelForSequenceClassification.from_pretrained("hf", trust_remote_code=True)
+    assert model.reward.transformer.config.model_type == "llama"  # the real backbone, LoRA merged

@@ -72,6 +72,7 @@ def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str, 
     }
     model, _, config = load_reward_model(outcome.model_dir)
     assert config.fusion == fusion and (model.projector is None) == (fusion == "none")
+    assert not model.value_head.bias.any()  # frozen at 0: a pairwise loss gives it no signal
 
 
 def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str, ray_local, capfd):
@@ -95,6 +96,7 @@ def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str,
     assert second.model_dir == f"{output_uri}/model"
     model, _, _ = load_reward_model(tmp_path / "run" / "model")
     assert model.value_head.weight.abs().sum() > 0  # the gathered ZeRO-3 weights, not empty partitions
+    assert not model.value_head.bias.any()
 
 
 def test_listwise_loss_on_ranked_lists(tmp_path: Path, ray_local):

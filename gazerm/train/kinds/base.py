@@ -82,6 +82,10 @@ class LossKind(ABC):
 
     name: ClassVar[str]
     metric_names: ClassVar[dict[str, str]]
+    # A loss that sees only reward differences gives the value head's bias no signal, only float noise
+    # that Adam would amplify; the trainer freezes it at 0 so the reward needs no bias (as a transformers
+    # ``*ForSequenceClassification`` score layer has none, which ``gazerm export`` relies on).
+    shift_invariant: ClassVar[bool] = True
 
     @abstractmethod
     def label_columns(self, num_outputs: int) -> list[str]:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its
 class Regression(LossKind):
     name = "regression"
     metric_names: ClassVar[dict[str, str]] = {"mse": "squared_error", "mae": "abs_error"}
+    shift_invariant: ClassVar[bool] = False  # ratings are absolute: the bias carries their mean
 
     def label_columns(self, num_outputs: int) -> list[str]:
         return ["attribute_scores" if num_outputs > 1 else "scores"]
