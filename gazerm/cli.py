@@ -286,6 +286,78 @@ def consistency(
         typer.echo(f"report → {report.write(output)}")
 
 
+class Benchmark(str, Enum):
+    rewardbench = "rewardbench"
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Reward model directory.")],
+    benchmark: Annotated[
+        Benchmark | None, typer.Option(help="Score a public benchmark (rewardbench: allenai/reward-bench).")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="With --benchmark: its rows from a local JSONL/JSON/Parquet file, not the hub."),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(metavar="DATASET_DIR", help="Pair accuracy on a prepared dataset instead.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="With --data: the split to score [default: test].")
+    ] = None,
+    weights: Annotated[
+        list[float] | None,
+        typer.Option(help="With --benchmark, multi-attribute models: one weight per output (default: mean)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Responses per forward pass.")] = 32,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="MLflow run to log the metrics into (an existing one).")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option("--tracking-uri", help="With --run-id: the MLflow store that holds it.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write it as JSON.")] = None,
+) -> None:
+    """Accuracy of a reward model on RewardBench (per subset, per section, overall) or on a split of a
+    prepared dataset; optionally logged into an MLflow run."""
+    from dataclasses import asdict
+
+    from gazerm.evaluate.offline import evaluate_split
+    from gazerm.evaluate.rewardbench import evaluate_rewardbench
+    from gazerm.table import Table
+    from gazerm.track.mlflow_tracking import run_logger
+
+    if (benchmark is None) == (data is None):
+        raise ConfigError("give exactly one of --benchmark and --data")
+    if benchmark is None and (file or weights):
+        raise ConfigError("--file and --weights go with --benchmark")
+    if data is None and split is not None:
+        raise ConfigError("--split goes with --data")
+    if (run_id is None) != (tracking_uri is None):
+        raise ConfigError("--run-id and --tracking-uri go together")
+    logger = run_logger(tracking_uri, run_id) if run_id and tracking_uri else None  # before the long part
+    if data is not None:
+        split = split or "test"
+        result = evaluate_split(model_dir, data, split, batch_size)
+        if not result.pairs:
+            raise ConfigError(f"{data}: the {split!r} split has no labelled pairs")
+        shown = Table(["split", "pairs", "accuracy"], [[split, result.pairs, result.accuracy]]).markdown()
+        metrics = {f"{split}/accuracy": result.accuracy}
+        written = {"dataset": str(data), "split": split, **asdict(result)}
+    else:
+        report = evaluate_rewardbench(model_dir, file, weights, batch_size)
+        shown, metrics, written = report.table(), report.metrics(), asdict(report)
+    typer.echo(shown)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"model": str(model_dir), **written}, indent=2) + "\n")
+        typer.echo(f"report → {output}")
+    if logger:
+        logger.log(metrics, step=0)
+        typer.echo(f"logged {len(metrics)} metrics into run {run_id}")
+
+
 @app.command()
 def tune(
     space: Annotated[Path, typer.Option("--space", help="Search space YAML (tune_spaces/*.yaml).")],

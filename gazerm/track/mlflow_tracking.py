@@ -100,6 +100,21 @@ class MetricLogger:
             self.client.log_batch(self.run_id, metrics=entries)
 
 
+def run_logger(tracking_uri: str, run_id: str) -> MetricLogger:
+    """A :class:`MetricLogger` into a run given by the user (e.g. an evaluation of its model), checked up
+    front: a mistyped or deleted run is a ConfigError before a long evaluation starts, not after it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        run = MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException as error:
+        raise ConfigError(f"no MLflow run {run_id!r} in {tracking_uri} ({error.message})") from error
+    if run.info.lifecycle_stage == "deleted":
+        raise ConfigError(f"MLflow run {run_id!r} in {tracking_uri} is deleted")
+    return MetricLogger(tracking_uri, run_id)
+
+
 def finish_run(tracking_uri: str, run_id: str, model_dir: str | None, summary: Mapping[str, Any]) -> None:
     """Attach the trained model directory and the run summary, and close the run."""
     from mlflow.tracking import MlflowClient
