@@ -439,6 +439,48 @@ def select_promote(
     typer.echo(f"models:/{name}@{alias} → version {promoted.version} (run {promoted.run_id})")
 
 
+@app.command("serve")
+def serve_model(
+    model_dir: Annotated[Path, typer.Argument(metavar="MODEL_DIR", help="Reward model directory.")],
+    replicas: Annotated[int, typer.Option(min=1, help="Model copies (Ray Serve replicas).")] = 1,
+    gpus: Annotated[float, typer.Option(min=0, help="GPUs per replica (0: CPU).")] = 0,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 opens it to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="File holding the bearer token (default: $GAZERM_SERVE_TOKEN)."),
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without authentication (only on a private machine).")
+    ] = False,
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, help="Requests one batch gathers; also responses per forward pass.")
+    ] = 16,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0, help="How long a batch waits for more requests (ms).")
+    ] = 10.0,
+) -> None:
+    """Serve a reward model over HTTP (Ray Serve) until Ctrl-C: POST /score (bearer token), GET /healthz."""
+    from gazerm.serve.api import load_token
+    from gazerm.serve.deployment import serve_until_interrupted, start
+
+    token = load_token(token_file, no_auth)
+    url = start(
+        model_dir,
+        token,
+        replicas=replicas,
+        gpus=gpus,
+        host=host,
+        port=port,
+        max_batch_size=max_batch_size,
+        batch_wait_ms=batch_wait_ms,
+    )
+    typer.echo(f"serving {model_dir} at {url} (POST /score, GET /healthz); Ctrl-C stops")
+    serve_until_interrupted()
+
+
 @app.command()
 def gaze(
     text: Annotated[str, typer.Argument(help="Text to predict per-word gaze features for.")],

@@ -25,7 +25,7 @@ from gazerm.data.errors import DataError
 from gazerm.data.loaders.common import nested, text
 from gazerm.data.readers import Record, read_records, require
 from gazerm.errors import ConfigError, PathNotFoundError
-from gazerm.features.base import N_FEATURES
+from gazerm.features.base import N_FEATURES, WordGaze
 from gazerm.features.featurize import build_predictor
 from gazerm.model.inputs import INPUTS_FILE, InputSpec, PromptResponse, SequenceEncoder
 from gazerm.model.io import load_reward_model
@@ -64,14 +64,21 @@ class RewardScorer:
         contexts: list[Context] | None = None,
         progress: bool = False,
         implicit: list[list[float] | None] | None = None,
+        gaze: list[WordGaze | None] | None = None,
     ) -> np.ndarray:
         """Rewards ``(N,)``, or ``(N, num_outputs)`` for a multi-attribute head. ``implicit`` holds each
-        response's behaviour features (None where it has none), for models with ``implicit_features``."""
-        lengths = {len(prompts), len(responses)} | {len(v) for v in (contexts, implicit) if v is not None}
+        response's behaviour features (None where it has none), for models with ``implicit_features``;
+        ``gaze`` each response's recorded word gaze (None: the model's predictor computes it), e.g. from
+        :func:`gazerm.features.recorded.gaze_from_fixations`."""
+        optional = (contexts, implicit, gaze)
+        lengths = {len(prompts), len(responses)} | {len(v) for v in optional if v is not None}
         if len(lengths) > 1:
-            raise ValueError("prompts, responses, contexts and implicit must have the same length")
+            raise ValueError("prompts, responses, contexts, implicit and gaze must have the same length")
+        if gaze is not None and self.predictor is None and any(g is not None for g in gaze):
+            raise ValueError("recorded gaze was given, but this model does not use gaze (fusion 'none')")
         contexts = contexts if contexts is not None else [None] * len(prompts)
         implicit = implicit if implicit is not None else [None] * len(prompts)
+        gaze = gaze if gaze is not None else [None] * len(prompts)
         rewards = []
         for start in tqdm(
             range(0, len(prompts), self.batch_size), "scoring", unit="batch", disable=not progress
@@ -81,7 +88,9 @@ class RewardScorer:
                 self.encoder.template.prefix(c, p)
                 for c, p in zip(contexts[start:end], prompts[start:end], strict=True)
             ]
-            rewards.append(self._score_batch(prefixes, responses[start:end], implicit[start:end]))
+            rewards.append(
+                self._score_batch(prefixes, responses[start:end], implicit[start:end], gaze[start:end])
+            )
         if not rewards:
             outputs = self.model.model_config.num_outputs
             return np.zeros((0,) if outputs == 1 else (0, outputs), dtype=np.float32)
@@ -89,20 +98,34 @@ class RewardScorer:
 
     @torch.no_grad()
     def _score_batch(
-        self, prefixes: list[str], responses: list[str], implicit: list[list[float] | None]
+        self,
+        prefixes: list[str],
+        responses: list[str],
+        implicit: list[list[float] | None],
+        recorded: list[WordGaze | None],
     ) -> np.ndarray:
-        if self.predictor is None:
-            gaze = [(np.zeros((0, 2)), np.zeros((0, N_FEATURES))) for _ in responses]
-        else:
-            gaze = [(np.asarray(g.spans), g.features) for g in self.predictor.predict(responses)]
         sequences = [
             PromptResponse(prefix, response, spans, features, np.asarray(behaviour or [], dtype=np.float32))
             for prefix, response, (spans, features), behaviour in zip(
-                prefixes, responses, gaze, implicit, strict=True
+                prefixes, responses, self._word_gaze(responses, recorded), implicit, strict=True
             )
         ]
         inputs = self.encoder.pad(self.encoder.encode(sequences)).to(self.device)
         return self.model(**inputs.forward_kwargs()).rewards.float().cpu().numpy()
+
+    def _word_gaze(
+        self, responses: list[str], recorded: list[WordGaze | None]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(spans, features) per response: the recorded gaze where there is one, else the predictor's
+        (one ``predict`` call for all the others); empty for a model without gaze."""
+        if self.predictor is None:
+            return [(np.zeros((0, 2)), np.zeros((0, N_FEATURES))) for _ in responses]
+        missing = [response for response, given in zip(responses, recorded, strict=True) if given is None]
+        predicted = iter(self.predictor.predict(missing) if missing else [])
+        return [
+            (np.asarray(g.spans), g.features)
+            for g in (given if given is not None else next(predicted) for given in recorded)
+        ]
 
 
 def score_file(

@@ -15,7 +15,7 @@ def test_help_lists_every_subcommand():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
     commands = ["demo-data", "prepare", "train", "train-staged", "score", "rerank", "winrate", "consistency"]
-    for command in [*commands, "tune", "select", "gaze", "bench"]:
+    for command in [*commands, "export", "evaluate", "serve", "tune", "select", "gaze", "bench"]:
         assert command in result.output
 
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from gazerm.cli import app
 from gazerm.data.errors import DataError
+from gazerm.features.base import WordGaze, word_spans
 from gazerm.features.reading_model import ReadingTimeModel
 from gazerm.model.inputs import PromptResponse, SequenceEncoder
 from gazerm.model.io import save_reward_model
@@ -159,3 +160,31 @@ def test_text_only_model_scores_without_gaze_spec(tmp_path):
     save_reward_model(trained_looking(config, tokenizer), tokenizer, config, TEXT_ONLY_INPUTS, tmp_path)
     rewards = RewardScorer(tmp_path).score(["Say hi.", "Why?"], ["Hi.", "Because."])
     assert rewards.shape == (2, 2) and np.isfinite(rewards).all()
+
+
+def test_recorded_gaze_replaces_the_prediction_of_its_response_only(scorer, monkeypatch):
+    prompts, texts = [r["prompt"] for r in ROWS], [r["response"] for r in ROWS]
+    recorded = WordGaze(word_spans(texts[1]), np.full((len(word_spans(texts[1])), 5), 0.9, np.float32))
+    predicted = scorer.score(prompts, texts)
+    np.testing.assert_array_equal(scorer.score(prompts, texts, gaze=[None] * len(ROWS)), predicted)
+
+    mixed = scorer.score(prompts, texts, gaze=[None, recorded, None, None])
+    assert mixed[1] != pytest.approx(predicted[1], abs=1e-4)
+    np.testing.assert_allclose(np.delete(mixed, 1), np.delete(predicted, 1), atol=1e-5, rtol=0)
+    # Exactly what the model gives when its predictor had predicted the recorded gaze.
+    own = ReadingTimeModel().predict(texts)
+    monkeypatch.setattr(
+        scorer.predictor,
+        "predict",
+        lambda batch: [recorded if t == texts[1] else own[texts.index(t)] for t in batch],
+    )
+    np.testing.assert_allclose(scorer.score(prompts, texts), mixed, atol=1e-6, rtol=0)
+
+
+def test_recorded_gaze_for_a_model_without_gaze_is_refused(tmp_path):
+    config = tiny_config(fusion="none")
+    tokenizer = build_tokenizer(config)
+    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, TEXT_ONLY_INPUTS, tmp_path)
+    gaze = WordGaze([(0, 3)], np.zeros((1, 5), np.float32))
+    with pytest.raises(ValueError, match="does not use gaze"):
+        RewardScorer(tmp_path).score(["Say hi."], ["Hi."], gaze=[gaze])

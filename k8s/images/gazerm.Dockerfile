@@ -1,6 +1,7 @@
 # The image the Ray head, the GPU workers and the RayJob submitter run (k8s/raycluster.yaml,
-# k8s/rayjob.yaml): Ray's GPU image plus the CUDA build of torch and gazerm with its dependencies,
-# from a checkout at /home/ray/gazerm (the RayJob's working_dir). Build from the repository root:
+# k8s/rayjob.yaml, k8s/rayservice.yaml): Ray's GPU image plus the CUDA build of torch and gazerm
+# with its dependencies, from a checkout at /home/ray/gazerm (the RayJob's working_dir). Build from
+# the repository root:
 #   docker build -f k8s/images/gazerm.Dockerfile -t registry.example.com/gazerm:0.1.0-ray2.60.0-cu128 .
 # Keep the Ray version equal to rayVersion in the manifests and to the Ray of any client that
 # submits jobs.

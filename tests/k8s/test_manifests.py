@@ -32,7 +32,10 @@ SCHEMA_FILES = {
     ("apps/v1", "StatefulSet"): "statefulset-apps-v1.json",
     ("ray.io/v1", "RayCluster"): "raycluster-ray-v1.json",
     ("ray.io/v1", "RayJob"): "rayjob-ray-v1.json",
+    ("ray.io/v1", "RayService"): "rayservice-ray-v1.json",
 }
+# Where each Ray kind keeps its cluster spec.
+CLUSTER_SPEC = {"RayCluster": None, "RayJob": "rayClusterSpec", "RayService": "rayClusterConfig"}
 # Environment variable names that carry credentials: such values must come from a Secret.
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|KEY|CREDENTIALS?)(_|$)")
 # Literal credentials of the kinds gazerm deals with, wherever they would appear.
@@ -87,13 +90,21 @@ def schema_errors(doc: Doc) -> list[str]:
     ]
 
 
+def ray_cluster(doc: Doc) -> Doc | None:
+    """The Ray cluster spec of a RayCluster, RayJob or RayService; None for other kinds."""
+    if doc["kind"] not in CLUSTER_SPEC:
+        return None
+    key = CLUSTER_SPEC[doc["kind"]]
+    return doc.get("spec", {}) if key is None else doc.get("spec", {}).get(key)
+
+
 def pod_specs(doc: Doc) -> Iterator[tuple[str, Doc, bool]]:
     """(where, pod spec, runs Ray) for every pod template in a document."""
     spec = doc.get("spec", {})
     if doc["kind"] in ("Deployment", "StatefulSet"):
         yield "template", spec["template"]["spec"], False
-    cluster = spec if doc["kind"] == "RayCluster" else spec.get("rayClusterSpec")
-    if doc["kind"] in ("RayCluster", "RayJob") and cluster:
+    cluster = ray_cluster(doc)
+    if cluster:
         yield "head", cluster["headGroupSpec"]["template"]["spec"], True
         for group in cluster.get("workerGroupSpecs", []):
             yield f"worker group {group.get('groupName')}", group["template"]["spec"], True
@@ -171,14 +182,27 @@ def worker_group_problems(cluster: Doc) -> list[str]:
     return problems
 
 
-def runtime_env_problems(spec: Doc) -> list[str]:
-    runtime_env = yaml.safe_load(spec.get("runtimeEnvYAML") or "{}")
+def runtime_env_problems(where: str, runtime_env: Any) -> list[str]:
     if not isinstance(runtime_env, dict):
-        return ["runtimeEnvYAML is not a YAML mapping"]
+        return [f"{where} is not a YAML mapping"]
     return [
-        f"runtimeEnvYAML: env_vars.{name} is a credential: pass it from a Secret in the pod env instead"
+        f"{where}: env_vars.{name} is a credential: pass it from a Secret in the pod env instead"
         for name in runtime_env.get("env_vars", {})
         if SECRET_NAME.search(name)
+    ]
+
+
+def serve_config_problems(serve_config: str) -> list[str]:
+    """serveConfigV2 must be a YAML mapping, without credentials in its applications' runtime envs."""
+    config = yaml.safe_load(serve_config)
+    if not isinstance(config, dict):
+        return ["serveConfigV2 is not a YAML mapping"]
+    return [
+        problem
+        for index, application in enumerate(config.get("applications", []))
+        for problem in runtime_env_problems(
+            f"serveConfigV2 applications[{index}].runtime_env", application.get("runtime_env", {})
+        )
     ]
 
 
@@ -198,17 +222,29 @@ def problems(doc: Doc) -> list[str]:
             found += container_problems(where, pod, container, runs_ray)
         if runs_ray:
             found += ray_pod_problems(where, pod)
-    if doc["kind"] == "RayCluster":
-        found += worker_group_problems(doc["spec"])
+    cluster = ray_cluster(doc)
+    if cluster:
+        found += worker_group_problems(cluster)
     if doc["kind"] == "RayJob":
-        found += worker_group_problems(doc["spec"].get("rayClusterSpec", {}))
-        found += runtime_env_problems(doc["spec"])
+        found += runtime_env_problems(
+            "runtimeEnvYAML", yaml.safe_load(doc["spec"].get("runtimeEnvYAML") or "{}")
+        )
+    if doc["kind"] == "RayService":
+        found += serve_config_problems(doc["spec"]["serveConfigV2"])
     return found
 
 
 def test_k8s_folder_has_manifests() -> None:
     kinds = {doc["kind"] for _, doc in DOCUMENTS}
-    assert {"RayCluster", "RayJob", "Deployment", "StatefulSet", "Service", "Namespace"} <= kinds
+    assert {
+        "RayCluster",
+        "RayJob",
+        "RayService",
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "Namespace",
+    } <= kinds
 
 
 @pytest.mark.parametrize(("where", "doc"), DOCUMENTS, ids=[where for where, _ in DOCUMENTS])
@@ -269,6 +305,43 @@ def test_claims_and_secrets_are_provided() -> None:
                     if ref:
                         assert f"secret generic {ref['name']}" in readme, ref["name"]
                         assert f"--from-literal={ref['key']}=" in readme, (ref["name"], ref["key"])
+
+
+def test_rayservice_serves_the_trained_model_with_a_token() -> None:
+    """serveConfigV2 is a valid Serve config whose application is gazerm's, with valid args, serving the
+    model k8s/rayjob.yaml trains, and every Ray pod has the API token from a Secret."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from gazerm.serve import deployment
+    from gazerm.serve.api import TOKEN_ENV
+
+    service = find("RayService", "gazerm-rm")
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(config)
+    (application,) = config["applications"]
+    module, _, name = application["import_path"].partition(":")
+    assert module == deployment.__name__ and callable(getattr(deployment, name))
+    args = deployment.ServeArgs.model_validate(application["args"])
+    assert not args.no_auth and args.token_file is None  # the token comes from the environment
+    assert application["route_prefix"] == "/"  # /healthz is the one path without auth
+    assert [d["name"] for d in application["deployments"]] == [deployment.RewardService.name]
+
+    trained = find("RayJob", "helpsteer2-mistral7b-gazeconcat")["spec"]["entrypoint"].split()
+    output_dir = next(arg.split("=", 1)[1] for arg in trained if arg.startswith("output_dir="))
+    assert args.model_dir == f"{output_dir}/model"
+    (image,) = {
+        c["image"] for _, pod, _ in pod_specs(find("RayCluster", "gazerm")) for c in pod["containers"]
+    }
+    for where, pod, _ in pod_specs(service):
+        for container in pod["containers"]:
+            assert container["image"] == image, where
+            assert any(mount["mountPath"] == "/mnt/shared" for mount in container["volumeMounts"]), where
+            env = {var["name"]: var for var in container["env"]}
+            assert env[TOKEN_ENV]["valueFrom"]["secretKeyRef"] == {"name": "gazerm-serve", "key": "token"}, (
+                where
+            )
+            ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+            assert ports["serve"] == config["http_options"]["port"], where
 
 
 def test_mlflow_server_takes_the_db_password_from_the_environment() -> None:
@@ -355,6 +428,29 @@ def ttl_as_string(doc: Doc) -> None:
     doc["spec"]["ttlSecondsAfterFinished"] = "600"
 
 
+def no_gpu_limit_in_rayservice(doc: Doc) -> None:
+    no_gpu_limit({"spec": doc["spec"]["rayClusterConfig"]})
+
+
+def unknown_upgrade_strategy(doc: Doc) -> None:
+    doc["spec"]["upgradeStrategy"]["type"] = "BlueGreen"
+
+
+def typo_in_rayservice_spec(doc: Doc) -> None:
+    doc["spec"]["rayClusterSpec"] = doc["spec"].pop("rayClusterConfig")
+
+
+def literal_serve_token(doc: Doc) -> None:
+    env = doc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    env[0] = {"name": "GAZERM_SERVE_TOKEN", "value": "not-a-real-token"}
+
+
+def token_in_serve_runtime_env(doc: Doc) -> None:
+    config = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    config["applications"][0]["runtime_env"] = {"env_vars": {"GAZERM_SERVE_TOKEN": "not-a-real-token"}}
+    doc["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+
+
 MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
     ("RayCluster", "gazerm", typo_in_raycluster_spec, "Additional properties"),
     ("RayCluster", "gazerm", replicas_as_string, "is not of type 'integer'"),
@@ -372,6 +468,16 @@ MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
     ("RayJob", "helpsteer2-mistral7b-gazeconcat", unknown_submission_mode, "is not one of"),
     ("RayJob", "helpsteer2-mistral7b-gazeconcat", token_in_runtime_env, "env_vars.HF_TOKEN is a credential"),
     ("RayJob", "helpsteer2-mistral7b-gazeconcat", ttl_as_string, "is not of type 'integer'"),
+    ("RayService", "gazerm-rm", unknown_upgrade_strategy, "is not one of"),
+    ("RayService", "gazerm-rm", typo_in_rayservice_spec, "Additional properties"),
+    (
+        "RayService",
+        "gazerm-rm",
+        literal_serve_token,
+        "GAZERM_SERVE_TOKEN must come from valueFrom.secretKeyRef",
+    ),
+    ("RayService", "gazerm-rm", token_in_serve_runtime_env, "env_vars.GAZERM_SERVE_TOKEN is a credential"),
+    ("RayService", "gazerm-rm", no_gpu_limit_in_rayservice, "no nvidia.com/gpu limit"),
 ]
 
 
