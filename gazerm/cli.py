@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -57,10 +56,14 @@ TrackingUri = Annotated[
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+def _main(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging, with the workers' and libraries' output.")
+    ] = False,
+) -> None:
+    from gazerm.runtime import configure_logging
+
+    configure_logging(verbose)
 
 
 class DemoKind(str, Enum):

@@ -5,34 +5,76 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
+
+VERBOSE_ENV = "GAZERM_VERBOSE"  # "1": show the workers' and the libraries' own output (``gazerm -v``)
 
 # Logical CPUs a local Ray keeps beyond the training workers' (and a search keeps out of its trials'):
 # Ray Data's read and map tasks need their own, or they wait forever for a free CPU.
 DATA_CPUS = 2
 
 
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV) == "1"
+
+
+class _ConsoleFormat(logging.Formatter):
+    """gazerm's records as ``[gazerm] message`` (the level named where it is not INFO), the libraries'
+    as ``LEVEL logger: message``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not record.name.startswith("gazerm"):
+            return super().format(record)
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"[gazerm] {level}{record.getMessage()}"
+
+
+def configure_logging(verbose_output: bool) -> None:
+    """gazerm's own messages from INFO up; the libraries' (Ray, MLflow's database migrations, …) only
+    from WARNING up, unless ``verbose_output`` shows everything from DEBUG up. Recorded in the
+    environment for :func:`init_ray`."""
+    os.environ[VERBOSE_ENV] = "1" if verbose_output else "0"
+    if not verbose_output:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets up its own INFO handler
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ConsoleFormat())
+    logging.basicConfig(level=logging.DEBUG if verbose_output else logging.WARNING, handlers=[handler])
+    logging.getLogger("gazerm").setLevel(logging.DEBUG if verbose_output else logging.INFO)
+
+
 def quiet_ray_data() -> None:
-    """Ray Data's live progress bars turn into megabytes of log lines in job logs and CI; gazerm prints
-    its own progress."""
+    """Ray Data's live progress bars turn into megabytes of log lines in job logs and CI, and its
+    executor narrates every dataset at INFO; gazerm prints its own progress."""
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    if not verbose():
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # "progress bars disabled" included
 
 
 def init_ray(reserved_cpus: float = 0) -> None:
     """Join the cluster (``RAY_ADDRESS``, ``ray job submit``) or start a local Ray.
 
     A local Ray gets at least :data:`DATA_CPUS` logical CPUs beyond what the training workers reserve.
+    The workers' output (DeepSpeed, transformers, Ray's own) reaches this console only when
+    :func:`verbose`: training progress comes through ``train.progress`` instead.
     """
     import ray
+    from ray.util.annotations import RayDeprecationWarning
 
-    # Workers print progress with the plain print: Train V2's print patch would show each line twice.
+    # Train V2's print patch would route the workers' prints (DeepSpeed's, …) to this console.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     quiet_ray_data()
+    if not verbose():  # Ray warns about its own internal calls (Ray Train's ingest options)
+        warnings.filterwarnings("ignore", category=RayDeprecationWarning)
     if ray.is_initialized():
         return
+    quiet = {"logging_level": logging.INFO if verbose() else logging.ERROR, "log_to_driver": verbose()}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING)
+        ray.init(**quiet)
     else:
         num_cpus = max(os.cpu_count() or 1, math.ceil(reserved_cpus) + DATA_CPUS)
-        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)
+        ray.init(num_cpus=num_cpus, **quiet)

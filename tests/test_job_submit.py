@@ -74,7 +74,7 @@ def test_training_job_submitted_to_a_local_cluster_succeeds(local_cluster, tmp_p
     log = job.stdout + job.stderr
     assert job.returncode == 0, log[-6000:]
     assert "succeeded" in log
-    assert "[gazerm] eval at step 4" in log  # from the job's training workers, streamed back
+    assert "[gazerm] eval at step 4" in log  # rank 0's progress, drawn by the job's driver
 
     model_dir = output_dir / "model"
     assert {"config.yaml", "heads.safetensors", "inputs.json"} <= {p.name for p in model_dir.iterdir()}

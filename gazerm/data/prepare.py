@@ -185,7 +185,8 @@ def _load_all(
     stats = []
     for spec, sha256 in zip(config.sources, _input_hashes(config), strict=True):
         loaded, bad = _load_source(spec, config.on_error)
-        log.info("%s: %d examples, %d quarantined", spec.describe(), len(loaded), len(bad))
+        report = log.warning if bad else log.info  # quarantined rows must not pass unnoticed
+        report("%s: %d examples, %d quarantined", spec.describe(), len(loaded), len(bad))
         examples += loaded
         quarantined += bad
         stats.append(
@@ -253,7 +254,6 @@ def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
         )
         return pa.concat_tables([featurize(batch) for batch in batches]).cast(PREFERENCE_SCHEMA)
 
-    import ray
     import ray.data
 
     init_ray()
@@ -265,8 +265,14 @@ def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
         batch_size=gaze.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=gaze.workers),
+        max_restarts=0,  # a lost featurizer fails prepare (rerun it); no restart from spilled arguments
     )
-    return pa.concat_tables(ray.get(dataset.to_arrow_refs())).cast(PREFERENCE_SCHEMA)
+    featurized = []
+    with tqdm(total=table.num_rows, desc="gaze features", unit=" rows", mininterval=2.0) as progress:
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):  # blocks, in order
+            featurized.append(batch)
+            progress.update(batch.num_rows)
+    return pa.concat_tables(featurized).cast(PREFERENCE_SCHEMA)
 
 
 def _blocks(table: pa.Table, gaze: GazeSpec) -> list[pa.Table]:

@@ -30,6 +30,7 @@ from gazerm.storage import Storage
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.loop import MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
 from gazerm.train.order import EpochPlan, list_blocks
+from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
 
 log = logging.getLogger(__name__)
@@ -118,9 +119,7 @@ def run_training(
     """Train one job end to end. A search runs each trial through here too: ``callbacks`` join the
     trainer's (Tune's report bridge) and ``parent_run_id`` nests the job's MLflow run under the search's.
     """
-    import ray.data
     import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     from gazerm.track.mlflow_tracking import finish_run, start_run
 
@@ -166,9 +165,52 @@ def run_training(
         manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
     )
     settings = LoopSettings(total_steps, tracking_uri, run_id, plan.to_dict(), asdict(inputs), resume_from)
-    trainer = TorchTrainer(
+    print(
+        f"[gazerm] training {config.name}: {train_units} train units, {total_steps} steps on "
+        f"{config.run.num_workers} workers (ZeRO-{config.run.zero_stage})",
+        flush=True,
+    )
+    with follow(total_steps) as board:
+        trainer = _torch_trainer(config, settings, board, validation, output, callbacks)
+        try:
+            result = trainer.fit()
+        except ray.train.WorkerGroupError as error:
+            cause = user_error(error)
+            if cause is None:
+                raise
+            raise cause from error
+    model = output.child(MODEL_DIR)
+    with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
+        local_model = Path(staging) / MODEL_DIR
+        with result.checkpoint.as_directory() as checkpoint_dir:
+            shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
+        model.replace_with(local_model)
+        metrics = _final_metrics(result.metrics or {})
+        finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
+    return TrainOutcome(model.uri, tracking_uri, run_id, metrics)
+
+
+def _torch_trainer(
+    config: TrainJobConfig,
+    settings: LoopSettings,
+    board: Any,
+    validation: pa.Table,
+    output: Storage,
+    callbacks: Sequence[Any],
+):
+    """The Ray Train job: ``num_workers`` ranks running ``train_loop_per_worker``, checkpoints under
+    ``output_dir/ray``, the validation units as a Ray Dataset every rank reads whole."""
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": config.model_dump(mode="json"), "settings": asdict(settings)},
+        train_loop_config={
+            "job": config.model_dump(mode="json"),
+            "settings": asdict(settings),
+            "board": board,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.run.num_workers,
             use_gpu=config.run.use_gpu,
@@ -184,27 +226,6 @@ def run_training(
         datasets={"validation": ray.data.from_arrow(validation)},
         dataset_config=_data_config(),
     )
-    print(
-        f"[gazerm] training {config.name}: {train_units} train units, {total_steps} steps on "
-        f"{config.run.num_workers} workers (ZeRO-{config.run.zero_stage})",
-        flush=True,
-    )
-    try:
-        result = trainer.fit()
-    except ray.train.WorkerGroupError as error:
-        cause = user_error(error)
-        if cause is None:
-            raise
-        raise cause from error
-    model = output.child(MODEL_DIR)
-    with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
-        local_model = Path(staging) / MODEL_DIR
-        with result.checkpoint.as_directory() as checkpoint_dir:
-            shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
-        model.replace_with(local_model)
-        metrics = _final_metrics(result.metrics or {})
-        finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
-    return TrainOutcome(model.uri, tracking_uri, run_id, metrics)
 
 
 def _validation_units(paths: list[str], kind: str, num_outputs: int) -> pa.Table:

@@ -1,6 +1,7 @@
 """The Ray Train worker loop: DeepSpeed ZeRO-2/3 over a reward model, fed units in a seeded order.
 
-Every rank runs this function. Rank 0 also streams metrics to MLflow and logs progress.
+Every rank runs this function. Rank 0 also streams metrics to MLflow and posts progress to the driver
+(``train.progress``).
 Checkpoints hold the DeepSpeed state (all ranks' ZeRO partitions) and a ``trainer_state.json``;
 the last one also holds the exported reward model under ``model/``. Each rank reads its own share
 of the train split (``train.order``: the same sequence of units for the same seed, so a resumed run
@@ -10,10 +11,8 @@ continues exactly where it stopped); the validation split comes whole to every r
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,8 +42,7 @@ from gazerm.train.kinds import LossKind, loss_kind
 from gazerm.train.metric_names import overall_metrics
 from gazerm.train.metrics import EvalTotals, StepAverage
 from gazerm.train.order import EpochPlan, RankStream
-
-log = logging.getLogger("gazerm.train")
+from gazerm.train.progress import Event, eval_event, note_event, step_event
 
 STATE_FILE = "trainer_state.json"
 DEEPSPEED_DIR = "deepspeed"
@@ -92,31 +90,20 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainJobConfig, to
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``loop_config`` = {"job": TrainJobConfig as dict, "settings": LoopSettings}."""
+    """Ray Train entry point; ``loop_config`` = {"job": TrainJobConfig as dict, "settings": LoopSettings,
+    "board": the driver's ``ProgressBoard``}."""
     config = TrainJobConfig.model_validate(loop_config["job"])
     settings = LoopSettings(**loop_config["settings"])
     # Must be set before DeepSpeed is imported: it picks its accelerator once, at import.
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.run.use_gpu else "cpu")
-    _show_progress()
-    Trainer(config, settings).run()
-
-
-def _show_progress() -> None:
-    """Progress lines on the worker's stdout (Ray forwards it to the driver and the job log); a Ray
-    worker process has no logging configured of its own."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("[gazerm] %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    Trainer(config, settings, loop_config["board"]).run()
 
 
 class Trainer:
     """One rank's training run, set up like a torchtune recipe (``_setup_*``), then: restore, train,
     evaluate, save."""
 
-    def __init__(self, config: TrainJobConfig, settings: LoopSettings) -> None:
+    def __init__(self, config: TrainJobConfig, settings: LoopSettings, board: Any) -> None:
         quiet_ray_data()
         self.config = config
         self.settings = settings
@@ -132,6 +119,7 @@ class Trainer:
         self._tokens = 0  # text tokens this rank trained on since the last logged step (tokens/s)
         self._validation: list[MicroBatch] | None = None
         self.metrics_logger = None
+        self.board = board if self.rank == 0 else None  # rank 0 speaks for the run
         if self.rank == 0:
             self.metrics_logger = MetricLogger(settings.tracking_uri, settings.run_id)
 
@@ -199,7 +187,7 @@ class Trainer:
             self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
             saved = json.loads((Path(directory) / STATE_FILE).read_text())
             self.state = TrainerState(**{**saved, "layout": self.state.layout})  # the driver compared them
-        self._progress(f"resumed at step {self.state.step} (epoch {self.state.epoch})")
+        self._post(note_event(f"resumed at step {self.state.step} (epoch {self.state.epoch})"))
 
     # -- train -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -256,12 +244,8 @@ class Trainer:
         }
         self._tokens, self._last_logged = 0, now
         self.metrics_logger.log(metrics, self.state.step)
-        if self.state.step % 10 == 0 or self.state.step == 1:
-            rate = (self.state.step - started[1]) / elapsed
-            self._progress(
-                f"step {self.state.step}/{self.settings.total_steps} loss {metrics['train/loss']:.4f} "
-                f"({rate:.2f} steps/s, {metrics['train/tokens_per_s']:.0f} tokens/s)"
-            )
+        rate = (self.state.step - started[1]) / elapsed
+        self._post(step_event(self.state.step, metrics["train/loss"], metrics["train/tokens_per_s"], rate))
 
     def _forward(self, inputs: ModelInputs) -> RewardOutput:
         """The engine's forward, with every input on the engine's device first (collate output is on the
@@ -312,8 +296,7 @@ class Trainer:
             self.metrics_logger.log(
                 {k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step
             )
-            shown = {k: round(v, 4) for k, v in overall_metrics(metrics).items()}
-            self._progress(f"eval at step {self.state.step}: {shown}")
+            self._post(eval_event(self.state.step, overall_metrics(metrics)))
         self._report(metrics, final)
 
     def _report(self, metrics: dict[str, float], final: bool) -> None:
@@ -338,6 +321,7 @@ class Trainer:
                 self.engine.module, self.tokenizer, self.config.model, inputs, directory, state_dict
             )
 
-    def _progress(self, message: str) -> None:
-        if self.rank == 0:
-            log.info(message)
+    def _post(self, event: Event) -> None:
+        """Show ``event`` on the driver's console, without waiting for it."""
+        if self.board is not None:
+            self.board.post.remote(event)

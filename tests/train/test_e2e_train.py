@@ -7,12 +7,14 @@ small synthetic readability set prepared once for the session (``dataset_dir``, 
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
 from gazerm.data.synthetic import write_readability_lists
@@ -125,17 +127,20 @@ def test_listwise_loss_on_ranked_lists(tmp_path: Path, ray_local):
     assert 0.5 < outcome.metrics["val/accuracy"] <= 1.0  # over 6 ordered pairs per list; chance is 0.5
 
 
-def test_quickstart_command_learns_the_synthetic_rule(tmp_path: Path, monkeypatch, ray_local):
-    """The README's main job through the CLI, smaller: the known rule (readable text wins) is learnt."""
-    from gazerm.cli import app
-
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(
-        app,
-        ["train", "--set", "data.synthetic_rows=400", "--set", "data.prepare.gaze.backend=local"],
-    )
-    assert result.exit_code == 0, result.output
-    assert "model:" in result.output and "mlflow run:" in result.output
+def test_quickstart_command_learns_the_synthetic_rule_and_keeps_its_console_short(tmp_path: Path, ray_local):
+    """The README's main job as a user runs it (a process of its own, joining the session's Ray as
+    ``ray job submit`` would), smaller: the known rule (readable text wins) is learnt, and the console
+    shows gazerm's progress and where the results are, not the workers' and libraries' logs."""
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    command = [sys.executable, "-m", "gazerm", "train", "--set", "data.synthetic_rows=400"]
+    command += ["--set", "data.prepare.gaze.backend=local"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    console = (result.stdout + result.stderr).splitlines()
+    assert result.returncode == 0, "\n".join(console[-60:])
+    assert len(console) <= 40, "\n".join(console)
+    assert any(line.startswith("[gazerm] eval at step") for line in console)
+    last = result.stdout.splitlines()[-3:]
+    assert last[0].startswith("model:") and last[1].startswith("mlflow run:")
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     runs = client.search_runs(experiment_ids=[client.get_experiment_by_name("gazerm").experiment_id])
     assert len(runs) == 1

@@ -82,7 +82,7 @@ def bare_trainer(config: TrainJobConfig, engine: FakeEngine, total_steps: int = 
     trainer.rank, trainer.world_size = 0, 2
     trainer.engine, trainer.device = engine, engine.device
     trainer.state, trainer.accumulated, trainer._tokens = TrainerState(), StepAverage(), 0
-    trainer.metrics_logger = None
+    trainer.metrics_logger, trainer.board = None, None
     trainer._validation = []  # collated already: no Ray Data shard here
     return trainer
 
