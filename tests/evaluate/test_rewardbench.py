@@ -96,9 +96,7 @@ def _expected_accuracies(model_dir, rows: list[dict], weights=None) -> dict[str,
         if rewards.ndim == 2:
             rewards = rewards @ (np.full(2, 0.5) if weights is None else np.asarray(weights))
         chosen, rejected = rewards
-        wins.setdefault(row["subset"], []).append(
-            1.0 if chosen > rejected else 0.0
-        )
+        wins.setdefault(row["subset"], []).append(1.0 if chosen > rejected else 0.0)
     return {subset: float(np.mean(values)) for subset, values in wins.items()}
 
 
