@@ -1,7 +1,8 @@
 """Static checks of the Kubernetes manifests in k8s/: every document validates against the schema
 of its apiVersion + kind (vendored in tests/k8s/schemas/, see the README there) and follows
 gazerm's deployment rules (secrets by reference only, non-root containers with resource limits,
-GPU workers with GPUs and a memory-backed /dev/shm). Negative tests make sure broken manifests
+GPU workers with GPUs and a memory-backed /dev/shm, Ray token authentication on every Ray cluster,
+NetworkPolicies that admit only peers of the namespace). Negative tests make sure broken manifests
 are caught. Nothing here talks to a cluster or starts Ray.
 """
 
@@ -33,6 +34,7 @@ SCHEMA_FILES = {
     ("ray.io/v1", "RayCluster"): "raycluster-ray-v1.json",
     ("ray.io/v1", "RayJob"): "rayjob-ray-v1.json",
     ("ray.io/v1", "RayService"): "rayservice-ray-v1.json",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicy-networking-v1.json",
 }
 # Where each Ray kind keeps its cluster spec.
 CLUSTER_SPEC = {"RayCluster": None, "RayJob": "rayClusterSpec", "RayService": "rayClusterConfig"}
@@ -40,6 +42,19 @@ CLUSTER_SPEC = {"RayCluster": None, "RayJob": "rayClusterSpec", "RayService": "r
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|KEY|CREDENTIALS?)(_|$)")
 # Literal credentials of the kinds gazerm deals with, wherever they would appear.
 SECRET_VALUE = re.compile(r"hf_[A-Za-z0-9]{30,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|-----BEGIN")
+
+# Ray token authentication (Ray >= 2.52, KubeRay >= 1.6 for authOptions): the Secret holding the
+# cluster token and its data key, the key KubeRay's authOptions.secretName requires.
+RAY_TOKEN_SECRET = {"name": "gazerm-ray-token", "key": "auth_token"}
+RAY_AUTH_MIN_VERSION = (2, 52, 0)
+# The one peer from outside the namespace the NetworkPolicies may admit: the KubeRay operator (its
+# Helm chart in kuberay-system), on the head ports it polls (dashboard: RayJob status, Serve
+# deploys; Serve proxy: /-/healthz).
+KUBERAY_OPERATOR_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+}
+KUBERAY_OPERATOR_PORTS = {8265, 8000}
 
 Doc = dict[str, Any]
 
@@ -206,6 +221,68 @@ def serve_config_problems(serve_config: str) -> list[str]:
     ]
 
 
+def ray_auth_problems(doc: Doc) -> list[str]:
+    """Ray token authentication on a RayCluster, RayJob or RayService: authOptions with the token
+    Secret, and on every Ray container and the RayJob's submitter RAY_AUTH_MODE=token and
+    RAY_AUTH_TOKEN from that Secret (the operator would add both; the manifests spell them out)."""
+    cluster = ray_cluster(doc)
+    if cluster is None:
+        return []
+    found = []
+    auth = cluster.get("authOptions", {})
+    if auth.get("mode") != "token":
+        found.append("authOptions.mode must be token (Ray token authentication)")
+    if auth.get("secretName") != RAY_TOKEN_SECRET["name"]:
+        found.append(f"authOptions.secretName must be {RAY_TOKEN_SECRET['name']}")
+    version = tuple(int(part) for part in re.findall(r"\d+", str(cluster.get("rayVersion", "")))[:3])
+    if version < RAY_AUTH_MIN_VERSION:
+        found.append("rayVersion must be >= 2.52.0 for token authentication")
+    for where, pod, runs_ray in pod_specs(doc):
+        if not runs_ray and where != "submitter":
+            continue
+        for container in pod.get("containers", []):
+            # A variable set twice: the last one wins, as in Kubernetes.
+            env = {var["name"]: var for var in container.get("env", [])}
+            here = f"{where} container {container.get('name')}"
+            if env.get("RAY_AUTH_MODE", {}).get("value") != "token":
+                found.append(f"{here}: RAY_AUTH_MODE must be token")
+            token = env.get("RAY_AUTH_TOKEN", {})
+            if "value" in token or token.get("valueFrom", {}).get("secretKeyRef") != RAY_TOKEN_SECRET:
+                found.append(f"{here}: RAY_AUTH_TOKEN must come from Secret {RAY_TOKEN_SECRET['name']}")
+    return found
+
+
+def peer_problems(where: str, peer: Doc, ports: set[Any] | None) -> list[str]:
+    """A NetworkPolicy peer must be pods of the namespace, or the KubeRay operator on its ports."""
+    if "ipBlock" in peer:
+        return [f"{where}: ipBlock {peer['ipBlock'].get('cidr')} admits addresses, not pods of the namespace"]
+    if "namespaceSelector" not in peer:
+        return []  # a podSelector alone selects pods of the policy's own namespace
+    if peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}:
+        return []
+    if peer == KUBERAY_OPERATOR_PEER:
+        if ports is None or not ports <= KUBERAY_OPERATOR_PORTS:
+            return [f"{where}: the KubeRay operator may reach ports {sorted(KUBERAY_OPERATOR_PORTS)} only"]
+        return []
+    return [f"{where}: namespaceSelector {peer['namespaceSelector']} admits pods of other namespaces"]
+
+
+def network_policy_problems(doc: Doc) -> list[str]:
+    spec = doc.get("spec", {})
+    found = []
+    if "Ingress" not in spec.get("policyTypes", []):
+        found.append("policyTypes must include Ingress")
+    for index, rule in enumerate(spec.get("ingress", [])):
+        where = f"ingress[{index}]"
+        if not rule.get("from"):
+            found.append(f"{where}: no `from`: admits every source")
+            continue
+        ports = {port.get("port") for port in rule["ports"]} if rule.get("ports") else None
+        for peer in rule["from"]:
+            found += peer_problems(where, peer, ports)
+    return found
+
+
 def problems(doc: Doc) -> list[str]:
     """Everything wrong with a manifest document: schema errors, then gazerm's rules."""
     found = schema_errors(doc)
@@ -225,6 +302,9 @@ def problems(doc: Doc) -> list[str]:
     cluster = ray_cluster(doc)
     if cluster:
         found += worker_group_problems(cluster)
+        found += ray_auth_problems(doc)
+    if doc["kind"] == "NetworkPolicy":
+        found += network_policy_problems(doc)
     if doc["kind"] == "RayJob":
         found += runtime_env_problems(
             "runtimeEnvYAML", yaml.safe_load(doc["spec"].get("runtimeEnvYAML") or "{}")
@@ -244,6 +324,7 @@ def test_k8s_folder_has_manifests() -> None:
         "StatefulSet",
         "Service",
         "Namespace",
+        "NetworkPolicy",
     } <= kinds
 
 
@@ -288,6 +369,9 @@ def test_rayjob_entrypoint_matches_the_deployment() -> None:
     assert spec["shutdownAfterJobFinishes"] is True
     assert spec["ttlSecondsAfterFinished"] > 0
     assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"]
+    # A lost driver fails the job; KubeRay retries it, and the retry resumes from output_dir's
+    # latest checkpoint (the entrypoint has neither --fresh nor a per-attempt output_dir).
+    assert spec["backoffLimit"] > 0 and "--fresh" not in argv
 
 
 def test_claims_and_secrets_are_provided() -> None:
@@ -305,6 +389,11 @@ def test_claims_and_secrets_are_provided() -> None:
                     if ref:
                         assert f"secret generic {ref['name']}" in readme, ref["name"]
                         assert f"--from-literal={ref['key']}=" in readme, (ref["name"], ref["key"])
+        cluster = ray_cluster(doc)
+        if cluster and "secretName" in cluster.get("authOptions", {}):
+            # KubeRay reads the token from the Secret's data key auth_token.
+            assert f"secret generic {cluster['authOptions']['secretName']}" in readme
+            assert "--from-literal=auth_token=" in readme
 
 
 def test_rayservice_serves_the_trained_model_with_a_token() -> None:
@@ -353,6 +442,181 @@ def test_mlflow_server_takes_the_db_password_from_the_environment() -> None:
     assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "gazerm-postgres"
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
+
+
+RAY_KINDS = [(kind, doc) for _, doc in DOCUMENTS if (kind := doc["kind"]) in CLUSTER_SPEC]
+
+
+@pytest.mark.parametrize(("kind", "doc"), RAY_KINDS, ids=[kind for kind, _ in RAY_KINDS])
+def test_ray_clusters_use_token_authentication(kind: str, doc: Doc) -> None:
+    """KubeRay's authOptions with the gazerm-ray-token Secret, and on every Ray container and the
+    RayJob's submitter (which runs `ray job submit`) RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from
+    that Secret, never a literal."""
+    cluster = ray_cluster(doc)
+    assert cluster["authOptions"] == {"mode": "token", "secretName": RAY_TOKEN_SECRET["name"]}
+    checked = []
+    for where, pod, runs_ray in pod_specs(doc):
+        if not runs_ray and where != "submitter":
+            continue
+        for container in pod["containers"]:
+            env = {var["name"]: var for var in container["env"]}
+            assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}, where
+            assert env["RAY_AUTH_TOKEN"] == {
+                "name": "RAY_AUTH_TOKEN",
+                "valueFrom": {"secretKeyRef": RAY_TOKEN_SECRET},
+            }, where
+            checked.append(where)
+    expected = {"head", *(f"worker group {g['groupName']}" for g in cluster["workerGroupSpecs"])}
+    if kind == "RayJob":
+        expected.add("submitter")
+    assert set(checked) == expected
+    readme = (K8S / "README.md").read_text()
+    assert f"secret generic {RAY_TOKEN_SECRET['name']}" in readme
+    assert '--from-literal=auth_token="$(openssl rand -hex 32)"' in readme
+    assert "export RAY_AUTH_MODE=token" in readme and "export RAY_AUTH_TOKEN=" in readme  # for clients
+
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions) matches the labels."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        matched = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": key not in labels or labels[key] not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[operator]
+        if not matched:
+            return False
+    return True
+
+
+Pod = tuple[dict[str, str], dict[str, str]]  # (namespace labels, pod labels)
+
+
+def namespace_labels(name: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": name}  # set by Kubernetes on every namespace
+
+
+def admitted(policies: list[Doc], source: Pod, target: Pod, port: int) -> bool:
+    """NetworkPolicy semantics for TCP ingress: a pod no policy selects accepts everything; a
+    selected one what some rule of a policy selecting it admits (an ipBlock counts as anyone)."""
+    (target_namespace, target_labels), (source_namespace, source_labels) = target, source
+    selecting = [
+        policy
+        for policy in policies
+        if namespace_labels(policy["metadata"]["namespace"]) == target_namespace
+        and selects(policy["spec"]["podSelector"], target_labels)
+        and "Ingress" in policy["spec"].get("policyTypes", ["Ingress"])
+    ]
+
+    def peer_matches(policy: Doc, peer: Doc) -> bool:
+        if "ipBlock" in peer:
+            return True
+        if "namespaceSelector" in peer:
+            in_namespace = selects(peer["namespaceSelector"], source_namespace)
+        else:
+            in_namespace = source_namespace == namespace_labels(policy["metadata"]["namespace"])
+        return in_namespace and selects(peer.get("podSelector", {}), source_labels)
+
+    return not selecting or any(
+        (not rule.get("ports") or any(entry.get("port") == port for entry in rule["ports"]))
+        and (not rule.get("from") or any(peer_matches(policy, peer) for peer in rule["from"]))
+        for policy in selecting
+        for rule in policy["spec"].get("ingress", [])
+    )
+
+
+def kuberay_pods(doc: Doc) -> Iterator[tuple[str, dict[str, str], Doc]]:
+    """(where, labels, pod spec) of the Ray pods KubeRay creates for a RayCluster/RayJob/RayService:
+    the template's labels plus those the operator sets (ray-operator/controllers/ray/common/pod.go,
+    labelPod; ray.io/cluster is the generated cluster name for a RayJob or RayService)."""
+    cluster = ray_cluster(doc)
+    groups = [("head", "head", cluster["headGroupSpec"])]
+    groups += [(f"worker group {g['groupName']}", "worker", g) for g in cluster["workerGroupSpecs"]]
+    for where, node_type, group in groups:
+        labels = {
+            "ray.io/is-ray-node": "yes",
+            "ray.io/node-type": node_type,
+            "app.kubernetes.io/created-by": "kuberay-operator",
+            **group["template"].get("metadata", {}).get("labels", {}),
+            "ray.io/cluster": f"{doc['metadata']['name']}-x7k2p",
+        }
+        yield f"{doc['kind']} {where}", labels, group["template"]["spec"]
+
+
+def test_network_policies_admit_only_namespace_peers() -> None:
+    """No ipBlock; every `from` peer is a pod of the namespace, or the KubeRay operator on the
+    ports it polls; no rule without `from` (which would admit everyone)."""
+    policies = [doc for _, doc in DOCUMENTS if doc["kind"] == "NetworkPolicy"]
+    assert policies
+    for policy in policies:
+        assert policy["metadata"]["namespace"] == NAMESPACE
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        for rule in policy["spec"].get("ingress", []):
+            assert rule["from"], policy["metadata"]["name"]
+            for peer in rule["from"]:
+                assert "ipBlock" not in peer, policy["metadata"]["name"]
+                if "namespaceSelector" in peer:
+                    assert peer == KUBERAY_OPERATOR_PEER, policy["metadata"]["name"]
+                    assert {entry["port"] for entry in rule["ports"]} <= KUBERAY_OPERATOR_PORTS
+                else:
+                    assert set(peer) == {"podSelector"}, policy["metadata"]["name"]
+        assert network_policy_problems(policy) == []
+    # A default deny covers every pod of the namespace, including ones the manifests do not create.
+    assert any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") for p in policies)
+
+
+def test_network_policies_isolate_the_namespace() -> None:
+    """Who reaches what, evaluated on the pods the manifests create: Ray pods reach each other on
+    any port; other pods of the namespace reach the head's client ports, Serve and MLflow; only
+    MLflow reaches PostgreSQL; nothing from another namespace gets in but the KubeRay operator."""
+    policies = [doc for _, doc in DOCUMENTS if doc["kind"] == "NetworkPolicy"]
+    here = namespace_labels(NAMESPACE)
+    elsewhere = namespace_labels("default")
+    operator = (namespace_labels("kuberay-system"), KUBERAY_OPERATOR_PEER["podSelector"]["matchLabels"])
+    ray_pods = [pod for _, doc in RAY_KINDS for pod in kuberay_pods(doc)]
+    assert {where for where, _, _ in ray_pods} >= {"RayCluster head", "RayJob head", "RayService head"}
+    # Ports Ray listens on besides the declared ones: dashboard agent, metrics, a worker port, a
+    # node manager port picked at start.
+    ray_ports = {52365, 8080, 10002, 38153}
+    for where, labels, pod in ray_pods:
+        target = (here, labels)
+        declared = {port["containerPort"] for c in pod["containers"] for port in c.get("ports", [])}
+        assert declared <= {6379, 8265, 10001, 8000}, where
+        for port in declared | ray_ports | {6379, 8265, 10001, 8000}:
+            for _, peer_labels, _ in ray_pods:  # every Ray pod of the namespace, any port
+                assert admitted(policies, (here, peer_labels), target, port), (where, port)
+            # Ray's labels do not help a pod of another namespace, nor does the operator's namespace.
+            for source in [(elsewhere, {}), (elsewhere, labels), (elsewhere, operator[1]), (operator[0], {})]:
+                assert not admitted(policies, source, target, port), (where, port, source)
+            assert admitted(policies, operator, target, port) == (port in KUBERAY_OPERATOR_PORTS), (
+                where,
+                port,
+            )
+        if where.endswith("head"):
+            for port in declared:  # the client ports, for the submitter pod and the like
+                assert admitted(policies, (here, {}), target, port), (where, port)
+        for port in ray_ports:  # Ray internals: not for pods that are not Ray nodes
+            assert not admitted(policies, (here, {}), target, port), (where, port)
+
+    mlflow = (here, find("Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"])
+    postgres = (here, find("StatefulSet", "postgres")["spec"]["template"]["metadata"]["labels"])
+    mlflow_port = find("Service", "mlflow")["spec"]["ports"][0]["port"]
+    postgres_port = find("Service", "postgres")["spec"]["ports"][0]["port"]
+    for _, labels, _ in ray_pods:  # the training jobs log to MLflow, never to its database
+        assert admitted(policies, (here, labels), mlflow, mlflow_port)
+        assert not admitted(policies, (here, labels), postgres, postgres_port)
+    assert admitted(policies, (here, {}), mlflow, mlflow_port)
+    assert admitted(policies, mlflow, postgres, postgres_port)
+    assert not admitted(policies, (here, {}), postgres, postgres_port)
+    for source in [(elsewhere, {}), (elsewhere, mlflow[1]), operator]:
+        assert not admitted(policies, source, mlflow, mlflow_port)
+        assert not admitted(policies, source, postgres, postgres_port)
+    # Any other pod of the namespace (the RayJob's submitter, a debug pod) accepts nothing.
+    assert not admitted(policies, (here, {}), (here, {"app": "debug"}), 8080)
 
 
 # Negative tests: each mutation breaks one rule and must be reported.
@@ -451,6 +715,84 @@ def token_in_serve_runtime_env(doc: Doc) -> None:
     doc["spec"]["serveConfigV2"] = yaml.safe_dump(config)
 
 
+def ray_env(pod: Doc, drop: str) -> None:
+    for container in pod["containers"]:  # a new list: the containers share one env through a YAML anchor
+        container["env"] = [var for var in container["env"] if var["name"] != drop]
+
+
+def no_ray_token_on_worker(doc: Doc) -> None:
+    ray_env(doc["spec"]["workerGroupSpecs"][0]["template"]["spec"], "RAY_AUTH_TOKEN")
+
+
+def no_auth_options(doc: Doc) -> None:
+    del doc["spec"]["authOptions"]
+
+
+def auth_mode_misspelt(doc: Doc) -> None:
+    doc["spec"]["authOptions"]["mode"] = "Token"
+
+
+def ray_too_old_for_token_auth(doc: Doc) -> None:
+    doc["spec"]["rayVersion"] = "2.51.0"
+
+
+def no_ray_auth_mode_on_submitter(doc: Doc) -> None:
+    ray_env(doc["spec"]["submitterPodTemplate"]["spec"], "RAY_AUTH_MODE")
+
+
+def literal_ray_token_on_submitter(doc: Doc) -> None:
+    env = doc["spec"]["submitterPodTemplate"]["spec"]["containers"][0]["env"]
+    env[:] = [var for var in env if var["name"] != "RAY_AUTH_TOKEN"]
+    env.append({"name": "RAY_AUTH_TOKEN", "value": "not-a-real-token"})
+
+
+def token_auth_disabled_on_head(doc: Doc) -> None:
+    pod = doc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    for container in pod["containers"]:
+        container["env"] = [*container["env"], {"name": "RAY_AUTH_MODE", "value": "disabled"}]
+
+
+def auth_options_disabled(doc: Doc) -> None:
+    doc["spec"]["rayClusterConfig"]["authOptions"]["mode"] = "disabled"
+
+
+def ray_token_secret_optional(doc: Doc) -> None:
+    pod = doc["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    for container in pod["containers"]:
+        container["env"] = copy.deepcopy(container["env"])
+        for var in container["env"]:
+            if var["name"] == "RAY_AUTH_TOKEN":
+                var["valueFrom"]["secretKeyRef"]["optional"] = True
+
+
+def ingress_from_anywhere(doc: Doc) -> None:
+    doc["spec"]["ingress"][1]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}})
+
+
+def ingress_from_every_namespace(doc: Doc) -> None:
+    doc["spec"]["ingress"][0]["from"] = [{"namespaceSelector": {}}]
+
+
+def ingress_rule_without_from(doc: Doc) -> None:
+    del doc["spec"]["ingress"][0]["from"]
+
+
+def operator_on_every_port(doc: Doc) -> None:
+    del doc["spec"]["ingress"][2]["ports"]
+
+
+def operator_namespace_without_pod_selector(doc: Doc) -> None:
+    del doc["spec"]["ingress"][2]["from"][0]["podSelector"]
+
+
+def egress_only_policy(doc: Doc) -> None:
+    doc["spec"]["policyTypes"] = ["Egress"]
+
+
+def typo_in_network_policy(doc: Doc) -> None:
+    doc["spec"]["ingress"][0]["form"] = doc["spec"]["ingress"][0].pop("from")
+
+
 MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
     ("RayCluster", "gazerm", typo_in_raycluster_spec, "Additional properties"),
     ("RayCluster", "gazerm", replicas_as_string, "is not of type 'integer'"),
@@ -478,6 +820,37 @@ MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
     ),
     ("RayService", "gazerm-rm", token_in_serve_runtime_env, "env_vars.GAZERM_SERVE_TOKEN is a credential"),
     ("RayService", "gazerm-rm", no_gpu_limit_in_rayservice, "no nvidia.com/gpu limit"),
+    ("RayCluster", "gazerm", no_ray_token_on_worker, "RAY_AUTH_TOKEN must come from Secret gazerm-ray-token"),
+    ("RayCluster", "gazerm", no_auth_options, "authOptions.mode must be token"),
+    ("RayCluster", "gazerm", auth_mode_misspelt, "is not one of"),
+    ("RayCluster", "gazerm", ray_too_old_for_token_auth, "rayVersion must be >= 2.52.0"),
+    (
+        "RayJob",
+        "helpsteer2-mistral7b-gazeconcat",
+        no_ray_auth_mode_on_submitter,
+        "submitter container ray-job-submitter: RAY_AUTH_MODE must be token",
+    ),
+    (
+        "RayJob",
+        "helpsteer2-mistral7b-gazeconcat",
+        literal_ray_token_on_submitter,
+        "RAY_AUTH_TOKEN must come from valueFrom.secretKeyRef",
+    ),
+    (
+        "RayService",
+        "gazerm-rm",
+        token_auth_disabled_on_head,
+        "head container ray-head: RAY_AUTH_MODE must be token",
+    ),
+    ("RayService", "gazerm-rm", auth_options_disabled, "authOptions.mode must be token"),
+    ("RayService", "gazerm-rm", ray_token_secret_optional, "RAY_AUTH_TOKEN must come from Secret"),
+    ("NetworkPolicy", "ray", ingress_from_anywhere, "ipBlock 0.0.0.0/0"),
+    ("NetworkPolicy", "ray", ingress_from_every_namespace, "admits pods of other namespaces"),
+    ("NetworkPolicy", "ray", ingress_rule_without_from, "admits every source"),
+    ("NetworkPolicy", "ray", operator_on_every_port, "the KubeRay operator may reach ports"),
+    ("NetworkPolicy", "ray", operator_namespace_without_pod_selector, "admits pods of other namespaces"),
+    ("NetworkPolicy", "mlflow", egress_only_policy, "policyTypes must include Ingress"),
+    ("NetworkPolicy", "mlflow", typo_in_network_policy, "Additional properties"),
 ]
 
 

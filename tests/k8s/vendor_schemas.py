@@ -20,6 +20,7 @@ KINDS = [
     "service-v1",
     "deployment-apps-v1",
     "statefulset-apps-v1",
+    "networkpolicy-networking-v1",
 ]
 DEFS_PREFIX = "#/$defs/"
 SCHEMAS = Path(__file__).parent / "schemas"
