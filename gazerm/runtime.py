@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import warnings
 
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local head node
 VERBOSE_ENV = "GAZERM_VERBOSE"  # "1": show the workers' and the libraries' own output (``gazerm -v``)
 
 # Logical CPUs a local Ray keeps beyond the training workers' (and a search keeps out of its trials'):
@@ -77,4 +79,22 @@ def init_ray(reserved_cpus: float = 0) -> None:
         ray.init(**quiet)
     else:
         num_cpus = max(os.cpu_count() or 1, math.ceil(reserved_cpus) + DATA_CPUS)
-        ray.init(num_cpus=num_cpus, **quiet)
+        _start_local(num_cpus, quiet)
+
+
+def _start_local(num_cpus: int, options: dict[str, object]) -> None:
+    """A local Ray whose processes are told its address. With two jobs' local instances on one host,
+    Ray's own helpers that look "the" cluster up from inside (Ray Train's placement-group cleaner) would
+    find both and fail; so the GCS port is chosen here and passed to every process as ``RAY_ADDRESS``."""
+    import ray
+    from ray._private.services import get_node_ip_address
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    address = f"{get_node_ip_address()}:{port}"
+    os.environ[GCS_PORT_ENV] = str(port)
+    try:
+        ray.init(num_cpus=num_cpus, runtime_env={"env_vars": {"RAY_ADDRESS": address}}, **options)
+    finally:
+        del os.environ[GCS_PORT_ENV]

@@ -49,6 +49,11 @@ class Storage:
     def exists(self) -> bool:
         return self.filesystem.get_file_info(self.path).type != pafs.FileType.NotFound
 
+    def size(self) -> int | None:
+        """The file's size in bytes; None if there is no file here."""
+        info = self.filesystem.get_file_info(self.path)
+        return info.size if info.type == pafs.FileType.File else None
+
     def read_text(self) -> str:
         with self.filesystem.open_input_stream(self.path) as stream:
             return stream.read().decode("utf-8")

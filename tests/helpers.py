@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +20,7 @@ from gazerm.data.shards import Manifest
 from gazerm.data.synthetic import write_readability_preferences
 from gazerm.model.inputs import InputSpec
 
+ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = "smollm2-135m-instruct"
 # How the tests' saved models build inputs: with the reading model's gaze, or text only.
 READING_MODEL_INPUTS = InputSpec({"predictor": "reading_model"}, max_length=128)
@@ -45,3 +53,44 @@ def prepare_readability(
         gaze=GazeSpec(predictor="reading_model", backend="local"),
     )
     return prepare(config)
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    address: str  # the dashboard / job API
+    env: dict[str, str]  # for Ray clients (token authentication on)
+    state_dir: Path  # cluster/start-local-cluster.sh's: its ``pids`` file lists each node's process group
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def start_local_cluster(workers: int, worker_cpus: int, head_cpus: int) -> Iterator[LocalCluster]:
+    """A multi-node Ray cluster on this machine (cluster/start-local-cluster.sh: a head and ``workers``
+    worker nodes, free ports, token authentication), stopped and removed whatever happens."""
+    # Ray's Unix sockets live under the state dir, and their paths must stay under 107 bytes:
+    # pytest's tmp_path is too deep, a short /tmp directory is not.
+    state_dir = tempfile.mkdtemp(prefix="gzc-", dir="/tmp")
+    dashboard_port = _free_port()
+    env = {
+        **os.environ,
+        "GAZERM_CLUSTER_DIR": state_dir,
+        "GAZERM_CLUSTER_GCS_PORT": str(_free_port()),
+        "GAZERM_CLUSTER_DASHBOARD_PORT": str(dashboard_port),
+        "GAZERM_CLUSTER_PORT_BASE": "43000",
+        "RAY_AUTH_MODE": "token",
+    }
+    start = [str(ROOT / "cluster" / "start-local-cluster.sh")]
+    start += ["-n", str(workers), "-c", str(worker_cpus), "-H", str(head_cpus)]
+    try:
+        started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield LocalCluster(f"http://127.0.0.1:{dashboard_port}", env, Path(state_dir))
+    finally:
+        stop = [str(ROOT / "cluster" / "stop-local-cluster.sh"), "-t", "10", "-k"]
+        subprocess.run(stop, env=env, capture_output=True, timeout=120, check=False)
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -8,56 +8,26 @@ and a finished MLflow run. The cluster is stopped and its state removed whatever
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import ROOT, LocalCluster, start_local_cluster
+
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
-def local_cluster() -> Iterator[tuple[str, dict[str, str]]]:
-    """(dashboard address, environment for Ray clients) of a freshly started 2-node cluster."""
-    # Ray's Unix sockets live under the state dir, and their paths must stay under 107 bytes:
-    # pytest's tmp_path is too deep, a short /tmp directory is not.
-    state_dir = tempfile.mkdtemp(prefix="gzc-", dir="/tmp")
-    dashboard_port = _free_port()
-    env = {
-        **os.environ,
-        "GAZERM_CLUSTER_DIR": state_dir,
-        "GAZERM_CLUSTER_GCS_PORT": str(_free_port()),
-        "GAZERM_CLUSTER_DASHBOARD_PORT": str(dashboard_port),
-        "GAZERM_CLUSTER_PORT_BASE": "43000",
-        "RAY_AUTH_MODE": "token",
-    }
-    start = [str(ROOT / "cluster" / "start-local-cluster.sh"), "-n", "1", "-c", "3", "-H", "1"]
-    try:
-        started = subprocess.run(start, env=env, capture_output=True, text=True, timeout=400, check=False)
-        assert started.returncode == 0, started.stdout + started.stderr
-        yield f"http://127.0.0.1:{dashboard_port}", env
-    finally:
-        stop = [str(ROOT / "cluster" / "stop-local-cluster.sh"), "-t", "10", "-k"]
-        subprocess.run(stop, env=env, capture_output=True, timeout=120, check=False)
-        shutil.rmtree(state_dir, ignore_errors=True)
+def local_cluster() -> Iterator[LocalCluster]:
+    with start_local_cluster(workers=1, worker_cpus=3, head_cpus=1) as cluster:
+        yield cluster
 
 
-def test_training_job_submitted_to_a_local_cluster_succeeds(local_cluster, tmp_path: Path):
-    address, env = local_cluster
+def test_training_job_submitted_to_a_local_cluster_succeeds(local_cluster: LocalCluster, tmp_path: Path):
+    address, env = local_cluster.address, local_cluster.env
     output_dir = tmp_path / "run"
     submit = [
         "ray", "job", "submit", "--address", address,

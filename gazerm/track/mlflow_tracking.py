@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,21 +84,45 @@ def _param(key: str, value: str):
 
 
 class MetricLogger:
-    """Logs step metrics into an existing run; used by the rank-0 worker."""
+    """Logs step metrics into an existing run (the rank-0 worker's, or a user's for an evaluation).
 
-    def __init__(self, tracking_uri: str, run_id: str) -> None:
+    With ``once_per_step`` a metric is logged only past the last step the run already holds for it: a
+    run recovered from a checkpoint trains the steps since that checkpoint again (the same ones, in the
+    same order), and their metrics must not appear twice in the history.
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, once_per_step: bool = False) -> None:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri)
         self.run_id = run_id
+        self.once_per_step = once_per_step
+        self._logged_through: dict[str, int] = {}  # metric → last step the run holds for it
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = _now_ms()
-        entries = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+        entries = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if math.isfinite(float(v)) and not (self.once_per_step and step <= self._last_step(k))
+        ]
         if entries:
             self.client.log_batch(self.run_id, metrics=entries)
+        self._logged_through |= {entry.key: step for entry in entries}
+
+    def count(self, key: str) -> int:
+        """Add one to a counter metric (``recoveries``); its history's steps are 1, 2, … as it counts."""
+        value = int(self.client.get_run(self.run_id).data.metrics.get(key, 0)) + 1
+        self.client.log_metric(self.run_id, key, value, step=value)
+        return value
+
+    def _last_step(self, key: str) -> int:
+        if key not in self._logged_through:
+            history = self.client.get_metric_history(self.run_id, key)
+            self._logged_through[key] = max((metric.step for metric in history), default=-1)
+        return self._logged_through[key]
 
 
 def run_logger(tracking_uri: str, run_id: str) -> MetricLogger:
@@ -113,6 +138,20 @@ def run_logger(tracking_uri: str, run_id: str) -> MetricLogger:
     if run.info.lifecycle_stage == "deleted":
         raise ConfigError(f"MLflow run {run_id!r} in {tracking_uri} is deleted")
     return MetricLogger(tracking_uri, run_id)
+
+
+@contextmanager
+def ended_on_failure(tracking_uri: str, run_id: str) -> Iterator[None]:
+    """Close the run as ``FAILED`` if the block raises (``KILLED`` on Ctrl-C), so the MLflow UI does not
+    show a dead job running forever; a resubmission reopens it."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        yield
+    except BaseException as error:
+        status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+        MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+        raise
 
 
 def finish_run(tracking_uri: str, run_id: str, model_dir: str | None, summary: Mapping[str, Any]) -> None:

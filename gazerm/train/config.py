@@ -86,6 +86,12 @@ class RunConfig(_Strict):
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; overrides epochs")
     eval_every: int = Field(default=20, ge=1, description="optimizer steps between evaluations + checkpoints")
     keep_checkpoints: int = Field(default=2, ge=1)
+    max_failures: int = Field(
+        default=3,
+        ge=-1,
+        description="restarts of the worker group from the latest checkpoint after a worker or node "
+        "loss; -1: no limit",
+    )
     seed: int = Field(default=0, ge=0)
 
 

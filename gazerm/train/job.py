@@ -28,7 +28,7 @@ from gazerm.model.inputs import InputSpec
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
-from gazerm.train.loop import MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
+from gazerm.train.loop import FILE_LIST, MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
 from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
@@ -77,13 +77,34 @@ def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
 
 
 def latest_checkpoint(output: Storage) -> str | None:
-    """The newest checkpoint a previous attempt of this job left (highest trained step), as a URI/path."""
+    """The newest complete checkpoint a previous attempt of this job left (highest trained step), as a
+    URI/path; one torn by a kill while it was written is passed over."""
     candidates = []
     for checkpoint in output.child(RAY_RUN_NAME).subdirectories("checkpoint_"):
-        state = checkpoint.child(STATE_FILE)
-        if state.exists():
-            candidates.append((json.loads(state.read_text())["step"], checkpoint.uri))
+        if is_complete(checkpoint):
+            step = json.loads(checkpoint.child(STATE_FILE).read_text())["step"]
+            candidates.append((step, checkpoint.uri))
+        else:
+            log.warning("skipping %s: incomplete (torn while it was written)", checkpoint.uri)
     return max(candidates)[1] if candidates else None
+
+
+def is_complete(checkpoint: Storage) -> bool:
+    """Every rank's file list is there and every file it lists has the listed size."""
+    state = checkpoint.child(STATE_FILE)
+    if not state.exists():
+        return False
+    world_size = (json.loads(state.read_text()).get("layout") or {}).get("world_size")
+    if world_size is None:  # written before checkpoints listed their files: nothing to verify it by
+        return False
+    for rank in range(world_size):
+        listing = checkpoint.child(FILE_LIST.format(rank=rank))
+        if not listing.exists():
+            return False
+        files = json.loads(listing.read_text())
+        if any(checkpoint.child(name).size() != size for name, size in files.items()):
+            return False
+    return True
 
 
 def check_same_layout(checkpoint: str, plan: EpochPlan) -> None:
@@ -121,7 +142,7 @@ def run_training(
     """
     import ray.train
 
-    from gazerm.track.mlflow_tracking import finish_run, start_run
+    from gazerm.track.mlflow_tracking import ended_on_failure, finish_run, start_run
 
     if not config.model.is_tiny:
         resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
@@ -170,7 +191,7 @@ def run_training(
         f"{config.run.num_workers} workers (ZeRO-{config.run.zero_stage})",
         flush=True,
     )
-    with follow(total_steps) as board:
+    with ended_on_failure(tracking_uri, run_id), follow(total_steps) as board:
         trainer = _torch_trainer(config, settings, board, validation, output, callbacks)
         try:
             result = trainer.fit()
@@ -221,6 +242,9 @@ def _torch_trainer(
             name=RAY_RUN_NAME,
             storage_path=output.uri,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.run.keep_checkpoints),
+            # A lost worker or node restarts the worker group (on the nodes left or joining), which
+            # continues from the latest checkpoint in the same data order and MLflow run.
+            failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
             callbacks=list(callbacks),
         ),
         datasets={"validation": ray.data.from_arrow(validation)},

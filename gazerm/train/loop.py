@@ -47,6 +47,18 @@ from gazerm.train.progress import Event, eval_event, note_event, step_event
 STATE_FILE = "trainer_state.json"
 DEEPSPEED_DIR = "deepspeed"
 MODEL_DIR = "model"
+FILE_LIST = "files.rank{rank}.json"  # what each rank wrote into a checkpoint: relative path → bytes
+
+
+def write_file_list(directory: Path, rank: int) -> None:
+    """Record the files this rank put in a checkpoint, so a copy torn by a kill during the upload (a file
+    missing or cut short) is recognised and never resumed from (``job.is_complete``)."""
+    files = {
+        str(path.relative_to(directory)): path.stat().st_size
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+    (directory / FILE_LIST.format(rank=rank)).write_text(json.dumps(files))
 
 
 @dataclass
@@ -121,7 +133,7 @@ class Trainer:
         self.metrics_logger = None
         self.board = board if self.rank == 0 else None  # rank 0 speaks for the run
         if self.rank == 0:
-            self.metrics_logger = MetricLogger(settings.tracking_uri, settings.run_id)
+            self.metrics_logger = MetricLogger(settings.tracking_uri, settings.run_id, once_per_step=True)
 
     @property
     def kind(self) -> LossKind:
@@ -177,7 +189,8 @@ class Trainer:
 
     # -- restore ---------------------------------------------------------------------------------
     def restore(self) -> None:
-        """Continue from Ray Train's latest checkpoint (worker restart) or the driver's ``resume_from``."""
+        """Continue from Ray Train's latest checkpoint (worker-group restart after a failure) or the
+        driver's ``resume_from`` (a resubmitted job); either counts as a recovery in MLflow."""
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and self.settings.resume_from:
             checkpoint = ray.train.Checkpoint(self.settings.resume_from)  # a local path or a URI
@@ -187,7 +200,10 @@ class Trainer:
             self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
             saved = json.loads((Path(directory) / STATE_FILE).read_text())
             self.state = TrainerState(**{**saved, "layout": self.state.layout})  # the driver compared them
-        self._post(note_event(f"resumed at step {self.state.step} (epoch {self.state.epoch})"))
+        recoveries = self.metrics_logger.count("recoveries") if self.metrics_logger else 0
+        self._post(
+            note_event(f"resumed at step {self.state.step} (epoch {self.state.epoch}), recovery {recoveries}")
+        )
 
     # -- train -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -306,6 +322,7 @@ class Trainer:
                 self._save_model(Path(directory) / MODEL_DIR)
             if self.rank == 0:
                 (Path(directory) / STATE_FILE).write_text(json.dumps(asdict(self.state)))
+            write_file_list(Path(directory), self.rank)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report({**metrics, "final": int(final)}, checkpoint=checkpoint)
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from tqdm import tqdm
 
 Event = dict[str, Any]
@@ -113,7 +114,10 @@ class ProgressView:
 def follow(total_steps: int, out: TextIO | None = None) -> Iterator[ray.actor.ActorHandle]:
     """A board for the workers to post to, drawn on ``out`` (default: stdout) while the block runs, up to
     its last event."""
-    board = ProgressBoard.remote()
+    # On this (the driver's) node, which lives as long as the job: a board on a worker node would die
+    # with that node and take the console with it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    board = ProgressBoard.options(scheduling_strategy=here).remote()
     view = ProgressView(total_steps, out)
     stop = threading.Event()
 
