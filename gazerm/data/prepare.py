@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import OnMissing, add_implicit, session_hashes
+from gazerm.data.loaders.base import Tie
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION, PreferenceExample, examples_to_table
 from gazerm.data.shards import (
@@ -179,14 +180,15 @@ def _clear(root: Path) -> None:
 def _load_all(
     config: PrepareConfig,
 ) -> tuple[list[PreferenceExample], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every example of every source; bad rows and unreadable files raise or are quarantined."""
+    """Every example of every source; bad rows and unreadable files raise or are quarantined, and rows
+    that state no preference (ties) are counted in each source's stats."""
     examples: list[PreferenceExample] = []
     quarantined: list[dict[str, Any]] = []
     stats = []
     for spec, sha256 in zip(config.sources, _input_hashes(config), strict=True):
-        loaded, bad = _load_source(spec, config.on_error)
+        loaded, ties, bad = _load_source(spec, config.on_error)
         report = log.warning if bad else log.info  # quarantined rows must not pass unnoticed
-        report("%s: %d examples, %d quarantined", spec.describe(), len(loaded), len(bad))
+        report("%s: %d examples, %d ties, %d quarantined", spec.describe(), len(loaded), ties, len(bad))
         examples += loaded
         quarantined += bad
         stats.append(
@@ -194,6 +196,7 @@ def _load_all(
                 "format": spec.format,
                 "input": spec.describe(),
                 "examples": len(loaded),
+                "ties": ties,
                 "quarantined": len(bad),
                 "sha256": sha256,
             }
@@ -203,10 +206,14 @@ def _load_all(
     return examples, quarantined, stats
 
 
-def _load_source(spec: SourceSpec, on_error: OnError) -> tuple[list[PreferenceExample], list[dict[str, Any]]]:
-    """One source's examples and quarantine records. A file that cannot be parsed at all is raised by
-    the reader (no record of it is usable), so it is caught here to quarantine it as one record."""
+def _load_source(
+    spec: SourceSpec, on_error: OnError
+) -> tuple[list[PreferenceExample], int, list[dict[str, Any]]]:
+    """One source's examples, its number of ties (rows whose responses are equally good: no example,
+    no error) and its quarantine records. A file that cannot be parsed at all is raised by the reader
+    (no record of it is usable), so it is caught here to quarantine it as one record."""
     examples: list[PreferenceExample] = []
+    ties = 0
     quarantined: list[dict[str, Any]] = []
     items = iter_source(
         spec.format,
@@ -221,6 +228,8 @@ def _load_source(spec: SourceSpec, on_error: OnError) -> tuple[list[PreferenceEx
         for item in tqdm(items, desc=f"load {spec.describe()}", unit=" rows", mininterval=2.0):
             if isinstance(item, PreferenceExample):
                 examples.append(item)
+            elif isinstance(item, Tie):
+                ties += 1
             elif on_error == "raise":
                 raise item
             else:
@@ -229,7 +238,7 @@ def _load_source(spec: SourceSpec, on_error: OnError) -> tuple[list[PreferenceEx
         if on_error == "raise":
             raise
         quarantined.append(_quarantine_record(spec, error))
-    return examples, quarantined
+    return examples, ties, quarantined
 
 
 def _quarantine_record(spec: SourceSpec, error: DataError) -> dict[str, Any]:

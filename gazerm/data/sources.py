@@ -33,12 +33,13 @@ def iter_source(
     limit: int | None = None,
     **options: Any,
 ) -> Iterator[Loaded]:
-    """Examples of one source, each validated, and a :class:`DataError` for every bad row.
+    """Examples of one source, each validated, a ``Tie`` (``loaders.base``) for every row that states
+    no preference, and a :class:`DataError` for every bad row.
 
     Without ``path`` the records come from ``hub_name`` (default: the format's real hub dataset),
     or from a local builder such as "json" with ``data_files``. An example that fails validation is
-    yielded as its error, never skipped. ``limit`` counts examples, not errors. ``options`` go to
-    the format's parser; an option it does not take is an error before anything is read.
+    yielded as its error, never skipped. ``limit`` counts examples, not ties or errors. ``options``
+    go to the format's parser; an option it does not take is an error before anything is read.
     """
     fmt = FORMATS.get(format)
     if fmt is None:

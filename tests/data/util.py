@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gazerm.data.errors import DataError
+from gazerm.data.loaders.base import Loaded
 from gazerm.data.schema import PreferenceExample
 from gazerm.data.sources import iter_source
 
@@ -30,17 +31,18 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     return path
 
 
-def load(format: str, path: Path, **options: Any) -> list[PreferenceExample | DataError]:
+def load(format: str, path: Path, **options: Any) -> list[Loaded]:
     return list(iter_source(format, path, **options))
 
 
-def examples(items: list[PreferenceExample | DataError]) -> list[PreferenceExample]:
-    errors = [item for item in items if isinstance(item, DataError)]
-    assert not errors, errors
+def examples(items: list[Loaded]) -> list[PreferenceExample]:
+    """The items, which must all be examples: neither an error nor a tie."""
+    others = [item for item in items if not isinstance(item, PreferenceExample)]
+    assert not others, others
     return items  # type: ignore[return-value]
 
 
-def only_error(items: list[PreferenceExample | DataError]) -> DataError:
+def only_error(items: list[Loaded]) -> DataError:
     errors = [item for item in items if isinstance(item, DataError)]
     assert len(errors) == 1, items
     return errors[0]

@@ -10,7 +10,22 @@ from gazerm.data.errors import DataError
 from gazerm.data.readers import RecordOrError
 from gazerm.data.schema import PreferenceExample
 
-Loaded = PreferenceExample | DataError
+
+@dataclass(frozen=True)
+class Tie:
+    """A record whose responses are all equally good (equal scores, or one reply given for all).
+
+    It states no preference, so it gives no example, yet it is no error either: sources such as
+    DSP's WebGPT file tie a quarter of their items on purpose. A parser yields one in place of the
+    example so that no record vanishes unseen; ``prepare`` counts them per source (``ties`` in the
+    manifest's source stats and in its log line).
+    """
+
+    file: str
+    row: int
+
+
+Loaded = PreferenceExample | DataError | Tie
 Parser = Callable[..., Iterator[Loaded]]
 
 
@@ -19,8 +34,9 @@ class SourceFormat:
     """A source format: how its raw records become :class:`PreferenceExample` rows.
 
     ``parse(records, file, **options)`` receives ``(row, record_or_error)`` pairs from a reader
-    and yields one example per usable record, or a :class:`DataError` for each bad one (a
-    reader's error is passed on unchanged). It never skips a record silently.
+    and yields one example per usable record, a :class:`Tie` for one that states no preference,
+    or a :class:`DataError` for each bad one (a reader's error is passed on unchanged). It never
+    skips a record silently.
     ``hub_name`` is the dataset's real Hugging Face name, used when no local path is given.
     """
 

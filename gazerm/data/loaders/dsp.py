@@ -4,17 +4,23 @@ The release ships plain JSON files, not a hub dataset, so both formats have no `
 read a local file with ``path``, or load it through the hub's local "json" builder
 (``hub_name="json"``, ``data_files=...``).
 
-* ``dsp`` — the "text-score" files: ``{"text": [transcripts], "score": [numbers]}``. The
-  transcripts are Human/Assistant conversations that differ only in the final reply; the replies
+* ``dsp`` — the "text-score" files (``helpful``, ``harmless``, ``webgpt``, ``gpt4llm``, and the
+  domain pairs DSP's script converts): ``{"text": [transcripts], "score": [numbers]}``. The
+  transcripts are Human/Assistant conversations, in any style of
+  :data:`~gazerm.data.loaders.transcripts.STYLES`, that differ only in the final reply; the replies
   become the responses, higher score is better (pairs with margins from the scores; ties give
-  none). Two responses are a "pairwise" example; more are a "ranking" (best first by score).
+  none). Two responses are a "pairwise" example; more are a "ranking" (best first by score), or a
+  "rating" when some scores tie, because a ranking would order the tied responses. An item whose
+  scores are all equal, or whose replies are all the same text, states no preference: it is a
+  :class:`~gazerm.data.loaders.base.Tie` (counted by ``prepare``), not an example and not an error.
+  WebGPT ties about a quarter of its items.
 * ``dsp_domain`` — the domain-specific preference file: ``{"query": str, "responses": {domain:
   response}}`` with one response each from the academy, business, entertainment and literature
   domains plus a "normal" one. As in the paper, for a chosen ``domain`` option that domain's
   response is preferred over each of the other four, giving up to four pairs (no margin). The
   generated responses sometimes coincide (short factual answers): a text is kept once, and one
   equal to the domain's response is that response, not a rejected one. A query whose responses
-  all equal the domain's states no preference and is reported as the error "tie: no preference".
+  all equal the domain's states no preference: a ``Tie``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from gazerm.data.errors import DataError
-from gazerm.data.loaders.base import Loaded, SourceFormat, guarded, register
+from gazerm.data.loaders.base import Loaded, SourceFormat, Tie, guarded, register
 from gazerm.data.loaders.common import nested, number, text
 from gazerm.data.loaders.transcripts import parse_candidates
 from gazerm.data.readers import Record, RecordOrError
@@ -33,7 +39,7 @@ RESPONSE_KEYS = (*DOMAINS, "normal")
 
 
 def parse_text_score(records: Iterable[RecordOrError], file: str) -> Iterator[Loaded]:
-    def build(record: Record, row: int) -> Iterator[PreferenceExample]:
+    def build(record: Record, row: int) -> Iterator[PreferenceExample | Tie]:
         transcripts = nested(record, "text", list, file, row)
         scores = nested(record, "score", list, file, row)
         if len(transcripts) < 2:
@@ -43,7 +49,11 @@ def parse_text_score(records: Iterable[RecordOrError], file: str) -> Iterator[Lo
         candidates = [(field, text(transcripts, field, file, row)) for field in transcripts]
         shared, replies = parse_candidates(candidates, file, row)
         values = [number(scores, field, file, row) for field in scores]
-        ranked = len(replies) > 2
+        if len(set(values)) == 1 or len(set(replies)) == 1:
+            yield Tie(file, row)
+            return
+        distinct = len(set(values)) == len(values)
+        kind = "pairwise" if len(replies) == 2 else "ranking" if distinct else "rating"
         yield PreferenceExample(
             source="dsp",
             source_file=file,
@@ -51,10 +61,10 @@ def parse_text_score(records: Iterable[RecordOrError], file: str) -> Iterator[Lo
             prompt=shared.prompt,
             context=shared.context,
             responses=replies,
-            label_kind="ranking" if ranked else "pairwise",
+            label_kind=kind,
             pairs=pairs_from_scores(values),
             scores=values,
-            ranking=sorted(range(len(values)), key=lambda i: -values[i]) if ranked else None,
+            ranking=sorted(range(len(values)), key=lambda i: -values[i]) if kind == "ranking" else None,
         )
 
     return guarded(records, file, build)
@@ -65,11 +75,12 @@ def parse_domain(records: Iterable[RecordOrError], file: str, *, domain: str) ->
         raise DataError(file, None, "options.domain", f"expected one of {DOMAINS}, got {domain!r}")
     order = [domain, *(key for key in RESPONSE_KEYS if key != domain)]
 
-    def build(record: Record, row: int) -> Iterator[PreferenceExample]:
+    def build(record: Record, row: int) -> Iterator[PreferenceExample | Tie]:
         given = nested(record, "responses", dict, file, row)
         responses = list(dict.fromkeys(text(given, f"responses.{key}", file, row) for key in order))
         if len(responses) == 1:
-            raise DataError(file, row, f"responses.{domain}", "tie: no preference (all responses are equal)")
+            yield Tie(file, row)
+            return
         yield PreferenceExample(
             source="dsp_domain",
             source_file=file,
@@ -89,7 +100,7 @@ register(
         name="dsp",
         hub_name=None,
         parse=parse_text_score,
-        description="DSP text-score JSON: {'text': [Human/Assistant transcripts], 'score': [numbers]}",
+        description="DSP text-score JSON: {'text': [HH or '## Human:' transcripts], 'score': [numbers]}",
     )
 )
 register(
