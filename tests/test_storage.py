@@ -10,7 +10,7 @@ import pytest
 from gazerm.storage import Storage
 from gazerm.track.mlflow_tracking import RUN_ID_FILE, start_run
 from gazerm.train.job import RAY_RUN_NAME, latest_checkpoint
-from gazerm.train.loop import STATE_FILE
+from gazerm.train.loop import FILE_LIST, STATE_FILE
 
 
 @pytest.fixture(params=["path", "uri"])
@@ -55,10 +55,15 @@ def test_replace_with_copies_a_local_directory_over_what_was_there(output, tmp_p
     assert (copied / "adapter" / "weights.bin").read_bytes() == b"\x00\x01"
 
 
-def test_latest_checkpoint_is_the_highest_step_with_a_state_file(output):
+def test_latest_checkpoint_is_the_highest_complete_step(output):
+    """On a path and an object-store URI alike: file sizes are checked through the same filesystem."""
     runs = output.child(RAY_RUN_NAME)
-    for name, step in (("checkpoint_a", 8), ("checkpoint_b", 4)):
-        runs.child(name).child(STATE_FILE).write_text(json.dumps({"step": step}))
+    for name, step in (("checkpoint_a", 8), ("checkpoint_b", 4), ("checkpoint_d", 12)):
+        state = json.dumps({"step": step, "layout": {"world_size": 1}})
+        runs.child(name).child(STATE_FILE).write_text(state)
+        listed = {STATE_FILE: len(state), "weights.bin": 4}
+        runs.child(name).child(FILE_LIST.format(rank=0)).write_text(json.dumps(listed))
+        runs.child(name).child("weights.bin").write_text("full" if step < 12 else "cut")  # d: torn
     runs.child("checkpoint_c").child("partial.bin").write_text("no state: an interrupted save")
     assert latest_checkpoint(output) == runs.child("checkpoint_a").uri
     assert latest_checkpoint(output.child("elsewhere")) is None
