@@ -121,14 +121,50 @@ def check_same_layout(checkpoint: str, plan: EpochPlan) -> None:
         )
 
 
-def user_error(error: Exception) -> GazermError | None:
-    """The first :class:`GazermError` a worker raised (a chat template the tokenizer lacks, LoRA targets the
-    backbone lacks), so it reaches the user as one line like any other, not as Ray's wrapped traceback."""
-    for failure in getattr(error, "worker_failures", {}).values():
+def user_error(error: Exception, config: TrainJobConfig) -> GazermError | None:
+    """What the user can fix in a worker group's failure, as one line like any other error rather than
+    Ray's wrapped traceback: the first :class:`GazermError` a worker raised (a chat template the tokenizer
+    lacks, LoRA targets the backbone lacks), or a worker killed for running out of memory."""
+    failures = list(getattr(error, "worker_failures", {}).values())
+    for failure in failures:
         for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
             if isinstance(candidate, GazermError):
                 return candidate
+    if any(_out_of_memory(failure) for failure in failures):
+        return ConfigError(_memory_advice(config))
     return None
+
+
+_MEMORY_KILL = ("out of memory", "low on memory", "memory monitor")  # how Ray words such deaths
+
+
+def _out_of_memory(failure: BaseException) -> bool:
+    """Ray's memory monitor killed the worker (an ``OutOfMemoryError``, or an actor death it explains)."""
+    from ray.exceptions import OutOfMemoryError
+
+    causes = (failure, getattr(failure, "cause", None), failure.__cause__)
+    text = str(failure).lower()
+    return any(isinstance(cause, OutOfMemoryError) for cause in causes) or any(
+        p in text for p in _MEMORY_KILL
+    )
+
+
+def _memory_advice(config: TrainJobConfig) -> str:
+    run, model = config.run, config.model
+    longest = f"{config.data.max_length} tokens" + (
+        " plus as many gaze slots" if model.fusion == "concat" else ""
+    )
+    same_batch = (
+        f"--set run.micro_batch_size={run.micro_batch_size // 2} --set run.grad_accum={run.grad_accum * 2} "
+        "(the same batch), "
+        if run.micro_batch_size > 1
+        else ""
+    )
+    checkpointing = "" if model.gradient_checkpointing else "--set model.gradient_checkpointing=true, "
+    return (
+        f"a training worker ran out of memory (micro-batches of {run.micro_batch_size} units, sequences "
+        f"up to {longest}); try {same_batch}{checkpointing}run.zero_stage=3, or more memory per worker"
+    )
 
 
 def run_training(
@@ -196,7 +232,7 @@ def run_training(
         try:
             result = trainer.fit()
         except ray.train.WorkerGroupError as error:
-            cause = user_error(error)
+            cause = user_error(error, config)
             if cause is None:
                 raise
             raise cause from error

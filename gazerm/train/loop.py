@@ -40,7 +40,7 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
 from gazerm.train.kinds import LossKind, loss_kind
 from gazerm.train.metric_names import overall_metrics
-from gazerm.train.metrics import EvalTotals, StepAverage
+from gazerm.train.metrics import EvalTotals, StepAverage, peak_memory_gb
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
 
@@ -257,7 +257,11 @@ class Trainer:
             # This step's rate (rank 0's text tokens × ranks: every rank trains as many micro-batches);
             # a step after an evaluation also pays for it.
             "train/tokens_per_s": self._tokens * self.world_size / (now - self._last_logged),
+            "train/peak_memory_gb": peak_memory_gb(self.device),  # rank 0's; the ranks are alike
         }
+        grad_norm = self.engine.get_global_grad_norm()  # before clipping; None until DeepSpeed has one
+        if grad_norm is not None:
+            metrics["train/grad_norm"] = float(grad_norm)
         self._tokens, self._last_logged = 0, now
         self.metrics_logger.log(metrics, self.state.step)
         rate = (self.state.step - started[1]) / elapsed

@@ -7,6 +7,7 @@ taken, so the numbers are exact whatever the number of workers.
 
 from __future__ import annotations
 
+import resource
 from collections import defaultdict
 
 import torch
@@ -14,6 +15,14 @@ import torch
 from gazerm.model.config import LossKindName
 from gazerm.train.batch import UnitLabels
 from gazerm.train.kinds import loss_kind
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """This process's peak memory so far: what torch allocated on a GPU, the resident set on the CPU
+    (``ru_maxrss`` is in KiB on Linux)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 class StepAverage:
