@@ -83,9 +83,10 @@ def init_ray(reserved_cpus: float = 0) -> None:
 
 
 def _start_local(num_cpus: int, options: dict[str, object]) -> None:
-    """A local Ray whose processes are told its address. With two jobs' local instances on one host,
-    Ray's own helpers that look "the" cluster up from inside (Ray Train's placement-group cleaner) would
-    find both and fail; so the GCS port is chosen here and passed to every process as ``RAY_ADDRESS``."""
+    """A local Ray whose processes are told its address (and whether output is verbose). With two jobs'
+    local instances on one host, Ray's own helpers that look "the" cluster up from inside (Ray Train's
+    placement-group cleaner) would find both and fail; so the GCS port is chosen here and passed to
+    every process as ``RAY_ADDRESS``."""
     import ray
     from ray._private.services import get_node_ip_address
 
@@ -95,6 +96,7 @@ def _start_local(num_cpus: int, options: dict[str, object]) -> None:
     address = f"{get_node_ip_address()}:{port}"
     os.environ[GCS_PORT_ENV] = str(port)
     try:
-        ray.init(num_cpus=num_cpus, runtime_env={"env_vars": {"RAY_ADDRESS": address}}, **options)
+        env_vars = {"RAY_ADDRESS": address, VERBOSE_ENV: os.environ.get(VERBOSE_ENV, "0")}
+        ray.init(num_cpus=num_cpus, runtime_env={"env_vars": env_vars}, **options)
     finally:
         del os.environ[GCS_PORT_ENV]

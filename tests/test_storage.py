@@ -10,7 +10,7 @@ import pytest
 from gazerm.storage import Storage
 from gazerm.track.mlflow_tracking import RUN_ID_FILE, start_run
 from gazerm.train.job import RAY_RUN_NAME, latest_checkpoint
-from gazerm.train.loop import FILE_LIST, STATE_FILE
+from gazerm.train.loop import FILE_LIST, LISTED, STATE_FILE
 
 
 @pytest.fixture(params=["path", "uri"])
@@ -59,7 +59,7 @@ def test_latest_checkpoint_is_the_highest_complete_step(output):
     """On a path and an object-store URI alike: file sizes are checked through the same filesystem."""
     runs = output.child(RAY_RUN_NAME)
     for name, step in (("checkpoint_a", 8), ("checkpoint_b", 4), ("checkpoint_d", 12)):
-        state = json.dumps({"step": step, "layout": {"world_size": 1}})
+        state = json.dumps({"step": step, "layout": {"world_size": 1}, LISTED: True})
         runs.child(name).child(STATE_FILE).write_text(state)
         listed = {STATE_FILE: len(state), "weights.bin": 4}
         runs.child(name).child(FILE_LIST.format(rank=0)).write_text(json.dumps(listed))

@@ -115,13 +115,20 @@ class RewardBenchReport:
     def metrics(self) -> dict[str, float]:
         """MLflow metrics: ``rewardbench/<subset>``, ``rewardbench/section/<section>``, ``rewardbench/score``
         (sections and score only where present)."""
-        found = {f"{METRIC_PREFIX}/{name}": result.accuracy for name, result in self.subsets.items()}
+        found = {f"{METRIC_PREFIX}/{_key(name)}": result.accuracy for name, result in self.subsets.items()}
         for section, score in self.sections.items():
             if score is not None:
                 found[f"{METRIC_PREFIX}/section/{metric_name(section)}"] = score
         if self.score is not None:
             found[f"{METRIC_PREFIX}/score"] = self.score
         return found
+
+
+def _key(subset: str) -> str:
+    """A subset name as an MLflow metric key: characters MLflow refuses (it allows letters, digits and
+    ``_-./`` and spaces) become ``_``, so a local file's odd subset names cannot fail the logging after a
+    whole evaluation."""
+    return re.sub(r"[^\w\-./ ]", "_", subset)
 
 
 def metric_name(section: str) -> str:

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,7 +40,10 @@ from gazerm.model.templates import build_template, plain_chat_template
 
 ExportKind = Literal["standard", "gazerm"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-TOLERANCE = 1e-4
+# How far the exported model's rewards may be from the gazerm model's on the probes, by the dtype both
+# compute in (absolute, relative): float32 agrees to float error; a bf16/fp16 classifier rounds its
+# logits in that dtype, where gazerm's value head computes in float32.
+TOLERANCES = {torch.float32: (1e-4, 0.0), torch.bfloat16: (1e-3, 1e-2), torch.float16: (1e-3, 2e-3)}
 _PROBES = (
     ("How do I bake bread at home?", "Mix flour, water, yeast and salt, then knead and bake it."),
     ("hi?", "Hello there."),
@@ -57,8 +64,8 @@ def export_model(
     """Write ``model_dir`` (a gazerm model directory) to ``out`` as a transformers checkpoint, cast to
     ``dtype`` (one of :data:`DTYPES`; None keeps the model's). ``out`` must be empty unless ``force``."""
     target = Path(out)
-    if target.exists() and any(target.iterdir()) and not force:
-        raise ExistsError(f"{target} is not empty; choose another directory or pass --force to overwrite it")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
+        raise ExistsError(f"{target} exists and is not empty; choose another directory or pass --force")
     if dtype is not None and dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r}: expected one of {sorted(DTYPES)}")
     model, tokenizer, _ = load_reward_model(model_dir)
@@ -74,17 +81,35 @@ def export_model(
     with torch.no_grad():
         got = _rewards(exported, probes)
     difference = float((got - expected).abs().max())
-    if difference > TOLERANCE:
+    atol, rtol = TOLERANCES[model.transformer.dtype]
+    if difference > atol + rtol * float(expected.abs().max()):
         raise RuntimeError(f"the exported model's rewards differ from the gazerm model's by {difference:.2e}")
     if dtype is not None:
         exported.to(DTYPES[dtype])
-    target.mkdir(parents=True, exist_ok=True)
-    exported.save_pretrained(str(target))
-    _save_tokenizer(tokenizer, inputs, target)
-    inputs.write(target)
     kind: ExportKind = "gazerm" if reasons else "standard"
-    (target / "README.md").write_text(_model_card(Path(model_dir), kind, reasons, inputs))
+    with _replacing(target) as staging:
+        exported.save_pretrained(str(staging))
+        _save_tokenizer(tokenizer, inputs, staging)
+        inputs.write(staging)
+        (staging / "README.md").write_text(_model_card(Path(model_dir), kind, reasons, inputs))
     return Exported(target, kind, reasons, difference)
+
+
+@contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    """A fresh directory beside ``target`` that replaces it once the block succeeds: an export that
+    fails leaves nothing half-written, and one that overwrites leaves no file of the earlier one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def standard_blockers(

@@ -41,9 +41,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from jinja2 import TemplateError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from gazerm.errors import ConfigError, PathNotFoundError
+from gazerm.errors import ConfigError, GazermError, PathNotFoundError
 from gazerm.features.base import WordGaze, word_spans
 from gazerm.features.recorded import gaze_from_fixations
 from gazerm.model.templates import Context
@@ -57,7 +65,8 @@ MIN_TOKEN_CHARS = 16  # a guessable token is no authentication
 MAX_RESPONSES = 64
 MAX_TEXT_CHARS = 32_000
 MAX_TURNS = 64
-MAX_FIXATIONS = 20_000
+MAX_FIXATIONS = 20_000  # per request, all responses together
+MAX_BODY_BYTES = 8 * 2**20  # larger bodies are refused before they are read
 MAX_FIXATION_MS = 60_000.0
 HEALTH_PATH = "/healthz"
 
@@ -122,6 +131,14 @@ class ScoreRequest(_Body):
         if isinstance(value, list):
             return [{"text": item} if isinstance(item, str) else item for item in value]
         return value
+
+    @model_validator(mode="after")
+    def _fixations_in_bounds(self) -> ScoreRequest:
+        """The fixations of all responses together: one request must not hold a replica for long."""
+        total = sum(len(response.fixations or []) for response in self.responses)
+        if total > MAX_FIXATIONS:
+            raise ValueError(f"{total} fixations in one request; at most {MAX_FIXATIONS}")
+        return self
 
 
 class ScoreResponse(BaseModel):
@@ -189,7 +206,7 @@ def make_job(scorer: RewardScorer, request: ScoreRequest) -> Job:
     context = [turn.model_dump() for turn in request.context] if request.context is not None else None
     try:
         scorer.encoder.template.prefix(context, request.prompt)
-    except TemplateError as error:
+    except (TemplateError, GazermError) as error:
         raise _invalid(("context",), f"the model's chat template refuses it: {error}") from error
     texts = [response.text for response in request.responses]
     return Job(request.prompt, context, texts, recorded_gaze(request.responses))
@@ -219,8 +236,8 @@ def load_token(token_file: Path | None, no_auth: bool) -> str | None:
 
 
 def token_digest(token: str) -> bytes:
-    """What the service keeps of the token: its SHA-256, so the token itself is never sent to the
-    replicas or stored in Ray's deployment config."""
+    """What the service keeps of the token: its SHA-256, so the token itself is never part of the
+    deployment's arguments (which Ray stores and shows); replicas compare digests."""
     return hashlib.sha256(token.encode()).digest()
 
 
@@ -243,8 +260,11 @@ def build_app(scorer: RewardScorer, digest: bytes | None, score: ScoreFn | None 
     ``score`` scores one :class:`Job` (default: in a thread of this process, unbatched)."""
     app = FastAPI(title="gazerm reward model", docs_url=None, redoc_url=None, openapi_url=None)
 
+    one_at_a_time = asyncio.Lock()  # one model and tokenizer: requests take turns
+
     async def in_process(job: Job) -> list:
-        return (await asyncio.to_thread(score_jobs, scorer, [job]))[0]
+        async with one_at_a_time:
+            return (await asyncio.to_thread(score_jobs, scorer, [job]))[0]
 
     scoring = score or in_process
 
@@ -256,6 +276,9 @@ def build_app(scorer: RewardScorer, digest: bytes | None, score: ScoreFn | None 
             return JSONResponse(
                 {"detail": "missing or wrong bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"}
             )
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": f"the body must declare at most {MAX_BODY_BYTES} bytes"}, 413)
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)

@@ -28,7 +28,14 @@ from gazerm.model.inputs import InputSpec
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
-from gazerm.train.loop import FILE_LIST, MODEL_DIR, STATE_FILE, LoopSettings, train_loop_per_worker
+from gazerm.train.loop import (
+    FILE_LIST,
+    LISTED,
+    MODEL_DIR,
+    STATE_FILE,
+    LoopSettings,
+    train_loop_per_worker,
+)
 from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
@@ -81,30 +88,31 @@ def latest_checkpoint(output: Storage) -> str | None:
     URI/path; one torn by a kill while it was written is passed over."""
     candidates = []
     for checkpoint in output.child(RAY_RUN_NAME).subdirectories("checkpoint_"):
-        if is_complete(checkpoint):
-            step = json.loads(checkpoint.child(STATE_FILE).read_text())["step"]
-            candidates.append((step, checkpoint.uri))
-        else:
+        step = completed_step(checkpoint)
+        if step is None:
             log.warning("skipping %s: incomplete (torn while it was written)", checkpoint.uri)
+        else:
+            candidates.append((step, checkpoint.uri))
     return max(candidates)[1] if candidates else None
 
 
-def is_complete(checkpoint: Storage) -> bool:
-    """Every rank's file list is there and every file it lists has the listed size."""
-    state = checkpoint.child(STATE_FILE)
-    if not state.exists():
-        return False
-    world_size = (json.loads(state.read_text()).get("layout") or {}).get("world_size")
-    if world_size is None:  # written before checkpoints listed their files: nothing to verify it by
-        return False
-    for rank in range(world_size):
-        listing = checkpoint.child(FILE_LIST.format(rank=rank))
-        if not listing.exists():
-            return False
-        files = json.loads(listing.read_text())
-        if any(checkpoint.child(name).size() != size for name, size in files.items()):
-            return False
-    return True
+def completed_step(checkpoint: Storage) -> int | None:
+    """The checkpoint's step if it is complete: its state and every rank's file list readable, every
+    listed file there at its listed size. (A checkpoint from before file lists is taken on trust.)"""
+    try:
+        state = json.loads(checkpoint.child(STATE_FILE).read_text())
+        if not state.get(LISTED):
+            log.warning(
+                "%s predates checkpoint file lists: resuming without a completeness check", checkpoint.uri
+            )
+            return state["step"]
+        for rank in range(state["layout"]["world_size"]):
+            files = json.loads(checkpoint.child(FILE_LIST.format(rank=rank)).read_text())
+            if any(checkpoint.child(name).size() != size for name, size in files.items()):
+                return None
+        return state["step"]
+    except (OSError, ValueError, KeyError, TypeError):  # a file missing, cut short or not JSON yet
+        return None
 
 
 def check_same_layout(checkpoint: str, plan: EpochPlan) -> None:
@@ -161,9 +169,10 @@ def _memory_advice(config: TrainJobConfig) -> str:
         else ""
     )
     checkpointing = "" if model.gradient_checkpointing else "--set model.gradient_checkpointing=true, "
+    sharding = "--set run.zero_stage=3, " if run.zero_stage == 2 and not model.init_from else ""
     return (
         f"a training worker ran out of memory (micro-batches of {run.micro_batch_size} units, sequences "
-        f"up to {longest}); try {same_batch}{checkpointing}run.zero_stage=3, or more memory per worker"
+        f"up to {longest}); try {same_batch}{checkpointing}{sharding}or more memory per worker"
     )
 
 
@@ -178,7 +187,7 @@ def run_training(
     """
     import ray.train
 
-    from gazerm.track.mlflow_tracking import ended_on_failure, finish_run, start_run
+    from gazerm.track.mlflow_tracking import ended_on_failure, start_run
 
     if not config.model.is_tiny:
         resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
@@ -227,15 +236,23 @@ def run_training(
         f"{config.run.num_workers} workers (ZeRO-{config.run.zero_stage})",
         flush=True,
     )
-    with ended_on_failure(tracking_uri, run_id), follow(total_steps) as board:
-        trainer = _torch_trainer(config, settings, board, validation, output, callbacks)
-        try:
-            result = trainer.fit()
-        except ray.train.WorkerGroupError as error:
-            cause = user_error(error, config)
-            if cause is None:
-                raise
-            raise cause from error
+    with ended_on_failure(tracking_uri, run_id):
+        with follow(total_steps) as board:
+            trainer = _torch_trainer(config, settings, board, validation, output, callbacks)
+            try:
+                result = trainer.fit()
+            except ray.train.WorkerGroupError as error:
+                cause = user_error(error, config)
+                if cause is None:
+                    raise
+                raise cause from error
+        return _publish(result, output, tracking_uri, run_id)
+
+
+def _publish(result: Any, output: Storage, tracking_uri: str, run_id: str) -> TrainOutcome:
+    """The final checkpoint's model to ``output_dir/model`` and the MLflow run, which is then closed."""
+    from gazerm.track.mlflow_tracking import finish_run
+
     model = output.child(MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
         local_model = Path(staging) / MODEL_DIR

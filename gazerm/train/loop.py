@@ -40,7 +40,7 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
 from gazerm.train.kinds import LossKind, loss_kind
 from gazerm.train.metric_names import overall_metrics
-from gazerm.train.metrics import EvalTotals, StepAverage, peak_memory_gb
+from gazerm.train.metrics import EvalTotals, StepAverage, peak_memory_gib
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
 
@@ -48,11 +48,12 @@ STATE_FILE = "trainer_state.json"
 DEEPSPEED_DIR = "deepspeed"
 MODEL_DIR = "model"
 FILE_LIST = "files.rank{rank}.json"  # what each rank wrote into a checkpoint: relative path → bytes
+LISTED = "files_listed"  # in STATE_FILE: the checkpoint's ranks wrote file lists (older ones did not)
 
 
 def write_file_list(directory: Path, rank: int) -> None:
     """Record the files this rank put in a checkpoint, so a copy torn by a kill during the upload (a file
-    missing or cut short) is recognised and never resumed from (``job.is_complete``)."""
+    missing or cut short) is recognised and never resumed from (``job.completed_step``)."""
     files = {
         str(path.relative_to(directory)): path.stat().st_size
         for path in sorted(directory.rglob("*"))
@@ -199,6 +200,7 @@ class Trainer:
         with checkpoint.as_directory() as directory:
             self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
             saved = json.loads((Path(directory) / STATE_FILE).read_text())
+            saved.pop(LISTED, None)
             self.state = TrainerState(**{**saved, "layout": self.state.layout})  # the driver compared them
         recoveries = self.metrics_logger.count("recoveries") if self.metrics_logger else 0
         self._post(
@@ -257,7 +259,7 @@ class Trainer:
             # This step's rate (rank 0's text tokens × ranks: every rank trains as many micro-batches);
             # a step after an evaluation also pays for it.
             "train/tokens_per_s": self._tokens * self.world_size / (now - self._last_logged),
-            "train/peak_memory_gb": peak_memory_gb(self.device),  # rank 0's; the ranks are alike
+            "train/peak_memory_gib": peak_memory_gib(self.device),  # rank 0's; the ranks are alike
         }
         grad_norm = self.engine.get_global_grad_norm()  # before clipping; None until DeepSpeed has one
         if grad_norm is not None:
@@ -325,7 +327,7 @@ class Trainer:
             if final:
                 self._save_model(Path(directory) / MODEL_DIR)
             if self.rank == 0:
-                (Path(directory) / STATE_FILE).write_text(json.dumps(asdict(self.state)))
+                (Path(directory) / STATE_FILE).write_text(json.dumps({**asdict(self.state), LISTED: True}))
             write_file_list(Path(directory), self.rank)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report({**metrics, "final": int(final)}, checkpoint=checkpoint)

@@ -17,9 +17,9 @@ from gazerm.train.batch import UnitLabels
 from gazerm.train.kinds import loss_kind
 
 
-def peak_memory_gb(device: torch.device) -> float:
-    """This process's peak memory so far: what torch allocated on a GPU, the resident set on the CPU
-    (``ru_maxrss`` is in KiB on Linux)."""
+def peak_memory_gib(device: torch.device) -> float:
+    """This process's peak memory so far in GiB: what torch allocated on a GPU, the resident set on the
+    CPU (``ru_maxrss`` is in KiB on Linux)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -23,6 +23,7 @@ from tqdm import tqdm
 Event = dict[str, Any]
 LINE_EVERY = 10  # steps between progress lines when there is no terminal to draw a bar on
 POLL_S = 0.5
+DRAIN_TIMEOUT_S = 10.0
 QUIET_START_S = 120.0  # no event for this long after the start: say what the workers may wait for
 
 
@@ -122,7 +123,12 @@ def follow(total_steps: int, out: TextIO | None = None) -> Iterator[ray.actor.Ac
     stop = threading.Event()
 
     def draw() -> bool:
-        events = ray.get(board.drain.remote())
+        """Draw what the board holds; False when it held nothing or cannot be reached (a console that
+        stops updating must not take the training job down with it)."""
+        try:
+            events = ray.get(board.drain.remote(), timeout=DRAIN_TIMEOUT_S)
+        except (ray.exceptions.RayError, TimeoutError):
+            return False
         for event in events:
             view.show(event)
         return bool(events)
@@ -141,7 +147,7 @@ def follow(total_steps: int, out: TextIO | None = None) -> Iterator[ray.actor.Ac
         yield board
     finally:
         stop.set()
-        thread.join()
-        draw()
+        thread.join(timeout=DRAIN_TIMEOUT_S + POLL_S)
+        draw()  # the last events; never raises, so an error of the block itself stays the one raised
         view.close()
         ray.kill(board)

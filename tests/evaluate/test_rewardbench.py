@@ -23,6 +23,7 @@ from gazerm.evaluate.rewardbench import (
     evaluate_rewardbench,
     overall_score,
     read_rewardbench,
+    rewardbench_report,
     section_scores,
 )
 from gazerm.score import RewardScorer
@@ -351,3 +352,13 @@ def test_an_unknown_or_deleted_run_stops_before_scoring(models, tracking, tmp_pa
 
 def test_help_lists_the_evaluate_command():
     assert "evaluate" in CliRunner().invoke(app, ["--help"]).output
+
+
+def test_subset_names_become_metric_keys_mlflow_accepts():
+    rows = [{"subset": "mt-bench-easy"}, {"subset": "my set: v2?"}]
+    report = rewardbench_report("f.jsonl", rows, [np.array([1.0, 0.0]), np.array([0.0, 1.0])])
+    assert report.metrics() == {
+        "rewardbench/mt-bench-easy": 1.0,
+        "rewardbench/my set_ v2_": 0.0,
+        "rewardbench/section/chat": 1.0,
+    }

@@ -160,6 +160,25 @@ def test_export_refuses_a_non_empty_directory_unless_forced(tmp_path):
     with pytest.raises(ExistsError, match="--force"):
         export_model(model_dir, tmp_path / "hf")
     assert export_model(model_dir, tmp_path / "hf", force=True).kind == "gazerm"
+    assert not (tmp_path / "hf" / "keep.txt").exists()  # replaced, not written over
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExistsError):
+        export_model(model_dir, tmp_path / "file")
+
+
+def test_a_bf16_model_exports_within_bf16_rounding(tmp_path):
+    """As a GPU run saves it: the check allows the classifier's bf16 rounding of its logits."""
+    config = tiny_config(fusion="none")
+    tokenizer = build_tokenizer(config)
+    model = trained_looking(config, tokenizer).to(torch.bfloat16)
+    with torch.no_grad():
+        model.value_head.bias.zero_()
+    inputs = InputSpec({"predictor": "none"}, max_length=MAX_LENGTH)
+    model_dir = save_reward_model(model, tokenizer, config, inputs, tmp_path / "rm")
+    exported = export_model(model_dir, tmp_path / "hf")
+    assert exported.kind == "standard" and exported.max_difference > 0
+    loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "hf"), dtype="auto")
+    assert loaded.score.weight.dtype == torch.bfloat16
 
 
 def test_export_command_casts_and_says_which_kind(tmp_path):

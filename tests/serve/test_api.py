@@ -15,6 +15,8 @@ from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.features.recorded import gaze_from_fixations
 from gazerm.score import RewardScorer
 from gazerm.serve.api import (
+    MAX_BODY_BYTES,
+    MAX_FIXATIONS,
     MAX_RESPONSES,
     TOKEN_ENV,
     Job,
@@ -238,3 +240,16 @@ def test_no_auth_must_be_explicit_and_warns(tmp_path, monkeypatch, caplog, score
         load_token(tmp_path / "token", no_auth=True)
     open_app = TestClient(build_app(scorer, None))
     assert open_app.post("/score", json={"prompt": "Why?", "responses": ["Hi."]}).status_code == 200
+
+
+def test_one_request_cannot_hold_a_replica_with_a_huge_body_or_too_many_fixations(client):
+    declared = client.post(
+        "/score", headers={**AUTH, "content-length": str(MAX_BODY_BYTES + 1)}, content=b"{}"
+    )
+    assert declared.status_code == 413
+    per_response = MAX_FIXATIONS // 2 + 1  # each response within its own limit, the request over
+    fixations = [{"word_idx": 0, "onset": 10.0 * i, "duration": 5} for i in range(per_response)]
+    body = {"prompt": "Why?", "responses": [{"text": "Because.", "fixations": fixations}] * 2}
+    response = client.post("/score", headers=AUTH, json=body)
+    assert response.status_code == 422
+    assert "fixations in one request" in response.json()["detail"][0]["msg"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gazerm.storage import Storage
-from gazerm.train.job import RAY_RUN_NAME, is_complete, latest_checkpoint
-from gazerm.train.loop import DEEPSPEED_DIR, FILE_LIST, STATE_FILE, write_file_list
+from gazerm.train.job import RAY_RUN_NAME, completed_step, latest_checkpoint
+from gazerm.train.loop import DEEPSPEED_DIR, FILE_LIST, LISTED, STATE_FILE, write_file_list
 
 WORLD_SIZE = 2
 
@@ -25,7 +25,8 @@ def save_checkpoint(output: Path, name: str, step: int) -> Path:
         (rank_dir / DEEPSPEED_DIR / "state" / f"optim_rank{rank}.pt").write_bytes(os.urandom(4096))
         if rank == 0:
             layout = {"world_size": WORLD_SIZE}
-            (rank_dir / STATE_FILE).write_text(json.dumps({"step": step, "layout": layout}))
+            state = {"step": step, "layout": layout, LISTED: True}
+            (rank_dir / STATE_FILE).write_text(json.dumps(state))
         write_file_list(rank_dir, rank)
         for path in rank_dir.rglob("*"):
             if path.is_file():
@@ -44,7 +45,7 @@ def test_each_rank_lists_what_it_wrote(tmp_path):
         STATE_FILE,
         f"{DEEPSPEED_DIR}/state/optim_rank0.pt",
     }
-    assert is_complete(Storage.of(checkpoint))
+    assert completed_step(Storage.of(checkpoint)) == 10
 
 
 @pytest.mark.parametrize(
@@ -54,13 +55,23 @@ def test_each_rank_lists_what_it_wrote(tmp_path):
         lambda c: (c / DEEPSPEED_DIR / "state" / "optim_rank0.pt").write_bytes(b"cut"),  # cut short
         lambda c: (c / FILE_LIST.format(rank=1)).unlink(),  # rank 1's upload never started
         lambda c: (c / STATE_FILE).unlink(),
+        lambda c: (c / FILE_LIST.format(rank=0)).write_text('{"trainer_st'),  # the list itself cut short
     ],
-    ids=["file-missing", "file-short", "rank-missing", "no-state"],
+    ids=["file-missing", "file-short", "rank-missing", "no-state", "list-short"],
 )
 def test_a_torn_checkpoint_is_passed_over_for_the_last_complete_one(tmp_path, tear):
     older = save_checkpoint(tmp_path, "checkpoint_a", step=10)
     newer = save_checkpoint(tmp_path, "checkpoint_b", step=20)
     assert latest_checkpoint(Storage.of(tmp_path)) == str(newer)
     tear(newer)
-    assert not is_complete(Storage.of(newer))
+    assert completed_step(Storage.of(newer)) is None
+    assert latest_checkpoint(Storage.of(tmp_path)) == str(older)
+
+
+def test_a_checkpoint_from_before_file_lists_is_resumed_from_on_trust(tmp_path):
+    older = save_checkpoint(tmp_path, "checkpoint_a", step=10)
+    state = json.loads((older / STATE_FILE).read_text())
+    (older / STATE_FILE).write_text(json.dumps({k: v for k, v in state.items() if k != LISTED}))
+    for rank in range(WORLD_SIZE):
+        (older / FILE_LIST.format(rank=rank)).unlink()
     assert latest_checkpoint(Storage.of(tmp_path)) == str(older)

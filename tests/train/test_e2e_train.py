@@ -65,7 +65,7 @@ def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str, 
     assert [m.step for m in client.get_metric_history(outcome.run_id, "val/accuracy")] == [4, 8]
     assert 0.0 <= outcome.metrics["val/accuracy"] <= 1.0
     assert outcome.metrics["val/count"] == pytest.approx(run.data.metrics["val/count"])
-    assert run.data.metrics["train/grad_norm"] > 0 and run.data.metrics["train/peak_memory_gb"] > 0.1
+    assert run.data.metrics["train/grad_norm"] > 0 and run.data.metrics["train/peak_memory_gib"] > 0.1
 
     checkpoints = [path for path in (tmp_path / "run" / "ray").glob("checkpoint_*") if path.is_dir()]
     assert checkpoints and all((c / "deepspeed").is_dir() for c in checkpoints)

@@ -29,7 +29,7 @@ def test_a_worker_killed_for_memory_names_the_cause_and_settings_that_fit():
     assert str(cause) == (
         "a training worker ran out of memory (micro-batches of 8 units, sequences up to 128 tokens plus as "
         "many gaze slots); try --set run.micro_batch_size=4 --set run.grad_accum=4 (the same batch), "
-        "--set model.gradient_checkpointing=true, run.zero_stage=3, or more memory per worker"
+        "--set model.gradient_checkpointing=true, --set run.zero_stage=3, or more memory per worker"
     )
 
 
