@@ -17,7 +17,6 @@ import asyncio
 import logging
 import math
 import secrets
-import socket
 import sys
 import tempfile
 import time
@@ -114,12 +113,11 @@ def main() -> int:
 
     from ray import serve
 
+    from gazerm.runtime import free_port
     from gazerm.serve.deployment import start
 
     model_dir = args.model_dir or tiny_model(Path(tempfile.mkdtemp(prefix="gazerm-serve-load-")) / "model")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     token = secrets.token_urlsafe(32)
     url = start(
         model_dir,

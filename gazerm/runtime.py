@@ -16,6 +16,13 @@ VERBOSE_ENV = "GAZERM_VERBOSE"  # "1": show the workers' and the libraries' own 
 DATA_CPUS = 2
 
 
+def free_port() -> int:
+    """A TCP port no process listens on now (on any interface), for a server about to start."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV) == "1"
 
@@ -90,9 +97,7 @@ def _start_local(num_cpus: int, options: dict[str, object]) -> None:
     import ray
     from ray._private.services import get_node_ip_address
 
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     address = f"{get_node_ip_address()}:{port}"
     os.environ[GCS_PORT_ENV] = str(port)
     try:

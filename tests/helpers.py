@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
 from gazerm.data.shards import Manifest
 from gazerm.data.synthetic import write_readability_preferences
 from gazerm.model.inputs import InputSpec
+from gazerm.runtime import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = "smollm2-135m-instruct"
@@ -62,12 +62,6 @@ class LocalCluster:
     state_dir: Path  # cluster/start-local-cluster.sh's: its ``pids`` file lists each node's process group
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def start_local_cluster(workers: int, worker_cpus: int, head_cpus: int) -> Iterator[LocalCluster]:
     """A multi-node Ray cluster on this machine (cluster/start-local-cluster.sh: a head and ``workers``
@@ -75,11 +69,11 @@ def start_local_cluster(workers: int, worker_cpus: int, head_cpus: int) -> Itera
     # Ray's Unix sockets live under the state dir, and their paths must stay under 107 bytes:
     # pytest's tmp_path is too deep, a short /tmp directory is not.
     state_dir = tempfile.mkdtemp(prefix="gzc-", dir="/tmp")
-    dashboard_port = _free_port()
+    dashboard_port = free_port()
     env = {
         **os.environ,
         "GAZERM_CLUSTER_DIR": state_dir,
-        "GAZERM_CLUSTER_GCS_PORT": str(_free_port()),
+        "GAZERM_CLUSTER_GCS_PORT": str(free_port()),
         "GAZERM_CLUSTER_DASHBOARD_PORT": str(dashboard_port),
         "GAZERM_CLUSTER_PORT_BASE": "43000",
         "RAY_AUTH_MODE": "token",

@@ -5,7 +5,6 @@ Serve is shut down afterwards; the session's Ray stays up."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from gazerm.errors import ConfigError
+from gazerm.runtime import free_port
 from gazerm.serve.api import TOKEN_ENV, token_digest
 from gazerm.serve.deployment import app_builder, start
 from tests.serve.conftest import AUTH, TOKEN
@@ -31,12 +31,6 @@ REQUESTS = [
         "responses": ["The quick brown fox jumps over the dog."],
     },
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def expected_rewards(scorer, body: dict) -> np.ndarray:
