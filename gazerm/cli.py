@@ -502,13 +502,19 @@ def gaze(
         typer.echo(text[start:end][:19].ljust(20) + "".join(f"{v:9.3f}" for v in values))
 
 
-@app.command()
-def bench(
+bench_app = _Commands(
+    help="Throughput benchmarks, each against a baseline timed in the same invocation.", no_args_is_help=True
+)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("features")
+def bench_features(
     responses: Annotated[int, typer.Option(help="Responses to featurize.")] = 2000,
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ) -> None:
-    """Measure gaze-feature and shard-writing throughput, as ratios against in-process baselines."""
-    from gazerm.bench import run_benchmarks
+    """Gaze-feature and shard-writing throughput, as ratios against in-process baselines."""
+    from gazerm.bench.features import run_benchmarks
 
     results = run_benchmarks(responses)
     if output:

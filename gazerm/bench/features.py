@@ -1,7 +1,4 @@
-"""Throughput benchmarks for ``gazerm bench``; each prints a ratio against a baseline timed in the same run.
-
-Absolute numbers depend on the machine and on what else runs on it; a ratio against a baseline timed
-in the same process, on the same data, says what the design buys and survives a busy machine better.
+"""``gazerm bench features``: data-side throughput against baselines timed in the same process.
 
 - gaze features: the default predictor of ``gazerm prepare`` on a batch of responses at once,
   against the same predictor called one response at a time (what a naive per-row ``map`` would do);
