@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from gazerm.train.loop import (
     LoopSettings,
     train_loop_per_worker,
 )
+from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
@@ -189,6 +191,7 @@ def run_training(
 
     from gazerm.track.mlflow_tracking import ended_on_failure, start_run
 
+    startup = StartupClock(time.time())
     if not config.model.is_tiny:
         resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
     check_attention(config.model.attn_implementation)
@@ -196,6 +199,7 @@ def run_training(
     if not resume:
         output.delete()
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
+    startup.mark("ray")
     root, manifest = ensure_dataset(config)
     kind, num_outputs = config.loss.kind, config.model.num_outputs
     train_paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, "train")]
@@ -207,6 +211,7 @@ def run_training(
             raise ConfigError(f"{root}: the {split} split has no {kind} training units (loss.kind)")
     train_units = units["train"]
     plan = EpochPlan.of(blocks, config)
+    startup.mark("data")
     total_steps = planned_steps(plan, config)
     if total_steps == 0:
         raise ConfigError(
@@ -225,12 +230,15 @@ def run_training(
         output.uri,
         parent_run_id=parent_run_id,
     )
+    startup.mark("tracking")
     if resume_from:
         print(f"[gazerm] resuming from {resume_from}", flush=True)
     inputs = InputSpec(
         manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
     )
-    settings = LoopSettings(total_steps, tracking_uri, run_id, plan.to_dict(), asdict(inputs), resume_from)
+    settings = LoopSettings(
+        total_steps, tracking_uri, run_id, plan.to_dict(), asdict(inputs), resume_from, asdict(startup)
+    )
     print(
         f"[gazerm] training {config.name}: {train_units} train units, {total_steps} steps on "
         f"{config.run.num_workers} workers (ZeRO-{config.run.zero_stage})",

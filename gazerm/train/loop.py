@@ -40,7 +40,7 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
 from gazerm.train.kinds import LossKind, loss_kind
 from gazerm.train.metric_names import overall_metrics
-from gazerm.train.metrics import EvalTotals, StepAverage, peak_memory_gib
+from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
 
@@ -82,6 +82,7 @@ class LoopSettings:
     plan: dict[str, Any]  # train.order.EpochPlan.to_dict(): the seeded data order every rank derives
     inputs: dict[str, Any]  # model.inputs.InputSpec as a dict, for the export
     resume_from: str | None = None
+    startup: dict[str, Any] = field(default_factory=dict)  # train.metrics.StartupClock as the driver left it
 
 
 def seed_everything(seed: int) -> None:
@@ -122,6 +123,8 @@ class Trainer:
         self.settings = settings
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.startup = StartupClock(**settings.startup) if settings.startup else StartupClock(time.time())
+        self.startup.mark("workers")
         seed_everything(config.run.seed)
         self.engine = self._setup_engine()
         self.device = self.engine.device  # every micro-batch goes here before the forward
@@ -155,6 +158,7 @@ class Trainer:
             self._hf_deepspeed = HfDeepSpeedConfig(ds_config)
         self.tokenizer = build_tokenizer(config.model)
         model = build_reward_model(config.model, self.tokenizer, lm_head=config.loss.lm_loss_coeff > 0)
+        self.startup.mark("model")
         if config.model.init_from:  # ZeRO-2 only (TrainJobConfig checks): the full model is built here
             load_weights_into(model, config.model.init_from)
         if self.kind.shift_invariant:
@@ -169,6 +173,7 @@ class Trainer:
         engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
+        self.startup.mark("deepspeed")
         return engine
 
     def _setup_collator(self):
@@ -213,6 +218,7 @@ class Trainer:
         # Collated now, before the train stream's prefetch thread starts tokenizing: one fast tokenizer
         # must not serve two threads at once.
         self._validation_batches()
+        self.startup.mark("validation")
         run, total = self.config.run, self.settings.total_steps
         started = (time.perf_counter(), self.state.step)
         self._last_logged = started[0]
@@ -265,7 +271,13 @@ class Trainer:
         if grad_norm is not None:
             metrics["train/grad_norm"] = float(grad_norm)
         self._tokens, self._last_logged = 0, now
+        first = self.state.step == started[1] + 1  # of this attempt
+        if first:
+            self.startup.mark("first_step")
+            metrics.update(self.startup.metrics())
         self.metrics_logger.log(metrics, self.state.step)
+        if first:
+            self._post(note_event(self.startup.summary()))
         rate = (self.state.step - started[1]) / elapsed
         self._post(step_event(self.state.step, metrics["train/loss"], metrics["train/tokens_per_s"], rate))
 

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 
 from gazerm.train.batch import UnitLabels
-from gazerm.train.metrics import EvalTotals
+from gazerm.train.metrics import EvalTotals, StartupClock
 
 
 def bt_loss(difference: float) -> float:
@@ -118,3 +119,13 @@ def test_step_average_is_the_mean_over_the_accumulated_micro_batches():
     assert window.pop() == pytest.approx({"train/loss": 0.7, "train/accuracy": 0.75})
     window.add({"train/loss": 0.2})
     assert window.pop() == {"train/loss": 0.2}  # popping started a new step
+
+
+def test_startup_clock_marks_seconds_since_the_start_and_sums_up_each_phase():
+    clock = StartupClock(started_at=100.0, marks={"ray": 9.0, "data": 10.5})
+    clock.marks["first_step"] = 40.0
+    assert clock.metrics() == {"startup/ray_s": 9.0, "startup/data_s": 10.5, "startup/first_step_s": 40.0}
+    assert clock.summary() == "first step after 40 s: ray 9.0 s, data 1.5 s, first_step 29.5 s"
+    now = StartupClock(started_at=time.time() - 5)
+    now.mark("workers")
+    assert 5 <= now.marks["workers"] < 10
