@@ -521,5 +521,55 @@ def bench_features(
         output.write_text(json.dumps(results, indent=2))
 
 
+@bench_app.command("train")
+def bench_train(
+    backbone: Annotated[
+        str, typer.Option(help="tiny-llama, smollm2-135m-instruct, a hub name or dir.")
+    ] = "tiny-llama",
+    steps: Annotated[int, typer.Option(help="Optimizer steps per system.")] = 12,
+    warmup_steps: Annotated[int, typer.Option(help="First steps left out of tokens/s.")] = 2,
+    pairs_per_step: Annotated[int, typer.Option(help="Global batch, in pairs.")] = 16,
+    max_length: Annotated[int, typer.Option(help="Token budget; only pairs that fit it are used.")] = 256,
+    workers: Annotated[int, typer.Option(help="gazerm's Ray Train workers.")] = 2,
+    template: Annotated[str, typer.Option(help="plain or chat (the tokenizer's chat template).")] = "plain",
+    data: Annotated[Path | None, typer.Option(help="Preference file (default: synthetic pairs).")] = None,
+    data_format: Annotated[str, typer.Option("--format", help="Its gazerm source format.")] = "generic",
+    systems: Annotated[str, typer.Option(help="Comma-separated: gazerm,trl,plain.")] = "gazerm,trl,plain",
+    gpu: Annotated[bool, typer.Option("--gpu", help="Train on GPUs (bf16) and report MFU.")] = False,
+    peak_tflops: Annotated[float | None, typer.Option(help="With --gpu: the GPU's dense bf16 peak.")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Working directory of the runs.")] = Path(
+        "runs/bench-train"
+    ),
+    output: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Training tokens/s, time to first step and peak memory of gazerm against TRL's RewardTrainer and a
+    plain PyTorch loop (same data, backbone, LoRA, batch and steps); prints gazerm/trl and gazerm/plain."""
+    from pydantic import ValidationError
+
+    from gazerm.bench.train import TrainBench, run_train_bench
+
+    try:
+        bench = TrainBench(
+            backbone=backbone,
+            steps=steps,
+            warmup_steps=warmup_steps,
+            pairs_per_step=pairs_per_step,
+            max_length=max_length,
+            workers=workers,
+            template=template,
+            data=str(data) if data else None,
+            data_format=data_format,
+            systems=[s.strip() for s in systems.split(",") if s.strip()],
+            gpu=gpu,
+            peak_tflops=peak_tflops,
+            output_dir=str(output_dir),
+        )
+    except ValidationError as error:
+        raise ConfigError(f"gazerm bench train: {error}") from None
+    results = run_train_bench(bench)
+    if output:
+        output.write_text(json.dumps(results, indent=2))
+
+
 if __name__ == "__main__":
     app()

@@ -39,7 +39,7 @@ class UnitCollator:
         self.micro_batch_size = micro_batch_size
         self.kind = loss_kind(kind)
 
-    def _units(self, window: Window) -> list[list[Encoded]]:
+    def encode_units(self, window: Window) -> list[list[Encoded]]:
         """Per unit, its encoded sequences: [chosen, rejected], [rated response] or the ranked list."""
         template = self.encoder.template
         prefixes = [
@@ -50,7 +50,7 @@ class UnitCollator:
 
     def __call__(self, units_table: pa.Table) -> list[MicroBatch]:
         window = units_table.to_pydict()
-        units = self._units(window)
+        units = self.encode_units(window)
         lengths = [max(len(item["input_ids"]) for item in items) for items in units]
         order = np.argsort(lengths, kind="stable")
         return [
