@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import pytest
@@ -19,9 +20,9 @@ from gazerm.model.inputs import ModelInputs
 from gazerm.model.reward_model import RewardOutput, build_tokenizer
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.collate import UnitCollator
-from gazerm.train.config import RunConfig, TrainJobConfig
+from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
 from gazerm.train.loop import LoopSettings, Trainer, TrainerState
-from gazerm.train.metrics import StepAverage
+from gazerm.train.metrics import StartupClock, StepAverage
 from gazerm.train.order import EpochPlan, RankStream, list_blocks
 
 
@@ -83,6 +84,7 @@ def bare_trainer(config: TrainJobConfig, engine: FakeEngine, total_steps: int = 
     trainer.engine, trainer.device = engine, engine.device
     trainer.state, trainer.accumulated, trainer._tokens = TrainerState(), StepAverage(), 0
     trainer.metrics_logger, trainer.board = None, None
+    trainer.startup = StartupClock(time.time())
     trainer._validation = []  # collated already: no Ray Data shard here
     return trainer
 
