@@ -5,7 +5,8 @@ Every rank runs this function. Rank 0 also streams metrics to MLflow and posts p
 Checkpoints hold the DeepSpeed state (all ranks' ZeRO partitions) and a ``trainer_state.json``;
 the last one also holds the exported reward model under ``model/``. Each rank reads its own share
 of the train split (``train.order``: the same sequence of units for the same seed, so a resumed run
-continues exactly where it stopped); the validation split comes whole to every rank through Ray Data.
+continues exactly where it stopped); the validation split comes whole to every rank through the object
+store.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import ray
 import ray.train
 import torch
 from transformers.optimization import (
@@ -32,7 +35,6 @@ from gazerm.model.inputs import InputSpec, ModelInputs
 from gazerm.model.io import load_weights_into, save_reward_model
 from gazerm.model.reward_model import RewardOutput, build_reward_model, build_tokenizer
 from gazerm.model.templates import build_template
-from gazerm.runtime import quiet_ray_data
 from gazerm.track.mlflow_tracking import MetricLogger
 from gazerm.train.batch import MicroBatch
 from gazerm.train.collate import UnitCollator
@@ -105,20 +107,21 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainJobConfig, to
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; ``loop_config`` = {"job": TrainJobConfig as dict, "settings": LoopSettings,
-    "board": the driver's ``ProgressBoard``}."""
+    "board": the driver's ``ProgressBoard``, "validation": an object reference to the validation units}."""
     config = TrainJobConfig.model_validate(loop_config["job"])
     settings = LoopSettings(**loop_config["settings"])
     # Must be set before DeepSpeed is imported: it picks its accelerator once, at import.
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.run.use_gpu else "cpu")
-    Trainer(config, settings, loop_config["board"]).run()
+    Trainer(config, settings, loop_config["board"], loop_config["validation"]).run()
 
 
 class Trainer:
     """One rank's training run, set up like a torchtune recipe (``_setup_*``), then: restore, train,
     evaluate, save."""
 
-    def __init__(self, config: TrainJobConfig, settings: LoopSettings, board: Any) -> None:
-        quiet_ray_data()
+    def __init__(
+        self, config: TrainJobConfig, settings: LoopSettings, board: Any, validation: ray.ObjectRef
+    ) -> None:
         self.config = config
         self.settings = settings
         context = ray.train.get_context()
@@ -133,6 +136,7 @@ class Trainer:
         self.state = TrainerState(layout=self.train_stream.plan.layout())
         self.accumulated = StepAverage()
         self._tokens = 0  # text tokens this rank trained on since the last logged step (tokens/s)
+        self._validation_units = validation
         self._validation: list[MicroBatch] | None = None
         self.metrics_logger = None
         self.board = board if self.rank == 0 else None  # rank 0 speaks for the run
@@ -314,13 +318,11 @@ class Trainer:
         return totals.all_reduce().metrics()
 
     def _validation_batches(self) -> list[MicroBatch]:
-        """The validation micro-batches, read and collated once: the split never changes during a run,
-        and re-running its Ray Data pipeline at every evaluation costs more than scoring it."""
+        """The validation micro-batches, fetched and collated once: the split never changes during a run."""
         if self._validation is None:
-            windows = ray.train.get_dataset_shard("validation").iter_batches(
-                batch_size=self.config.run.micro_batch_size * self.config.data.bucket_window,
-                batch_format="pyarrow",
-            )
+            units: pa.Table = ray.get(self._validation_units)
+            size = self.config.run.micro_batch_size * self.config.data.bucket_window
+            windows = (units.slice(start, size) for start in range(0, units.num_rows, size))
             self._validation = [micro for window in windows for micro in self.collator(window)]
         return self._validation
 
