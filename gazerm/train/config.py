@@ -28,7 +28,7 @@ def _quickstart_prepare() -> PrepareConfig:
         output_dir="runs/data/readability",
         rows_per_shard=500,
         splits={"train": 0.8, "validation": 0.2, "test": 0.0},
-        gaze=GazeSpec(predictor="reading_model", backend="ray", workers=2),
+        gaze=GazeSpec(predictor="reading_model", backend="auto", workers=2),
     )
 
 

@@ -307,3 +307,16 @@ def test_ray_backend_writes_the_same_shards_as_local(tmp_path, pairs, ray_local)
         )
         assert [s.sha256 for s in on_ray.splits[split]] == [s.sha256 for s in local.splits[split]]
     assert on_ray.gaze_source == local.gaze_source == "reading_model-v1"
+
+
+def test_auto_gaze_backend_featurizes_a_small_set_in_process(tmp_path, pairs, monkeypatch):
+    def no_ray() -> None:
+        raise AssertionError("a set this small must not start Ray Data")
+
+    monkeypatch.setattr(prepare_module, "init_ray", no_ray)
+    manifest = prepare(_config(tmp_path, pairs, gaze=GazeSpec(predictor="reading_model")))
+    assert manifest.gaze_source is not None and manifest.rows("train") > 0
+    assert GazeSpec().backend == "auto"
+    assert GazeSpec().runs_locally(prepare_module.AUTO_LOCAL_ROWS - 1)
+    assert not GazeSpec().runs_locally(prepare_module.AUTO_LOCAL_ROWS)
+    assert not GazeSpec(backend="ray").runs_locally(10) and GazeSpec(backend="local").runs_locally(10**9)
