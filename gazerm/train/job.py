@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def run_training(
     """
     import ray.train
 
-    from gazerm.track.mlflow_tracking import ended_on_failure, start_run
+    from gazerm.track.mlflow_tracking import ended_on_failure, open_store, start_run
 
     startup = StartupClock(time.time())
     if not config.model.is_tiny:
@@ -198,6 +199,10 @@ def run_training(
     output = Storage.of(config.output_dir)
     if not resume:
         output.delete()
+    tracking_uri = config.resolved_tracking_uri()
+    background = ThreadPoolExecutor(max_workers=1)
+    store = background.submit(open_store, tracking_uri)  # while Ray starts
+    background.shutdown(wait=False)
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     startup.mark("ray")
     root, manifest = ensure_dataset(config)
@@ -221,7 +226,7 @@ def run_training(
     resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
         check_same_layout(resume_from, plan)  # before the MLflow run is reopened
-    tracking_uri = config.resolved_tracking_uri()
+    store.result()  # raises what opening the store raised
     run_id = start_run(
         tracking_uri,
         config.tracking.experiment,
