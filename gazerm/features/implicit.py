@@ -42,11 +42,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import polars as pl
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import polars as pl
 
 IMPLICIT_FEATURE_NAMES = (
     "dwell_s",
@@ -138,7 +140,11 @@ def detected_fixations(views: Sequence[SessionView]) -> dict[int, np.ndarray]:
     with_gaze = [i for i, view in enumerate(views) if len(view.gaze) > 1]  # one sample is no fixation
     if not with_gaze:
         return {}
-    from gazerm.features.recorded import detect_fixations  # pymovements is slow to import
+    # Slow to import, and only session logs with raw gaze need them (training workers import this
+    # module for N_IMPLICIT alone).
+    import polars as pl
+
+    from gazerm.features.recorded import detect_fixations
 
     found = {i: np.empty((0, 2)) for i in with_gaze}
     chunks = [with_gaze[k : k + VIEWS_PER_DETECTION] for k in range(0, len(with_gaze), VIEWS_PER_DETECTION)]
@@ -159,6 +165,8 @@ def detected_fixations(views: Sequence[SessionView]) -> dict[int, np.ndarray]:
 
 def _on_grid(view: str, gaze: np.ndarray) -> pl.DataFrame:
     """Raw samples linearly interpolated onto the :data:`WEBCAM_GRID_MS` grid I-DT needs."""
+    import polars as pl
+
     t, x, y = gaze.T
     grid = np.arange(np.ceil(t[0]), t[-1] + 1, WEBCAM_GRID_MS)
     return pl.DataFrame(
