@@ -24,10 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from gazerm.bench.train import DENSE_BF16_TFLOPS
+
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ROOT / "jobs" / "smollm2_hh_rlhf.yaml"
 SMOLLM2_PARAMETERS = 134.5e6
-DENSE_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
 
 
 def gpus() -> tuple[int, str]:
