@@ -571,5 +571,30 @@ def bench_train(
         output.write_text(json.dumps(results, indent=2))
 
 
+@bench_app.command("packing")
+def bench_packing(
+    pairs: Annotated[
+        int, typer.Option(help="Pairs of the length-skewed set (about 8% of responses long).")
+    ] = 128,
+    micro_batch_size: Annotated[
+        int, typer.Option(help="Pairs per micro-batch, as run.micro_batch_size.")
+    ] = 16,
+    bucket_window: Annotated[
+        int, typer.Option(help="Micro-batches sorted by length together, as data.bucket_window.")
+    ] = 8,
+    max_length: Annotated[int, typer.Option(help="Tokens per sequence at most, as data.max_length.")] = 384,
+    backbone: Annotated[
+        str, typer.Option(help="tiny-llama (4 layers, hidden 128) or a decoder, e.g. smollm2-135m-instruct.")
+    ] = "tiny-llama",
+    output: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Padding-free (data.packing) against padded micro-batches: real tokens/s of forward + backward."""
+    from gazerm.bench.packing import run_packing_benchmark
+
+    results = run_packing_benchmark(pairs, micro_batch_size, bucket_window, max_length, backbone)
+    if output:
+        output.write_text(json.dumps(results, indent=2))
+
+
 if __name__ == "__main__":
     app()

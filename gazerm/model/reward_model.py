@@ -32,10 +32,12 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from gazerm.errors import ConfigError
 from gazerm.model.backbones import check_attention, check_lora_targets, resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig, Pooling
-from gazerm.model.fusion import fuse
+from gazerm.model.fusion import FusedInputs, fuse
 from gazerm.model.implicit_head import ImplicitHead
+from gazerm.model.packing import pack, unpack
 from gazerm.model.pooling import pool
 from gazerm.model.projector import GazeProjector
 from gazerm.model.tokenizers import build_local_tokenizer
@@ -94,11 +96,13 @@ class RewardModel(nn.Module):
         return_lm_logits: bool = False,
         implicit: torch.Tensor | None = None,
         implicit_mask: torch.Tensor | None = None,
+        packed: bool = False,
     ) -> RewardOutput:
         """``input_ids``/``attention_mask`` ``(B, T)``; ``gaze`` ``(B, T, 5)`` float and ``gaze_mask``
         ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``); ``implicit``
         ``(B, N_IMPLICIT)`` and ``implicit_mask`` ``(B,)`` for a model with ``implicit_features``
-        (without them every response is scored as one without session logs)."""
+        (without them every response is scored as one without session logs). ``packed``: the backbone
+        runs on the attended slots only (``gazerm.model.packing``); same outputs, no compute on padding."""
         transformer = self.transformer
         fused = fuse(
             self.model_config.fusion,
@@ -108,12 +112,11 @@ class RewardModel(nn.Module):
             gaze,
             gaze_mask,
         )
-        hidden = transformer(
-            inputs_embeds=fused.inputs_embeds,
-            attention_mask=fused.attention_mask,
-            position_ids=fused.position_ids,
-            use_cache=False,
-        ).last_hidden_state
+        hidden = (
+            self._packed_hidden(fused)
+            if packed
+            else self._hidden(fused.inputs_embeds, fused.attention_mask, fused.position_ids)
+        )
         pooled = pool(hidden, fused.attention_mask, self.pooling, fused.text_offset)
         rewards = self.value_head(pooled.to(self.value_head.weight.dtype)).float()
         if self.implicit_head is not None and implicit is not None:
@@ -122,6 +125,31 @@ class RewardModel(nn.Module):
             rewards = rewards.squeeze(-1)
         lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None
         return RewardOutput(rewards, lm_logits)
+
+    def _hidden(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        return self.transformer(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
+
+    def _packed_hidden(self, fused: FusedInputs) -> torch.Tensor:
+        """``(B, S, H)`` hidden states from packed rows: one for flash-attn's varlen kernel (transformers
+        reads packing from position ids only in a one-row batch there), else rows as long as the padded
+        ones (a dense block-diagonal mask grows with the square of a row). Without a mask, transformers
+        tells the sequences apart by their restarting position ids, which a causal decoder's mask code
+        reads and an encoder's does not."""
+        if is_encoder(self.transformer.config):
+            raise ConfigError(
+                f"data.packing needs a causal decoder backbone; {self.model_config.backbone} is an encoder "
+                f"({self.transformer.config.model_type}): set data.packing=false"
+            )
+        varlen = self.model_config.attn_implementation == "flash_attention_2"
+        rows = pack(fused, None if varlen else fused.attention_mask.shape[1])
+        return unpack(self._hidden(rows.inputs_embeds, None, rows.position_ids), rows)
 
     def _lm_logits(self, text_hidden: torch.Tensor) -> torch.Tensor:
         lm_head = self.hf_model.get_output_embeddings()

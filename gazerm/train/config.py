@@ -50,6 +50,12 @@ class DataConfig(_Strict):
     shuffle_buffer: int = Field(
         default=10_000, ge=1, description="units each rank shuffles together (after a seeded block order)"
     )
+    packing: bool = Field(
+        default=False,
+        description="padding-free forwards: a micro-batch's sequences run back to back, position ids "
+        "restarting per sequence (one row for flash_attention_2's varlen kernel; for sdpa/eager rows no "
+        "longer than the padded ones); causal decoders only",
+    )
 
     @model_validator(mode="after")
     def _one_origin(self) -> DataConfig:
@@ -119,6 +125,13 @@ class TrainJobConfig(_Strict):
             raise ValueError(
                 "model.init_from copies full weights in before DeepSpeed shards them: use run.zero_stage=2"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _packing_needs_a_decoder(self) -> TrainJobConfig:
+        # Hub and directory backbones are checked when the model first runs (RewardModel.forward).
+        if self.data.packing and self.model.backbone == "tiny-bert":
+            raise ValueError("data.packing needs a causal decoder backbone; tiny-bert is an encoder")
         return self
 
     def resolved_tracking_uri(self) -> str:

@@ -287,9 +287,11 @@ class Trainer:
 
     def _forward(self, inputs: ModelInputs) -> RewardOutput:
         """The engine's forward, with every input on the engine's device first (collate output is on the
-        CPU, and Ray moves only plain tensor batches)."""
+        CPU, and Ray moves only plain tensor batches); packed or padded as ``data.packing`` says."""
         return self.engine(
-            **inputs.to(self.device).forward_kwargs(), return_lm_logits=self.config.loss.lm_loss_coeff > 0
+            **inputs.to(self.device).forward_kwargs(),
+            return_lm_logits=self.config.loss.lm_loss_coeff > 0,
+            packed=self.config.data.packing,
         )
 
     def _loss(self, micro: MicroBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -71,3 +71,10 @@ def test_prepared_shards_replace_the_default_prepare_section():
     written = {"sources": [{"format": "generic", "path": "a.jsonl"}], "output_dir": "runs/data/a"}
     with pytest.raises(ConfigError, match=r"set exactly one of data\.dataset_dir"):
         load_config(TrainJobConfig, {"data": {"dataset_dir": "runs/data/x", "prepare": written}})
+
+
+def test_packing_parses_and_is_refused_for_an_encoder_when_the_config_is_read():
+    assert not TrainJobConfig().data.packing
+    assert load_config(TrainJobConfig, {}, ["data.packing=true"]).data.packing
+    with pytest.raises(ConfigError, match=r"data\.packing .*tiny-bert is an encoder"):
+        load_config(TrainJobConfig, {}, ["data.packing=true", "model.backbone=tiny-bert"])

@@ -42,6 +42,7 @@ class FakeEngine:
         self.crash_after = crash_after
         self.micro_steps = 0
         self.forwards: list[tuple] = []
+        self.packed: list[bool] = []
 
     def __call__(self, **inputs: torch.Tensor) -> RewardOutput:
         if self.crash_after is not None and len(self.forwards) == self.crash_after:
@@ -54,6 +55,7 @@ class FakeEngine:
         self.forwards.append(
             tuple(inputs["input_ids"].flatten().tolist()) if self.device.type == "cpu" else ()
         )
+        self.packed.append(inputs["packed"])
         rows, length = inputs["input_ids"].shape
         rewards = torch.linspace(0, 1, rows, device=self.output_device)
         lm = inputs["return_lm_logits"]
@@ -130,6 +132,16 @@ def test_evaluation_inputs_reach_the_engine_device(kind):
     trainer = bare_trainer(TrainJobConfig(loss=LossConfig(kind=kind)), engine)
     trainer._validation = [MICRO_BATCHES[kind]]
     assert trainer.evaluate()["val/count"] == MICRO_BATCHES[kind].labels.num_units
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_data_packing_reaches_training_and_evaluation_forwards(packing):
+    engine = FakeEngine()
+    trainer = bare_trainer(TrainJobConfig(data=DataConfig(packing=packing)), engine)
+    trainer._loss(MICRO_BATCHES["pairwise"])
+    trainer._validation = [MICRO_BATCHES["pairwise"]]
+    trainer.evaluate()
+    assert engine.packed == [packing, packing]
 
 
 def test_a_micro_batch_moves_every_tensor():
