@@ -155,6 +155,40 @@ def train(
 
 
 @app.command()
+def plan(
+    config: Annotated[
+        Path | None, typer.Argument(help="Training job YAML (jobs/*.yaml); omitted: the embedded quickstart.")
+    ] = None,
+    overrides: Overrides = None,
+    node_memory_gib: Annotated[
+        float | None,
+        typer.Option("--node-memory-gib", min=0.1, help="Memory of each node; default: this machine's."),
+    ] = None,
+    workers_per_node: Annotated[
+        int | None,
+        typer.Option("--workers-per-node", min=1, help="Workers sharing a node; default: run.num_workers."),
+    ] = None,
+    gpu_memory_gib: Annotated[
+        float, typer.Option("--gpu-memory-gib", min=0.1, help="Memory of each GPU (run.use_gpu jobs).")
+    ] = 80.0,
+) -> None:
+    """Estimate each training worker's peak memory against what a worker has; when it does not fit, name
+    the --set overrides that would (and exit with code 2)."""
+    from gazerm.table import Table
+    from gazerm.train.memory import available_per_worker, check_fits
+
+    settings = _job_config(config, overrides, None)
+    available = available_per_worker(settings, node_memory_gib, workers_per_node, gpu_memory_gib)
+    report = check_fits(settings, available.gib)
+    rows = [[part, f"{gib:.2f}", what] for part, gib, what in report.estimate.parts()]
+    typer.echo(Table(["part", "GiB", "what"], rows).markdown(), nl=False)
+    typer.echo(f"available per worker: {available.gib:.1f} GiB ({available.basis})")
+    if not report.fits:
+        raise ConfigError(report.verdict())
+    typer.secho(report.verdict(), fg=typer.colors.YELLOW if report.tight else None)
+
+
+@app.command()
 def score(
     model_dir: Annotated[
         Path, typer.Argument(metavar="MODEL_DIR", help="Reward model directory (a training run's model/).")

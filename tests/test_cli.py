@@ -121,3 +121,24 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(featurize, "build_predictor", broken)
     result = CliRunner().invoke(app, ["gaze", "Some text."])
     assert result.exit_code == 1 and isinstance(result.exception, ZeroDivisionError)
+
+
+def test_plan_prints_the_estimate_and_refuses_a_job_that_does_not_fit_with_settings_that_do():
+    fits = CliRunner().invoke(app, ["plan"])
+    assert fits.exit_code == 0, fits.output
+    assert "| activations |" in fits.output and "fits: each worker needs about" in fits.output
+    too_big = ["plan", "--node-memory-gib", "6", "--set", "run.micro_batch_size=256"]
+    refused = CliRunner().invoke(app, too_big)
+    assert refused.exit_code == 2
+    assert "does not fit" in refused.output and "--set run.micro_batch_size=" in refused.output
+
+
+def test_train_refuses_a_job_that_cannot_fit_this_machine_before_starting_ray(monkeypatch, tmp_path):
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    command = ["train", "--set", f"output_dir={tmp_path}/run", "--set", "run.micro_batch_size=20000"]
+    result = CliRunner().invoke(app, [*command, "--set", "data.max_length=1024"])
+    assert result.exit_code == 2
+    assert "memory: does not fit" in result.output and "run.memory_check=false" in result.output
+    assert not ray.is_initialized()

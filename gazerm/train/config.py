@@ -99,6 +99,11 @@ class RunConfig(_Strict):
         "loss; -1: no limit",
     )
     seed: int = Field(default=0, ge=0)
+    memory_check: bool = Field(
+        default=True,
+        description="estimate each worker's peak memory before a local run starts and refuse a job that "
+        "does not fit (gazerm plan shows the estimate); false: skip",
+    )
 
 
 class TrackingConfig(_Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -38,6 +39,7 @@ from gazerm.train.loop import (
     LoopSettings,
     train_loop_per_worker,
 )
+from gazerm.train.memory import preflight
 from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.progress import follow
@@ -196,6 +198,10 @@ def run_training(
     if not config.model.is_tiny:
         resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
     check_attention(config.model.attn_implementation)
+    if not os.environ.get("RAY_ADDRESS"):  # the workers run on this machine: will they fit in it?
+        warning = preflight(config)
+        if warning:
+            log.warning(warning)
     output = Storage.of(config.output_dir)
     if not resume:
         output.delete()

@@ -1,0 +1,456 @@
+"""Each training worker's peak memory, estimated from the job config alone, so a job that would be killed
+for memory minutes into its run is refused before it starts, with settings that fit (``gazerm plan``, the
+driver's pre-flight check).
+
+The estimate is a sum of parts in GiB. The architecture comes from building the backbone on the ``meta``
+device (exact parameter counts, no weights loaded); activations are counted per layer per token from what
+autograd keeps for the backward on the attention path the run takes. The constants below were measured on
+a 2-core CPU node (``benchmarks/memory_calibration.py`` prints estimate against measured peak RSS); the GPU
+figures (bf16, CUDA kernels) follow the same accounting but are not calibrated on a GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig
+
+from gazerm.config import load_config
+from gazerm.errors import ConfigError
+from gazerm.model.backbones import ALIASES, resolve_backbone
+from gazerm.model.config import ModelConfig
+from gazerm.model.reward_model import RewardModel, build_reward_model, build_tokenizer, is_encoder
+from gazerm.train.config import TrainJobConfig
+
+GIB = 2**30
+# A Ray Train worker before its model: Python, torch, transformers, DeepSpeed, Ray's core worker, Ray Data
+# (train/peak_memory_gib of tiny-model jobs on this machine: 0.76-0.80).
+CPU_BASELINE_GIB = 0.77
+GPU_BASELINE_GIB = 0.5  # CUDA context and kernels (not measured here)
+# Resident memory over the bytes autograd keeps, at the steady-state peak (from the third step on): glibc
+# keeps the blocks the backward frees, and their holes (1.62-2.14 measured here, lower with more layers).
+# The caching allocator on a GPU reuses them; there only the backward's transients of one layer are added.
+CPU_ALLOCATOR_FACTOR = 1.85
+# Under activation checkpointing on the CPU, the share of each layer's forward temporaries (as much as the
+# layer would keep without checkpointing) that stays resident anyway (0.34-0.38 measured here).
+CPU_CHECKPOINT_RESIDUE = 0.35
+GPU_TRANSIENT_FACTOR = 1.1
+# What loading a checkpoint leaves resident beyond the fp32 weights, as a fraction of them: GGUF files are
+# dequantised through numpy copies (0.57 measured with SmolLM2's Q4_1 file); safetensors are memory-mapped
+# and become the weights themselves (nothing more measured with a saved 106M-parameter directory).
+LOADING_FACTOR = {"random": 0.0, "gguf": 0.57, "safetensors": 0.0}
+# The LM loss keeps the log-softmax of the chosen half of the sequences (fp32) for the backward; the full
+# logits and their gradient come and go before the peak (measured: one logits tensor's worth at the peak).
+LM_LOGIT_COPIES = 0.5
+# Listwise micro-batches hold every response of each list; the list length is the data's. Assumed: four
+# (HelpSteer2 and the synthetic lists have up to four responses per prompt).
+LISTWISE_RESPONSES = 4
+SEQUENCES_PER_UNIT = {"pairwise": 2, "regression": 1, "listwise": LISTWISE_RESPONSES}
+# Ray's memory monitor kills a worker once the node's used memory passes this fraction of its total.
+RAY_MEMORY_THRESHOLD = 0.95
+# The driver and Ray's own processes (GCS, raylet, dashboard, the Train controller) on the head node.
+DRIVER_GIB = 2.0
+TIGHT = 0.8  # above this share of what a worker has, the estimate's error (25%) reaches an OOM kill
+# Linear layers that read the same tensor: under full fine-tuning (or LoRA without dropout) it is kept once.
+SHARED_INPUTS = {
+    **dict.fromkeys(["q_proj", "k_proj", "v_proj", "query", "key", "value"], "attention"),
+    **dict.fromkeys(["gate_proj", "up_proj"], "mlp"),
+}
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A linear layer of the backbone: LoRA targets are counted and sized from these."""
+
+    name: str  # the full module name, as LoRA's target_modules match it
+    in_features: int
+    out_features: int
+
+    @property
+    def short(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+    def targeted(self, targets: list[str]) -> bool:
+        return any(self.name == t or self.name.endswith(f".{t}") for t in targets)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the estimate needs of a reward model, read off its meta-device build."""
+
+    encoder: bool
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    attention_dropout: float
+    hidden_dropout: float
+    backbone_params: int  # tied embeddings counted once
+    head_params: int  # projector, value head, implicit head: outside the backbone, always trained
+    layer_params: int
+    embedding_params: int
+    linears: tuple[Linear, ...]  # every linear layer of the backbone
+    layer_linears: tuple[Linear, ...]  # those of its first transformer layer
+
+    def lora_params(self, config: ModelConfig) -> int:
+        """``r × (in + out)`` per linear layer LoRA targets (its A and B matrices)."""
+        lora = config.lora
+        if lora is None:
+            return 0
+        return sum(
+            lora.r * (x.in_features + x.out_features) for x in self.linears if x.targeted(lora.target_modules)
+        )
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """One worker's peak memory in GiB, by part; ``total`` is what is compared with what a worker has."""
+
+    baseline: float
+    weights: float
+    loading: float
+    trainable: float
+    activations: float
+    backbone_params: int
+    trainable_params: int
+    lora_params: int
+    sequences: int  # per micro-batch
+    sequence_length: int  # the longest, gaze slots included
+    device: str  # "cpu" (fp32) or "gpu" (bf16)
+
+    @property
+    def total(self) -> float:
+        return self.baseline + self.weights + self.loading + self.trainable + self.activations
+
+    def parts(self) -> list[tuple[str, float, str]]:
+        """(part, GiB, what it holds) rows for a table."""
+        gpu = self.device == "gpu"
+        precision = "bf16" if gpu else "fp32"
+        return [
+            (
+                "baseline",
+                self.baseline,
+                "worker process before the model" + (", CUDA context" if gpu else ""),
+            ),
+            ("weights", self.weights, f"{self.backbone_params:,} backbone parameters, {precision}"),
+            ("loading", self.loading, "left resident by reading the checkpoint"),
+            ("trainable", self.trainable, f"{self.trainable_params:,} trained: grads, AdamW moments, master"),
+            (
+                "activations",
+                self.activations,
+                f"{self.sequences} sequences x {self.sequence_length} tokens kept for the backward",
+            ),
+            ("total", self.total, ""),
+        ]
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """An estimate against the memory a worker has, and ``--set`` overrides that would bring it under
+    ``TIGHT`` (or at least under what a worker has) when it is tight or does not fit."""
+
+    estimate: MemoryEstimate
+    available_gib: float
+    suggestion: list[str] | None = None  # None: fits with room, or nothing tried fits
+
+    @property
+    def share(self) -> float:
+        return self.estimate.total / self.available_gib if self.available_gib > 0 else float("inf")
+
+    @property
+    def fits(self) -> bool:
+        return self.share <= 1
+
+    @property
+    def tight(self) -> bool:
+        return self.fits and self.share > TIGHT
+
+    def verdict(self) -> str:
+        """One line: fits, tight, or does not fit and what would."""
+        needed = f"each worker needs about {self.estimate.total:.1f} of its {self.available_gib:.1f} GiB"
+        fix = "try " + " ".join(f"--set {item}" for item in self.suggestion) if self.suggestion else ""
+        if self.tight:  # the estimate is good to about 25%
+            return f"tight: {needed} ({self.share:.0%}), close enough to be killed for memory" + (
+                f"; {fix}" if fix else ""
+            )
+        if self.fits:
+            return f"fits: {needed} ({self.share:.0%})"
+        return f"does not fit: {needed}; " + (
+            fix
+            or "no smaller micro-batch, activation checkpointing or ZeRO-3 fits: use fewer workers per node, "
+            "a shorter data.max_length or a bigger node"
+        )
+
+
+def estimate_worker_memory(config: TrainJobConfig) -> MemoryEstimate:
+    """The peak memory of one training worker of ``config``, by part (see the module's docstring)."""
+    model, run = config.model, config.run
+    lm_head = config.loss.lm_loss_coeff > 0
+    arch = architecture(model, lm_head)
+    gpu = run.use_gpu
+    param_bytes = 2 if gpu else 4
+    lora_params = arch.lora_params(model)
+    trained = (lora_params if model.lora is not None else arch.backbone_params) + arch.head_params
+    all_params = arch.backbone_params + arch.head_params + lora_params
+    if run.zero_stage == 3:  # partitioned; gathered one layer (or the embedding matrix) at a time
+        weights = all_params / run.num_workers + max(arch.layer_params, arch.embedding_params)
+    else:
+        weights = all_params
+    # backward's gradients (reduced bucket by bucket under ZeRO-3) + per partition: fp32 gradients, fp32
+    # master copy (DeepSpeed keeps one under fp32 too) and AdamW's two fp32 moments
+    grads = trained * param_bytes / (run.num_workers if run.zero_stage == 3 else 1)
+    optimizer = trained * 16 / run.num_workers
+    sequences = run.micro_batch_size * SEQUENCES_PER_UNIT[config.loss.kind]
+    length = config.data.max_length * (2 if model.fusion == "concat" else 1)
+    return MemoryEstimate(
+        baseline=GPU_BASELINE_GIB if gpu else CPU_BASELINE_GIB,
+        weights=weights * param_bytes / GIB,
+        loading=0.0 if gpu else LOADING_FACTOR[checkpoint_kind(model)] * arch.backbone_params * 4 / GIB,
+        trainable=(grads + optimizer) / GIB,
+        activations=activation_bytes(arch, config, sequences, length) / GIB,
+        backbone_params=arch.backbone_params,
+        trainable_params=trained,
+        lora_params=lora_params,
+        sequences=sequences,
+        sequence_length=length,
+        device="gpu" if gpu else "cpu",
+    )
+
+
+def activation_bytes(arch: Architecture, config: TrainJobConfig, sequences: int, length: int) -> float:
+    """Resident bytes of a micro-batch's activations at the worker's peak: what autograd keeps for the
+    backward (every layer's saved tensors per token, those outside the layers, the gaze projector's and
+    the LM loss's) times what the allocator holds beyond it."""
+    model, gpu = config.model, config.run.use_gpu
+    act = 2 if gpu else 4
+    tokens, text = sequences * length, sequences * config.data.max_length
+    layer = tokens * layer_bytes(arch, model, length, gpu)
+    # the final norm's input, the (B, 1, S, S) additive padding mask, rotary cos/sin (decoders)
+    outside = tokens * (arch.hidden + length + (0 if arch.encoder else 2 * arch.head_dim)) * act
+    # the projector's hidden layer (ReLU output, dropout noise and output) and its embeddings
+    outside += 0 if model.fusion == "none" else text * (3 * model.fp_hidden + 3 * arch.hidden) * act
+    outside += text * LM_LOGIT_COPIES * arch.vocab * 4 if config.loss.lm_loss_coeff > 0 else 0
+    factor = GPU_TRANSIENT_FACTOR if gpu else CPU_ALLOCATOR_FACTOR
+    if not model.gradient_checkpointing:
+        return (arch.layers * layer + outside) * factor
+    # Only each layer's input is kept; the backward recomputes one layer at a time. On the CPU glibc also
+    # keeps part of each layer's freed forward temporaries, in holes under that layer's kept input.
+    kept = tokens * arch.layers * arch.hidden * act + layer + outside
+    return kept * factor + (0 if gpu else CPU_CHECKPOINT_RESIDUE * arch.layers * layer)
+
+
+def layer_bytes(arch: Architecture, model: ModelConfig, length: int, gpu: bool) -> float:
+    """Bytes one transformer layer keeps per token of a ``length``-token sequence. Decoders are counted
+    as Llama, Mistral or Qwen layers (RMSNorm, SwiGLU), encoders as BERT's.
+
+    On the CPU a dropout keeps its scaled noise at full precision, on a GPU a one-byte mask. The
+    attention kernels (torch's flash on the CPU, flash or memory-efficient on a GPU) keep q, k, v, the
+    output and a log-sum-exp per head, not the scores; sdpa repeats K and V to all heads once a padding
+    mask is present. Scores are materialised by ``eager`` attention, and on the CPU by sdpa with
+    attention dropout (BERT's), which falls back to the math kernel: softmax, its dropout mask and output.
+    """
+    act, noise = (2, 1) if gpu else (4, 4)
+    hidden, heads = arch.hidden, arch.heads
+    q_width = heads * arch.head_dim
+    repeated = model.attn_implementation != "flash_attention_2" and arch.kv_heads < heads
+    kv_width = q_width if repeated else arch.kv_heads * arch.head_dim
+    dropout_scores = arch.attention_dropout > 0 and not gpu and model.attn_implementation == "sdpa"
+    if model.attn_implementation == "eager" or dropout_scores:
+        scores = heads * length * act * (3 if arch.attention_dropout > 0 else 1)
+        attention = (q_width + 2 * kv_width) * act + scores
+    else:
+        attention = (2 * q_width + 2 * kv_width) * act + heads * 4
+    if arch.encoder:  # post-norm LayerNorms keep their input, mean and 1/std; dropout on both sublayers
+        norms = 2 * (hidden * act + 8) + (2 * hidden * noise if arch.hidden_dropout > 0 else 0)
+        mlp = arch.intermediate * act  # GELU's input
+    else:  # RMSNorms keep their input (upcast to fp32) and 1/rms; SwiGLU keeps gate, its SiLU and up
+        norms = 2 * (hidden * 4 + 4)
+        mlp = 3 * arch.intermediate * act
+    return norms + attention + mlp + trainable_linear_bytes(arch, model, act, noise)
+
+
+def trainable_linear_bytes(arch: Architecture, model: ModelConfig, act: int, noise: int) -> float:
+    """What a layer's trained linear layers keep per token. A frozen linear layer keeps nothing (its
+    input's gradient needs only the weight). A LoRA layer keeps its dropout's noise and output (which its A
+    matrix reads) and A's output; without dropout A reads the layer's input itself, kept once however many
+    linear layers read it. Under full fine-tuning every linear layer's input is kept that way."""
+    lora = model.lora
+    if lora is None:
+        trained = list(arch.layer_linears)
+    else:
+        trained = [x for x in arch.layer_linears if x.targeted(lora.target_modules)]
+        if lora.dropout > 0:
+            return sum(x.in_features * (act + noise) + lora.r * act for x in trained)
+    inputs = {SHARED_INPUTS.get(x.short, x.short): x.in_features for x in trained}
+    rank = 0 if lora is None else lora.r * len(trained)
+    return (sum(inputs.values()) + rank) * act
+
+
+def checkpoint_kind(config: ModelConfig) -> str:
+    """How the backbone's weights are read: drawn at random (tiny), dequantised from GGUF, or safetensors."""
+    if config.is_tiny:
+        return "random"
+    return "gguf" if config.backbone.endswith(".gguf") or config.backbone in ALIASES else "safetensors"
+
+
+def architecture(config: ModelConfig, lm_head: bool) -> Architecture:
+    """The reward model's architecture; cached, since suggestions re-estimate one config many times."""
+    shape = config.model_copy(
+        update={
+            "lora": None,
+            "gradient_checkpointing": False,
+            "init_from": None,
+            "attn_implementation": "sdpa",
+        }
+    )
+    return _architecture(shape.model_dump_json(), lm_head)
+
+
+@functools.lru_cache(maxsize=16)
+def _architecture(config_json: str, lm_head: bool) -> Architecture:
+    model = _meta_model(ModelConfig.model_validate_json(config_json), lm_head)
+    transformer = model.transformer
+    hf = transformer.config
+    heads = hf.num_attention_heads
+    layer = next(
+        m for m in transformer.modules() if isinstance(m, nn.ModuleList) and len(m) == hf.num_hidden_layers
+    )[0]
+    backbone = {id(p): p.numel() for p in model.backbone.parameters()}
+    return Architecture(
+        encoder=is_encoder(hf),
+        hidden=hf.hidden_size,
+        intermediate=getattr(hf, "intermediate_size", None) or 4 * hf.hidden_size,
+        layers=hf.num_hidden_layers,
+        heads=heads,
+        kv_heads=getattr(hf, "num_key_value_heads", None) or heads,
+        head_dim=getattr(hf, "head_dim", None) or hf.hidden_size // heads,
+        vocab=hf.vocab_size,
+        attention_dropout=getattr(hf, "attention_dropout", None)
+        or getattr(hf, "attention_probs_dropout_prob", 0.0),
+        hidden_dropout=getattr(hf, "hidden_dropout_prob", 0.0) or 0.0,
+        backbone_params=sum(backbone.values()),
+        head_params=sum(p.numel() for p in model.parameters() if id(p) not in backbone),
+        layer_params=sum(p.numel() for p in layer.parameters()),
+        embedding_params=transformer.get_input_embeddings().weight.numel(),
+        linears=_linears(model.backbone),
+        layer_linears=_linears(layer),
+    )
+
+
+def _linears(module: nn.Module) -> tuple[Linear, ...]:
+    found = []
+    for name, child in module.named_modules():
+        if isinstance(child, nn.Linear):
+            found.append(Linear(name, child.in_features, child.out_features))
+        elif type(child).__name__ == "Conv1D":  # transformers' GPT-2 linear layer: weight (in, out)
+            found.append(Linear(name, *child.weight.shape))
+    return tuple(found)
+
+
+def _meta_model(config: ModelConfig, lm_head: bool) -> nn.Module:
+    """The reward model built on the ``meta`` device: every module and parameter shape, no memory."""
+    with torch.device("meta"):
+        if config.is_tiny:
+            return build_reward_model(config, build_tokenizer(config), lm_head)
+        backbone = (AutoModelForCausalLM if lm_head else AutoModel).from_config(_hf_config(config.backbone))
+        return RewardModel(backbone, config)
+
+
+@functools.lru_cache(maxsize=4)
+def _hf_config(backbone: str) -> PretrainedConfig:
+    """The backbone's transformers config (a GGUF file's takes seconds to parse: read once a process)."""
+    source = resolve_backbone(backbone)
+    try:
+        return AutoConfig.from_pretrained(source.path, **source.kwargs())
+    except OSError as error:  # not on the hub, or the hub out of reach and the config not cached
+        message = " ".join(str(error).split())
+        raise ConfigError(f"model.backbone={backbone!r}: its config cannot be read: {message}") from error
+
+
+# -- what a worker has, and what would fit -----------------------------------------------------------------
+
+
+def node_memory_gib() -> float:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+
+
+@dataclass(frozen=True)
+class Available:
+    """What one worker may use before it is killed, and how that figure was reached."""
+
+    gib: float
+    basis: str
+
+
+def available_per_worker(
+    config: TrainJobConfig,
+    node_gib: float | None = None,
+    workers_per_node: int | None = None,
+    gpu_gib: float = 80.0,
+) -> Available:
+    """On a GPU, the GPU's memory; on the CPU, the node's memory up to Ray's memory-monitor threshold, less
+    the driver's and Ray's own share, split among the node's workers (by default this node and
+    ``run.num_workers``: a local run)."""
+    if config.run.use_gpu:
+        return Available(gpu_gib, f"one GPU of {gpu_gib:g} GiB")
+    node = node_memory_gib() if node_gib is None else node_gib
+    workers = workers_per_node or config.run.num_workers
+    return Available(
+        max(node * RAY_MEMORY_THRESHOLD - DRIVER_GIB, 0.0) / workers,
+        f"{node:.1f} GiB node x {RAY_MEMORY_THRESHOLD} (Ray kills workers above) - {DRIVER_GIB:g} GiB "
+        f"(driver, Ray), / {workers} workers",
+    )
+
+
+def check_fits(config: TrainJobConfig, available_gib: float) -> FitReport:
+    """The estimate against ``available_gib`` per worker, with overrides that fit when it does not."""
+    estimate = estimate_worker_memory(config)
+    if estimate.total <= TIGHT * available_gib:
+        return FitReport(estimate, available_gib)
+    suggestion = suggest(config, TIGHT * available_gib) or suggest(config, available_gib)
+    return FitReport(estimate, available_gib, suggestion)
+
+
+def suggest(config: TrainJobConfig, available_gib: float) -> list[str] | None:
+    """``path=value`` overrides that fit, trying in turn: a smaller micro-batch with more accumulation (the
+    same global batch), then activation checkpointing, then ZeRO-3 (not with ``model.init_from``); the
+    largest micro-batch that fits at the first step that has one."""
+    run, model = config.run, config.model
+    steps: list[list[str]] = [[]]
+    if not model.gradient_checkpointing:
+        steps.append(["model.gradient_checkpointing=true"])
+    if run.zero_stage == 2 and not model.init_from:
+        steps.append([*steps[-1], "run.zero_stage=3"])
+    micro = run.micro_batch_size
+    base = config.model_dump(mode="json")
+    for changes in steps:
+        for size in (d for d in range(micro, 0, -1) if micro % d == 0):
+            batch = [f"run.micro_batch_size={size}", f"run.grad_accum={run.grad_accum * micro // size}"]
+            candidate = [*(batch if size < micro else []), *changes]
+            fits = estimate_worker_memory(load_config(TrainJobConfig, base, candidate)).total <= available_gib
+            if candidate and fits:
+                return candidate
+    return None
+
+
+def preflight(config: TrainJobConfig) -> str | None:
+    """The driver's check once Ray runs on local nodes: None when the job fits, a warning line when it is
+    tight; a :class:`ConfigError` with the settings that fit when it does not. ``run.memory_check=false``
+    turns it off (an estimate can be wrong for an architecture it was not calibrated on)."""
+    if not config.run.memory_check:
+        return None
+    report = check_fits(config, available_per_worker(config).gib)
+    if not report.fits:
+        raise ConfigError(
+            f"memory: {report.verdict()} (gazerm plan shows the estimate; run.memory_check=false skips "
+            "this check)"
+        )
+    return f"memory: {report.verdict()}" if report.tight else None

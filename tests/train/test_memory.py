@@ -1,0 +1,119 @@
+"""The worker memory estimate: exact parameter counts, how each setting moves it, suggestions that fit,
+and one measured peak within 25% (without Ray)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gazerm.config import load_config
+from gazerm.errors import ConfigError
+from gazerm.model.reward_model import build_reward_model, build_tokenizer
+from gazerm.train.config import TrainJobConfig
+from gazerm.train.memory import Available, check_fits, estimate_worker_memory, preflight
+
+ROOT = Path(__file__).resolve().parents[2]
+# A tiny-llama wide enough that activations are a good part of a worker's memory, quick to train.
+MEASURED = [
+    "model.tiny.hidden_size=576",
+    "model.tiny.num_heads=9",
+    "model.tiny.num_kv_heads=3",
+    "model.tiny.intermediate_size=1536",
+    "model.tiny.num_layers=4",
+    "run.micro_batch_size=2",
+]
+
+
+def job(*overrides: str) -> TrainJobConfig:
+    return load_config(TrainJobConfig, {}, list(overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("loss.lm_loss_coeff=0.5", "model.lora.r=4", "model.lora.target_modules=[q_proj, gate_proj]"),
+        ("model.lora=null", "model.implicit_features=true"),
+        ("model.backbone=tiny-bert", "model.lora.target_modules=[query, key, value]", "model.fusion=add"),
+    ],
+    ids=["lora", "lm-head", "full", "encoder"],
+)
+def test_parameter_counts_are_the_built_models(overrides: tuple[str, ...]):
+    config = job(*overrides)
+    model = build_reward_model(config.model, build_tokenizer(config.model), config.loss.lm_loss_coeff > 0)
+    estimate = estimate_worker_memory(config)
+    named = dict(model.named_parameters())
+    lora = sum(p.numel() for name, p in named.items() if "lora_" in name)
+    backbone = sum(p.numel() for name, p in model.backbone.named_parameters() if "lora_" not in name)
+    assert (estimate.lora_params, estimate.backbone_params) == (lora, backbone)
+    assert estimate.trainable_params == sum(p.numel() for p in named.values() if p.requires_grad)
+
+
+def test_zero3_partitions_the_weights_across_workers():
+    def weights(*overrides: str) -> float:
+        return estimate_worker_memory(job(*MEASURED, *overrides)).weights
+
+    assert weights("run.zero_stage=2", "run.num_workers=2") == weights(
+        "run.zero_stage=2", "run.num_workers=8"
+    )
+    two, eight = (
+        weights("run.zero_stage=3", "run.num_workers=2"),
+        weights("run.zero_stage=3", "run.num_workers=8"),
+    )
+    assert eight < two < weights("run.zero_stage=2", "run.num_workers=2")
+
+
+def test_checkpointing_cuts_activations_and_concat_doubles_the_sequence():
+    plain = estimate_worker_memory(job(*MEASURED, "model.fusion=none"))
+    concat = estimate_worker_memory(job(*MEASURED, "model.fusion=concat"))
+    checkpointed = estimate_worker_memory(
+        job(*MEASURED, "model.fusion=none", "model.gradient_checkpointing=true")
+    )
+    assert concat.sequence_length == 2 * plain.sequence_length == 2 * 128
+    assert 2 <= concat.activations / plain.activations < 2.3  # the padding mask grows with the square
+    assert checkpointed.activations < plain.activations / 2
+    assert (
+        plain.sequences == 4 and estimate_worker_memory(job(*MEASURED, "loss.kind=regression")).sequences == 2
+    )
+
+
+def test_a_job_that_does_not_fit_gets_overrides_that_fit_with_the_same_global_batch():
+    config = job(*MEASURED, "run.micro_batch_size=16", "run.grad_accum=2")
+    needed = estimate_worker_memory(config).total
+    report = check_fits(config, available_gib=needed * 0.6)
+    assert not report.fits and report.suggestion
+    fixed = load_config(TrainJobConfig, config.model_dump(mode="json"), report.suggestion)
+    assert estimate_worker_memory(fixed).total <= needed * 0.6
+    assert fixed.run.micro_batch_size * fixed.run.grad_accum == 32
+    assert "--set run.micro_batch_size=" in report.verdict()
+
+    hopeless = check_fits(config, available_gib=0.5)
+    assert not hopeless.fits and hopeless.suggestion is None and "bigger node" in hopeless.verdict()
+
+
+def test_preflight_warns_when_tight_and_refuses_what_does_not_fit(monkeypatch: pytest.MonkeyPatch):
+    config = job(*MEASURED, "run.micro_batch_size=8")
+    needed = estimate_worker_memory(config).total
+    monkeypatch.setattr("gazerm.train.memory.available_per_worker", lambda _: Available(needed * 10, ""))
+    assert preflight(config) is None
+    monkeypatch.setattr("gazerm.train.memory.available_per_worker", lambda _: Available(needed / 0.9, ""))
+    assert preflight(config).startswith("memory: tight")
+    monkeypatch.setattr("gazerm.train.memory.available_per_worker", lambda _: Available(needed * 0.6, ""))
+    with pytest.raises(ConfigError, match=r"does not fit.*--set"):
+        preflight(config)
+
+
+def test_the_estimate_is_within_a_quarter_of_a_measured_peak():
+    """A real forward, backward and AdamW step under DeepSpeed, in a fresh process (the calibration
+    benchmark's measurement), against the estimate for one worker."""
+    overrides = [*MEASURED, "model.fusion=concat"]
+    command = [sys.executable, "benchmarks/memory_calibration.py", "--measure", json.dumps(overrides)]
+    done = subprocess.run([*command, "--steps", "3"], cwd=ROOT, capture_output=True, text=True, check=True)
+    measured = float(done.stdout.split("PEAK ")[-1])
+    estimate = estimate_worker_memory(job("run.num_workers=1", *overrides))
+    assert estimate.activations > 0.25 * estimate.total  # the part that is calibrated, not just the baseline
+    assert 0.75 <= estimate.total / measured <= 1.25, (estimate.total, measured)
