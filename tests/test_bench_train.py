@@ -26,6 +26,20 @@ def test_only_pairs_that_fit_are_kept_and_every_system_gets_the_same_tokens(tmp_
     assert len(written) >= len(pairs)
 
 
+def test_a_data_file_gives_its_single_turn_pairs_and_its_invalid_rows_are_reported(tmp_path, capsys):
+    rows = [{"prompt": f"question {i}?", "chosen": f"a good answer {i}", "rejected": "no"} for i in range(60)]
+    rows.insert(5, {"prompt": "where is the chosen side?", "rejected": "here"})
+    data = tmp_path / "pairs.in.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    bench = TrainBench(
+        data=str(data), steps=2, warmup_steps=1, pairs_per_step=1, workers=1, output_dir=str(tmp_path)
+    )
+    pairs = train_token_pairs(gazerm_job(bench, prepare_dataset(bench, tmp_path / "data"), tmp_path))
+    assert len(pairs) >= 2
+    printed = capsys.readouterr().out
+    assert "1 invalid rows left out" in printed and "row 6, field 'chosen'" in printed
+
+
 def test_too_few_fitting_pairs_is_a_clear_error(tmp_path):
     bench = TrainBench(max_length=20, steps=4, pairs_per_step=4, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="fit 20 tokens"):

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gazerm.data.errors import DataError
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
 from gazerm.data.schema import PreferenceExample
 from gazerm.data.shards import Manifest
@@ -153,8 +154,8 @@ def prepare_dataset(bench: TrainBench, directory: Path) -> Path:
     untruncated = SequenceEncoder(tokenizer, 10**9, template)
     # Enough for the train split with room to spare, and a few dozen for gazerm's validation split.
     wanted = int((bench.train_pairs + VALIDATION_PAIRS) / (1 - VALIDATION_SHARE) * 1.2)
-    records, seen = [], 0
-    for prompt, chosen, rejected in _candidate_pairs(bench):
+    records, seen, invalid = [], 0, []
+    for prompt, chosen, rejected in _candidate_pairs(bench, invalid):
         seen += 1
         prefix = template.prefix(None, prompt)
         sides = untruncated.encode([_text(prefix, chosen), _text(prefix, rejected)])
@@ -167,6 +168,8 @@ def prepare_dataset(bench: TrainBench, directory: Path) -> Path:
     pairs_file = directory.parent / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(record) + "\n" for record in records))
     print(f"[bench] {len(records)} of {seen} pairs read fit {bench.max_length} tokens", flush=True)
+    if invalid:
+        print(f"[bench] {len(invalid)} invalid rows left out, the first: {invalid[0]}", flush=True)
     manifest = prepare(
         PrepareConfig(
             sources=[SourceSpec(format="generic", path=str(pairs_file))],
@@ -192,13 +195,16 @@ def _text(prefix: str, response: str) -> PromptResponse:
     return PromptResponse(prefix, response, spans=_EMPTY, features=_EMPTY)
 
 
-def _candidate_pairs(bench: TrainBench):
-    """(prompt, chosen, rejected) of single-turn examples: synthetic ones, or those of ``bench.data``."""
+def _candidate_pairs(bench: TrainBench, invalid: list[DataError]):
+    """(prompt, chosen, rejected) of single-turn examples: synthetic ones, or those of ``bench.data``
+    (its invalid rows are collected in ``invalid``; ties and multi-turn examples are no candidates)."""
     if bench.data is None:
         for record in readability_preferences(bench.train_pairs * 4, seed=bench.seed):
             yield record["prompt"], record["chosen"], record["rejected"]
         return
     for item in iter_source(bench.data_format, bench.data):
+        if isinstance(item, DataError):
+            invalid.append(item)
         if isinstance(item, PreferenceExample) and item.pairs and not item.context:
             pair = item.pairs[0]
             yield item.prompt, item.responses[pair.chosen], item.responses[pair.rejected]
