@@ -442,7 +442,7 @@ def suggest(config: TrainJobConfig, available_gib: float) -> list[str] | None:
 
 
 def preflight(config: TrainJobConfig) -> str | None:
-    """The driver's check once Ray runs on local nodes: None when the job fits, a warning line when it is
+    """The driver's check before a local run starts Ray: None when the job fits, a warning line when it is
     tight; a :class:`ConfigError` with the settings that fit when it does not. ``run.memory_check=false``
     turns it off (an estimate can be wrong for an architecture it was not calibrated on)."""
     if not config.run.memory_check:
