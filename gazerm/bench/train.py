@@ -44,6 +44,7 @@ from gazerm.model.templates import TemplateKind, build_template
 from gazerm.table import Table
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
+from gazerm.train.memory import estimate_worker_memory
 from gazerm.train.order import EpochPlan, RankStream, list_blocks
 from gazerm.train.units import ToUnits
 
@@ -255,15 +256,14 @@ def run_gazerm(bench: TrainBench, dataset: Path, output: Path) -> SystemRun:
         gazerm_step_tokens(job),
         max(metric.value for metric in memory),
         job.run.num_workers,
-        _parameters(bench),
+        estimate_worker_memory(job).backbone_params,  # counted on the meta device: no weights loaded
     )
 
 
 def gazerm_step_tokens(job: TrainJobConfig) -> list[int]:
     """The real tokens of each of the job's optimizer steps, summed over ranks: every rank's seeded
     micro-batches replayed from the same shards, as the workers drew them (``train.order``)."""
-    manifest = Manifest.read(job.data.dataset_dir)
-    paths = [str(Path(p).resolve()) for p in manifest.shard_paths(job.data.dataset_dir, "train")]
+    paths = [str(Path(p).resolve()) for p in _train_shards(job)]
     plan = EpochPlan.of(list_blocks(paths, job.loss.kind), job)
     collator = _collator(job)
     run = job.run
@@ -277,6 +277,10 @@ def gazerm_step_tokens(job: TrainJobConfig) -> list[int]:
         per_rank.append(tokens[:needed])
     per_micro = [sum(column) for column in zip(*per_rank, strict=True)]
     return [sum(per_micro[step : step + run.grad_accum]) for step in range(0, needed, run.grad_accum)]
+
+
+def _train_shards(job: TrainJobConfig) -> list[str]:
+    return Manifest.read(job.data.dataset_dir).shard_paths(job.data.dataset_dir, "train")
 
 
 def _collator(job: TrainJobConfig) -> UnitCollator:
@@ -311,10 +315,7 @@ def run_baseline(bench: TrainBench, system: System, dataset: Path, output: Path)
 
 def train_token_pairs(job: TrainJobConfig) -> list[tuple[list[int], list[int]]]:
     """The train split's pairs as token ids, encoded exactly as gazerm's collator encodes them."""
-    manifest = Manifest.read(job.data.dataset_dir)
-    rows = pa.concat_tables(
-        [pq.read_table(path) for path in manifest.shard_paths(job.data.dataset_dir, "train")]
-    )
+    rows = pa.concat_tables([pq.read_table(path) for path in _train_shards(job)])
     units = ToUnits(job.loss.kind)(rows)
     encoded = _collator(job).encode_units(units.to_pydict())
     return [(chosen["input_ids"].tolist(), rejected["input_ids"].tolist()) for chosen, rejected in encoded]
@@ -331,14 +332,6 @@ def _run_logged(command: list[str], log: Path) -> float:
             f"{' '.join(command[2:4])} failed (exit {finished.returncode}); end of {log}:\n{tail}"
         )
     return launched
-
-
-def _parameters(bench: TrainBench) -> int:
-    """The backbone's parameter count, for model FLOPs utilisation."""
-    from gazerm.bench.baselines import sequence_classifier
-
-    model = bench.model
-    return sum(p.numel() for p in sequence_classifier(model, build_tokenizer(model)).base_model.parameters())
 
 
 # -- the report ------------------------------------------------------------------------------------
