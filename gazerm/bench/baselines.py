@@ -87,7 +87,9 @@ def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return input_ids, mask
 
 
-def run_plain(spec: dict[str, Any], pairs: list[Pair], classifier: PreTrainedModel, clock: StepClock) -> None:
+def run_plain(
+    spec: dict[str, Any], pairs: list[Pair], classifier: PreTrainedModel, pad_id: int, clock: StepClock
+) -> None:
     device = torch.device("cuda" if spec["gpu"] else "cpu")
     model = get_peft_model(classifier, lora_config(ModelConfig(**spec["model"]))).to(device)
     model.train()
@@ -97,7 +99,7 @@ def run_plain(spec: dict[str, Any], pairs: list[Pair], classifier: PreTrainedMod
     order = np.random.default_rng(spec["seed"]).permutation(len(pairs))
     for step in range(spec["steps"]):
         batch = [pairs[i] for i in order[step * per_step : (step + 1) * per_step]]
-        input_ids, mask = pad([c for c, _ in batch] + [r for _, r in batch], spec["pad_id"])
+        input_ids, mask = pad([c for c, _ in batch] + [r for _, r in batch], pad_id)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["gpu"]):
             rewards = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.squeeze(-1)
         loss = -torch.nn.functional.logsigmoid(rewards[:per_step] - rewards[per_step:]).float().mean()
@@ -105,7 +107,7 @@ def run_plain(spec: dict[str, Any], pairs: list[Pair], classifier: PreTrainedMod
         torch.nn.utils.clip_grad_norm_(trainable, spec["max_grad_norm"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        float(loss)  # wait for the device, so the step's time is its own
+        loss.item()  # wait for the device, so the step's time is its own
         clock.tick(int(mask.sum()))
 
 
@@ -175,7 +177,7 @@ def main(spec_path: str, out_path: str) -> None:
     if spec["system"] == "trl":
         run_trl(spec, pairs, classifier, tokenizer, clock)
     else:
-        run_plain(spec, pairs, classifier, clock)
+        run_plain(spec, pairs, classifier, tokenizer.pad_token_id, clock)
     result = {
         "step_times": clock.times,
         "step_tokens": clock.tokens,

@@ -304,7 +304,6 @@ def run_baseline(bench: TrainBench, system: System, dataset: Path, output: Path)
         "max_grad_norm": OptimConfig().max_grad_norm,
         "seed": bench.seed,
         "gpu": bench.gpu,
-        "pad_id": build_tokenizer(bench.model).pad_token_id,
     }
     spec_file, result_file = output / f"{system}.spec.json", output / f"{system}.result.json"
     spec_file.write_text(json.dumps(spec))
