@@ -7,8 +7,9 @@ gazerm's training loop), builds the real reward model with ``build_reward_model`
 with the job's ZeRO config (one process, gloo) and trains ``--steps`` steps (forward, backward, AdamW) of
 the pairwise loss on random token ids at full length, gaze on every token (so ``concat`` doubles each
 sequence) and the last row a little shorter (so attention gets a padding mask, as real batches do). The
-process's peak RSS (``ru_maxrss``) is printed against the estimate for one worker; from the third step on
-the peak no longer grows (the allocator's footprint has settled), so the default is four steps.
+process's peak RSS (``VmHWM``, as ``train/peak_memory_gib`` reads it) is printed against the estimate for
+one worker; from the third step on the peak no longer grows (the allocator's footprint has settled), so the
+default is four steps.
 The real-backbone cases need the smollm2 extra (README: pretrained backbones) and take minutes each.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +98,7 @@ def measure(overrides: list[str], steps: int) -> float:
     from gazerm.model.reward_model import build_reward_model, build_tokenizer
     from gazerm.runtime import free_port
     from gazerm.train.deepspeed_config import deepspeed_config
+    from gazerm.train.metrics import peak_memory_gib
 
     config = job_config(overrides)
     os.environ.update(
@@ -129,7 +130,7 @@ def measure(overrides: list[str], steps: int) -> float:
         del output
         engine.backward(loss)
         engine.step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak_memory_gib(torch.device("cpu"))
 
 
 def measured_in_subprocess(overrides: list[str], steps: int) -> float:

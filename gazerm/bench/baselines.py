@@ -15,7 +15,6 @@ parameter count as JSON.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import build_reward_model, build_tokenizer
+from gazerm.train.metrics import peak_memory_gib
 
 Pair = tuple[list[int], list[int]]
 
@@ -159,12 +159,6 @@ def run_trl(
         trainer.train()
 
 
-def peak_memory_gib(gpu: bool) -> float:
-    if gpu:
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def main(spec_path: str, out_path: str) -> None:
     clock = StepClock()
     spec = json.loads(Path(spec_path).read_text())
@@ -181,7 +175,7 @@ def main(spec_path: str, out_path: str) -> None:
     result = {
         "step_times": clock.times,
         "step_tokens": clock.tokens,
-        "peak_memory_gib": peak_memory_gib(spec["gpu"]),
+        "peak_memory_gib": peak_memory_gib(torch.device("cuda" if spec["gpu"] else "cpu")),
         "processes": 1,
         "parameters": parameters,
     }

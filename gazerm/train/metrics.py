@@ -20,11 +20,17 @@ from gazerm.train.kinds import loss_kind
 
 
 def peak_memory_gib(device: torch.device) -> float:
-    """This process's peak memory so far in GiB: what torch allocated on a GPU, the resident set on the
-    CPU (``ru_maxrss`` is in KiB on Linux)."""
+    """This process's peak memory so far in GiB: what torch allocated on a GPU, the resident set's high
+    water mark on the CPU. Linux's ``VmHWM``, not ``ru_maxrss``: exec keeps the forking parent's peak in
+    ``ru_maxrss``, so a process started by a large one (a test session, a notebook) read its parent's size."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    try:
+        with open("/proc/self/status") as status:
+            kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # not Linux: macOS reports ru_maxrss in bytes
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**30
+    return kib / 2**20
 
 
 @dataclass
