@@ -23,7 +23,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gazerm.storage import Storage
-from gazerm.train.job import latest_checkpoint
+from gazerm.train.checkpoints import latest_checkpoint
 from tests.helpers import ROOT, LocalCluster, start_local_cluster
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,7 @@ import pytest
 
 from gazerm.storage import Storage
 from gazerm.track.mlflow_tracking import RUN_ID_FILE, start_run
-from gazerm.train.job import RAY_RUN_NAME, latest_checkpoint
-from gazerm.train.loop import FILE_LIST, LISTED, STATE_FILE
+from gazerm.train.checkpoints import FILE_LIST, LISTED, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
 
 
 @pytest.fixture(params=["path", "uri"])

@@ -14,6 +14,7 @@ from gazerm.errors import ConfigError
 from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.templates import TemplateKind
 from gazerm.storage import is_object_store
+from gazerm.train.metric_names import DEFAULT_METRIC
 
 QUICKSTART_DATA = "runs/data/readability.jsonl"
 
@@ -99,6 +100,13 @@ class RunConfig(_Strict):
         "loss; -1: no limit",
     )
     seed: int = Field(default=0, ge=0)
+    select: Literal["last", "best"] = Field(
+        default="last",
+        description="the model the run exports and tests: the last evaluation's weights, or those of the "
+        "evaluation best by select_metric",
+    )
+    select_metric: str = Field(default=DEFAULT_METRIC, pattern=r"^val/", description="a val/ metric")
+    select_mode: Literal["max", "min"] = "max"
     memory_check: bool = Field(
         default=True,
         description="estimate each worker's peak memory before a local run starts and refuse a job that "

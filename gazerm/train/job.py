@@ -30,15 +30,9 @@ from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.inputs import InputSpec
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
+from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
-from gazerm.train.loop import (
-    FILE_LIST,
-    LISTED,
-    MODEL_DIR,
-    STATE_FILE,
-    LoopSettings,
-    train_loop_per_worker,
-)
+from gazerm.train.loop import LoopSettings, train_loop_per_worker
 from gazerm.train.memory import preflight
 from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
@@ -47,7 +41,7 @@ from gazerm.train.units import ToUnits
 
 log = logging.getLogger(__name__)
 
-RAY_RUN_NAME = "ray"
+EVALUATED = ("validation", "test")  # the splits every rank scores whole
 
 
 @dataclass
@@ -86,38 +80,6 @@ def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
     if micro_batches == 0:
         return 0  # every rank's share is empty, whatever max_steps says
     return run.max_steps or micro_batches * run.epochs // run.grad_accum
-
-
-def latest_checkpoint(output: Storage) -> str | None:
-    """The newest complete checkpoint a previous attempt of this job left (highest trained step), as a
-    URI/path; one torn by a kill while it was written is passed over."""
-    candidates = []
-    for checkpoint in output.child(RAY_RUN_NAME).subdirectories("checkpoint_"):
-        step = completed_step(checkpoint)
-        if step is None:
-            log.warning("skipping %s: incomplete (torn while it was written)", checkpoint.uri)
-        else:
-            candidates.append((step, checkpoint.uri))
-    return max(candidates)[1] if candidates else None
-
-
-def completed_step(checkpoint: Storage) -> int | None:
-    """The checkpoint's step if it is complete: its state and every rank's file list readable, every
-    listed file there at its listed size. (A checkpoint from before file lists is taken on trust.)"""
-    try:
-        state = json.loads(checkpoint.child(STATE_FILE).read_text())
-        if not state.get(LISTED):
-            log.warning(
-                "%s predates checkpoint file lists: resuming without a completeness check", checkpoint.uri
-            )
-            return state["step"]
-        for rank in range(state["layout"]["world_size"]):
-            files = json.loads(checkpoint.child(FILE_LIST.format(rank=rank)).read_text())
-            if any(checkpoint.child(name).size() != size for name, size in files.items()):
-                return None
-        return state["step"]
-    except (OSError, ValueError, KeyError, TypeError):  # a file missing, cut short or not JSON yet
-        return None
 
 
 def check_same_layout(checkpoint: str, plan: EpochPlan) -> None:
@@ -214,9 +176,9 @@ def run_training(
     root, manifest = ensure_dataset(config)
     kind, num_outputs = config.loss.kind, config.model.num_outputs
     train_paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, "train")]
-    validation = _validation_units(manifest.shard_paths(root, "validation"), kind, num_outputs)
+    splits = {name: _split_units(manifest.shard_paths(root, name), kind, num_outputs) for name in EVALUATED}
     blocks = list_blocks(train_paths, kind, num_outputs)
-    units = {"train": sum(block.units for block in blocks), "validation": validation.num_rows}
+    units = {"train": sum(block.units for block in blocks), "validation": splits["validation"].num_rows}
     for split, count in units.items():
         if count == 0:
             raise ConfigError(f"{root}: the {split} split has no {kind} training units (loss.kind)")
@@ -257,7 +219,7 @@ def run_training(
     )
     with ended_on_failure(tracking_uri, run_id):
         with follow(total_steps) as board:
-            trainer = _torch_trainer(config, settings, board, validation, output, callbacks)
+            trainer = _torch_trainer(config, settings, board, splits, output, callbacks)
             try:
                 result = trainer.fit()
             except ray.train.WorkerGroupError as error:
@@ -287,14 +249,16 @@ def _torch_trainer(
     config: TrainJobConfig,
     settings: LoopSettings,
     board: Any,
-    validation: pa.Table,
+    splits: dict[str, pa.Table],
     output: Storage,
     callbacks: Sequence[Any],
 ):
     """The Ray Train job: ``num_workers`` ranks running ``train_loop_per_worker``, checkpoints under
-    ``output_dir/ray``, the validation units in the object store for every rank to read whole (in the
-    same order: each rank scores every world_size-th micro-batch of them, see ``Trainer.evaluate``).
-    The train split is not handed over at all: each rank reads its seeded share itself (``train.order``).
+    ``output_dir/ray``, the validation and test units in the object store for every rank to read whole
+    (in the same order: each rank scores every world_size-th micro-batch of them, see
+    ``Trainer.evaluate``). The train split is not handed over at all: each rank reads its seeded share
+    itself (``train.order``). With ``run.select: best`` Ray keeps the best checkpoints by the selection
+    metric (and always the latest, to resume from).
     """
     import ray
     import ray.train
@@ -306,9 +270,9 @@ def _torch_trainer(
             "job": config.model_dump(mode="json"),
             "settings": asdict(settings),
             "board": board,
-            # An object reference, not a Ray Dataset: the split is small, and a Dataset costs every
+            # Object references, not Ray Datasets: the splits are small, and a Dataset costs every
             # worker a streaming executor's start-up before its first step for no gain.
-            "validation": ray.put(validation),
+            "splits": {name: ray.put(units) for name, units in splits.items()},
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.run.num_workers,
@@ -319,7 +283,7 @@ def _torch_trainer(
         run_config=ray.train.RunConfig(
             name=RAY_RUN_NAME,
             storage_path=output.uri,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.run.keep_checkpoints),
+            checkpoint_config=_checkpoint_config(config),
             # A lost worker or node restarts the worker group (on the nodes left or joining), which
             # continues from the latest checkpoint in the same data order and MLflow run.
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
@@ -328,8 +292,21 @@ def _torch_trainer(
     )
 
 
-def _validation_units(paths: list[str], kind: str, num_outputs: int) -> pa.Table:
-    """The validation split's units, built here once: every rank reads all of it, and for a split this
+def _checkpoint_config(config: TrainJobConfig):
+    import ray.train
+
+    run = config.run
+    if run.select == "last":
+        return ray.train.CheckpointConfig(num_to_keep=run.keep_checkpoints)
+    return ray.train.CheckpointConfig(
+        num_to_keep=run.keep_checkpoints,
+        checkpoint_score_attribute=run.select_metric,
+        checkpoint_score_order=run.select_mode,
+    )
+
+
+def _split_units(paths: list[str], kind: str, num_outputs: int) -> pa.Table:
+    """An evaluated split's units, built here once: every rank reads all of it, and for a split this
     small a Ray Data pipeline spends more starting its tasks than doing the work."""
     to_units = ToUnits(kind, num_outputs)
     if not paths:

@@ -2,11 +2,11 @@
 
 Every rank runs this function. Rank 0 also streams metrics to MLflow and posts progress to the driver
 (``train.progress``).
-Checkpoints hold the DeepSpeed state (all ranks' ZeRO partitions) and a ``trainer_state.json``;
-the last one also holds the exported reward model under ``model/``. Each rank reads its own share
-of the train split (``train.order``: the same sequence of units for the same seed, so a resumed run
-continues exactly where it stopped); the validation split comes whole to every rank through the object
-store.
+Checkpoints are ``train.checkpoints``'; the last one also holds the exported reward model: the last
+evaluation's weights or, with ``run.select: best``, the best evaluation's, which then also score the test
+split (``test/*``). Each rank reads its own share of the train split (``train.order``: the same sequence of
+units for the same seed, so a resumed run continues exactly where it stopped); the validation and test
+splits come whole to every rank through the object store.
 """
 
 from __future__ import annotations
@@ -31,37 +31,30 @@ from transformers.optimization import (
     get_linear_schedule_with_warmup,
 )
 
+from gazerm.errors import ConfigError
 from gazerm.model.inputs import InputSpec, ModelInputs
 from gazerm.model.io import load_weights_into, save_reward_model
 from gazerm.model.reward_model import RewardOutput, build_reward_model, build_tokenizer
 from gazerm.model.templates import build_template
+from gazerm.storage import Storage
 from gazerm.track.mlflow_tracking import MetricLogger
 from gazerm.train.batch import MicroBatch
+from gazerm.train.checkpoints import (
+    DEEPSPEED_DIR,
+    LISTED,
+    MODEL_DIR,
+    STATE_FILE,
+    complete_checkpoints,
+    write_file_list,
+)
 from gazerm.train.collate import UnitCollator
-from gazerm.train.config import TrainJobConfig
+from gazerm.train.config import RunConfig, TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
 from gazerm.train.kinds import LossKind, loss_kind
 from gazerm.train.metric_names import overall_metrics
 from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
-
-STATE_FILE = "trainer_state.json"
-DEEPSPEED_DIR = "deepspeed"
-MODEL_DIR = "model"
-FILE_LIST = "files.rank{rank}.json"  # what each rank wrote into a checkpoint: relative path → bytes
-LISTED = "files_listed"  # in STATE_FILE: the checkpoint's ranks wrote file lists (older ones did not)
-
-
-def write_file_list(directory: Path, rank: int) -> None:
-    """Record the files this rank put in a checkpoint, so a copy torn by a kill during the upload (a file
-    missing or cut short) is recognised and never resumed from (``job.completed_step``)."""
-    files = {
-        str(path.relative_to(directory)): path.stat().st_size
-        for path in sorted(directory.rglob("*"))
-        if path.is_file()
-    }
-    (directory / FILE_LIST.format(rank=rank)).write_text(json.dumps(files))
 
 
 @dataclass
@@ -72,6 +65,8 @@ class TrainerState:
     epoch: int = 0
     micro_in_epoch: int = 0
     layout: dict[str, int] = field(default_factory=dict)  # EpochPlan.layout() the run trained under
+    best_step: int | None = None  # run.select=best: the evaluation best by run.select_metric so far
+    best_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +80,16 @@ class LoopSettings:
     inputs: dict[str, Any]  # model.inputs.InputSpec as a dict, for the export
     resume_from: str | None = None
     startup: dict[str, Any] = field(default_factory=dict)  # train.metrics.StartupClock as the driver left it
+
+
+def summarize_test(metrics: dict[str, float], run: RunConfig) -> str:
+    """One line on what the exported model scores on the test split, and which evaluation it is."""
+    chosen = f"step {int(metrics['selected_step'])}"
+    if run.select == "best":
+        chosen += f", best {run.select_metric}"
+    overall = overall_metrics(metrics, "test/")
+    scores = ", ".join(f"{name.removeprefix('test/')} {value:.4g}" for name, value in overall.items())
+    return f"test split with the model of {chosen}: {scores or 'no test units'}"
 
 
 def seed_everything(seed: int) -> None:
@@ -107,12 +112,13 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainJobConfig, to
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; ``loop_config`` = {"job": TrainJobConfig as dict, "settings": LoopSettings,
-    "board": the driver's ``ProgressBoard``, "validation": an object reference to the validation units}."""
+    "board": the driver's ``ProgressBoard``, "splits": object references to the validation and test units
+    by split name}."""
     config = TrainJobConfig.model_validate(loop_config["job"])
     settings = LoopSettings(**loop_config["settings"])
     # Must be set before DeepSpeed is imported: it picks its accelerator once, at import.
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.run.use_gpu else "cpu")
-    Trainer(config, settings, loop_config["board"], loop_config["validation"]).run()
+    Trainer(config, settings, loop_config["board"], loop_config["splits"]).run()
 
 
 class Trainer:
@@ -120,7 +126,7 @@ class Trainer:
     evaluate, save."""
 
     def __init__(
-        self, config: TrainJobConfig, settings: LoopSettings, board: Any, validation: ray.ObjectRef
+        self, config: TrainJobConfig, settings: LoopSettings, board: Any, splits: dict[str, ray.ObjectRef]
     ) -> None:
         self.config = config
         self.settings = settings
@@ -136,8 +142,8 @@ class Trainer:
         self.state = TrainerState(layout=self.train_stream.plan.layout())
         self.accumulated = StepAverage()
         self._tokens = 0  # text tokens this rank trained on since the last logged step (tokens/s)
-        self._validation_units = validation
-        self._validation: list[MicroBatch] | None = None
+        self._split_units = splits
+        self._batches: dict[str, list[MicroBatch]] = {}  # collated once per split
         self.metrics_logger = None
         self.board = board if self.rank == 0 else None  # rank 0 speaks for the run
         if self.rank == 0:
@@ -221,7 +227,7 @@ class Trainer:
         self.restore()
         # Collated now, before the train stream's prefetch thread starts tokenizing: one fast tokenizer
         # must not serve two threads at once.
-        self._validation_batches()
+        self._split_batches("validation")
         self.startup.mark("validation")
         run, total = self.config.run, self.settings.total_steps
         started = (time.perf_counter(), self.state.step)
@@ -300,13 +306,15 @@ class Trainer:
         return self.kind.loss(self._forward(micro.inputs), micro, self.config.loss)
 
     # -- evaluate + checkpoint -------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
-        """Validation metrics over the whole validation split, every example counted exactly once.
+    def evaluate(self, split: str = "validation") -> dict[str, float]:
+        """Metrics over a whole split (``val/*`` or ``test/*``), every example counted exactly once.
 
         Each rank reads the full (unsplit) split and scores every ``world_size``-th micro-batch;
         ranks with one batch fewer run a dummy forward, because ZeRO-3 forwards are collective.
         """
-        micro_batches = self._validation_batches()
+        micro_batches = self._split_batches(split)
+        if not micro_batches:
+            return {}
         mine = micro_batches[self.rank :: self.world_size]
         rounds = -(-len(micro_batches) // self.world_size)
         totals = EvalTotals(self.config.loss.kind)
@@ -317,19 +325,20 @@ class Trainer:
                 output = self._forward(micro.inputs)
                 if index < len(mine):
                     totals.add(output.rewards, micro.labels, self.config.loss.use_margin)
-        return totals.all_reduce().metrics()
+        return totals.all_reduce().metrics("test" if split == "test" else "val")
 
-    def _validation_batches(self) -> list[MicroBatch]:
-        """The validation micro-batches, fetched and collated once: the split never changes during a run."""
-        if self._validation is None:
-            units: pa.Table = ray.get(self._validation_units)
+    def _split_batches(self, split: str) -> list[MicroBatch]:
+        """A split's micro-batches, fetched and collated once: the splits never change during a run."""
+        if split not in self._batches:
+            units: pa.Table = ray.get(self._split_units[split])
             size = self.config.run.micro_batch_size * self.config.data.bucket_window
             windows = (units.slice(start, size) for start in range(0, units.num_rows, size))
-            self._validation = [micro for window in windows for micro in self.collator(window)]
-        return self._validation
+            self._batches[split] = [micro for window in windows for micro in self.collator(window)]
+        return self._batches[split]
 
     def evaluate_and_checkpoint(self, final: bool) -> None:
         metrics = {**self.evaluate(), "step": self.state.step, "epoch": self.state.epoch}
+        self._track_best(metrics)
         if self.metrics_logger:
             self.metrics_logger.log(
                 {k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step
@@ -337,16 +346,49 @@ class Trainer:
             self._post(eval_event(self.state.step, overall_metrics(metrics)))
         self._report(metrics, final)
 
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        """Remember the best evaluation so far (``run.select: best``); its checkpoint is one Ray keeps.
+        A tie goes to the later evaluation, as in Ray's ranking (which keeps the later of equals)."""
+        run = self.config.run
+        if run.select != "best":
+            return
+        if run.select_metric not in metrics:
+            named = sorted(overall_metrics(metrics, "val/"))
+            raise ConfigError(f"run.select_metric={run.select_metric!r} is not one of this run's {named}")
+        value, best = metrics[run.select_metric], self.state.best_value
+        if best is None or (value >= best if run.select_mode == "max" else value <= best):
+            self.state.best_step, self.state.best_value = self.state.step, value
+
     def _report(self, metrics: dict[str, float], final: bool) -> None:
         with tempfile.TemporaryDirectory(prefix="gazerm-ckpt-") as directory:
             self.engine.save_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
             if final:
+                metrics = {**metrics, **self._select_and_test()}
                 self._save_model(Path(directory) / MODEL_DIR)
             if self.rank == 0:
                 (Path(directory) / STATE_FILE).write_text(json.dumps({**asdict(self.state), LISTED: True}))
             write_file_list(Path(directory), self.rank)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report({**metrics, "final": int(final)}, checkpoint=checkpoint)
+
+    def _select_and_test(self) -> dict[str, float]:
+        """Put the selected weights in the engine (``run.select: best`` reloads the best evaluation's
+        checkpoint unless it is this one) and score the test split with them: ``test/*`` and the step
+        the exported model comes from."""
+        selected = self.state.step
+        if self.config.run.select == "best" and self.state.best_step not in (None, self.state.step):
+            selected = self.state.best_step
+            found = complete_checkpoints(Storage.of(self.config.output_dir))
+            if selected not in found:
+                raise RuntimeError(f"the checkpoint of step {selected} (the best evaluation) is gone")
+            with ray.train.Checkpoint(found[selected]).as_directory() as directory:
+                self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
+        metrics = {**self.evaluate("test"), "selected_step": selected}
+        if self.metrics_logger:
+            self.metrics_logger.log(metrics, self.state.step)
+            if len(metrics) > 1 or self.config.run.select == "best":
+                self._post(note_event(summarize_test(metrics, self.config.run)))
+        return metrics
 
     def _save_model(self, directory: Path) -> None:
         """Export the reward model; ZeRO-3 first gathers the partitioned weights (a collective)."""

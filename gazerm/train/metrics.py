@@ -78,7 +78,7 @@ class StepAverage:
 
 
 class EvalTotals:
-    """Running sums per source; ``metrics()`` turns them into ``val/...`` numbers."""
+    """Running sums per source; ``metrics()`` turns them into ``val/...`` (or ``test/...``) numbers."""
 
     def __init__(self, kind: LossKindName) -> None:
         self.kind = loss_kind(kind)
@@ -108,14 +108,15 @@ class EvalTotals:
                     merged.sums[source][name] += value
         return merged
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, split: str = "val") -> dict[str, float]:
+        """``<split>/<name>`` over every source, ``<split>/<source>/<name>`` per source."""
         overall: dict[str, float] = defaultdict(float)
         for totals in self.sums.values():
             for name, value in totals.items():
                 overall[name] += value
-        result = self._ratios(overall, "val")
+        result = self._ratios(overall, split)
         for source, totals in sorted(self.sums.items()):
-            result.update(self._ratios(totals, f"val/{source}"))
+            result.update(self._ratios(totals, f"{split}/{source}"))
         return result
 
     def _ratios(self, totals: dict[str, float], prefix: str) -> dict[str, float]:

@@ -22,8 +22,8 @@ from gazerm.data.prepare import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.storage import is_object_store
 from gazerm.table import Table
+from gazerm.train.checkpoints import MODEL_DIR
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.loop import MODEL_DIR
 
 # What a stage may change of the base job; everything else (backbone, fusion, LoRA) must stay, or the
 # previous stage's weights could not carry over.

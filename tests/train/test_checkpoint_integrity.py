@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from gazerm.storage import Storage
-from gazerm.train.job import RAY_RUN_NAME, completed_step, latest_checkpoint
-from gazerm.train.loop import DEEPSPEED_DIR, FILE_LIST, LISTED, STATE_FILE, write_file_list
+from gazerm.train.checkpoints import (
+    DEEPSPEED_DIR,
+    FILE_LIST,
+    LISTED,
+    RAY_RUN_NAME,
+    STATE_FILE,
+    completed_step,
+    latest_checkpoint,
+    write_file_list,
+)
 
 WORLD_SIZE = 2
 

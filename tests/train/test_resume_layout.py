@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from gazerm.errors import ConfigError
+from gazerm.train.checkpoints import STATE_FILE
 from gazerm.train.config import RunConfig, TrainJobConfig
 from gazerm.train.job import check_same_layout
-from gazerm.train.loop import STATE_FILE
 from gazerm.train.order import Block, EpochPlan
 
 BLOCKS = [Block("a.parquet", 0, 40), Block("b.parquet", 0, 24)]

@@ -5,20 +5,26 @@
   on a GPU.
 - Exact resume: a run interrupted after a checkpoint and resumed from it trains on exactly the
   micro-batches an uninterrupted run trains on.
+- Model selection: ``run.select: best`` remembers the best evaluation and, at the end, reloads its
+  checkpoint before the test split is scored.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
+from gazerm.errors import ConfigError
 from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.inputs import ModelInputs
 from gazerm.model.reward_model import RewardOutput, build_tokenizer
 from gazerm.train.batch import MicroBatch, UnitLabels
+from gazerm.train.checkpoints import DEEPSPEED_DIR, LISTED, RAY_RUN_NAME, STATE_FILE, write_file_list
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
 from gazerm.train.loop import LoopSettings, Trainer, TrainerState
@@ -77,6 +83,9 @@ class FakeEngine:
     def get_lr(self) -> list[float]:
         return [0.0]
 
+    def load_checkpoint(self, directory: str, tag: str) -> None:
+        self.loaded = (directory, tag)
+
 
 def bare_trainer(config: TrainJobConfig, engine: FakeEngine, total_steps: int = 1) -> Trainer:
     """A Trainer with the fake engine, as ``Trainer.__init__`` leaves one (less Ray, DeepSpeed, MLflow)."""
@@ -87,7 +96,7 @@ def bare_trainer(config: TrainJobConfig, engine: FakeEngine, total_steps: int = 
     trainer.state, trainer.accumulated, trainer._tokens = TrainerState(), StepAverage(), 0
     trainer.metrics_logger, trainer.board = None, None
     trainer.startup = StartupClock(time.time())
-    trainer._validation = []  # collated already: no Ray Data shard here
+    trainer._batches = {"validation": [], "test": []}  # collated already: no object store here
     return trainer
 
 
@@ -130,7 +139,7 @@ def test_every_input_and_label_reaches_the_engine_device(kind, loss):
 def test_evaluation_inputs_reach_the_engine_device(kind):
     engine = FakeEngine("meta", output_device="cpu")  # rewards come back readable; inputs are checked
     trainer = bare_trainer(TrainJobConfig(loss=LossConfig(kind=kind)), engine)
-    trainer._validation = [MICRO_BATCHES[kind]]
+    trainer._batches["validation"] = [MICRO_BATCHES[kind]]
     assert trainer.evaluate()["val/count"] == MICRO_BATCHES[kind].labels.num_units
 
 
@@ -139,7 +148,7 @@ def test_data_packing_reaches_training_and_evaluation_forwards(packing):
     engine = FakeEngine()
     trainer = bare_trainer(TrainJobConfig(data=DataConfig(packing=packing)), engine)
     trainer._loss(MICRO_BATCHES["pairwise"])
-    trainer._validation = [MICRO_BATCHES["pairwise"]]
+    trainer._batches["validation"] = [MICRO_BATCHES["pairwise"]]
     trainer.evaluate()
     assert engine.packed == [packing, packing]
 
@@ -185,3 +194,55 @@ def test_a_resumed_run_trains_on_exactly_the_uninterrupted_sequence(train_paths,
 
     trained_before = checkpoint.step * accumulation  # micro-batches up to the checkpoint
     assert crashed.forwards[:trained_before] + resumed.forwards == whole.forwards
+
+
+def selecting(tmp_path: Path, mode: str = "max") -> Trainer:
+    run = RunConfig(select="best", select_metric="val/accuracy", select_mode=mode)
+    return bare_trainer(TrainJobConfig(output_dir=str(tmp_path), run=run), FakeEngine(output_device="cpu"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "values", "best"),
+    [("max", [0.5, 0.75, 0.75, 0.6], 30), ("min", [0.5, 0.25, 0.4, 0.25], 40)],
+)
+def test_the_best_evaluation_is_remembered_ties_to_the_later(tmp_path, mode, values, best):
+    trainer = selecting(tmp_path, mode)
+    for step, value in enumerate(values, start=1):
+        trainer.state.step = 10 * step
+        trainer._track_best({"val/accuracy": value, "val/loss": 1.0})
+    assert (trainer.state.best_step, trainer.state.best_value) == (best, values[best // 10 - 1])
+
+
+def test_a_selection_metric_the_run_lacks_is_named(tmp_path):
+    trainer = selecting(tmp_path)
+    trainer.config.run.select_metric = "val/f1"
+    with pytest.raises(ConfigError, match=r"val/f1.*val/accuracy"):
+        trainer._track_best({"val/accuracy": 0.5, "val/a/accuracy": 0.5})
+
+
+def _checkpoint(output: Path, step: int) -> Path:
+    directory = output / RAY_RUN_NAME / f"checkpoint_{step:06d}"
+    (directory / DEEPSPEED_DIR).mkdir(parents=True)
+    state = {"step": step, "layout": {"world_size": 1}, LISTED: True}
+    (directory / STATE_FILE).write_text(json.dumps(state))
+    write_file_list(directory, 0)
+    return directory
+
+
+def test_the_best_checkpoint_is_reloaded_before_the_test_split_is_scored(tmp_path):
+    trainer = selecting(tmp_path)
+    best = _checkpoint(tmp_path, 20)
+    _checkpoint(tmp_path, 40)
+    trainer.state.step, trainer.state.best_step = 40, 20
+    trainer._batches["test"] = [MICRO_BATCHES["pairwise"]]
+    metrics = trainer._select_and_test()
+    assert trainer.engine.loaded == (str(best / DEEPSPEED_DIR), "state")
+    assert metrics["selected_step"] == 20 and metrics["test/count"] == 2
+    assert 0 <= metrics["test/accuracy"] <= 1 and not any(k.startswith("val/") for k in metrics)
+
+
+def test_the_last_evaluation_needs_no_reload(tmp_path):
+    trainer = bare_trainer(TrainJobConfig(output_dir=str(tmp_path)), FakeEngine())
+    trainer.state.step = 40
+    assert trainer._select_and_test() == {"selected_step": 40}  # no test units, nothing loaded
+    assert not hasattr(trainer.engine, "loaded")
