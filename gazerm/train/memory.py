@@ -31,6 +31,7 @@ GIB = 2**30
 # (train/peak_memory_gib of tiny-model jobs on this machine: 0.76-0.80).
 CPU_BASELINE_GIB = 0.77
 GPU_BASELINE_GIB = 0.5  # CUDA context and kernels (not measured here)
+NF4_BYTES = 0.5 + 4 / 64  # 4 bits a weight and an fp32 scale per block of 64 (no double quantisation)
 # Resident memory over the bytes autograd keeps, at the steady-state peak (from the third step on): glibc
 # keeps the blocks the backward frees, and their holes (1.62-2.14 measured here, lower with more layers).
 # The caching allocator on a GPU reuses them; there only the backward's transients of one layer are added.
@@ -124,6 +125,7 @@ class MemoryEstimate:
     sequences: int  # per micro-batch
     sequence_length: int  # the longest, gaze slots included
     device: str  # "cpu" (fp32) or "gpu" (bf16)
+    precision: str  # of the backbone's weights: fp32, bf16, or nf4 (4-bit linear layers)
 
     @property
     def total(self) -> float:
@@ -132,14 +134,13 @@ class MemoryEstimate:
     def parts(self) -> list[tuple[str, float, str]]:
         """(part, GiB, what it holds) rows for a table."""
         gpu = self.device == "gpu"
-        precision = "bf16" if gpu else "fp32"
         return [
             (
                 "baseline",
                 self.baseline,
                 "worker process before the model" + (", CUDA context" if gpu else ""),
             ),
-            ("weights", self.weights, f"{self.backbone_params:,} backbone parameters, {precision}"),
+            ("weights", self.weights, f"{self.backbone_params:,} backbone parameters, {self.precision}"),
             ("loading", self.loading, "left resident by reading the checkpoint"),
             ("trainable", self.trainable, f"{self.trainable_params:,} trained: grads, AdamW moments, master"),
             (
@@ -209,9 +210,13 @@ def estimate_worker_memory(config: TrainJobConfig) -> MemoryEstimate:
     optimizer = trained * 16 / run.num_workers
     sequences = run.micro_batch_size * SEQUENCES_PER_UNIT[config.loss.kind]
     length = config.data.max_length * (2 if model.fusion == "concat" else 1)
+    weight_bytes = weights * param_bytes
+    if model.quantization == "nf4":  # ZeRO-2 only: bitsandbytes quantises the linear layers, not embeddings
+        linear = arch.backbone_params - arch.embedding_params
+        weight_bytes = linear * NF4_BYTES + (all_params - linear) * param_bytes
     return MemoryEstimate(
         baseline=GPU_BASELINE_GIB if gpu else CPU_BASELINE_GIB,
-        weights=weights * param_bytes / GIB,
+        weights=weight_bytes / GIB,
         loading=0.0 if gpu else LOADING_FACTOR[checkpoint_kind(model)] * arch.backbone_params * 4 / GIB,
         trainable=(grads + optimizer) / GIB,
         activations=activation_bytes(arch, config, sequences, length) / GIB,
@@ -221,6 +226,7 @@ def estimate_worker_memory(config: TrainJobConfig) -> MemoryEstimate:
         sequences=sequences,
         sequence_length=length,
         device="gpu" if gpu else "cpu",
+        precision="nf4" if model.quantization == "nf4" else "bf16" if gpu else "fp32",
     )
 
 
@@ -305,6 +311,7 @@ def architecture(config: ModelConfig, lm_head: bool) -> Architecture:
     shape = config.model_copy(
         update={
             "lora": None,
+            "quantization": "none",  # counted from the shape by estimate_worker_memory
             "gradient_checkpointing": False,
             "init_from": None,
             "attn_implementation": "sdpa",
