@@ -44,8 +44,10 @@ class RewardScorer:
         self.model.to(self.device)
         inputs = InputSpec.read(model_dir)
         spec = inputs.gaze
-        if spec["predictor"] == "none":
-            if config.fusion != "none":
+        # A model trained on an eye-tracking study's gaze has no predictor: each response brings its own.
+        self.recorded_only = spec["predictor"] == "recorded"
+        if spec["predictor"] in ("none", "recorded"):
+            if config.fusion != "none" and not self.recorded_only:
                 raise ConfigError(
                     f"{model_dir}: the model fuses gaze (fusion={config.fusion!r}) but {INPUTS_FILE} "
                     "names no gaze predictor, so its gaze features cannot be computed"
@@ -74,7 +76,7 @@ class RewardScorer:
         lengths = {len(prompts), len(responses)} | {len(v) for v in optional if v is not None}
         if len(lengths) > 1:
             raise ValueError("prompts, responses, contexts, implicit and gaze must have the same length")
-        if gaze is not None and self.predictor is None and any(g is not None for g in gaze):
+        if gaze is not None and self.model.projector is None and any(g is not None for g in gaze):
             raise ValueError("recorded gaze was given, but this model does not use gaze (fusion 'none')")
         contexts = contexts if contexts is not None else [None] * len(prompts)
         implicit = implicit if implicit is not None else [None] * len(prompts)
@@ -118,9 +120,14 @@ class RewardScorer:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """(spans, features) per response: the recorded gaze where there is one, else the predictor's
         (one ``predict`` call for all the others); empty for a model without gaze."""
-        if self.predictor is None:
+        if self.model.projector is None:
             return [(np.zeros((0, 2)), np.zeros((0, N_FEATURES))) for _ in responses]
         missing = [response for response, given in zip(responses, recorded, strict=True) if given is None]
+        if missing and self.recorded_only:
+            raise ValueError(
+                f"this model learnt from recorded gaze, which {len(missing)} response(s) lack: pass each "
+                "response's recorded gaze (gaze=..., e.g. from gazerm.features.recorded.gaze_from_fixations)"
+            )
         predicted = iter(self.predictor.predict(missing) if missing else [])
         return [
             (np.asarray(g.spans), g.features)

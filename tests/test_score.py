@@ -13,7 +13,7 @@ from gazerm.cli import app
 from gazerm.data.errors import DataError
 from gazerm.features.base import WordGaze, word_spans
 from gazerm.features.reading_model import ReadingTimeModel
-from gazerm.model.inputs import PromptResponse, SequenceEncoder
+from gazerm.model.inputs import InputSpec, PromptResponse, SequenceEncoder
 from gazerm.model.io import save_reward_model
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.model.templates import render_prompt
@@ -188,3 +188,19 @@ def test_recorded_gaze_for_a_model_without_gaze_is_refused(tmp_path):
     gaze = WordGaze([(0, 3)], np.zeros((1, 5), np.float32))
     with pytest.raises(ValueError, match="does not use gaze"):
         RewardScorer(tmp_path).score(["Say hi."], ["Hi."], gaze=[gaze])
+
+
+def test_a_model_trained_on_recorded_gaze_scores_only_with_recorded_gaze(tmp_path):
+    """It has no predictor to fall back on: a response without its recorded gaze is refused, never scored
+    as if nobody had read it."""
+    config = tiny_config()
+    tokenizer = build_tokenizer(config)
+    inputs = InputSpec({"predictor": "recorded", "path": "fixations.parquet"}, MAX_LENGTH)
+    save_reward_model(trained_looking(config, tokenizer), tokenizer, config, inputs, tmp_path)
+    scorer = RewardScorer(tmp_path)
+    texts = ["Hi there.", "Hello, how are you?"]
+    gaze = [WordGaze(word_spans(t), np.full((len(word_spans(t)), 5), 0.5, np.float32)) for t in texts]
+    rewards = scorer.score(["Say hi."] * 2, texts, gaze=gaze)
+    assert rewards.shape == (2,) and np.isfinite(rewards).all()
+    with pytest.raises(ValueError, match=r"recorded gaze, which 1 response"):
+        scorer.score(["Say hi."] * 2, texts, gaze=[gaze[0], None])

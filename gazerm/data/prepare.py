@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import OnMissing, add_implicit, session_hashes
 from gazerm.data.loaders.base import Tie
 from gazerm.data.readers import UnreadableFileError
+from gazerm.data.recorded_join import add_recorded_gaze
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION, PreferenceExample, examples_to_table
 from gazerm.data.shards import (
     MANIFEST_NAME,
@@ -62,12 +63,13 @@ AUTO_LOCAL_ROWS = 20_000
 
 
 class GazeSpec(BaseModel):
-    """Which gaze predictor fills the ``gaze`` column; ``none`` leaves it empty (text-only models)."""
+    """Which gaze predictor fills the ``gaze`` column; ``none`` leaves it empty (text-only models);
+    ``recorded`` reads an eye-tracking study's fixations from ``path`` (``gazerm.data.recorded_join``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    predictor: Literal["reading_model", "transformer", "none"] = "reading_model"
-    path: str | None = None
+    predictor: Literal["reading_model", "transformer", "recorded", "none"] = "reading_model"
+    path: str | None = Field(default=None, description="transformer: checkpoint dir; recorded: fixation file")
     batch_size: int = Field(default=256, gt=0)
     backend: Literal["auto", "ray", "local"] = Field(
         default="auto",
@@ -75,6 +77,12 @@ class GazeSpec(BaseModel):
         "start than a small set takes to featurize), else Ray Data",
     )
     workers: int = Field(default=2, gt=0)
+
+    @model_validator(mode="after")
+    def _recorded_needs_a_file(self) -> GazeSpec:
+        if self.predictor == "recorded" and not self.path:
+            raise ValueError("gaze.predictor=recorded needs gaze.path, the fixation table (Parquet or CSV)")
+        return self
 
     def runs_locally(self, rows: int) -> bool:
         return self.backend == "local" or (self.backend == "auto" and rows < AUTO_LOCAL_ROWS)
@@ -136,7 +144,11 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
     implicit = None
     if config.implicit:  # before gaze: cheap, on the driver, and on_missing='raise' fails early
         table, implicit = add_implicit(table, config.implicit.files(), config.implicit.on_missing)
-    table = _add_gaze(table, config.gaze)
+    recorded = None
+    if config.gaze.predictor == "recorded":
+        table, recorded = add_recorded_gaze(table, config.gaze.path)
+    else:
+        table = _add_gaze(table, config.gaze)
     splits = assign_splits(table, config.seed, config.splits)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -146,6 +158,7 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         gaze_source=None if config.gaze.predictor == "none" else table.column("gaze_source")[0].as_py(),
         config=config.model_dump(mode="json"),
         implicit=implicit,
+        recorded_gaze=recorded,
     )
     (root / MANIFEST_NAME).write_text(manifest.to_json())
     log.info("wrote %s: %s", root, {name: manifest.rows(name) for name in manifest.splits})
@@ -167,6 +180,9 @@ def _existing(root: Path, config: PrepareConfig) -> Manifest | None:
         return None
     if config.implicit and manifest.implicit["sessions"] != session_hashes(config.implicit.files()):
         log.info("rebuilding %s: a session log changed", root)
+        return None
+    if manifest.recorded_gaze and manifest.recorded_gaze["sha256"] != file_sha256(config.gaze.path):
+        log.info("rebuilding %s: the recorded fixations changed", root)
         return None
     return manifest
 

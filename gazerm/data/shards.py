@@ -49,6 +49,7 @@ class Manifest:
     gaze_source: str | None
     config: dict[str, Any]
     implicit: dict[str, Any] | None = None  # session logs, feature names and join counts (prepare)
+    recorded_gaze: dict[str, Any] | None = None  # gaze.predictor=recorded: the fixation file and counts
     schema: str = field(default_factory=lambda: PREFERENCE_SCHEMA.to_string(show_schema_metadata=False))
 
     def rows(self, split: str) -> int:

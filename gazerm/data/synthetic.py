@@ -132,13 +132,7 @@ def write_implicit_feedback_set(directory: str | Path, n: int = 1000, seed: int 
     features a high one. A quarter of the views carry raw webcam gaze, the rest detected fixations."""
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
-    pairs = []
-    for _ in range(n):
-        topic = rng.choice(TOPICS)
-        prompt = rng.choice(PROMPTS).format(topic) + f" (#{rng.randrange(10**6)})"
-        pairs.append(
-            {"prompt": prompt, "chosen": _response(rng, 0.5, topic), "rejected": _response(rng, 0.5, topic)}
-        )
+    pairs = [_alike_pair(rng) for _ in range(n)]
     views = [
         _session_view(np_rng, f"p{i}-{side}-{k}", pair["prompt"], pair[side], ENGAGEMENT[side])
         for i, pair in enumerate(pairs)
@@ -147,6 +141,73 @@ def write_implicit_feedback_set(directory: str | Path, n: int = 1000, seed: int 
     ]
     directory = Path(directory)
     return _write_jsonl(directory / "pairs.jsonl", pairs), _write_jsonl(directory / "sessions.jsonl", views)
+
+
+# The gaze-decided set: how a reader's eyes move over a response they find fluent or laboured.
+READING = {
+    "chosen": {"skip": 0.35, "mean_ms": 180.0, "refixate": 0.1, "regress": 0.02},
+    "rejected": {"skip": 0.05, "mean_ms": 300.0, "refixate": 0.5, "regress": 0.25},
+}
+
+
+def write_gaze_decided_set(
+    directory: str | Path, n: int = 600, seed: int = 0, readers: int = 2
+) -> tuple[Path, Path]:
+    """``(pairs.jsonl, fixations.parquet)`` in ``directory``: generic-format pairs whose texts carry no
+    signal (chosen and rejected drawn alike) and an eye-tracking study of them (``gaze.predictor:
+    recorded``) in which ``readers`` people read the chosen response fluently (more skips, shorter
+    fixations, few refixations and regressions) and the rejected one laboriously. Only the gaze tells
+    the two apart: text alone gives ~50% accuracy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(seed)
+    np_rng = np.random.default_rng(seed)
+    pairs, fixations = [], []
+    for _ in range(n):
+        pair = _alike_pair(rng)
+        pairs.append(pair)
+        for side, reading in READING.items():
+            words = len(pair[side].split())
+            for reader in range(readers):
+                for onset, duration, word in _reading(np_rng, words, **reading):
+                    fixations.append((pair[side], f"r{reader}", onset, duration, word))
+    directory = Path(directory)
+    columns = list(zip(*fixations, strict=True))
+    table = pa.table(dict(zip(("text", "reader", "onset", "duration", "word_idx"), columns, strict=True)))
+    pq.write_table(table, directory / "fixations.parquet")
+    return _write_jsonl(directory / "pairs.jsonl", pairs), directory / "fixations.parquet"
+
+
+def _reading(
+    rng: np.random.Generator, words: int, skip: float, mean_ms: float, refixate: float, regress: float
+) -> list[tuple[float, float, int]]:
+    """(onset ms, duration ms, word index) of one reading, left to right, with skips, refixations and
+    regressions to an earlier word; saccades take 30 ms."""
+    fixations, clock = [], 0.0
+
+    def fixate(word: int) -> None:
+        nonlocal clock
+        duration = float(np.round(rng.gamma(4.0, mean_ms / 4.0)))
+        fixations.append((clock, duration, word))
+        clock += duration + 30.0
+
+    for word in range(words):
+        if rng.random() < skip:
+            continue
+        fixate(word)
+        if rng.random() < refixate:
+            fixate(word)
+        if word and rng.random() < regress:
+            fixate(int(rng.integers(0, word)))
+    return fixations
+
+
+def _alike_pair(rng: random.Random) -> dict[str, str]:
+    """A prompt with two responses drawn alike (same word pool, easy share and length): no text signal."""
+    topic = rng.choice(TOPICS)
+    prompt = rng.choice(PROMPTS).format(topic) + f" (#{rng.randrange(10**6)})"
+    return {"prompt": prompt, "chosen": _response(rng, 0.5, topic), "rejected": _response(rng, 0.5, topic)}
 
 
 def _session_view(

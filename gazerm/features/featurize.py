@@ -41,13 +41,14 @@ class GazeFeaturizer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         responses = batch.column("responses").to_pylist()
         texts = [text for row in responses for text in row]
-        gaze = _gaze_column(self.predictor.predict(texts), [len(row) for row in responses])
+        gaze = gaze_column(self.predictor.predict(texts), [len(row) for row in responses])
         source = pa.array([self.predictor.name] * batch.num_rows, pa.string())
-        return _set_column(_set_column(batch, "gaze", gaze), "gaze_source", source)
+        return set_column(set_column(batch, "gaze", gaze), "gaze_source", source)
 
 
-def _gaze_column(results: list[WordGaze], responses_per_row: list[int]) -> pa.Array:
-    """``list<GAZE_TYPE>`` built from flat numpy buffers, without a Python object per word."""
+def gaze_column(results: list[WordGaze], responses_per_row: list[int]) -> pa.Array:
+    """``list<GAZE_TYPE>`` built from flat numpy buffers, without a Python object per word; ``results``
+    are every row's responses in order, ``responses_per_row`` how many each row has."""
     words_per_response = [len(r.spans) for r in results]
     spans = np.array([span for r in results for span in r.spans], dtype=np.int32).reshape(-1, 2)
     features = np.concatenate([r.features for r in results]) if results else np.zeros((0, N_FEATURES))
@@ -73,7 +74,7 @@ def _offsets(counts: list[int]) -> pa.Array:
     return pa.array(np.concatenate([[0], np.cumsum(counts, dtype=np.int32)]).astype(np.int32))
 
 
-def _set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+def set_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     index = table.schema.get_field_index(name)
     if index < 0:
         return table.append_column(name, values)
