@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import shutil
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,12 +25,16 @@ from gazerm.data.shards import (
     MANIFEST_NAME,
     SPLITS,
     Manifest,
-    assign_splits,
+    SplitMethod,
+    SplitName,
     file_sha256,
+    partition,
+    prompt_keys,
+    split_names,
     verify,
     write_split,
 )
-from gazerm.data.sources import iter_source
+from gazerm.data.sources import check_options, iter_source
 from gazerm.runtime import init_ray
 
 log = logging.getLogger(__name__)
@@ -38,10 +42,17 @@ log = logging.getLogger(__name__)
 QUARANTINE_NAME = "quarantine.jsonl"
 
 OnError = Literal["raise", "quarantine"]
+PinnedOverlap = Literal["drop", "keep"]
 
 
 class SourceSpec(BaseModel):
-    """One input: a registered format read from a local ``path`` or, without one, from the hub."""
+    """One input: a registered format read from a local ``path`` or, without one, from the hub.
+
+    ``split`` is the hub split read; ``assign_to`` pins every row of the source to one split of the
+    prepared dataset (e.g. a hub's validation split as the test set), where the fractions of
+    ``PrepareConfig.splits`` split the rows of the unpinned sources. ``options`` go to the format's
+    parser (e.g. ``pairing``, ``lang``) and are checked against it when the config is read.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +63,15 @@ class SourceSpec(BaseModel):
     data_files: str | list[str] | None = None
     limit: int | None = Field(default=None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    assign_to: SplitName | None = None
+
+    @model_validator(mode="after")
+    def _known_format_and_options(self) -> SourceSpec:
+        try:
+            check_options(self.format, self.options)
+        except DataError as error:
+            raise ValueError(f"{error.field}: {error.message}") from None
+        return self
 
     def describe(self) -> str:
         return self.path or f"{self.hub_name or self.format}[{self.split}]"
@@ -113,8 +133,22 @@ class PrepareConfig(BaseModel):
     sources: list[SourceSpec] = Field(min_length=1)
     output_dir: str
     rows_per_shard: int = Field(default=5000, gt=0)
-    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.9, "validation": 0.05, "test": 0.05})
+    splits: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.9, "validation": 0.05, "test": 0.05},
+        description="fractions of the rows of the sources without assign_to; they sum to 1",
+    )
     seed: int = 0
+    split_method: SplitMethod = Field(
+        default="hash",
+        description="hash: each prompt's split from a hash of the seed and the prompt, so no prompt is "
+        "in two splits; shuffle: a seeded permutation of the rows cut as datasets' train_test_split "
+        "does (the reference code's split; it splits rows, not prompts)",
+    )
+    pinned_overlap: PinnedOverlap = Field(
+        default="drop",
+        description="an unpinned row whose prompt a pinned source puts in another split: drop (left "
+        "out, counted) or keep (in both splits, counted; what the reference code does)",
+    )
     on_error: OnError = "raise"
     gaze: GazeSpec = Field(default_factory=GazeSpec)
     implicit: ImplicitSpec | None = None
@@ -139,8 +173,12 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         return reusable
     _clear(root)
 
-    examples, quarantined, source_stats = _load_all(config)
+    examples, pins, quarantined, source_stats = _load_all(config)
     table = examples_to_table(examples)
+    names, splitting = _assign(table, pins, config)  # before features: dropped rows are not featurized
+    kept = [i for i, name in enumerate(names) if name is not None]
+    if len(kept) < len(names):
+        table, names = table.take(kept), [names[i] for i in kept]
     implicit = None
     if config.implicit:  # before gaze: cheap, on the driver, and on_missing='raise' fails early
         table, implicit = add_implicit(table, config.implicit.files(), config.implicit.on_missing)
@@ -149,7 +187,10 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         table, recorded = add_recorded_gaze(table, config.gaze.path)
     else:
         table = _add_gaze(table, config.gaze)
-    splits = assign_splits(table, config.seed, config.splits)
+    if table.num_rows != len(names):
+        raise RuntimeError(f"gaze features returned {table.num_rows} rows for {len(names)}")
+    written = [*config.splits, *(name for name in SPLITS if name in set(pins) - set(config.splits))]
+    splits = partition(table, names, written)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         splits={name: write_split(part, root, name, config.rows_per_shard) for name, part in splits.items()},
@@ -159,6 +200,7 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         config=config.model_dump(mode="json"),
         implicit=implicit,
         recorded_gaze=recorded,
+        splitting=splitting,
     )
     (root / MANIFEST_NAME).write_text(manifest.to_json())
     log.info("wrote %s: %s", root, {name: manifest.rows(name) for name in manifest.splits})
@@ -207,10 +249,12 @@ def _clear(root: Path) -> None:
 
 def _load_all(
     config: PrepareConfig,
-) -> tuple[list[PreferenceExample], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every example of every source; bad rows and unreadable files raise or are quarantined, and rows
-    that state no preference (ties) are counted in each source's stats."""
+) -> tuple[list[PreferenceExample], list[str | None], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every example of every source with the split its source pins it to (None: split by fractions);
+    bad rows and unreadable files raise or are quarantined, and rows that state no preference (ties)
+    are counted in each source's stats."""
     examples: list[PreferenceExample] = []
+    pins: list[str | None] = []
     quarantined: list[dict[str, Any]] = []
     stats = []
     for spec, sha256 in zip(config.sources, _input_hashes(config), strict=True):
@@ -218,6 +262,7 @@ def _load_all(
         report = log.warning if bad else log.info  # quarantined rows must not pass unnoticed
         report("%s: %d examples, %d ties, %d quarantined", spec.describe(), len(loaded), ties, len(bad))
         examples += loaded
+        pins += [spec.assign_to] * len(loaded)
         quarantined += bad
         stats.append(
             {
@@ -227,11 +272,59 @@ def _load_all(
                 "ties": ties,
                 "quarantined": len(bad),
                 "sha256": sha256,
+                "assign_to": spec.assign_to,
             }
         )
     if not examples:
         raise DataError(", ".join(s.describe() for s in config.sources), None, None, "no usable examples")
-    return examples, quarantined, stats
+    return examples, pins, quarantined, stats
+
+
+def _assign(
+    table: pa.Table, pins: list[str | None], config: PrepareConfig
+) -> tuple[list[str | None], dict[str, Any]]:
+    """Each row's split (None: left out) and the manifest's record of how rows were split.
+
+    Rows of pinned sources go to their source's split; the others are split by the fractions, all of
+    them together (so a left-out row never moves another row's split). An unpinned row whose prompt
+    (with its context) a pinned source puts in another split would be in two splits: ``pinned_overlap``
+    drops or keeps it; either way it is counted, as is every prompt left in more than one split.
+    """
+    keys = prompt_keys(table)
+    free = [i for i, pin in enumerate(pins) if pin is None]
+    names: list[str | None] = list(pins)
+    free_names = split_names([keys[i] for i in free], config.seed, config.splits, config.split_method)
+    for i, name in zip(free, free_names, strict=True):
+        names[i] = name
+    pinned: defaultdict[str, set[str]] = defaultdict(set)
+    for key, pin in zip(keys, pins, strict=True):
+        if pin is not None:
+            pinned[key].add(pin)
+    overlap = [i for i in free if pinned.get(keys[i], {names[i]}) - {names[i]}]
+    if config.pinned_overlap == "drop":
+        for i in overlap:
+            names[i] = None
+    in_splits: defaultdict[str, set[str]] = defaultdict(set)
+    for key, name in zip(keys, names, strict=True):
+        if name is not None:
+            in_splits[key].add(name)
+    several = sum(len(splits) > 1 for splits in in_splits.values())
+    record = {
+        "method": config.split_method,
+        "pinned_rows": dict(Counter(pin for pin in pins if pin is not None)),
+        "rows_split_by_fractions": len(free) - (len(overlap) if config.pinned_overlap == "drop" else 0),
+        "pinned_overlap": {"policy": config.pinned_overlap, "rows": len(overlap)},
+        "prompts_in_several_splits": several,
+    }
+    if overlap:
+        log.warning(
+            "%d rows of unpinned sources share their prompt with a pinned source's other split: %s",
+            len(overlap),
+            "dropped" if config.pinned_overlap == "drop" else "kept (pinned_overlap=keep)",
+        )
+    if several:
+        log.warning("%d prompts are in more than one split (see the manifest's splitting record)", several)
+    return names, record
 
 
 def _load_source(

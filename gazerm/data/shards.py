@@ -10,17 +10,24 @@ Layout of a prepared dataset::
 
 Splits are assigned by a hash of the seed and the prompt (with its context), so every
 response set for one prompt lands in one split (no prompt leaks from train to test) and
-re-running ``prepare`` on the same input gives byte-identical shards and manifest.
+re-running ``prepare`` on the same input gives byte-identical shards and manifest. The other
+method, ``shuffle``, cuts a seeded permutation of the rows the way ``datasets``'
+``Dataset.train_test_split`` does (the split the "Seeing Eye to AI" reference code uses); it splits
+rows, not prompts. ``prepare`` may also pin a whole source to one split (``SourceSpec.assign_to``);
+the fractions then split the other rows only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -29,7 +36,9 @@ from gazerm.data.errors import DataError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION
 from gazerm.errors import PathNotFoundError
 
-SPLITS = ("train", "validation", "test")
+SplitName = Literal["train", "validation", "test"]
+SPLITS: tuple[str, ...] = get_args(SplitName)
+SplitMethod = Literal["hash", "shuffle"]
 MANIFEST_NAME = "manifest.json"
 
 
@@ -50,6 +59,7 @@ class Manifest:
     config: dict[str, Any]
     implicit: dict[str, Any] | None = None  # session logs, feature names and join counts (prepare)
     recorded_gaze: dict[str, Any] | None = None  # gaze.predictor=recorded: the fixation file and counts
+    splitting: dict[str, Any] | None = None  # method, pinned rows, overlap counts (prepare)
     schema: str = field(default_factory=lambda: PREFERENCE_SCHEMA.to_string(show_schema_metadata=False))
 
     def rows(self, split: str) -> int:
@@ -94,13 +104,53 @@ def split_of(prompt_key: str, seed: int, fractions: dict[str, float]) -> str:
     return next(reversed(fractions))
 
 
-def assign_splits(table: pa.Table, seed: int, fractions: dict[str, float]) -> dict[str, pa.Table]:
-    """Partition rows into splits by prompt hash, keeping input order inside each split."""
+def shuffled_splits(rows: int, seed: int, fractions: dict[str, float]) -> list[str]:
+    """The split of each of ``rows`` rows, cut from a seeded permutation as ``datasets`` does.
+
+    ``Dataset.train_test_split(test_size=f, seed=seed)`` draws ``np.random.default_rng(seed)
+    .permutation(rows)`` and gives its first ``ceil(f * rows)`` rows to "test", the rest to "train".
+    Here every split after the first takes ``ceil(fraction * rows)`` rows (at most what is left) from
+    the front of that permutation, in the order the fractions are listed, and the first split takes
+    the rest; so ``{train: 0.85, validation: 0.15}`` puts exactly the rows ``train_test_split
+    (test_size=0.15)`` calls "test" in validation.
+    """
+    first, *others = fractions
+    names = [first] * rows
+    permutation = np.random.default_rng(seed).permutation(rows)
+    start = 0
+    for name in others:
+        size = min(math.ceil(fractions[name] * rows), rows - start)
+        for index in permutation[start : start + size]:
+            names[index] = name
+        start += size
+    return names
+
+
+def prompt_keys(table: pa.Table) -> list[str]:
+    """Each row's prompt with its context: what one prompt is, for splitting and for overlap counts."""
     prompts = table.column("prompt").to_pylist()
     contexts = table.column("context").to_pylist()
-    keys = [json.dumps([context or [], prompt]) for prompt, context in zip(prompts, contexts, strict=True)]
-    names = pa.array([split_of(key, seed, fractions) for key in keys])
-    return {name: table.filter(pc.equal(names, name)) for name in fractions}
+    return [json.dumps([context or [], prompt]) for prompt, context in zip(prompts, contexts, strict=True)]
+
+
+def split_names(keys: list[str], seed: int, fractions: dict[str, float], method: SplitMethod) -> list[str]:
+    """The split of each row (given by its prompt key): by prompt hash, or cut from a permutation."""
+    if method == "shuffle":
+        return shuffled_splits(len(keys), seed, fractions)
+    return [split_of(key, seed, fractions) for key in keys]
+
+
+def partition(table: pa.Table, names: list[str], splits: Iterable[str]) -> dict[str, pa.Table]:
+    """The rows of each split (``names`` gives each row's), keeping input order inside each split."""
+    column = pa.array(names, pa.string())
+    return {name: table.filter(pc.equal(column, name)) for name in splits}
+
+
+def assign_splits(
+    table: pa.Table, seed: int, fractions: dict[str, float], method: SplitMethod = "hash"
+) -> dict[str, pa.Table]:
+    """Partition rows into splits by prompt hash (or ``shuffle``), keeping input order inside each split."""
+    return partition(table, split_names(prompt_keys(table), seed, fractions, method), fractions)
 
 
 def write_split(table: pa.Table, root: Path, split: str, rows_per_shard: int) -> list[ShardInfo]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from gazerm.data.errors import DataError
 from gazerm.data.loaders import (  # noqa: F401 - importing registers the formats
@@ -39,14 +42,10 @@ def iter_source(
     Without ``path`` the records come from ``hub_name`` (default: the format's real hub dataset),
     or from a local builder such as "json" with ``data_files``. An example that fails validation is
     yielded as its error, never skipped. ``limit`` counts examples, not ties or errors. ``options``
-    go to the format's parser; an option it does not take is an error before anything is read.
+    go to the format's parser; an option it does not take, or a value not of the type its signature
+    declares, is an error before anything is read.
     """
-    fmt = FORMATS.get(format)
-    if fmt is None:
-        known = ", ".join(sorted(FORMATS))
-        raise DataError(
-            str(path or hub_name or format), None, "format", f"unknown format {format!r}; known: {known}"
-        )
+    fmt = _format(format, str(path or hub_name or format))
     if path is not None:
         file, records = str(path), read_records(path)
     else:
@@ -74,8 +73,32 @@ def iter_source(
             return
 
 
+def check_options(format: str, options: dict[str, Any], file: str | None = None) -> None:
+    """Raise :class:`DataError` unless ``format`` is registered and its parser takes ``options``, each
+    of the type its signature declares (e.g. a ``pairing`` one of its ``Literal`` values)."""
+    file = file or format
+    _check_options(_format(format, file), file, options)
+
+
+def _format(format: str, file: str) -> SourceFormat:
+    fmt = FORMATS.get(format)
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise DataError(file, None, "format", f"unknown format {format!r}; known: {known}")
+    return fmt
+
+
 def _check_options(fmt: SourceFormat, file: str, options: dict[str, Any]) -> None:
     try:
         inspect.signature(fmt.parse).bind(None, file, **options)
     except TypeError as exc:
         raise DataError(file, None, "options", f"format {fmt.name!r}: {exc}") from None
+    hints = typing.get_type_hints(fmt.parse)
+    for name, value in options.items():
+        if name not in hints:
+            continue
+        try:
+            TypeAdapter(hints[name]).validate_python(value, strict=True)
+        except ValidationError as exc:
+            message = f"format {fmt.name!r}: {value!r}: {exc.errors()[0]['msg']}"
+            raise DataError(file, None, f"options.{name}", message) from None

@@ -114,8 +114,16 @@ def test_manifest_records_counts_hashes_schema_and_sources(tmp_path, pairs):
             "ties": 0,
             "quarantined": 0,
             "sha256": hashlib.sha256(pairs.read_bytes()).hexdigest(),
+            "assign_to": None,
         }
     ]
+    assert data["splitting"] == {
+        "method": "hash",
+        "pinned_rows": {},
+        "rows_split_by_fractions": N_PROMPTS * SETS_PER_PROMPT,
+        "pinned_overlap": {"policy": "drop", "rows": 0},
+        "prompts_in_several_splits": 0,
+    }
     assert data["quarantine"] == {"count": 0}
     assert data["gaze_source"] is None
     assert data["config"] == config.model_dump(mode="json")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gazerm.config import load_config
+from gazerm.data.prepare import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.train.config import TrainJobConfig
 
@@ -29,6 +30,26 @@ def test_paper_configs_load(name: str, backbone: str, features_used: list[int]):
     assert config.model.backbone == backbone
     assert config.model.features_used == features_used
     assert config.run.use_gpu and config.run.zero_stage == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "job", "format", "options"),
+    [
+        ("paper_helpsteer2_prepare.yaml", "helpsteer2_mistral7b_gazeconcat.yaml", "helpsteer2", {}),
+        ("paper_oasst1_prepare.yaml", "oasst1_llama3_8b_ffd_trt.yaml", "oasst1", {"lang": "en"}),
+    ],
+)
+def test_paper_prepare_configs_are_the_reference_data_setup(name, job, format, options):
+    """The hub's train split paired as the reference pairs it, 15% of it (shuffle, seed 42) as
+    validation, the hub's validation split pinned as test; the training job prepares the same."""
+    config = load_config(PrepareConfig, JOBS / name)
+    assert [(s.format, s.split, s.assign_to, s.options) for s in config.sources] == [
+        (format, "train", None, {**options, "pairing": "reference"}),
+        (format, "validation", "test", {**options, "pairing": "reference"}),
+    ]
+    assert (config.splits, config.seed) == ({"train": 0.85, "validation": 0.15}, 42)
+    assert (config.split_method, config.pinned_overlap) == ("shuffle", "keep")
+    assert load_config(TrainJobConfig, JOBS / job).data.prepare == config
 
 
 def test_overrides_and_errors_name_the_field():

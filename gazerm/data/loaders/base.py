@@ -13,7 +13,8 @@ from gazerm.data.schema import PreferenceExample
 
 @dataclass(frozen=True)
 class Tie:
-    """A record whose responses are all equally good (equal scores, or one reply given for all).
+    """A record whose responses are all equally good (equal scores, or one reply given for all), or
+    that has too few responses for the pairing a format was asked for (HelpSteer2's reference pairs).
 
     It states no preference, so it gives no example, yet it is no error either: sources such as
     DSP's WebGPT file tie a quarter of their items on purpose. A parser yields one in place of the

@@ -10,6 +10,29 @@ failed review (``review_result`` false) and replies without a rank are left out,
 prompt below a left-out message; a prompt left with fewer than two ranked replies gives no
 example. Each exclusion is counted and the counts are logged once the input is read. The ``lang``
 option keeps only prompts in the given language(s).
+
+That is ``pairing: ranking``, the default. ``pairing: reference`` gives the pairs of the "Seeing Eye
+to AI" reference code (``_filter_data_oasst1``, ``_process_data_questionanswer`` in
+``utils/dataset_proceser.py``, ``_process_responses_chosen_rejected`` in
+``rlhf_rw/reward_utils/dataset_proceser_reward.py``), one pairwise example per prompt text:
+
+- deleted messages and, with ``lang``, messages (prompts and replies alike) in other languages are
+  left out; review results are not looked at, nor are the messages above a prompt;
+- the prompt is the prompter message alone, without the conversation above it (``context`` empty);
+- the replies of all prompter messages with the same text are pooled (the reference groups by the
+  question's text, so a "Hello" asked in several trees is one example), unranked ones left out;
+- of those, sorted by ``rank`` (stable, in input order), the first (the best: rank 0) and the last
+  (the worst) form the one pair; a text with a single ranked reply gives nothing (counted), one whose
+  best and worst share a rank gives a ``Tie``;
+- examples come in the order of their prompt text (the reference's pandas ``groupby`` sorts it),
+  which is the order ``prepare``'s ``shuffle`` split permutes.
+
+The reference code, though, makes the *worst* reply the chosen one: it sorts by rank ascending and
+takes the last as chosen, while oasst1's rank 0 is the best (the dataset card: "the lower the rank the
+better"). ``pairing: reference`` keeps the pair and chooses the better reply; ``pairing:
+reference_inverted`` reproduces the reference code's labels (the worse reply chosen), for comparing
+with the paper's numbers. A pair whose two replies have the same text (possible across pooled
+prompts) is no preference gazerm can train on: a ``Tie`` here, a row in the reference.
 """
 
 from __future__ import annotations
@@ -19,17 +42,21 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from gazerm.data.errors import DataError
-from gazerm.data.loaders.base import Loaded, SourceFormat, register
+from gazerm.data.loaders.base import Loaded, SourceFormat, Tie, register
 from gazerm.data.loaders.common import number, optional, text
 from gazerm.data.readers import Record, RecordOrError, require
-from gazerm.data.schema import PreferenceExample, pairs_from_ranking
+from gazerm.data.schema import Pair, PreferenceExample, pairs_from_ranking
 
 log = logging.getLogger(__name__)
 
 NAME = "oasst1"
 ROLES = {"prompter": "user", "assistant": "assistant"}
+DELETED, FAILED_REVIEW = "deleted messages", "messages that failed review"
+
+Pairing = Literal["ranking", "reference", "reference_inverted"]
 
 
 @dataclass(frozen=True)
@@ -69,9 +96,9 @@ def _rank(record: Record, file: str, row: int) -> float | None:
 
 def _exclusion(record: Record, file: str, row: int) -> str | None:
     if record.get("deleted") is not None and require(record, "deleted", bool, file, row):
-        return "deleted messages"
+        return DELETED
     if record.get("review_result") is not None and not require(record, "review_result", bool, file, row):
-        return "messages that failed review"
+        return FAILED_REVIEW
     return None
 
 
@@ -128,9 +155,16 @@ def _example(prompt: Message, replies: list[Message], above: list[Message], file
 
 
 def parse(
-    records: Iterable[RecordOrError], file: str, *, lang: str | list[str] | None = None
+    records: Iterable[RecordOrError],
+    file: str,
+    *,
+    lang: str | list[str] | None = None,
+    pairing: Pairing = "ranking",
 ) -> Iterator[Loaded]:
     langs = {lang} if isinstance(lang, str) else set(lang or ())
+    if pairing != "ranking":
+        yield from _reference_pairs(records, file, langs, inverted=pairing == "reference_inverted")
+        return
     messages: dict[str, Message] = {}
     replies: defaultdict[str, list[Message]] = defaultdict(list)
     left_out: Counter[str] = Counter()
@@ -166,6 +200,57 @@ def parse(
             left_out["prompts below a left-out message"] += 1
         else:
             yield example
+    log.info("%s: left out by rule: %s", file, dict(left_out))
+
+
+def _reference_pairs(
+    records: Iterable[RecordOrError], file: str, langs: set[str], inverted: bool
+) -> Iterator[Loaded]:
+    """``pairing: reference``: one best-vs-worst pair per prompt text, as the module docstring says."""
+    left_out: Counter[str] = Counter()
+    prompts: list[Message] = []
+    ranked: defaultdict[str, list[Message]] = defaultdict(list)  # parent id -> ranked replies, input order
+    for message in _read_messages(records, file):
+        if isinstance(message, DataError):
+            yield message
+        elif message.excluded == DELETED:
+            left_out[DELETED] += 1
+        elif langs and message.lang not in langs:
+            left_out["messages in other languages"] += 1
+        elif message.role == "prompter":
+            prompts.append(message)
+        elif message.rank is None:
+            left_out["unranked replies"] += 1
+        elif message.parent_id is not None:
+            ranked[message.parent_id].append(message)
+
+    # prompt text -> (its first prompt with ranked replies, the replies of all its prompts)
+    by_text: dict[str, tuple[Message, list[Message]]] = {}
+    for prompt in prompts:
+        replies = ranked.get(prompt.message_id, [])
+        first, pooled = by_text.get(prompt.text, (prompt, []))
+        by_text[prompt.text] = (prompt if replies and not pooled else first, pooled + replies)
+    for question in sorted(by_text):
+        first, replies = by_text[question]
+        if len(replies) < 2:
+            left_out["prompt texts with fewer than 2 ranked replies"] += 1
+            continue
+        ordered = sorted(replies, key=lambda reply: reply.rank)  # stable: input order among equal ranks
+        best, worst = ordered[0], ordered[-1]
+        if best.rank == worst.rank or best.text == worst.text:
+            left_out["best and worst reply equal in rank or text"] += 1
+            yield Tie(file, first.row)
+            continue
+        chosen, rejected = (worst, best) if inverted else (best, worst)
+        yield PreferenceExample(
+            source=NAME,
+            source_file=file,
+            source_row=first.row,
+            prompt=first.text,
+            responses=[chosen.text, rejected.text],
+            label_kind="pairwise",
+            pairs=[Pair(0, 1)],
+        )
     log.info("%s: left out by rule: %s", file, dict(left_out))
 
 
