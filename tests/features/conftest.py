@@ -47,3 +47,29 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def constant_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("constant-gaze-bert"), constant=True)
+
+
+# The paper's predictors (eyetrackpy's fmv1 and fmv2), tiny and random-init; see tiny_eyetrackpy.
+# fmv2's constant head, in CMCL-2021 units (0-100): a negative fixProp is clipped to 0.
+FMV2_BIAS = [2.0, 20.0, 40.0, 30.0, -5.0]
+
+
+@pytest.fixture(scope="session")
+def roberta_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.features.tiny_eyetrackpy import save_roberta_base
+
+    return save_roberta_base(tmp_path_factory.mktemp("roberta-base"))
+
+
+@pytest.fixture(scope="session")
+def fmv2_random(tmp_path_factory: pytest.TempPathFactory, roberta_base: Path) -> Path:
+    from tests.features.tiny_eyetrackpy import save_fmv2_checkpoint
+
+    return save_fmv2_checkpoint(tmp_path_factory.mktemp("fmv2") / "model.pth", roberta_base)
+
+
+@pytest.fixture(scope="session")
+def fmv2_constant(tmp_path_factory: pytest.TempPathFactory, roberta_base: Path) -> Path:
+    from tests.features.tiny_eyetrackpy import save_fmv2_checkpoint
+
+    return save_fmv2_checkpoint(tmp_path_factory.mktemp("fmv2") / "constant.pth", roberta_base, FMV2_BIAS)
