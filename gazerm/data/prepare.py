@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from tqdm import tqdm
 
 from gazerm.data.errors import DataError
@@ -66,8 +66,21 @@ class GazeSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    predictor: Literal["reading_model", "transformer", "none"] = "reading_model"
-    path: str | None = None
+    predictor: Literal["reading_model", "transformer", "fmv1", "fmv2", "none"] = "reading_model"
+    path: str | None = Field(
+        default=None,
+        description="transformer: checkpoint directory; fmv1/fmv2: the checkpoint file eyetrackpy publishes",
+    )
+    base: str | None = Field(
+        default=None,
+        description="fmv1: local t5-small tokenizer directory; fmv2: local roberta-base directory "
+        "(config + tokenizer); nothing is downloaded",
+    )
+    output_scale: float | list[float] | None = Field(
+        default=None,
+        description="trained predictors: divisor(s) of the raw outputs onto the common scale; None: the "
+        "predictor's documented default",
+    )
     batch_size: int = Field(default=256, gt=0)
     backend: Literal["auto", "ray", "local"] = Field(
         default="auto",
@@ -78,6 +91,29 @@ class GazeSpec(BaseModel):
 
     def runs_locally(self, rows: int) -> bool:
         return self.backend == "local" or (self.backend == "auto" and rows < AUTO_LOCAL_ROWS)
+
+    @model_validator(mode="after")
+    def _paths_fit_the_predictor(self) -> GazeSpec:
+        needs = {"transformer": ("path",), "fmv1": ("path", "base"), "fmv2": ("path", "base")}
+        allowed = needs.get(self.predictor, ())
+        missing = [name for name in allowed if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"gaze.predictor={self.predictor} needs gaze.{' and gaze.'.join(missing)}")
+        unused = [name for name in ("path", "base") if getattr(self, name) and name not in allowed]
+        if self.output_scale is not None and not allowed:
+            unused.append("output_scale")
+        if unused:
+            raise ValueError(f"gaze.predictor={self.predictor} takes no gaze.{' or gaze.'.join(unused)}")
+        return self
+
+    def predictor_kwargs(self) -> dict[str, Any]:
+        """What ``GazeFeaturizer``/``build_predictor`` take: the predictor, its paths and output scale."""
+        return {
+            "predictor": self.predictor,
+            "path": self.path,
+            "base": self.base,
+            "output_scale": self.output_scale,
+        }
 
 
 class ImplicitSpec(BaseModel):
@@ -268,7 +304,7 @@ def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
         return table
     from gazerm.features.featurize import GazeFeaturizer
 
-    kwargs = {"predictor": gaze.predictor, "path": gaze.path}
+    kwargs = gaze.predictor_kwargs()
     if gaze.runs_locally(table.num_rows):
         featurize = GazeFeaturizer(**kwargs)
         batches = tqdm(
