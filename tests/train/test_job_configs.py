@@ -94,3 +94,14 @@ def test_the_gaze_predictor_gets_the_paths_it_needs_and_no_others():
     unused = r"gaze\.predictor=reading_model takes no gaze\.base or gaze\.output_scale"
     with pytest.raises(ConfigError, match=unused):
         load_config(TrainJobConfig, {}, ["data.prepare.gaze.base=x", "data.prepare.gaze.output_scale=100"])
+
+
+def test_a_job_on_fmv1_gaze_uses_trt_alone():
+    fmv1 = ["data.prepare.gaze.predictor=fmv1", "data.prepare.gaze.path=fmv1.pt", "data.prepare.gaze.base=t5"]
+    with pytest.raises(ConfigError, match=r"fmv1 gaze predictor leaves nFix, FFD, GPT, fixProp at 0: set "):
+        load_config(TrainJobConfig, {}, fmv1)
+    trt = load_config(TrainJobConfig, {}, [*fmv1, "model.features_used=[0,0,0,1,0]"])
+    assert trt.model.features_used == [0, 0, 0, 1, 0]
+    assert load_config(TrainJobConfig, {}, [*fmv1, "model.fusion=none"]).features_problem("fmv1") is None
+    # Prepared shards: the job checks the predictor their manifest names when it starts.
+    assert "fmv1" in TrainJobConfig().features_problem("fmv1")
