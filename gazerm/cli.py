@@ -521,16 +521,23 @@ def serve_model(
 @app.command()
 def gaze(
     text: Annotated[str, typer.Argument(help="Text to predict per-word gaze features for.")],
-    predictor: Annotated[str, typer.Option(help="reading_model or transformer.")] = "reading_model",
+    predictor: Annotated[
+        str, typer.Option(help="reading_model, transformer, fmv1 or fmv2.")
+    ] = "reading_model",
     path: Annotated[
-        str | None, typer.Option(help="Checkpoint directory for the transformer predictor.")
+        str | None,
+        typer.Option(help="transformer: checkpoint directory; fmv1/fmv2: the checkpoint file."),
+    ] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(help="fmv1: local t5-small tokenizer directory; fmv2: local roberta-base directory."),
     ] = None,
 ) -> None:
     """Print the five gaze features the predictor gives each word of TEXT (a quick look at the features)."""
     from gazerm.features.base import FEATURE_NAMES
     from gazerm.features.featurize import build_predictor
 
-    result = build_predictor(predictor, path).predict([text])[0]
+    result = build_predictor(predictor, path, base).predict([text])[0]
     typer.echo("word".ljust(20) + "".join(name.rjust(9) for name in FEATURE_NAMES))
     for (start, end), values in zip(result.spans, result.features, strict=True):
         typer.echo(text[start:end][:19].ljust(20) + "".join(f"{v:9.3f}" for v in values))

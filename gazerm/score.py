@@ -54,7 +54,9 @@ class RewardScorer:
                 )
             self.predictor = None
         else:
-            self.predictor = build_predictor(spec["predictor"], spec.get("path"))
+            self.predictor = build_predictor(
+                spec["predictor"], spec.get("path"), spec.get("base"), spec.get("output_scale")
+            )
         template = build_template(inputs.template, tokenizer)
         self.encoder = SequenceEncoder(tokenizer, max_length or inputs.max_length, template)
         self.batch_size = batch_size

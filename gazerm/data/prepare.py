@@ -88,8 +88,22 @@ class GazeSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    predictor: Literal["reading_model", "transformer", "recorded", "none"] = "reading_model"
-    path: str | None = Field(default=None, description="transformer: checkpoint dir; recorded: fixation file")
+    predictor: Literal["reading_model", "transformer", "fmv1", "fmv2", "recorded", "none"] = "reading_model"
+    path: str | None = Field(
+        default=None,
+        description="transformer: checkpoint directory; fmv1/fmv2: the checkpoint file eyetrackpy publishes; "
+        "recorded: the fixation table (Parquet or CSV)",
+    )
+    base: str | None = Field(
+        default=None,
+        description="fmv1: local t5-small tokenizer directory; fmv2: local roberta-base directory "
+        "(config + tokenizer); nothing is downloaded",
+    )
+    output_scale: float | list[float] | None = Field(
+        default=None,
+        description="trained predictors: divisor(s) of the raw outputs onto the common scale; None: the "
+        "predictor's documented default",
+    )
     batch_size: int = Field(default=256, gt=0)
     backend: Literal["auto", "ray", "local"] = Field(
         default="auto",
@@ -98,14 +112,36 @@ class GazeSpec(BaseModel):
     )
     workers: int = Field(default=2, gt=0)
 
-    @model_validator(mode="after")
-    def _recorded_needs_a_file(self) -> GazeSpec:
-        if self.predictor == "recorded" and not self.path:
-            raise ValueError("gaze.predictor=recorded needs gaze.path, the fixation table (Parquet or CSV)")
-        return self
-
     def runs_locally(self, rows: int) -> bool:
         return self.backend == "local" or (self.backend == "auto" and rows < AUTO_LOCAL_ROWS)
+
+    @model_validator(mode="after")
+    def _paths_fit_the_predictor(self) -> GazeSpec:
+        needs = {
+            "transformer": ("path",),
+            "fmv1": ("path", "base"),
+            "fmv2": ("path", "base"),
+            "recorded": ("path",),
+        }
+        allowed = needs.get(self.predictor, ())
+        missing = [name for name in allowed if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"gaze.predictor={self.predictor} needs gaze.{' and gaze.'.join(missing)}")
+        unused = [name for name in ("path", "base") if getattr(self, name) and name not in allowed]
+        if self.output_scale is not None and self.predictor not in ("transformer", "fmv1", "fmv2"):
+            unused.append("output_scale")
+        if unused:
+            raise ValueError(f"gaze.predictor={self.predictor} takes no gaze.{' or gaze.'.join(unused)}")
+        return self
+
+    def predictor_kwargs(self) -> dict[str, Any]:
+        """What ``GazeFeaturizer``/``build_predictor`` take: the predictor, its paths and output scale."""
+        return {
+            "predictor": self.predictor,
+            "path": self.path,
+            "base": self.base,
+            "output_scale": self.output_scale,
+        }
 
 
 class ImplicitSpec(BaseModel):
@@ -377,7 +413,7 @@ def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
         return table
     from gazerm.features.featurize import GazeFeaturizer
 
-    kwargs = {"predictor": gaze.predictor, "path": gaze.path}
+    kwargs = gaze.predictor_kwargs()
     if gaze.runs_locally(table.num_rows):
         featurize = GazeFeaturizer(**kwargs)
         batches = tqdm(

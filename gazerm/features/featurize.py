@@ -8,17 +8,30 @@ of every row, which is what lets the reading model vectorise and the transformer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
 from gazerm.errors import ConfigError
-from gazerm.features.base import GAZE_TYPE, N_FEATURES, GazePredictor, WordGaze
+from gazerm.features.base import FEATURE_NAMES, GAZE_TYPE, N_FEATURES, GazePredictor, WordGaze
 
-PREDICTORS = ("reading_model", "transformer")
+PREDICTORS = ("reading_model", "transformer", "fmv1", "fmv2")
+# The paper's predictors (eyetrackpy): a checkpoint file (``path``) plus a local base directory.
+EYETRACKPY_PREDICTORS = {"fmv1": "t5-small tokenizer", "fmv2": "roberta-base config + tokenizer"}
+# Measures a predictor leaves at 0; a model trained on its features must not use them.
+UNPREDICTED = {"fmv1": ("nFix", "FFD", "GPT", "fixProp")}
+
+OutputScale = float | Sequence[float] | None
 
 
-def build_predictor(name: str, path: str | None = None) -> GazePredictor:
-    """The predictor called ``name``; ``transformer`` needs ``path``, a local checkpoint directory."""
+def build_predictor(
+    name: str, path: str | None = None, base: str | None = None, output_scale: OutputScale = None
+) -> GazePredictor:
+    """The predictor called ``name``. ``transformer`` needs ``path``, a local checkpoint directory;
+    ``fmv1``/``fmv2`` need ``path``, the checkpoint file eyetrackpy publishes, and ``base``, the local
+    directory of the model it builds on. ``output_scale`` overrides the divisor that brings a trained
+    predictor's outputs onto the common scale (each predictor's module documents its default)."""
     if name == "reading_model":
         from gazerm.features.reading_model import ReadingTimeModel
 
@@ -28,15 +41,47 @@ def build_predictor(name: str, path: str | None = None) -> GazePredictor:
             raise ConfigError("the transformer gaze predictor needs path=<local checkpoint directory>")
         from gazerm.features.transformer import TransformerGazePredictor
 
-        return TransformerGazePredictor(path)
+        return TransformerGazePredictor(path, output_scale=output_scale)
+    if name in EYETRACKPY_PREDICTORS:
+        if not path or not base:
+            raise ConfigError(
+                f"the {name} gaze predictor needs path=<checkpoint file> and "
+                f"base=<local {EYETRACKPY_PREDICTORS[name]} directory>"
+            )
+        if name == "fmv1":
+            from gazerm.features.fmv1 import Fmv1GazePredictor
+
+            return Fmv1GazePredictor(path, base, output_scale=output_scale)
+        from gazerm.features.fmv2 import Fmv2GazePredictor
+
+        return Fmv2GazePredictor(path, base, output_scale=output_scale)
     raise ConfigError(f"unknown gaze predictor {name!r}; choose one of {PREDICTORS}")
+
+
+def unused_features_problem(predictor: str, features_used: Sequence[int]) -> str | None:
+    """Why a model may not use ``features_used`` with gaze from ``predictor`` (a feature it leaves at 0),
+    or None."""
+    zero = [FEATURE_NAMES.index(feature) for feature in UNPREDICTED.get(predictor, ())]
+    if not any(features_used[i] for i in zero):
+        return None
+    only = [int(i not in zero) for i in range(N_FEATURES)]
+    return (
+        f"the {predictor} gaze predictor leaves {', '.join(FEATURE_NAMES[i] for i in zero)} at 0: "
+        f"set model.features_used={only} (got {list(features_used)})"
+    )
 
 
 class GazeFeaturizer:
     """``table → table`` with ``gaze`` (per response: word spans and features) and ``gaze_source`` set."""
 
-    def __init__(self, predictor: str = "reading_model", path: str | None = None) -> None:
-        self.predictor = build_predictor(predictor, path)
+    def __init__(
+        self,
+        predictor: str = "reading_model",
+        path: str | None = None,
+        base: str | None = None,
+        output_scale: OutputScale = None,
+    ) -> None:
+        self.predictor = build_predictor(predictor, path, base, output_scale)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         responses = batch.column("responses").to_pylist()

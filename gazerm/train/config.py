@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.errors import ConfigError
+from gazerm.features.featurize import unused_features_problem
 from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.templates import TemplateKind
 from gazerm.storage import is_object_store
@@ -148,6 +149,21 @@ class TrainJobConfig(_Strict):
                 "cannot partition 4-bit weights): set run.use_gpu=true and run.zero_stage=2"
             )
         return self
+
+    @model_validator(mode="after")
+    def _features_the_predictor_gives(self) -> TrainJobConfig:
+        # Prepared shards (data.dataset_dir) are checked against their manifest when the job starts.
+        if self.data.prepare is not None:
+            problem = self.features_problem(self.data.prepare.gaze.predictor)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    def features_problem(self, predictor: str) -> str | None:
+        """Why ``model.features_used`` does not fit gaze from ``predictor`` (fmv1 gives TRT only), or None."""
+        if self.model.fusion == "none":
+            return None
+        return unused_features_problem(predictor, self.model.features_used)
 
     @model_validator(mode="after")
     def _packing_needs_a_decoder(self) -> TrainJobConfig:

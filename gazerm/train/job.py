@@ -174,6 +174,9 @@ def run_training(
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     startup.mark("ray")
     root, manifest = ensure_dataset(config)
+    problem = config.features_problem(manifest.config.get("gaze", {}).get("predictor", "none"))
+    if problem:
+        raise ConfigError(f"{root}: {problem}")
     kind, num_outputs = config.loss.kind, config.model.num_outputs
     train_paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, "train")]
     splits = {name: _split_units(manifest.shard_paths(root, name), kind, num_outputs) for name in EVALUATED}

@@ -47,3 +47,59 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def constant_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("constant-gaze-bert"), constant=True)
+
+
+# The paper's predictors (eyetrackpy's fmv1 and fmv2), tiny and random-init; see tiny_eyetrackpy.
+# fmv2's constant head, in CMCL-2021 units (0-100): a negative fixProp is clipped to 0.
+FMV2_BIAS = [2.0, 20.0, 40.0, 30.0, -5.0]
+# fmv1's constant head: TRT bin 5.5 of 0-11.
+FMV1_BIAS = 5.5
+
+
+@pytest.fixture(scope="session")
+def roberta_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.features.tiny_eyetrackpy import save_roberta_base
+
+    return save_roberta_base(tmp_path_factory.mktemp("roberta-base"))
+
+
+@pytest.fixture(scope="session")
+def fmv2_random(tmp_path_factory: pytest.TempPathFactory, roberta_base: Path) -> Path:
+    from tests.features.tiny_eyetrackpy import save_fmv2_checkpoint
+
+    return save_fmv2_checkpoint(tmp_path_factory.mktemp("fmv2") / "model.pth", roberta_base)
+
+
+@pytest.fixture(scope="session")
+def fmv2_constant(tmp_path_factory: pytest.TempPathFactory, roberta_base: Path) -> Path:
+    from tests.features.tiny_eyetrackpy import save_fmv2_checkpoint
+
+    return save_fmv2_checkpoint(tmp_path_factory.mktemp("fmv2") / "constant.pth", roberta_base, FMV2_BIAS)
+
+
+@pytest.fixture(scope="session")
+def t5_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.features.tiny_eyetrackpy import save_t5_tokenizer
+
+    return save_t5_tokenizer(tmp_path_factory.mktemp("t5-small"))
+
+
+def _t5_vocab(t5_base: Path) -> int:
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(t5_base))
+
+
+@pytest.fixture(scope="session")
+def fmv1_random(tmp_path_factory: pytest.TempPathFactory, t5_base: Path) -> Path:
+    from tests.features.tiny_eyetrackpy import save_fmv1_checkpoint
+
+    path = tmp_path_factory.mktemp("fmv1") / "T5-tokenizer-BiLSTM-TRT-12-concat-3"
+    return save_fmv1_checkpoint(path, _t5_vocab(t5_base))
+
+
+@pytest.fixture(scope="session")
+def fmv1_constant(tmp_path_factory: pytest.TempPathFactory, t5_base: Path) -> Path:
+    from tests.features.tiny_eyetrackpy import save_fmv1_checkpoint
+
+    return save_fmv1_checkpoint(tmp_path_factory.mktemp("fmv1") / "constant", _t5_vocab(t5_base), FMV1_BIAS)

@@ -8,7 +8,7 @@ import pytest
 
 from gazerm.data.schema import PREFERENCE_SCHEMA, PreferenceExample, examples_to_table, pairs_from_scores
 from gazerm.features.base import word_spans
-from gazerm.features.featurize import GazeFeaturizer, build_predictor
+from gazerm.features.featurize import GazeFeaturizer, build_predictor, unused_features_problem
 from gazerm.features.reading_model import ReadingTimeModel
 from gazerm.features.transformer import TransformerGazePredictor
 
@@ -72,3 +72,32 @@ def test_build_predictor_by_name_with_clear_errors(constant_checkpoint: Path, tm
         build_predictor("transformer", None)
     with pytest.raises(FileNotFoundError, match="not found"):
         build_predictor("transformer", str(tmp_path / "missing"))
+
+
+def test_the_papers_predictors_are_built_by_name(
+    fmv1_random: Path, t5_base: Path, fmv2_constant: Path, roberta_base: Path
+) -> None:
+    from gazerm.features.fmv1 import Fmv1GazePredictor
+    from gazerm.features.fmv2 import Fmv2GazePredictor
+
+    fmv1 = build_predictor("fmv1", str(fmv1_random), str(t5_base))
+    assert isinstance(fmv1, Fmv1GazePredictor) and fmv1.name == f"fmv1:{fmv1_random.name}"
+    fmv2 = build_predictor("fmv2", str(fmv2_constant), str(roberta_base), output_scale=1.0)
+    assert isinstance(fmv2, Fmv2GazePredictor) and fmv2.name == "fmv2:constant.pth"
+    assert fmv2.predict(["Bake."])[0].features[0, 3] == pytest.approx(30.0)  # the scale reached it
+    for name, base in (("fmv1", "t5-small tokenizer"), ("fmv2", "roberta-base config \\+ tokenizer")):
+        needs = f"{name} gaze predictor needs path=<checkpoint file> and base=<local {base}"
+        with pytest.raises(ValueError, match=needs):
+            build_predictor(name, str(fmv2_constant))
+    table = GazeFeaturizer("fmv2", str(fmv2_constant), str(roberta_base))(_table()).cast(PREFERENCE_SCHEMA)
+    assert table.column("gaze_source").to_pylist() == ["fmv2:constant.pth"] * 3
+    assert table.column("gaze")[2][0]["features"].as_py() == [pytest.approx([0.02, 0.2, 0.4, 0.3, 0.0])]
+
+
+def test_a_model_may_not_use_the_features_fmv1_leaves_at_zero() -> None:
+    assert unused_features_problem("fmv1", [0, 0, 0, 1, 0]) is None
+    assert unused_features_problem("fmv2", [1, 1, 1, 1, 1]) is None
+    assert unused_features_problem("fmv1", [0, 1, 0, 1, 0]) == (
+        "the fmv1 gaze predictor leaves nFix, FFD, GPT, fixProp at 0: "
+        "set model.features_used=[0, 0, 0, 1, 0] (got [0, 1, 0, 1, 0])"
+    )

@@ -99,3 +99,30 @@ def test_packing_parses_and_is_refused_for_an_encoder_when_the_config_is_read():
     assert load_config(TrainJobConfig, {}, ["data.packing=true"]).data.packing
     with pytest.raises(ConfigError, match=r"data\.packing .*tiny-bert is an encoder"):
         load_config(TrainJobConfig, {}, ["data.packing=true", "model.backbone=tiny-bert"])
+
+
+def test_the_gaze_predictor_gets_the_paths_it_needs_and_no_others():
+    fmv2 = ["data.prepare.gaze.predictor=fmv2", "data.prepare.gaze.path=fmv2/model.pth"]
+    config = load_config(TrainJobConfig, {}, [*fmv2, "data.prepare.gaze.base=models/roberta-base"])
+    assert config.data.prepare.gaze.predictor_kwargs() == {
+        "predictor": "fmv2",
+        "path": "fmv2/model.pth",
+        "base": "models/roberta-base",
+        "output_scale": None,
+    }
+    with pytest.raises(ConfigError, match=r"gaze\.predictor=fmv2 needs gaze\.base"):
+        load_config(TrainJobConfig, {}, fmv2)
+    unused = r"gaze\.predictor=reading_model takes no gaze\.base or gaze\.output_scale"
+    with pytest.raises(ConfigError, match=unused):
+        load_config(TrainJobConfig, {}, ["data.prepare.gaze.base=x", "data.prepare.gaze.output_scale=100"])
+
+
+def test_a_job_on_fmv1_gaze_uses_trt_alone():
+    fmv1 = ["data.prepare.gaze.predictor=fmv1", "data.prepare.gaze.path=fmv1.pt", "data.prepare.gaze.base=t5"]
+    with pytest.raises(ConfigError, match=r"fmv1 gaze predictor leaves nFix, FFD, GPT, fixProp at 0: set "):
+        load_config(TrainJobConfig, {}, fmv1)
+    trt = load_config(TrainJobConfig, {}, [*fmv1, "model.features_used=[0,0,0,1,0]"])
+    assert trt.model.features_used == [0, 0, 0, 1, 0]
+    assert load_config(TrainJobConfig, {}, [*fmv1, "model.fusion=none"]).features_problem("fmv1") is None
+    # Prepared shards: the job checks the predictor their manifest names when it starts.
+    assert "fmv1" in TrainJobConfig().features_problem("fmv1")
