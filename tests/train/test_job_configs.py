@@ -78,3 +78,8 @@ def test_packing_parses_and_is_refused_for_an_encoder_when_the_config_is_read():
     assert load_config(TrainJobConfig, {}, ["data.packing=true"]).data.packing
     with pytest.raises(ConfigError, match=r"data\.packing .*tiny-bert is an encoder"):
         load_config(TrainJobConfig, {}, ["data.packing=true", "model.backbone=tiny-bert"])
+    for trait in ("model.positions=padded", "model.pooling=last_slot"):
+        with pytest.raises(ConfigError, match=r"data\.packing drops padding"):
+            load_config(TrainJobConfig, {}, ["data.packing=true", trait])
+    reference = load_config(TrainJobConfig, {}, ["data.packing=true", "model.gaze_layout=reference"])
+    assert reference.model.gazes_prompt
