@@ -1,9 +1,10 @@
 """Scoring prompt/response pairs with a saved reward model, the way training saw them.
 
 The model directory records how training built inputs (``inputs.json``: gaze predictor, max_length
-and prompt template); the scorer builds that predictor, predicts word gaze for each response and
-feeds prompt + response through the same :class:`SequenceEncoder` and prompt template as training,
-so a reward here is the reward the trained model would have given the same text in a training batch.
+and prompt template); the scorer builds that predictor, predicts word gaze for each response (and, for
+the ``reference`` gaze layout, for each prompt, as ``prepare`` did) and feeds prompt + response through
+the same :class:`SequenceEncoder` and prompt template as training, so a reward here is the reward the
+trained model would have given the same text in a training batch.
 
 Two ways to run it: :func:`score_file` scores one file in this process; :func:`score_dataset` is a
 Ray Data job over a directory of Parquet (or JSONL) files with one model copy per worker actor, for
@@ -58,7 +59,9 @@ class RewardScorer:
                 spec["predictor"], spec.get("path"), spec.get("base"), spec.get("output_scale")
             )
         template = build_template(inputs.template, tokenizer)
-        self.encoder = SequenceEncoder(tokenizer, max_length or inputs.max_length, template)
+        self.encoder = SequenceEncoder(
+            tokenizer, max_length or inputs.max_length, template, prompt_gaze=config.gazes_prompt
+        )
         self.batch_size = batch_size
 
     def score(
@@ -73,7 +76,9 @@ class RewardScorer:
         """Rewards ``(N,)``, or ``(N, num_outputs)`` for a multi-attribute head. ``implicit`` holds each
         response's behaviour features (None where it has none), for models with ``implicit_features``;
         ``gaze`` each response's recorded word gaze (None: the model's predictor computes it), e.g. from
-        :func:`gazerm.features.recorded.gaze_from_fixations`."""
+        :func:`gazerm.features.recorded.gaze_from_fixations`. A model of the ``reference`` gaze layout
+        also reads the prompt's gaze: predicted with the response's, none beside a recorded response
+        (a recording covers the response only)."""
         optional = (contexts, implicit, gaze)
         lengths = {len(prompts), len(responses)} | {len(v) for v in optional if v is not None}
         if len(lengths) > 1:
@@ -88,12 +93,14 @@ class RewardScorer:
             range(0, len(prompts), self.batch_size), "scoring", unit="batch", disable=not progress
         ):
             end = start + self.batch_size
-            prefixes = [
-                self.encoder.template.prefix(c, p)
-                for c, p in zip(contexts[start:end], prompts[start:end], strict=True)
-            ]
             rewards.append(
-                self._score_batch(prefixes, responses[start:end], implicit[start:end], gaze[start:end])
+                self._score_batch(
+                    contexts[start:end],
+                    prompts[start:end],
+                    responses[start:end],
+                    implicit[start:end],
+                    gaze[start:end],
+                )
             )
         if not rewards:
             outputs = self.model.model_config.num_outputs
@@ -103,38 +110,56 @@ class RewardScorer:
     @torch.no_grad()
     def _score_batch(
         self,
-        prefixes: list[str],
+        contexts: list[Context],
+        prompts: list[str],
         responses: list[str],
         implicit: list[list[float] | None],
         recorded: list[WordGaze | None],
     ) -> np.ndarray:
-        sequences = [
-            PromptResponse(prefix, response, spans, features, np.asarray(behaviour or [], dtype=np.float32))
-            for prefix, response, (spans, features), behaviour in zip(
-                prefixes, responses, self._word_gaze(responses, recorded), implicit, strict=True
-            )
-        ]
+        response_gaze, prompt_gaze = self._word_gaze(prompts, responses, recorded)
+        sequences = []
+        for context, prompt, response, (spans, features), words, behaviour in zip(
+            contexts, prompts, responses, response_gaze, prompt_gaze, implicit, strict=True
+        ):
+            prefix, placed = self.encoder.prefix(context, prompt, *_arrays(words))
+            behaviour = np.asarray(behaviour or [], dtype=np.float32)
+            sequences.append(PromptResponse(prefix, response, spans, features, behaviour, placed))
         inputs = self.encoder.pad(self.encoder.encode(sequences)).to(self.device)
         return self.model(**inputs.forward_kwargs()).rewards.float().cpu().numpy()
 
     def _word_gaze(
-        self, responses: list[str], recorded: list[WordGaze | None]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(spans, features) per response: the recorded gaze where there is one, else the predictor's
-        (one ``predict`` call for all the others); empty for a model without gaze."""
+        self, prompts: list[str], responses: list[str], recorded: list[WordGaze | None]
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[WordGaze | None]]:
+        """(spans, features) per response: the recorded gaze where there is one, else the predictor's;
+        empty for a model without gaze. And per prompt its predicted gaze where the model gazes the prompt
+        and the response's gaze is predicted, else None. One ``predict`` call for all of them."""
         if self.model.projector is None:
-            return [(np.zeros((0, 2)), np.zeros((0, N_FEATURES))) for _ in responses]
+            empty = (np.zeros((0, 2)), np.zeros((0, N_FEATURES)))
+            return [empty for _ in responses], [None] * len(prompts)
         missing = [response for response, given in zip(responses, recorded, strict=True) if given is None]
         if missing and self.recorded_only:
             raise ValueError(
                 f"this model learnt from recorded gaze, which {len(missing)} response(s) lack: pass each "
                 "response's recorded gaze (gaze=..., e.g. from gazerm.features.recorded.gaze_from_fixations)"
             )
-        predicted = iter(self.predictor.predict(missing) if missing else [])
-        return [
+        wanted = [p for p, given in zip(prompts, recorded, strict=True) if given is None]
+        # recorded gaze comes without the prompt's: a model trained on it saw none there
+        unique = list(dict.fromkeys(wanted)) if self.encoder.prompt_gaze and not self.recorded_only else []
+        predicted = self.predictor.predict(missing + unique) if missing or unique else []
+        by_prompt = dict(zip(unique, predicted[len(missing) :], strict=True))
+        responses_predicted = iter(predicted[: len(missing)])
+        response_gaze = [
             (np.asarray(g.spans), g.features)
-            for g in (given if given is not None else next(predicted) for given in recorded)
+            for g in (given if given is not None else next(responses_predicted) for given in recorded)
         ]
+        prompt_gaze = [
+            by_prompt.get(p) if given is None else None for p, given in zip(prompts, recorded, strict=True)
+        ]
+        return response_gaze, prompt_gaze
+
+
+def _arrays(words: WordGaze | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    return (None, None) if words is None else (np.asarray(words.spans), words.features)
 
 
 def score_file(

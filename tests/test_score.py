@@ -35,16 +35,26 @@ ROWS = [
 MAX_LENGTH = 48  # shorter than the third row, so left truncation is part of what must match
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def saved_trained(tmp_path_factory, **overrides):
     """A saved concat-fusion model (every tensor nudged off its init) and the in-memory original."""
-    config = tiny_config()
+    config = tiny_config(**overrides)
     tokenizer = build_tokenizer(config)
     model = trained_looking(config, tokenizer)
     directory = save_reward_model(
         model, tokenizer, config, READING_MODEL_INPUTS, tmp_path_factory.mktemp("rm") / "model"
     )
     return directory, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return saved_trained(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reference_trained(tmp_path_factory):
+    """The same with the reference gaze layout, which reads the prompt's gaze too."""
+    return saved_trained(tmp_path_factory, gaze_layout="reference")
 
 
 @pytest.fixture(scope="module")
@@ -57,26 +67,50 @@ def write_jsonl(path, lines: list) -> str:
     return str(path)
 
 
-def test_scorer_matches_the_model_on_training_inputs(trained, scorer):
-    _, model, tokenizer = trained
-    texts = [row["response"] for row in ROWS]
-    gaze = ReadingTimeModel().predict(texts)
-    sequences = [
-        PromptResponse(
-            render_prompt(row.get("context"), row["prompt"]), row["response"], np.asarray(g.spans), g.features
-        )
-        for row, g in zip(ROWS, gaze, strict=True)
-    ]
-    encoder = SequenceEncoder(tokenizer, MAX_LENGTH)
+def training_rewards(model, tokenizer, recorded: dict[int, WordGaze] | None = None) -> np.ndarray:
+    """What the model gives ``ROWS`` built as training builds them: predicted gaze for each response (or
+    the ``recorded`` one) and, for the reference layout, each prompt (none beside a recorded response)."""
+    recorded = recorded or {}
+    encoder = SequenceEncoder(tokenizer, MAX_LENGTH, prompt_gaze=model.model_config.gazes_prompt)
+    predictor = ReadingTimeModel()
+    sequences = []
+    for index, (row, prompt_gaze) in enumerate(
+        zip(ROWS, predictor.predict([r["prompt"] for r in ROWS]), strict=True)
+    ):
+        response_gaze = recorded.get(index) or predictor.predict([row["response"]])[0]
+        words = (None, None) if index in recorded else (np.asarray(prompt_gaze.spans), prompt_gaze.features)
+        prefix, prompt = encoder.prefix(row.get("context"), row["prompt"], *words)
+        assert prefix == render_prompt(row.get("context"), row["prompt"])
+        assert (prompt is not None) == (model.model_config.gazes_prompt and index not in recorded)
+        gaze = (np.asarray(response_gaze.spans), response_gaze.features)
+        sequences.append(PromptResponse(prefix, row["response"], *gaze, prompt=prompt))
     batch = encoder.pad(encoder.encode(sequences))
     assert batch.input_ids.shape[1] == MAX_LENGTH and batch.gaze_mask.any()
     with torch.no_grad():
-        expected = model(batch.input_ids, batch.attention_mask, batch.gaze, batch.gaze_mask).rewards
+        return model(batch.input_ids, batch.attention_mask, batch.gaze, batch.gaze_mask).rewards.numpy()
 
-    rewards = scorer.score([r["prompt"] for r in ROWS], texts, [r.get("context") for r in ROWS])
+
+@pytest.mark.parametrize("layout", ["trained", "reference_trained"])
+def test_scorer_matches_the_model_on_training_inputs(request, layout):
+    directory, model, tokenizer = request.getfixturevalue(layout)
+    scorer = RewardScorer(directory, max_length=MAX_LENGTH)
+    texts = [row["response"] for row in ROWS]
+    args = ([r["prompt"] for r in ROWS], texts, [r.get("context") for r in ROWS])
+    rewards = scorer.score(*args)
     assert rewards.shape == (len(ROWS),) and rewards.dtype == np.float32
-    np.testing.assert_allclose(rewards, expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rewards, training_rewards(model, tokenizer), rtol=1e-5, atol=1e-6)
     assert np.ptp(rewards) > 1e-3  # the texts really get different rewards
+    if layout == "reference_trained":  # the prompt's gaze counts
+        scorer.encoder.prompt_gaze = False
+        without = scorer.score(*args)
+        assert np.abs(np.delete(without - rewards, 2)).min() > 1e-5  # row 2's prompt is truncated away
+        # A recorded response's prompt has no gaze: a recording covers the response only.
+        recorded = WordGaze(word_spans(texts[1]), np.full((len(word_spans(texts[1])), 5), 0.9, np.float32))
+        scorer.encoder.prompt_gaze = True
+        mixed = scorer.score(*args, gaze=[None, recorded, None, None])
+        np.testing.assert_allclose(
+            mixed, training_rewards(model, tokenizer, {1: recorded}), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_rewards_do_not_depend_on_the_batch_size(scorer, monkeypatch):

@@ -10,6 +10,8 @@ Gaze features are added by ``gazerm prepare``: per response, the character span 
 word in the response text and that word's five normalised reading measures. They are
 stored per word (not per token) so one prepared dataset serves any tokenizer; the
 word → sub-token alignment happens when batches are built (``gazerm.features.alignment``).
+``prompt_gaze`` holds the same for the prompt text (the ``reference`` gaze layout reads it); it is the
+last column, and shards written before it existed have none, which readers take as no prompt gaze.
 
 Implicit behaviour features (IFLLM-style dwell time, scrolling, mouse movement, recorded
 fixations; ``gazerm.features.implicit``) are joined in by ``prepare`` from session logs: per
@@ -59,6 +61,7 @@ PREFERENCE_SCHEMA = pa.schema(
         pa.field("gaze", pa.list_(GAZE_TYPE)),
         pa.field("gaze_source", pa.string()),
         pa.field("implicit", pa.list_(pa.list_(pa.float32()))),
+        pa.field("prompt_gaze", GAZE_TYPE),
     ],
     metadata={"gazerm.schema_version": str(SCHEMA_VERSION)},
 )
@@ -123,6 +126,7 @@ class PreferenceExample:
             "gaze": None,
             "gaze_source": None,
             "implicit": None,
+            "prompt_gaze": None,
         }
 
 

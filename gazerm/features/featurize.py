@@ -72,7 +72,8 @@ def unused_features_problem(predictor: str, features_used: Sequence[int]) -> str
 
 
 class GazeFeaturizer:
-    """``table → table`` with ``gaze`` (per response: word spans and features) and ``gaze_source`` set."""
+    """``table → table`` with ``gaze`` (per response: word spans and features), ``prompt_gaze`` (the same
+    for the prompt) and ``gaze_source`` set."""
 
     def __init__(
         self,
@@ -86,28 +87,35 @@ class GazeFeaturizer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         responses = batch.column("responses").to_pylist()
         texts = [text for row in responses for text in row]
-        gaze = gaze_column(self.predictor.predict(texts), [len(row) for row in responses])
+        results = self.predictor.predict(texts + batch.column("prompt").to_pylist())  # one call for both
+        gaze = gaze_column(results[: len(texts)], [len(row) for row in responses])
+        prompt_gaze = _word_gaze_array(results[len(texts) :])
         source = pa.array([self.predictor.name] * batch.num_rows, pa.string())
-        return set_column(set_column(batch, "gaze", gaze), "gaze_source", source)
+        batch = set_column(set_column(batch, "gaze", gaze), "gaze_source", source)
+        return set_column(batch, "prompt_gaze", prompt_gaze)
 
 
 def gaze_column(results: list[WordGaze], responses_per_row: list[int]) -> pa.Array:
     """``list<GAZE_TYPE>`` built from flat numpy buffers, without a Python object per word; ``results``
     are every row's responses in order, ``responses_per_row`` how many each row has."""
-    words_per_response = [len(r.spans) for r in results]
+    return pa.ListArray.from_arrays(_offsets(responses_per_row), _word_gaze_array(results))
+
+
+def _word_gaze_array(results: list[WordGaze]) -> pa.StructArray:
+    """One ``GAZE_TYPE`` value per text."""
+    words_per_text = [len(r.spans) for r in results]
     spans = np.array([span for r in results for span in r.spans], dtype=np.int32).reshape(-1, 2)
     features = np.concatenate([r.features for r in results]) if results else np.zeros((0, N_FEATURES))
     span_field, feature_field = GAZE_TYPE[0], GAZE_TYPE[1]
-    per_response = pa.StructArray.from_arrays(
+    return pa.StructArray.from_arrays(
         [
-            pa.ListArray.from_arrays(_offsets(words_per_response), _fixed(spans, span_field.type.value_type)),
+            pa.ListArray.from_arrays(_offsets(words_per_text), _fixed(spans, span_field.type.value_type)),
             pa.ListArray.from_arrays(
-                _offsets(words_per_response), _fixed(features, feature_field.type.value_type)
+                _offsets(words_per_text), _fixed(features, feature_field.type.value_type)
             ),
         ],
         fields=[span_field, feature_field],
     )
-    return pa.ListArray.from_arrays(_offsets(responses_per_row), per_response)
 
 
 def _fixed(values: np.ndarray, list_type: pa.DataType) -> pa.Array:

@@ -10,8 +10,10 @@ from gazerm.features.base import N_FEATURES
 
 TINY_BACKBONES = ("tiny-llama", "tiny-mistral", "tiny-bert")
 
-Pooling = Literal["last", "cls", "mean"]
+Pooling = Literal["last", "cls", "mean", "last_slot"]
 FusionMode = Literal["none", "concat", "add"]
+GazeLayout = Literal["gazerm", "reference"]  # gazerm.model.fusion documents both
+Positions = Literal["attended", "padded"]
 LossKindName = Literal["pairwise", "regression", "listwise"]  # gazerm.train.kinds: one object each
 AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 Quantization = Literal["none", "nf4"]
@@ -52,13 +54,33 @@ class ModelConfig(_Strict):
     ``seed``), a hub name, a local transformers directory, a ``.gguf`` file or a packaged model's alias
     (``smollm2-135m-instruct``; see ``gazerm.model.backbones``). ``features_used`` flags which of the
     five gaze features (in ``gazerm.features`` order) feed the projector, as the paper's ablations.
+
+    ``gaze_layout`` says how ``fusion`` lays gaze out (``gazerm.model.fusion``): ``gazerm`` gazes the
+    response only and leaves tokens without gaze untouched; ``reference`` does what the paper's official
+    code does (projector LayerNorms, gaze over prompt and response, ``<eye/>``/``</eye>`` separators around
+    the concat block, every token offset under add). ``positions: padded`` and ``pooling: last_slot``
+    reproduce two more traits of that code, which make a row's reward depend on how its batch is padded.
     """
 
     backbone: str = "tiny-llama"
     tokenizer: str | None = Field(default=None, description="None: local tokenizer for tiny-*, else backbone")
     tiny: TinyBackbone = Field(default_factory=TinyBackbone)
-    pooling: Pooling | None = Field(default=None, description="None: 'last' for decoders, 'cls' for encoders")
+    pooling: Pooling | None = Field(
+        default=None,
+        description="None: 'last' for decoders, 'cls' for encoders; 'last_slot': the padded row's last slot, "
+        "padding or not (the reference code's classifier called with inputs_embeds only)",
+    )
     fusion: FusionMode = "concat"
+    gaze_layout: GazeLayout = Field(
+        default="gazerm",
+        description="'reference': the paper's official code's layout (projector LayerNorms, prompt gaze, "
+        "learned <eye/> </eye> separators for concat, every token offset for add); no effect without fusion",
+    )
+    positions: Positions = Field(
+        default="attended",
+        description="'padded': position ids count every slot of the padded row, padding and masked gaze "
+        "slots included (the reference code's position_ids=None), so text positions depend on the batch",
+    )
     features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)
     fp_hidden: int = Field(default=128, gt=0)
@@ -114,6 +136,17 @@ class ModelConfig(_Strict):
     @property
     def is_tiny(self) -> bool:
         return self.backbone in TINY_BACKBONES
+
+    @property
+    def gazes_prompt(self) -> bool:
+        """Whether the prompt's words carry gaze too (the reference layout), not only the response's."""
+        return self.fusion != "none" and self.gaze_layout == "reference"
+
+    @property
+    def reads_padding(self) -> bool:
+        """Whether outputs depend on the padding slots (``positions: padded`` or ``pooling: last_slot``):
+        such a model cannot run packed, where padding is dropped."""
+        return self.positions == "padded" or self.pooling == "last_slot"
 
 
 class LossConfig(_Strict):

@@ -70,7 +70,10 @@ def export_model(
         raise ConfigError(f"dtype {dtype!r}: expected one of {sorted(DTYPES)}")
     model, tokenizer, _ = load_reward_model(model_dir)
     inputs = InputSpec.read(model_dir)
-    encoder = SequenceEncoder(tokenizer, inputs.max_length, build_template(inputs.template, tokenizer))
+    template = build_template(inputs.template, tokenizer)
+    encoder = SequenceEncoder(
+        tokenizer, inputs.max_length, template, prompt_gaze=model.model_config.gazes_prompt
+    )
     probes = _probe_inputs(encoder)
     with torch.no_grad():
         expected = model(**probes.forward_kwargs()).rewards.reshape(len(_PROBES), -1)
@@ -120,7 +123,8 @@ def standard_blockers(
     config = model.model_config
     reasons = []
     if config.fusion != "none":
-        reasons.append(f"it fuses gaze (fusion={config.fusion})")
+        layout = ", gaze_layout=reference" if config.gaze_layout == "reference" else ""
+        reasons.append(f"it fuses gaze (fusion={config.fusion}{layout})")
     if model.implicit_head is not None:
         reasons.append("it adds an implicit-feedback term")
     if model.pooling != "last":
@@ -138,13 +142,18 @@ def standard_blockers(
 
 
 def _probe_inputs(encoder: SequenceEncoder) -> ModelInputs:
-    """Two padded probe sequences through the model's own template, with made-up gaze on every word."""
+    """Two padded probe sequences through the model's own template, with made-up gaze on every word (the
+    prompt's too, for an encoder that gazes the prompt)."""
     sequences = []
     for prompt, response in _PROBES:
-        spans = np.asarray(word_spans(response), dtype=np.int64)
-        features = np.linspace(0.1, 0.9, len(spans) * N_FEATURES, dtype=np.float32).reshape(-1, N_FEATURES)
-        sequences.append(PromptResponse(encoder.template.prefix(None, prompt), response, spans, features))
+        prefix, placed = encoder.prefix(None, prompt, *_made_up_gaze(prompt))
+        sequences.append(PromptResponse(prefix, response, *_made_up_gaze(response), prompt=placed))
     return encoder.pad(encoder.encode(sequences))
+
+
+def _made_up_gaze(text: str) -> tuple[np.ndarray, np.ndarray]:
+    spans = np.asarray(word_spans(text), dtype=np.int64)
+    return spans, np.linspace(0.1, 0.9, len(spans) * N_FEATURES, dtype=np.float32).reshape(-1, N_FEATURES)
 
 
 def _merge_lora(model: RewardModel) -> None:

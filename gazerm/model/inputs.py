@@ -7,6 +7,7 @@ it saw it in training.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from gazerm.errors import PathNotFoundError
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
 from gazerm.features.implicit import N_IMPLICIT
-from gazerm.model.templates import PlainTemplate, PromptTemplate
+from gazerm.model.templates import Context, PlainTemplate, PromptTemplate
+
+log = logging.getLogger(__name__)
 
 INPUTS_FILE = "inputs.json"
 
@@ -47,16 +50,28 @@ class InputSpec:
 
 
 @dataclass
+class PromptGaze:
+    """The prompt's word gaze, placed: ``start`` is the character offset of the prompt in the rendered
+    prefix (``PromptTemplate.render``), ``spans`` (relative to the prompt) and ``features`` its words'."""
+
+    start: int
+    spans: np.ndarray
+    features: np.ndarray
+
+
+@dataclass
 class PromptResponse:
     """One prompt+response to tokenize: ``prefix`` is the rendered conversation before the response
     (``PromptTemplate.prefix``); ``spans``/``features`` are the response's flattened word gaze,
-    ``implicit`` its behaviour features (empty when no session saw it)."""
+    ``implicit`` its behaviour features (empty when no session saw it), ``prompt`` the prompt's word gaze
+    (:meth:`SequenceEncoder.prefix`; used by encoders that gaze the prompt, the ``reference`` layout)."""
 
     prefix: str
     text: str
     spans: np.ndarray
     features: np.ndarray
     implicit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    prompt: PromptGaze | None = None
 
 
 @dataclass
@@ -80,17 +95,47 @@ class ModelInputs:
 
 
 class SequenceEncoder:
-    """Tokenizes prompt+response with offsets and aligns the response's word gaze to its tokens.
+    """Tokenizes prompt+response with offsets and aligns the response's word gaze to its tokens, and with
+    ``prompt_gaze`` (``ModelConfig.gazes_prompt``: the ``reference`` layout) the prompt's word gaze to the
+    prompt's tokens inside the prefix. Earlier context turns and the template's own text get none.
 
     The text is ``prefix + response + template.suffix``. Long inputs are truncated from the left, so
     the end of the response (the token the reward is pooled from in decoder models) is always kept.
     """
 
-    def __init__(self, tokenizer: Any, max_length: int, template: PromptTemplate | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_length: int,
+        template: PromptTemplate | None = None,
+        prompt_gaze: bool = False,
+    ) -> None:
         self.tokenizer = tokenizer
         self.tokenizer.truncation_side = "left"
         self.max_length = max_length
         self.template = template or PlainTemplate()
+        self.prompt_gaze = prompt_gaze
+        self._warned = False
+
+    def prefix(
+        self,
+        context: Context,
+        prompt: str,
+        spans: np.ndarray | None = None,
+        features: np.ndarray | None = None,
+    ) -> tuple[str, PromptGaze | None]:
+        """The rendered conversation before the response, and the prompt's word gaze (``spans``,
+        ``features``, flattened or not) placed where the template put the prompt: None where this encoder
+        does not gaze the prompt, the prompt has no gaze, or the template did not copy it verbatim."""
+        if not self.prompt_gaze or spans is None or np.size(spans) == 0:
+            return self.template.prefix(context, prompt), None
+        rendered = self.template.render(context, prompt)
+        if rendered.prompt_start is None:
+            if not self._warned:
+                log.warning("the chat template changes the prompt's text: its gaze is left out")
+                self._warned = True
+            return rendered.text, None
+        return rendered.text, PromptGaze(rendered.prompt_start, np.asarray(spans), np.asarray(features))
 
     def encode(self, sequences: list[PromptResponse]) -> list[dict[str, np.ndarray]]:
         encoded = self.tokenizer(
@@ -109,6 +154,14 @@ class SequenceEncoder:
                 sequence.features.reshape(-1, N_FEATURES),
                 char_shift=len(sequence.prefix),
             )
+            if self.prompt_gaze and sequence.prompt is not None:
+                prompt_gaze, prompt_mask = token_gaze(
+                    offsets,
+                    sequence.prompt.spans.reshape(-1, 2),
+                    sequence.prompt.features.reshape(-1, N_FEATURES),
+                    char_shift=sequence.prompt.start,
+                )
+                gaze[prompt_mask], gaze_mask = prompt_gaze[prompt_mask], gaze_mask | prompt_mask
             response_start = len(sequence.prefix)
             items.append(
                 {

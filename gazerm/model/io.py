@@ -5,7 +5,8 @@ Layout::
     config.yaml          the ModelConfig
     reward_model.json    format version and whether the backbone is a causal LM (LM loss)
     tokenizer/           tokenizer.save_pretrained
-    heads.safetensors    value head, gaze projector, implicit head (keys as in RewardModel.state_dict())
+    heads.safetensors    value head, gaze projector (and the reference concat layout's separator
+                         embeddings), implicit head (keys as in RewardModel.state_dict())
     adapter/             LoRA adapter (peft save_pretrained), when LoRA is used
     inputs.json          how training built inputs (``InputSpec``): the gaze predictor its data used,
                          max_length and the prompt template, so scoring builds the same
@@ -32,7 +33,7 @@ from gazerm.model.inputs import InputSpec
 from gazerm.model.reward_model import RewardModel, load_backbone
 
 FORMAT_VERSION = 1
-HEAD_PREFIXES = ("value_head.", "projector.", "implicit_head.")
+HEAD_PREFIXES = ("value_head.", "projector.", "implicit_head.", "separators")
 _BACKBONE_PREFIX = "backbone."
 _PEFT_PREFIX = "base_model.model."
 
@@ -121,6 +122,7 @@ def _architecture(model: RewardModel) -> dict[str, object]:
         "backbone": config.backbone,
         "tiny": config.tiny.model_dump() if config.is_tiny else None,
         "fusion": config.fusion,
+        "gaze_layout": None if model.projector is None else config.gaze_layout,
         "projector": None if model.projector is None else (config.features_used, config.fp_hidden),
         "num_outputs": config.num_outputs,
         "implicit_head": None if model.implicit_head is None else config.fp_hidden,

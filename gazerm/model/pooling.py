@@ -16,6 +16,10 @@ def pool(
       from the mask, so it is right for right *and* left padding.
     - ``cls``: the first attended token (``[CLS]`` for encoders, even when left-padded).
     - ``mean``: the mean over attended tokens.
+    - ``last_slot``: the last slot of the padded row, padding or not. A transformers
+      ``*ForSequenceClassification`` called with ``inputs_embeds`` and no ``input_ids`` (the reference
+      code) cannot find the padding and reads this slot, so a right-padded row's reward comes from a
+      padding slot, whose output depends on how long the batch's longest row is.
     """
     hidden, mask = hidden[:, text_offset:], attention_mask[:, text_offset:].long()
     rows = torch.arange(hidden.shape[0], device=hidden.device)
@@ -23,6 +27,8 @@ def pool(
         return hidden[rows, mask.shape[1] - 1 - mask.flip(-1).argmax(-1)]
     if mode == "cls":
         return hidden[rows, mask.argmax(-1)]
+    if mode == "last_slot":
+        return hidden[:, -1]
     if mode == "mean":
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)

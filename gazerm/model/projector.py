@@ -13,26 +13,35 @@ class GazeProjector(nn.Module):
 
     Linear → ReLU → Dropout(p1) → Linear → Dropout(p2), the two dropout rates of the paper's
     projector. Unused columns are dropped before the first layer, so they cannot leak in.
+
+    ``layer_norms`` (the ``reference`` gaze layout) adds the two LayerNorms of the paper's official code:
+    one over the hidden layer before its ReLU, and one over the output (its ``norm_layer_fix``). Without
+    them the parameter names are those of every gazerm model saved before (``net.0``, ``net.3``).
     """
 
     def __init__(
-        self, features_used: Sequence[int], hidden: int, out_dim: int, dropouts: tuple[float, float]
+        self,
+        features_used: Sequence[int],
+        hidden: int,
+        out_dim: int,
+        dropouts: tuple[float, float],
+        layer_norms: bool = False,
     ):
         super().__init__()
         columns = used_columns(features_used)
         # Derived from the config, so not persisted: checkpoints hold only the learned layers.
         self.register_buffer("columns", columns, persistent=False)
-        self.net = nn.Sequential(
-            nn.Linear(len(columns), hidden),
-            nn.ReLU(),
-            nn.Dropout(dropouts[0]),
-            nn.Linear(hidden, out_dim),
-            nn.Dropout(dropouts[1]),
-        )
+        layers: list[nn.Module] = [nn.Linear(len(columns), hidden)]
+        if layer_norms:
+            layers.append(nn.LayerNorm(hidden))
+        layers += [nn.ReLU(), nn.Dropout(dropouts[0]), nn.Linear(hidden, out_dim), nn.Dropout(dropouts[1])]
+        self.net = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(out_dim) if layer_norms else None
 
     def forward(self, gaze: torch.Tensor) -> torch.Tensor:
         selected = gaze.index_select(-1, self.columns).to(self.net[0].weight.dtype)
-        return self.net(selected)
+        projected = self.net(selected)
+        return projected if self.norm is None else self.norm(projected)
 
 
 def used_columns(features_used: Sequence[int]) -> torch.Tensor:

@@ -63,10 +63,20 @@ class RewardModel(nn.Module):
         self.backbone = backbone
         hidden = self.transformer.get_input_embeddings().embedding_dim
         self.pooling: Pooling = config.pooling or ("cls" if is_encoder(self.transformer.config) else "last")
+        reference = config.gaze_layout == "reference"
         self.projector = (
             None
             if config.fusion == "none"
-            else GazeProjector(config.features_used, config.fp_hidden, hidden, config.fp_dropout)
+            else GazeProjector(
+                config.features_used, config.fp_hidden, hidden, config.fp_dropout, layer_norms=reference
+            )
+        )
+        # The reference concat layout's <eye/> and </eye> embeddings: learned like the projector (outside
+        # the backbone, so LoRA never freezes them) and saved with it; they start as the mean token embedding.
+        self.separators = (
+            nn.Parameter(mean_embedding(self.transformer.get_input_embeddings()).expand(2, -1).clone())
+            if reference and config.fusion == "concat"
+            else None
         )
         self.value_head = nn.Linear(hidden, config.num_outputs)
         self.implicit_head = (
@@ -112,6 +122,9 @@ class RewardModel(nn.Module):
             attention_mask,
             gaze,
             gaze_mask,
+            layout=self.model_config.gaze_layout,
+            separators=self.separators,
+            positions=self.model_config.positions,
         )
         hidden = (
             self._packed_hidden(fused)
@@ -148,6 +161,11 @@ class RewardModel(nn.Module):
                 f"data.packing needs a causal decoder backbone; {self.model_config.backbone} is an encoder "
                 f"({self.transformer.config.model_type}): set data.packing=false"
             )
+        if self.model_config.reads_padding:
+            raise ConfigError(
+                "data.packing drops padding, which model.positions=padded and model.pooling=last_slot read: "
+                "set data.packing=false"
+            )
         varlen = self.model_config.attn_implementation == "flash_attention_2"
         rows = pack(fused, None if varlen else fused.attention_mask.shape[1])
         return unpack(self._hidden(rows.inputs_embeds, None, rows.position_ids), rows)
@@ -157,6 +175,18 @@ class RewardModel(nn.Module):
         if lm_head is None:
             raise ValueError("this reward model has no LM head: build it with lm_head=True for the LM loss")
         return lm_head(text_hidden)
+
+
+def mean_embedding(embeddings: nn.Module) -> torch.Tensor:
+    """``(H,)`` the mean of an embedding matrix's rows, detached; gathered first where DeepSpeed ZeRO-3
+    has partitioned it (``from_pretrained`` under ``HfDeepSpeedConfig``)."""
+    weight = embeddings.weight
+    if hasattr(weight, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(weight):
+            return weight.detach().mean(0).clone()
+    return weight.detach().mean(0)
 
 
 def is_encoder(config: PretrainedConfig) -> bool:

@@ -6,11 +6,13 @@
 
 Either way the model input is ``prefix + response + suffix`` with the response copied verbatim, so its
 words keep their character offsets shifted by ``len(prefix)`` and word gaze aligns to its tokens.
+``render`` also says where the prompt sits in the prefix, for prompt gaze (the ``reference`` layout);
+earlier ``context`` turns carry no gaze.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from gazerm.errors import ConfigError
 
@@ -27,12 +29,25 @@ _CHAT_ROLES = {
 }
 
 
+class RenderedPrefix(NamedTuple):
+    """A prefix and where the prompt starts in it: the character offset at which the prompt's text
+    (spans of its words count from there) was copied, or None where the template changed the prompt."""
+
+    text: str
+    prompt_start: int | None
+
+
 def render_prompt(context: Context, prompt: str) -> str:
     """The plain template's prefix: earlier turns, the prompt, and the ``Assistant:`` cue."""
-    turns = [
+    return _render_plain(context, prompt).text
+
+
+def _render_plain(context: Context, prompt: str) -> RenderedPrefix:
+    turns = "".join(
         f"\n\n{_PLAIN_SPEAKERS.get(t['role'], t['role'].capitalize())}: {t['content']}" for t in context or []
-    ]
-    return "".join(turns) + f"\n\nHuman: {prompt}\n\nAssistant: "
+    )
+    head = f"{turns}\n\nHuman: "
+    return RenderedPrefix(f"{head}{prompt}\n\nAssistant: ", len(head))
 
 
 class PlainTemplate:
@@ -43,6 +58,10 @@ class PlainTemplate:
     def prefix(self, context: Context, prompt: str) -> str:
         return render_prompt(context, prompt)
 
+    def render(self, context: Context, prompt: str) -> RenderedPrefix:
+        """The prefix and the prompt's offset in it (always copied verbatim)."""
+        return _render_plain(context, prompt)
+
 
 class ChatTemplate:
     """The tokenizer's chat template; the response is found in the rendering by a placeholder reply."""
@@ -50,6 +69,7 @@ class ChatTemplate:
     kind: TemplateKind = "chat"
     add_special_tokens = False  # the template writes its own special tokens (BOS, <|im_start|>, …)
     _PLACEHOLDER = "\uffffgazerm reply\uffff"
+    _PROMPT_PLACEHOLDER = "\uffffgazerm prompt\uffff"
 
     def __init__(self, tokenizer: Any) -> None:
         if not getattr(tokenizer, "chat_template", None):
@@ -67,6 +87,20 @@ class ChatTemplate:
                 f"the chat template of {self.tokenizer.name_or_path!r} ends replies differently"
             )
         return prefix
+
+    def render(self, context: Context, prompt: str) -> RenderedPrefix:
+        """The prefix and the prompt's offset in it, found by rendering a placeholder prompt. A template
+        that trims message contents (Llama 3's) copies the stripped prompt: its words keep their offsets
+        relative to one another, so the offset is shifted by the leading whitespace removed. Any other
+        change to the prompt gives ``prompt_start=None`` (no prompt gaze)."""
+        prefix = self.prefix(context, prompt)
+        marked, _ = self._split(context, self._PROMPT_PLACEHOLDER)
+        before, found, after = marked.partition(self._PROMPT_PLACEHOLDER)
+        if found and before + prompt + after == prefix:
+            return RenderedPrefix(prefix, len(before))
+        if found and before + prompt.strip() + after == prefix:
+            return RenderedPrefix(prefix, len(before) - (len(prompt) - len(prompt.lstrip())))
+        return RenderedPrefix(prefix, None)
 
     def _split(self, context: Context, prompt: str) -> tuple[str, str]:
         messages = [

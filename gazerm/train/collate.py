@@ -21,7 +21,7 @@ from gazerm.model.inputs import SequenceEncoder
 from gazerm.model.templates import PromptTemplate
 from gazerm.train.batch import MicroBatch
 from gazerm.train.kinds import loss_kind
-from gazerm.train.kinds.base import Encoded, Window
+from gazerm.train.kinds.base import Encoded, Window, floats
 
 
 class UnitCollator:
@@ -34,19 +34,27 @@ class UnitCollator:
         micro_batch_size: int,
         kind: LossKindName,
         template: PromptTemplate | None = None,
+        prompt_gaze: bool = False,
     ) -> None:
-        self.encoder = SequenceEncoder(tokenizer, max_length, template)
+        self.encoder = SequenceEncoder(tokenizer, max_length, template, prompt_gaze)
         self.micro_batch_size = micro_batch_size
         self.kind = loss_kind(kind)
 
     def encode_units(self, window: Window) -> list[list[Encoded]]:
         """Per unit, its encoded sequences: [chosen, rejected], [rated response] or the ranked list."""
-        template = self.encoder.template
-        prefixes = [
-            template.prefix(context, prompt)
-            for context, prompt in zip(window["context"], window["prompt"], strict=True)
+        units = len(window["prompt"])
+        heads = [
+            self.encoder.prefix(context, prompt, floats(spans), floats(features))
+            for context, prompt, spans, features in zip(
+                window["context"],
+                window["prompt"],
+                window.get("prompt_spans") or [None] * units,
+                window.get("prompt_features") or [None] * units,
+                strict=True,
+            )
         ]
-        return self.kind.encode(self.encoder, prefixes, window)
+        prefixes, prompts = [head for head, _ in heads], [prompt for _, prompt in heads]
+        return self.kind.encode(self.encoder, prefixes, window, prompts)
 
     def __call__(self, units_table: pa.Table) -> list[MicroBatch]:
         window = units_table.to_pydict()

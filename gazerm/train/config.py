@@ -170,6 +170,10 @@ class TrainJobConfig(_Strict):
         # Hub and directory backbones are checked when the model first runs (RewardModel.forward).
         if self.data.packing and self.model.backbone == "tiny-bert":
             raise ValueError("data.packing needs a causal decoder backbone; tiny-bert is an encoder")
+        if self.data.packing and self.model.reads_padding:
+            raise ValueError(
+                "data.packing drops padding, which model.positions=padded and model.pooling=last_slot read"
+            )
         return self
 
     def resolved_tracking_uri(self) -> str:

@@ -68,6 +68,19 @@ def ensure_dataset(config: TrainJobConfig) -> tuple[str, Manifest]:
     return data.prepare.output_dir, prepare(data.prepare)
 
 
+def check_prompt_gaze(config: TrainJobConfig, root: str, manifest: Manifest) -> None:
+    """The reference gaze layout reads the prompt's gaze, which scoring predicts; shards with predicted gaze
+    written before ``prepare`` stored the prompt's would train the model without it. Refused, not guessed."""
+    if not config.model.gazes_prompt or manifest.gaze_source is None:
+        return
+    paths = manifest.shard_paths(root, "train")
+    if paths and "prompt_gaze" not in pq.read_schema(paths[0]).names:
+        raise ConfigError(
+            f"model.gaze_layout=reference gazes the prompt too, but {root} was prepared before gazerm stored "
+            "the prompt's gaze: prepare it again (gazerm prepare CONFIG --force)"
+        )
+
+
 def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
     """Optimizer steps of the run: ``run.max_steps``, or what ``run.epochs`` epochs give.
 
@@ -129,6 +142,8 @@ def _memory_advice(config: TrainJobConfig) -> str:
     longest = f"{config.data.max_length} tokens" + (
         " plus as many gaze slots" if model.fusion == "concat" else ""
     )
+    if model.fusion == "concat" and model.gaze_layout == "reference":
+        longest += " and 2 separators"
     same_batch = (
         f"--set run.micro_batch_size={run.micro_batch_size // 2} --set run.grad_accum={run.grad_accum * 2} "
         "(the same batch), "
@@ -177,6 +192,7 @@ def run_training(
     problem = config.features_problem(manifest.config.get("gaze", {}).get("predictor", "none"))
     if problem:
         raise ConfigError(f"{root}: {problem}")
+    check_prompt_gaze(config, root, manifest)
     kind, num_outputs = config.loss.kind, config.model.num_outputs
     train_paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, "train")]
     splits = {name: _split_units(manifest.shard_paths(root, name), kind, num_outputs) for name in EVALUATED}

@@ -194,6 +194,7 @@ class Trainer:
             config.run.micro_batch_size,
             config.loss.kind,
             build_template(config.data.template, self.tokenizer),
+            prompt_gaze=config.model.gazes_prompt,
         )
 
     def _setup_train_stream(self) -> RankStream:

@@ -209,7 +209,7 @@ def estimate_worker_memory(config: TrainJobConfig) -> MemoryEstimate:
     grads = trained * param_bytes / (run.num_workers if run.zero_stage == 3 else 1)
     optimizer = trained * 16 / run.num_workers
     sequences = run.micro_batch_size * SEQUENCES_PER_UNIT[config.loss.kind]
-    length = config.data.max_length * (2 if model.fusion == "concat" else 1)
+    length = fused_length(model, config.data.max_length)
     weight_bytes = weights * param_bytes
     if model.quantization == "nf4":  # ZeRO-2 only: bitsandbytes quantises the linear layers, not embeddings
         linear = arch.backbone_params - arch.embedding_params
@@ -230,6 +230,15 @@ def estimate_worker_memory(config: TrainJobConfig) -> MemoryEstimate:
     )
 
 
+def fused_length(model: ModelConfig, max_length: int) -> int:
+    """The longest sequence the backbone reads: the text and, under concat, a gaze slot for every token
+    that could have gaze (all of them at worst: the response's, and in the reference layout the prompt's
+    too) and the reference layout's two separators."""
+    if model.fusion != "concat":
+        return max_length
+    return 2 * max_length + (2 if model.gaze_layout == "reference" else 0)
+
+
 def activation_bytes(arch: Architecture, config: TrainJobConfig, sequences: int, length: int) -> float:
     """Resident bytes of a micro-batch's activations at the worker's peak: what autograd keeps for the
     backward (every layer's saved tensors per token, those outside the layers, the gaze projector's and
@@ -240,8 +249,11 @@ def activation_bytes(arch: Architecture, config: TrainJobConfig, sequences: int,
     layer = tokens * layer_bytes(arch, model, length, gpu)
     # the final norm's input, the (B, 1, S, S) additive padding mask, rotary cos/sin (decoders)
     outside = tokens * (arch.hidden + length + (0 if arch.encoder else 2 * arch.head_dim)) * act
-    # the projector's hidden layer (ReLU output, dropout noise and output) and its embeddings
-    outside += 0 if model.fusion == "none" else text * (3 * model.fp_hidden + 3 * arch.hidden) * act
+    # the projector's hidden layer (ReLU output, dropout noise and output) and its embeddings; the reference
+    # layout's two LayerNorms keep their inputs, and the second its output
+    projector = 3 * model.fp_hidden + 3 * arch.hidden
+    projector += model.fp_hidden + 2 * arch.hidden if model.gaze_layout == "reference" else 0
+    outside += 0 if model.fusion == "none" else text * projector * act
     outside += text * LM_LOGIT_COPIES * arch.vocab * 4 if config.loss.lm_loss_coeff > 0 else 0
     factor = GPU_TRANSIENT_FACTOR if gpu else CPU_ALLOCATOR_FACTOR
     if not model.gradient_checkpointing:

@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from gazerm.model.config import LossKindName
 from gazerm.train.kinds import loss_kind
+from gazerm.train.kinds.base import prompt_inputs
 
 
 class ToUnits:
@@ -26,6 +27,7 @@ class ToUnits:
                 "domain": row["domain"],
                 "prompt": row["prompt"],
                 "context": row["context"],
+                **prompt_inputs(row),
             }
             units.extend({**header, **unit} for unit in self.kind.units(row, self.num_outputs))
         return pa.Table.from_pylist(units, schema=self.schema)

@@ -294,6 +294,15 @@ def test_local_gaze_fills_five_features_per_word(tmp_path, pairs):
             features = np.array(per_response["features"])
             assert features.shape == (len(words), 5)
             assert np.isfinite(features).all() and (features >= 0).all() and features.any()
+    # The prompt's words get theirs too (the reference gaze layout reads them).
+    prompts, prompt_gaze = table.column("prompt").to_pylist(), table.column("prompt_gaze").to_pylist()
+    for prompt, gaze in zip(prompts, prompt_gaze, strict=True):
+        assert [prompt[start:end] for start, end in gaze["word_spans"]] == prompt.split()
+        assert np.array(gaze["features"]).shape == (len(prompt.split()), 5)
+    text_only = prepare(_config(tmp_path, pairs), force=True)
+    for split in SPLITS:
+        table = _split_table(root, text_only, split)
+        assert table.column("gaze").null_count == table.column("prompt_gaze").null_count == table.num_rows
 
 
 def test_ray_blocks_are_whole_batches_for_every_worker():

@@ -52,6 +52,18 @@ def test_featurizer_fills_gaze_per_response_in_the_schema() -> None:
     assert table.column("prompt").to_pylist() == ["Prompt 0?", "Prompt 1?", "Prompt 2?"]  # rest untouched
 
 
+def test_featurizer_fills_the_prompts_word_gaze_with_the_same_predictor() -> None:
+    table = GazeFeaturizer()(_table()).cast(PREFERENCE_SCHEMA)
+    model = ReadingTimeModel()
+    prompts, stored_gaze = table.column("prompt").to_pylist(), table.column("prompt_gaze").to_pylist()
+    for prompt, stored in zip(prompts, stored_gaze, strict=True):
+        assert stored["word_spans"] == [list(span) for span in word_spans(prompt)]
+        np.testing.assert_array_equal(
+            np.array(stored["features"], np.float32).reshape(-1, 5), model.predict([prompt])[0].features
+        )
+    assert _table().column("prompt_gaze").null_count == 3  # none until prepare computes it
+
+
 def test_featurizer_handles_an_empty_batch() -> None:
     empty = GazeFeaturizer()(_table().slice(0, 0)).cast(PREFERENCE_SCHEMA)
     assert empty.num_rows == 0

@@ -26,8 +26,29 @@ def test_fusion_needs_a_used_feature_but_text_only_does_not():
     assert ModelConfig(fusion="none", features_used=[0, 0, 0, 0, 0]).fusion == "none"
 
 
+def test_the_gaze_layout_defaults_to_gazerms_and_the_reference_gazes_the_prompt():
+    config = ModelConfig()
+    assert (config.gaze_layout, config.positions, config.gazes_prompt, config.reads_padding) == (
+        "gazerm",
+        "attended",
+        False,
+        False,
+    )
+    assert ModelConfig(gaze_layout="reference").gazes_prompt
+    assert not ModelConfig(gaze_layout="reference", fusion="none").gazes_prompt
+    assert ModelConfig(positions="padded").reads_padding and ModelConfig(pooling="last_slot").reads_padding
+
+
 @pytest.mark.parametrize(
-    "bad", [{"typo": 1}, {"fp_dropout": (0.1, 1.0)}, {"num_outputs": 0}, {"tiny": {"num_heads": 3}}]
+    "bad",
+    [
+        {"typo": 1},
+        {"fp_dropout": (0.1, 1.0)},
+        {"num_outputs": 0},
+        {"tiny": {"num_heads": 3}},
+        {"gaze_layout": "paper"},
+        {"positions": "absolute"},
+    ],
 )
 def test_invalid_model_configs_are_rejected(bad):
     with pytest.raises(ValidationError):

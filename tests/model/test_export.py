@@ -104,6 +104,17 @@ def test_a_chat_template_model_exports_with_its_tokenizers_template(tmp_path):
         ({"fusion": "add", "lora": None}, True, "it fuses gaze (fusion=add)"),
         ({"backbone": "tiny-bert", "fusion": "none"}, False, "it pools the 'cls' token(s)"),
         ({"fusion": "none", "num_outputs": 2}, False, "its value head has a bias"),
+        ({"gaze_layout": "reference"}, False, "it fuses gaze (fusion=concat, gaze_layout=reference)"),
+        (
+            {"fusion": "add", "gaze_layout": "reference", "lora": None},
+            True,
+            "it fuses gaze (fusion=add, gaze_layout=reference)",
+        ),
+        (  # the reference code's padding traits too: the exported model reads the same padded batch
+            {"gaze_layout": "reference", "positions": "padded", "pooling": "last_slot"},
+            False,
+            "it fuses gaze (fusion=concat, gaze_layout=reference)",
+        ),
     ],
 )
 def test_other_models_export_with_gazerms_modeling_code_and_the_same_rewards(
@@ -125,13 +136,18 @@ def test_other_models_export_with_gazerms_modeling_code_and_the_same_rewards(
 
     loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
-    encoder = SequenceEncoder(tokenizer, inputs.max_length)
+    encoder = SequenceEncoder(tokenizer, inputs.max_length, prompt_gaze=config.gazes_prompt)
     predictor = build_predictor("reading_model")
-    sequences = [
-        PromptResponse(encoder.template.prefix(context, prompt), response, np.asarray(g.spans), g.features)
-        for (prompt, response, context), g in zip(ROWS, predictor.predict([r[1] for r in ROWS]), strict=True)
-    ]
+    sequences = []
+    for prompt, response, context in ROWS:
+        prompt_gaze, response_gaze = predictor.predict([prompt, response])
+        prefix, placed = encoder.prefix(context, prompt, np.asarray(prompt_gaze.spans), prompt_gaze.features)
+        gaze = (np.asarray(response_gaze.spans), response_gaze.features)
+        sequences.append(PromptResponse(prefix, response, *gaze, prompt=placed))
     batch = encoder.pad(encoder.encode(sequences))
+    assert batch.gaze_mask.any() and (
+        config.gazes_prompt or not (batch.gaze_mask & ~batch.response_mask).any()
+    )
     with torch.no_grad():
         logits = loaded.eval()(**batch.forward_kwargs()).logits.numpy()
     expected = gazerm_rewards(model_dir).reshape(len(ROWS), -1)

@@ -53,6 +53,7 @@ def test_pooling_is_the_new_configs_and_weights_still_carry_over(tmp_path, token
         ({}, {"num_outputs": 2}, False, "num_outputs: saved 1, configured 2"),
         ({}, {"backbone": "tiny-mistral"}, False, "backbone: saved 'tiny-llama'"),
         ({}, {"fp_hidden": 64}, False, "projector: saved"),
+        ({"gaze_layout": "reference"}, {}, False, "gaze_layout: saved 'reference', configured 'gazerm'"),
         ({}, {}, True, "lm_head: saved False, configured True"),
     ],
 )

@@ -28,8 +28,8 @@ TEXTS = [
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
 
 
-def build(tokenizers, backbone: str, fusion: str) -> RewardModel:
-    config = tiny_config(backbone, fusion=fusion)
+def build(tokenizers, backbone: str, fusion: str, layout: str = "gazerm") -> RewardModel:
+    config = tiny_config(backbone, fusion=fusion, gaze_layout=layout)
     lm_head = backbone != "tiny-bert"
     return build_reward_model(config, tokenizer_for(tokenizers, backbone), lm_head=lm_head).eval()
 
@@ -46,10 +46,17 @@ def forward_backward(
     return out.rewards.detach(), out.lm_logits[text].detach(), grads
 
 
-@pytest.mark.parametrize("fusion", ["none", "add", "concat"])
+# (fusion, gaze_layout); the layout does nothing without fusion
+LAYOUTS = [
+    ("none", "gazerm"),
+    *((fusion, layout) for fusion in ("add", "concat") for layout in ("gazerm", "reference")),
+]
+
+
+@pytest.mark.parametrize(("fusion", "layout"), LAYOUTS)
 @pytest.mark.parametrize("backbone", ["tiny-llama", "tiny-mistral"])
-def test_packed_forward_and_backward_equal_padded(tokenizers, backbone, fusion):
-    model = build(tokenizers, backbone, fusion)
+def test_packed_forward_and_backward_equal_padded(tokenizers, backbone, fusion, layout):
+    model = build(tokenizers, backbone, fusion, layout)
     batch = make_batch(tokenizer_for(tokenizers, backbone), TEXTS)
     lengths = batch["attention_mask"].sum(1)
     assert lengths.max() > 4 * lengths.min()  # right padding is most of the short rows
@@ -59,6 +66,7 @@ def test_packed_forward_and_backward_equal_padded(tokenizers, backbone, fusion):
     torch.testing.assert_close(packed_logits, logits, **TOLERANCE)
     assert any("lora_" in name for name in grads)
     assert ("projector.net.0.weight" in grads) == (fusion != "none")
+    assert ("separators" in grads) == (fusion == "concat" and layout == "reference")
     for name, grad in grads.items():
         torch.testing.assert_close(packed_grads[name], grad, **TOLERANCE, msg=lambda m, n=name: f"{n}: {m}")
 
@@ -153,6 +161,13 @@ def test_unpack_passes_gradients_to_the_packed_slots_only():
     torch.testing.assert_close(
         hidden.grad, torch.tensor([[1.0, 1.0], [1.0, 0.0]]).unsqueeze(-1).expand(2, 2, 3)
     )
+
+
+@pytest.mark.parametrize("overrides", [{"positions": "padded"}, {"pooling": "last_slot"}])
+def test_a_model_that_reads_padding_cannot_pack(tokenizers, overrides):
+    model = build_reward_model(tiny_config(**overrides), tokenizers["tiny-llama"])
+    with pytest.raises(ConfigError, match=r"data\.packing drops padding"):
+        model(**make_batch(tokenizers["tiny-llama"], TEXTS), packed=True)
 
 
 def test_an_encoder_cannot_pack(tokenizers):

@@ -20,6 +20,7 @@ LEFT = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])
         (LEFT, "cls", [1.0, 12.0]),
         (RIGHT, "mean", [1.0, 10.5]),
         (LEFT, "mean", [2.0, 12.5]),
+        (RIGHT, "last_slot", [3.0, 13.0]),  # the reference code's classifier: padding or not
     ],
 )
 def test_pooling_picks_the_right_tokens(mask, mode, expected):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from gazerm.model.projector import GazeProjector
 
@@ -46,3 +47,19 @@ def test_dropout_is_active_in_training_only():
 def test_needs_a_used_feature():
     with pytest.raises(ValueError, match="at least one"):
         GazeProjector([0, 0, 0, 0, 0], hidden=4, out_dim=4, dropouts=(0.0, 0.0))
+
+
+def test_the_reference_projector_adds_the_papers_two_layer_norms():
+    projector = GazeProjector([1, 1, 0, 1, 1], hidden=16, out_dim=8, dropouts=(0.1, 0.3), layer_norms=True)
+    kinds = [type(layer) for layer in projector.net]
+    assert kinds == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout, nn.Linear, nn.Dropout]
+    assert projector.net[1].normalized_shape == (16,) and projector.norm.normalized_shape == (8,)
+    assert [layer.p for layer in projector.net if isinstance(layer, nn.Dropout)] == [0.1, 0.3]
+    gaze = torch.rand(2, 7, 5)
+    out = projector.eval()(gaze)
+    assert out.shape == (2, 7, 8)
+    hidden = projector.net[4](torch.relu(projector.net[1](projector.net[0](gaze[..., [0, 1, 3, 4]]))))
+    torch.testing.assert_close(out, nn.functional.layer_norm(hidden, (8,)))  # fresh LayerNorm: 1, 0
+    # The gazerm projector's parameter names are unchanged, so its saved models still load.
+    plain = GazeProjector([1, 1, 1, 1, 1], hidden=16, out_dim=8, dropouts=(0.0, 0.0))
+    assert plain.norm is None and [type(layer) for layer in plain.net][:2] == [nn.Linear, nn.ReLU]

@@ -46,14 +46,15 @@ def test_gaze_changes_the_reward(tokenizers):
     assert not torch.allclose(model(**batch).rewards, model(**other).rewards)
 
 
-def test_compact_concat_matches_the_full_gaze_prefix(tokenizers, monkeypatch):
-    model = build(tokenizers, fusion="concat")
+@pytest.mark.parametrize("layout", ["gazerm", "reference"])
+def test_compact_concat_matches_the_full_gaze_prefix(tokenizers, monkeypatch, layout):
+    model = build(tokenizers, fusion="concat", gaze_layout=layout)
     batch = make_batch(tokenizers["tiny-llama"])
     compact = model(**batch).rewards
     import gazerm.model.reward_model as reward_model
 
     full_fuse = reward_model.fuse
-    monkeypatch.setattr(reward_model, "fuse", lambda *args: full_fuse(*args, compact=False))
+    monkeypatch.setattr(reward_model, "fuse", lambda *a, **kw: full_fuse(*a, **kw, compact=False))
     torch.testing.assert_close(model(**batch).rewards, compact, atol=1e-5, rtol=1e-4)
 
 
@@ -79,6 +80,40 @@ def test_lora_trains_only_adapters_head_and_projector(tokenizers):
     assert any("lora_" in name for name in trainable)
     assert all("lora_" in name or name.startswith(("value_head.", "projector.")) for name in trainable)
     assert {"value_head.weight", "projector.net.0.weight", "projector.net.3.weight"} <= set(trainable)
+
+
+@pytest.mark.parametrize("fusion", ["add", "concat"])
+def test_the_reference_layout_trains_its_layer_norms_and_separators_beside_lora(tokenizers, fusion):
+    model = build(tokenizers, fusion=fusion, gaze_layout="reference").train()
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {"projector.net.1.weight", "projector.norm.weight"} <= trainable
+    assert ("separators" in trainable) == (fusion == "concat")
+    if fusion == "concat":  # both start as the mean token embedding
+        mean = model.transformer.get_input_embeddings().weight.mean(0)
+        torch.testing.assert_close(model.separators, mean.expand(2, -1))
+    model(**make_batch(tokenizers["tiny-llama"])).rewards.sum().backward()
+    learned = ["projector.norm.weight", *(["separators"] if fusion == "concat" else [])]
+    grads = dict(model.named_parameters())
+    assert all(grads[name].grad.abs().sum() > 0 for name in learned)
+
+
+@pytest.mark.parametrize("fusion", ["add", "concat"])
+def test_the_reference_layout_keeps_rewards_independent_of_padding_and_batch_mates(tokenizers, fusion):
+    model = build(tokenizers, fusion=fusion, gaze_layout="reference")
+    batch = make_batch(tokenizers["tiny-llama"])
+    rewards = model(**batch).rewards
+    torch.testing.assert_close(model(**to_left_padding(batch)).rewards, rewards, atol=1e-5, rtol=1e-4)
+    alone = {key: value[1:, : int(batch["attention_mask"][1].sum())] for key, value in batch.items()}
+    torch.testing.assert_close(model(**alone).rewards, rewards[1:], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("overrides", [{"positions": "padded"}, {"pooling": "last_slot"}])
+def test_the_reference_codes_padding_traits_make_a_reward_depend_on_its_batch(tokenizers, overrides):
+    """Why gazerm's defaults differ: with either option, a short row scores differently alone."""
+    model = build(tokenizers, fusion="concat", gaze_layout="reference", **overrides)
+    batch = make_batch(tokenizers["tiny-llama"])
+    alone = {key: value[1:, : int(batch["attention_mask"][1].sum())] for key, value in batch.items()}
+    assert not torch.allclose(model(**alone).rewards, model(**batch).rewards[1:], atol=1e-4)
 
 
 def test_full_fine_tuning_trains_everything(tokenizers):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gazerm.errors import ConfigError
+from gazerm.features.base import word_spans
 from gazerm.features.reading_model import ReadingTimeModel
 from gazerm.model.inputs import PromptResponse, SequenceEncoder
 from gazerm.model.templates import ChatTemplate, PlainTemplate, build_template, render_prompt
@@ -78,3 +79,85 @@ def test_word_gaze_lands_on_the_response_tokens_of_the_smollm2_tokenizer(smollm2
     # fixProp is copied to each token of its word; the additive features sum back to the word's value.
     assert np.allclose(item["gaze"][gaze_mask][:, 0].sum(), gaze.features[:, 0].sum(), rtol=1e-5)
     assert not item["gaze"][~gaze_mask].any()
+
+
+PROMPT = "How do I bake good bread?"
+USER_UPPER = CHATML.replace(
+    "{{ m['content'] }}",
+    "{% if m['role'] == 'user' %}{{ m['content'] | upper }}{% else %}{{ m['content'] }}{% endif %}",
+)
+
+
+@pytest.mark.parametrize(
+    ("kind", "chat_template", "prompt"),
+    [
+        ("plain", None, PROMPT),
+        ("chat", CHATML, PROMPT),
+        (
+            "chat",
+            CHATML.replace("{{ m['content'] }}", "{{ m['content'] | trim }}"),
+            f"  {PROMPT} ",
+        ),  # Llama 3
+    ],
+)
+def test_render_says_where_the_prompts_words_are(kind, chat_template, prompt):
+    template = build_template(kind, chat_tokenizer(chat_template) if chat_template else None)
+    rendered = template.render(CONTEXT, prompt)
+    assert rendered.text == template.prefix(CONTEXT, prompt)
+    for start, end in word_spans(prompt):
+        shift = rendered.prompt_start
+        assert rendered.text[shift + start : shift + end] == prompt[start:end]
+    assert rendered.text.count(PROMPT) == 1  # the context's turns come first and have other words
+
+
+def test_a_template_that_rewrites_the_prompt_gives_no_prompt_offset():
+    template = build_template("chat", chat_tokenizer(USER_UPPER))
+    assert template.render(None, PROMPT).prompt_start is None
+
+
+def gazed_words(encoder: SequenceEncoder, text: str, gaze_mask: np.ndarray) -> list[str]:
+    """The runs of non-space characters of ``text`` that the tokens with gaze cover."""
+    offsets = encoder.tokenizer(
+        text, return_offsets_mapping=True, add_special_tokens=encoder.template.add_special_tokens
+    )["offset_mapping"]
+    covered = np.zeros(len(text), dtype=bool)
+    for (start, end), has_gaze in zip(offsets, gaze_mask, strict=True):
+        covered[start:end] |= bool(has_gaze)
+    return "".join(char if kept else " " for char, kept in zip(text, covered, strict=True)).split()
+
+
+@pytest.mark.parametrize("kind", ["plain", "chat"])
+def test_prompt_gaze_lands_on_the_prompt_tokens_when_the_encoder_gazes_the_prompt(kind):
+    tokenizer = chat_tokenizer()
+    template = build_template(kind, tokenizer)
+    prompt_words, response_words = ReadingTimeModel().predict([PROMPT, RESPONSE])
+    response = (np.asarray(response_words.spans), response_words.features)
+    items = {}
+    for gazes_prompt in (False, True):
+        encoder = SequenceEncoder(tokenizer, 256, template, prompt_gaze=gazes_prompt)
+        prefix, prompt = encoder.prefix(
+            CONTEXT, PROMPT, np.asarray(prompt_words.spans), prompt_words.features
+        )
+        assert prefix == template.prefix(CONTEXT, PROMPT) and (prompt is not None) == gazes_prompt
+        (items[gazes_prompt],) = encoder.encode([PromptResponse(prefix, RESPONSE, *response, prompt=prompt)])
+    gaze_mask, gaze = items[True]["gaze_mask"], items[True]["gaze"]
+    # The prompt's and the response's tokens carry gaze, word for word; context turns and template text none.
+    text = prefix + RESPONSE + template.suffix
+    assert gazed_words(encoder, text, gaze_mask) == PROMPT.split() + RESPONSE.split()
+    in_prompt = gaze_mask & ~items[False]["gaze_mask"]
+    assert gazed_words(encoder, text, in_prompt) == PROMPT.split()
+    np.testing.assert_allclose(gaze[in_prompt][:, 0].sum(), prompt_words.features[:, 0].sum(), rtol=1e-5)
+    # The response's gaze is what an encoder without prompt gaze gives it.
+    np.testing.assert_array_equal(gaze[~in_prompt], items[False]["gaze"][~in_prompt])
+    assert not gaze[~gaze_mask].any()
+
+
+def test_a_prompt_without_gaze_leaves_the_prompt_tokens_without_gaze():
+    """Recorded gaze, or shards prepared before prompt gaze was stored: only the response has gaze."""
+    tokenizer = chat_tokenizer()
+    encoder = SequenceEncoder(tokenizer, 256, build_template("plain", tokenizer), prompt_gaze=True)
+    prefix, prompt = encoder.prefix(None, PROMPT, np.zeros(0), np.zeros(0))
+    assert prompt is None
+    words = ReadingTimeModel().predict([RESPONSE])[0]
+    (item,) = encoder.encode([PromptResponse(prefix, RESPONSE, np.asarray(words.spans), words.features)])
+    assert gazed_words(encoder, prefix + RESPONSE, item["gaze_mask"]) == RESPONSE.split()

@@ -134,3 +134,34 @@ def test_listwise_micro_batches_stack_lists_and_index_them(tokenizer):
         ids = micro.inputs.input_ids[row][micro.inputs.attention_mask[row].bool()].tolist()
         assert ids == unpadded(tokenizer, PREFIX + text)
     assert micro.labels.sources == ["u0", "u1"]
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "regression", "listwise"])
+def test_a_collator_that_gazes_the_prompt_adds_the_prompts_tokens_and_nothing_else(tokenizer, kind):
+    """The reference layout: the prompt's words carry their gaze too; the response's gaze is unchanged."""
+    examples = [
+        example(i, [chosen_text(k), REJECTED], pairs=[Pair(0, 1)], scores=[1.0, 0.0])
+        for i, k in enumerate(WORDS[:2])
+    ]
+    batch = units_window(examples, kind)
+    plain = UnitCollator(tokenizer, 128, micro_batch_size=4, kind=kind)(batch)
+    gazed = UnitCollator(tokenizer, 128, micro_batch_size=4, kind=kind, prompt_gaze=True)(batch)
+    for without, with_prompt in zip(plain, gazed, strict=True):
+        assert torch.equal(with_prompt.inputs.input_ids, without.inputs.input_ids)
+        inputs, added = with_prompt.inputs, with_prompt.inputs.gaze_mask & ~without.inputs.gaze_mask
+        assert not (without.inputs.gaze_mask & ~inputs.gaze_mask).any()
+        for row in range(inputs.input_ids.shape[0]):
+            # the prompt's words (the spaces between them are tokens of their own, without gaze)
+            assert tokenizer.decode(inputs.input_ids[row][added[row]]) == PROMPT.replace(" ", "")
+        assert not (added & inputs.response_mask).any()
+        assert torch.equal(inputs.gaze[~added], without.inputs.gaze[~added])
+        assert (inputs.gaze[added][:, 4] > 0).all()
+    old = batch.set_column(
+        batch.schema.get_field_index("prompt_spans"),
+        "prompt_spans",
+        pa.array([[]] * batch.num_rows, pa.list_(pa.int32())),
+    )
+    for without, no_prompt_gaze in zip(
+        plain, UnitCollator(tokenizer, 128, 4, kind, prompt_gaze=True)(old), strict=True
+    ):
+        assert torch.equal(no_prompt_gaze.inputs.gaze_mask, without.inputs.gaze_mask)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from gazerm.config import load_config
 from gazerm.data.prepare import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.train.config import TrainJobConfig
+from gazerm.train.job import check_prompt_gaze
+from tests.helpers import prepare_readability
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 
@@ -99,6 +102,24 @@ def test_packing_parses_and_is_refused_for_an_encoder_when_the_config_is_read():
     assert load_config(TrainJobConfig, {}, ["data.packing=true"]).data.packing
     with pytest.raises(ConfigError, match=r"data\.packing .*tiny-bert is an encoder"):
         load_config(TrainJobConfig, {}, ["data.packing=true", "model.backbone=tiny-bert"])
+    for trait in ("model.positions=padded", "model.pooling=last_slot"):
+        with pytest.raises(ConfigError, match=r"data\.packing drops padding"):
+            load_config(TrainJobConfig, {}, ["data.packing=true", trait])
+    reference = load_config(TrainJobConfig, {}, ["data.packing=true", "model.gaze_layout=reference"])
+    assert reference.model.gazes_prompt
+
+
+def test_the_reference_layout_refuses_shards_prepared_before_prompt_gaze(tmp_path):
+    manifest = prepare_readability(tmp_path, 40, seed=0, rows_per_shard=100, splits={"train": 1.0})
+    root = str(tmp_path / "shards")
+    reference = load_config(TrainJobConfig, {}, ["model.gaze_layout=reference"])
+    check_prompt_gaze(reference, root, manifest)  # prepared now: the prompt's gaze is there
+    check_prompt_gaze(TrainJobConfig(), root, manifest)
+    for path in manifest.shard_paths(root, "train"):  # as prepare wrote shards before it stored prompt gaze
+        pq.write_table(pq.read_table(path).drop_columns(["prompt_gaze"]), path)
+    check_prompt_gaze(TrainJobConfig(), root, manifest)  # the gazerm layout never reads it
+    with pytest.raises(ConfigError, match="prepared before gazerm stored the prompt's gaze"):
+        check_prompt_gaze(reference, root, manifest)
 
 
 def test_the_gaze_predictor_gets_the_paths_it_needs_and_no_others():

@@ -39,8 +39,9 @@ def job(*overrides: str) -> TrainJobConfig:
         ("loss.lm_loss_coeff=0.5", "model.lora.r=4", "model.lora.target_modules=[q_proj, gate_proj]"),
         ("model.lora=null", "model.implicit_features=true"),
         ("model.backbone=tiny-bert", "model.lora.target_modules=[query, key, value]", "model.fusion=add"),
+        ("model.gaze_layout=reference",),
     ],
-    ids=["lora", "lm-head", "full", "encoder"],
+    ids=["lora", "lm-head", "full", "encoder", "reference"],
 )
 def test_parameter_counts_are_the_built_models(overrides: tuple[str, ...]):
     config = job(*overrides)
@@ -76,6 +77,9 @@ def test_checkpointing_cuts_activations_and_concat_doubles_the_sequence():
     assert concat.sequence_length == 2 * plain.sequence_length == 2 * 128
     assert 2 <= concat.activations / plain.activations < 2.3  # the padding mask grows with the square
     assert checkpointed.activations < plain.activations / 2
+    reference = estimate_worker_memory(job(*MEASURED, "model.fusion=concat", "model.gaze_layout=reference"))
+    assert reference.sequence_length == concat.sequence_length + 2  # <eye/> and </eye>
+    assert reference.activations > concat.activations
     assert (
         plain.sequences == 4 and estimate_worker_memory(job(*MEASURED, "loss.kind=regression")).sequences == 2
     )

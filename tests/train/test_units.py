@@ -63,12 +63,15 @@ def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
     def unit(example, chosen, rejected, margin):
         chosen_spans, chosen_features = flat_gaze(example.responses[chosen])
         rejected_spans, rejected_features = flat_gaze(example.responses[rejected])
+        prompt_spans, prompt_features = flat_gaze(example.prompt)
         return {
             "example_id": example.example_id,
             "source": example.source,
             "domain": example.domain,
             "prompt": example.prompt,
             "context": example.context,
+            "prompt_spans": prompt_spans,
+            "prompt_features": prompt_features,
             "chosen_text": example.responses[chosen],
             "chosen_spans": chosen_spans,
             "chosen_features": chosen_features,
@@ -95,6 +98,16 @@ def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
 def test_units_without_gaze_have_empty_gaze_lists():
     units = ToUnits("pairwise")(examples_to_table([pairwise_example()])).to_pylist()
     assert [(u["chosen_spans"], u["chosen_features"], u["rejected_spans"]) for u in units] == [([], [], [])]
+    assert [(u["prompt_spans"], u["prompt_features"]) for u in units] == [([], [])]
+
+
+def test_shards_written_before_prompt_gaze_give_units_without_it(tmp_path):
+    table = GazeFeaturizer()(examples_to_table([rated_example(), pairwise_example()]))
+    old = table.drop_columns(["prompt_gaze"])
+    pq.write_table(old, tmp_path / "old.parquet")
+    units = ToUnits("pairwise")(pq.read_table(tmp_path / "old.parquet")).to_pylist()
+    assert units and all(u["prompt_spans"] == u["prompt_features"] == [] for u in units)
+    assert units[0]["chosen_spans"] == flat_gaze(RESPONSES[0])[0]  # the responses' gaze is still there
 
 
 def test_regression_units_from_scores():

@@ -3,7 +3,8 @@ totals, in one object (``gazerm.train.kinds`` registers them).
 
 Every unit carries its example's id, source and domain, and its conversation (``context`` and
 ``prompt``) unrendered: the prompt template is a model-input choice, applied when batches are built.
-Per response it carries the word gaze (flattened spans and features) and the implicit features.
+It carries the prompt's word gaze (flattened; empty where the shards have none) and, per response, the
+word gaze (flattened spans and features) and the implicit features.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from gazerm.data.schema import TURN_TYPE
 from gazerm.model.config import LossConfig
-from gazerm.model.inputs import PromptResponse, SequenceEncoder
+from gazerm.model.inputs import PromptGaze, PromptResponse, SequenceEncoder
 from gazerm.train.batch import MicroBatch, UnitLabels
 
 if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
@@ -36,6 +37,8 @@ COMMON_FIELDS = [
     pa.field("domain", pa.string()),
     pa.field("prompt", pa.string()),
     pa.field("context", pa.list_(TURN_TYPE)),
+    pa.field("prompt_spans", pa.list_(pa.int32())),
+    pa.field("prompt_features", pa.list_(pa.float32())),
 ]
 
 Row = dict[str, Any]  # a preference-schema row, as to_pylist gives it
@@ -55,17 +58,35 @@ def response_inputs(row: Row, index: int) -> dict[str, list]:
     }
 
 
+def prompt_inputs(row: Row) -> dict[str, list]:
+    """The prompt's flattened word spans and gaze features; empty where the row has none (shards written
+    before ``prompt_gaze`` existed, or without a gaze predictor)."""
+    entry = row.get("prompt_gaze")
+    return {
+        "prompt_spans": [c for span in entry["word_spans"] for c in span] if entry else [],
+        "prompt_features": [v for f in entry["features"] for v in f] if entry else [],
+    }
+
+
 def floats(values: Any) -> np.ndarray:
     return np.asarray(values if values is not None else [], dtype=np.float32)
 
 
-def encode_side(encoder: SequenceEncoder, prefixes: list[str], window: Window, prefix: str) -> list[Encoded]:
-    """Each unit's response ``{prefix}text``, with its word gaze and implicit features, encoded."""
+def encode_side(
+    encoder: SequenceEncoder,
+    prefixes: list[str],
+    window: Window,
+    prefix: str,
+    prompts: list[PromptGaze | None] | None = None,
+) -> list[Encoded]:
+    """Each unit's response ``{prefix}text``, with its word gaze and implicit features (and its prompt's
+    word gaze, ``prompts``), encoded."""
     return encoder.encode(
         [
-            PromptResponse(head, text, floats(spans), floats(features), floats(implicit))
-            for head, text, spans, features, implicit in zip(
+            PromptResponse(head, text, floats(spans), floats(features), floats(implicit), prompt)
+            for head, prompt, text, spans, features, implicit in zip(
                 prefixes,
+                prompts or [None] * len(prefixes),
                 window[f"{prefix}text"],
                 window[f"{prefix}spans"],
                 window[f"{prefix}features"],
@@ -106,8 +127,15 @@ class LossKind(ABC):
         """The unit columns of each unit ``row`` gives (none where its labels say nothing)."""
 
     @abstractmethod
-    def encode(self, encoder: SequenceEncoder, prefixes: list[str], window: Window) -> list[list[Encoded]]:
-        """Per unit of ``window``, its encoded sequences (``prefixes``: each unit's rendered conversation)."""
+    def encode(
+        self,
+        encoder: SequenceEncoder,
+        prefixes: list[str],
+        window: Window,
+        prompts: list[PromptGaze | None] | None = None,
+    ) -> list[list[Encoded]]:
+        """Per unit of ``window``, its encoded sequences (``prefixes``: each unit's rendered conversation;
+        ``prompts``: its prompt's word gaze placed in it, ``SequenceEncoder.prefix``)."""
 
     @abstractmethod
     def micro_batch(

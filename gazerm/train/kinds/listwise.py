@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 
 from gazerm.model.config import LossConfig
-from gazerm.model.inputs import PromptResponse, SequenceEncoder
+from gazerm.model.inputs import PromptGaze, PromptResponse, SequenceEncoder
 from gazerm.model.losses import list_scores, listwise_log_likelihood, listwise_loss
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.kinds.base import (
@@ -81,12 +81,19 @@ class Listwise(LossKind):
             }
         ]
 
-    def encode(self, encoder: SequenceEncoder, prefixes: list[str], window: Window) -> list[list[Encoded]]:
+    def encode(
+        self,
+        encoder: SequenceEncoder,
+        prefixes: list[str],
+        window: Window,
+        prompts: list[PromptGaze | None] | None = None,
+    ) -> list[list[Encoded]]:
         sizes = [len(texts) for texts in window["texts"]]
         sequences = [
-            PromptResponse(prefix, text, *(floats(values) for values in inputs))
-            for prefix, texts, *lists in zip(
+            PromptResponse(prefix, text, *(floats(values) for values in inputs), prompt)
+            for prefix, prompt, texts, *lists in zip(
                 prefixes,
+                prompts or [None] * len(prefixes),
                 window["texts"],
                 window["spans"],
                 window["features"],

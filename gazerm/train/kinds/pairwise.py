@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gazerm.model.config import LossConfig
-from gazerm.model.inputs import SequenceEncoder
+from gazerm.model.inputs import PromptGaze, SequenceEncoder
 from gazerm.model.losses import lm_loss, pairwise_loss
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.kinds.base import (
@@ -60,8 +60,14 @@ class Pairwise(LossKind):
             units.append(unit)
         return units
 
-    def encode(self, encoder: SequenceEncoder, prefixes: list[str], window: Window) -> list[list[Encoded]]:
-        sides = [encode_side(encoder, prefixes, window, f"{side}_") for side in SIDES]
+    def encode(
+        self,
+        encoder: SequenceEncoder,
+        prefixes: list[str],
+        window: Window,
+        prompts: list[PromptGaze | None] | None = None,
+    ) -> list[list[Encoded]]:
+        sides = [encode_side(encoder, prefixes, window, f"{side}_", prompts) for side in SIDES]
         return [list(items) for items in zip(*sides, strict=True)]
 
     def micro_batch(

@@ -14,7 +14,7 @@ import torch
 
 from gazerm.data.errors import DataError
 from gazerm.model.config import LossConfig
-from gazerm.model.inputs import SequenceEncoder
+from gazerm.model.inputs import PromptGaze, SequenceEncoder
 from gazerm.model.losses import regression_loss
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.kinds.base import (
@@ -60,8 +60,14 @@ class Regression(LossKind):
             units.append({"text": row["responses"][index], **response_inputs(row, index), "targets": target})
         return units
 
-    def encode(self, encoder: SequenceEncoder, prefixes: list[str], window: Window) -> list[list[Encoded]]:
-        return [[item] for item in encode_side(encoder, prefixes, window, "")]
+    def encode(
+        self,
+        encoder: SequenceEncoder,
+        prefixes: list[str],
+        window: Window,
+        prompts: list[PromptGaze | None] | None = None,
+    ) -> list[list[Encoded]]:
+        return [[item] for item in encode_side(encoder, prefixes, window, "", prompts)]
 
     def micro_batch(
         self, encoder: SequenceEncoder, window: Window, units: list[list[Encoded]], rows: np.ndarray
