@@ -420,6 +420,24 @@ def tune(
     typer.echo(f"browse with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
 
 
+@app.command()
+def reproduce(
+    spec: Annotated[Path, typer.Argument(help="Reproduction YAML (jobs/paper_*_reproduce.yaml).")],
+    rows: Annotated[
+        list[str] | None, typer.Option("--row", help="Run only this row (repeatable); the table shows all.")
+    ] = None,
+    overrides: Overrides = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Re-run a paper's table: every row x seed trained from one job, each run's best-validation model
+    scored on the test split; prints mean ± std per row beside the published number. Resumable."""
+    from gazerm.tune.reproduce import ReproduceConfig, run_reproduction
+
+    settings = load_config(ReproduceConfig, spec, overrides or [])
+    outcome = run_reproduction(settings, rows, tracking_uri)
+    typer.echo(outcome.report(), nl=False)
+
+
 @app.command("train-staged")
 def train_staged(
     config: Annotated[Path, typer.Argument(help="Staged job YAML (e.g. jobs/dsp_staged_academy.yaml).")],

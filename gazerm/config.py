@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +35,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def override(path: str, value: Any) -> str:
     """A ``path=value`` override for ``load_config``; YAML keeps floats such as 1e-05 floats."""
     return f"{path}={yaml.safe_dump(value, default_flow_style=True)}"
+
+
+def overrides_from(settings: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``load_config`` overrides from a mapping of dotted paths, nested sections or both (what a YAML file
+    or ``--set a.b=1`` gives): ``{"run": {"seed": 1}, "model.fusion": "add"}`` → ``run.seed=1``,
+    ``model.fusion=add``."""
+    found = []
+    for key, value in settings.items():
+        path = f"{prefix}{key}"
+        found += overrides_from(value, f"{path}.") if isinstance(value, Mapping) else [override(path, value)]
+    return found
 
 
 def load_config(

@@ -12,6 +12,7 @@ from gazerm.data.prepare import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.job import check_prompt_gaze
+from gazerm.tune.reproduce import ReproduceConfig
 from tests.helpers import prepare_readability
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
@@ -22,17 +23,42 @@ def test_quickstart_file_is_the_embedded_default():
 
 
 @pytest.mark.parametrize(
-    ("name", "backbone", "features_used"),
+    ("name", "backbone", "predictor", "features_used", "max_length"),
     [
-        ("helpsteer2_mistral7b_gazeconcat.yaml", "mistralai/Mistral-7B-Instruct-v0.2", [1, 1, 1, 1, 1]),
-        ("oasst1_llama3_8b_ffd_trt.yaml", "meta-llama/Meta-Llama-3-8B-Instruct", [0, 1, 0, 1, 0]),
+        ("helpsteer2_mistral7b_gazeconcat.yaml", "mistralai/Mistral-7B-v0.3", "fmv1", [0, 0, 0, 1, 0], 8000),
+        ("oasst1_llama3_8b_ffd_trt.yaml", "meta-llama/Meta-Llama-3-8B", "fmv2", [0, 1, 0, 1, 0], 1350),
     ],
 )
-def test_paper_configs_load(name: str, backbone: str, features_used: list[int]):
+def test_paper_configs_are_the_reference_runs(name, backbone, predictor, features_used, max_length):
+    """The reference README's two examples: QLoRA (NF4) LoRA r 8 / alpha 32 / dropout 0.1 on peft's
+    default q/v targets, AdamW (0.9, 0.999) with weight decay 0.1, lr 5e-5 on a cosine to 0.7 after 1%
+    warm-up, batch 8 on one GPU, 2 epochs, evaluation every 64 steps, the best-validation model tested."""
     config = load_config(TrainJobConfig, JOBS / name)
-    assert config.model.backbone == backbone
-    assert config.model.features_used == features_used
-    assert config.run.use_gpu and config.run.zero_stage == 3
+    model, optim, run = config.model, config.optim, config.run
+    assert (model.backbone, config.data.prepare.gaze.predictor) == (backbone, predictor)
+    assert (model.features_used, config.data.max_length) == (features_used, max_length)
+    assert (model.gaze_layout, model.fusion, model.quantization) == ("reference", "concat", "nf4")
+    assert model.lora.model_dump() == {
+        "r": 8,
+        "alpha": 32,
+        "dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"],
+    }
+    assert (model.fp_dropout, model.fp_hidden, model.gradient_checkpointing) == ((0.1, 0.3), 128, True)
+    assert (optim.lr, optim.betas, optim.weight_decay) == (5e-5, (0.9, 0.999), 0.1)
+    assert (optim.scheduler, optim.warmup_ratio, optim.min_lr_ratio) == ("cosine", 0.01, 0.7)
+    assert (run.num_workers * run.micro_batch_size * run.grad_accum, run.epochs, run.eval_every) == (8, 2, 64)
+    assert (run.select, run.select_metric, run.use_gpu, run.zero_stage) == ("best", "val/accuracy", True, 2)
+
+
+@pytest.mark.parametrize("name", ["paper_helpsteer2_reproduce.yaml", "paper_oasst1_reproduce.yaml"])
+def test_paper_reproductions_load_and_share_prepared_data(name):
+    config = load_config(ReproduceConfig, JOBS / name)
+    runs = config.runs(config.base_job())
+    assert len(runs) == len(config.rows) * 3 and {row.name for row in config.rows} >= {"baseline"}
+    assert {run.job.model.fusion for run in runs} == {"none", "concat", "add"}
+    assert len({run.job.data.prepare.output_dir for run in runs}) == 2  # one per gaze predictor
+    assert config.published_source is None  # the paper's tables were not found: no number is shown
 
 
 @pytest.mark.parametrize(
