@@ -16,7 +16,7 @@ import pytest
 
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
 from gazerm.data.shards import Manifest
-from gazerm.data.synthetic import write_readability_preferences
+from gazerm.data.synthetic import write_gaze_decided_set, write_readability_preferences
 from gazerm.model.inputs import InputSpec
 from gazerm.runtime import free_port
 
@@ -51,6 +51,19 @@ def prepare_readability(
         rows_per_shard=rows_per_shard,
         splits=splits,
         gaze=GazeSpec(predictor="reading_model", backend="local"),
+    )
+    return prepare(config)
+
+
+def prepare_gaze_decided(root: Path, n: int, seed: int) -> Manifest:
+    """Prepared shards (in ``root/shards``) of the gaze-decided synthetic set, its recorded fixations as
+    the gaze: train, validation and test splits, without Ray."""
+    pairs, fixations = write_gaze_decided_set(root, n=n, seed=seed)
+    config = PrepareConfig(
+        sources=[SourceSpec(format="generic", path=str(pairs))],
+        output_dir=str(root / "shards"),
+        splits={"train": 0.7, "validation": 0.15, "test": 0.15},
+        gaze=GazeSpec(predictor="recorded", path=str(fixations)),
     )
     return prepare(config)
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
 from gazerm.data.shards import Manifest
-from gazerm.data.synthetic import write_gaze_decided_set
 from gazerm.model.config import ModelConfig
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.job import run_training
+from tests.helpers import prepare_gaze_decided
 
 pytestmark = pytest.mark.slow
 
@@ -27,14 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def gaze_decided(tmp_path_factory) -> tuple[str, Manifest]:
     root = tmp_path_factory.mktemp("gaze-decided")
-    pairs, fixations = write_gaze_decided_set(root, n=400, seed=7)
-    config = PrepareConfig(
-        sources=[SourceSpec(format="generic", path=str(pairs))],
-        output_dir=str(root / "shards"),
-        splits={"train": 0.7, "validation": 0.15, "test": 0.15},
-        gaze=GazeSpec(predictor="recorded", path=str(fixations)),
-    )
-    return config.output_dir, prepare(config)
+    return str(root / "shards"), prepare_gaze_decided(root, n=400, seed=7)
 
 
 def train(tmp_path: Path, dataset: str, fusion: str, **run) -> tuple:

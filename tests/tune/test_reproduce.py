@@ -12,11 +12,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from gazerm.config import apply_overrides, overrides_from
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
-from gazerm.data.synthetic import write_gaze_decided_set
 from gazerm.errors import ConfigError
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.tune.reproduce import ReproduceConfig, run_reproduction, summarize
+from tests.helpers import prepare_gaze_decided
 
 ROWS = [
     {"name": "text-only", "overrides": {"model.fusion": "none"}},
@@ -123,18 +122,11 @@ def test_without_a_source_the_table_says_the_numbers_were_not_found(job_file):
 
 @pytest.mark.slow
 def test_a_small_reproduction_end_to_end_and_resumed(tmp_path, ray_local):
-    pairs, fixations = write_gaze_decided_set(tmp_path, n=300, seed=2)
-    prepared = PrepareConfig(
-        sources=[SourceSpec(format="generic", path=str(pairs))],
-        output_dir=str(tmp_path / "shards"),
-        splits={"train": 0.7, "validation": 0.15, "test": 0.15},
-        gaze=GazeSpec(predictor="recorded", path=str(fixations)),
-    )
-    manifest = prepare(prepared)
+    manifest = prepare_gaze_decided(tmp_path, n=300, seed=2)
     job = TrainJobConfig(
         name="paper",
         output_dir=str(tmp_path / "run"),
-        data=DataConfig(dataset_dir=prepared.output_dir, prepare=None, max_length=64),
+        data=DataConfig(dataset_dir=str(tmp_path / "shards"), prepare=None, max_length=64),
         optim=OptimConfig(lr=5e-3, warmup_ratio=0.0),
         run=RunConfig(num_workers=2, micro_batch_size=8, max_steps=12, eval_every=6),
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
