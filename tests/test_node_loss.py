@@ -85,10 +85,15 @@ def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
             submit, cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         deadline = time.monotonic() + 600
+        while not logged_steps(tracking_uri):  # training is under way: its workers are placed
+            assert job.poll() is None and time.monotonic() < deadline, "no step before the job ended"
+            time.sleep(0.5)
+        # Looked up before the checkpoint (listing actors takes seconds here), so the kill lands right after
+        # it, as the bound on retrained steps below assumes.
+        group = process_group_of_node(cluster, training_worker_pids(cluster)[0])
         while latest_checkpoint(Storage.of(output_dir)) is None:
             assert job.poll() is None and time.monotonic() < deadline, "no checkpoint before the job ended"
             time.sleep(0.5)
-        group = process_group_of_node(cluster, training_worker_pids(cluster)[0])
         os.killpg(group, signal.SIGKILL)
         killed_at = time.time()
         steps_at_kill = max(step for step, _ in logged_steps(tracking_uri))
