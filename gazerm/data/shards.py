@@ -65,6 +65,11 @@ class Manifest:
     def rows(self, split: str) -> int:
         return sum(shard.rows for shard in self.splits.get(split, []))
 
+    @property
+    def gaze_predictor(self) -> str:
+        """The gaze predictor the dataset was prepared with (``none``: no gaze)."""
+        return self.config.get("gaze", {}).get("predictor", "none")
+
     def shard_paths(self, root: str | Path, split: str) -> list[str]:
         return [str(Path(root) / shard.file) for shard in self.splits.get(split, [])]
 

@@ -189,7 +189,7 @@ def run_training(
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     startup.mark("ray")
     root, manifest = ensure_dataset(config)
-    problem = config.features_problem(manifest.config.get("gaze", {}).get("predictor", "none"))
+    problem = config.features_problem(manifest.gaze_predictor)
     if problem:
         raise ConfigError(f"{root}: {problem}")
     check_prompt_gaze(config, root, manifest)

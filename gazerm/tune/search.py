@@ -83,13 +83,13 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
             raise ExistsError(f"{search_dir} exists: pass --fresh to replace that search")
         shutil.rmtree(search_dir)
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
-    dataset_dir, _ = ensure_dataset(config)
+    dataset_dir, manifest = ensure_dataset(config)
     tracking_uri = config.resolved_tracking_uri()
     base = config.model_dump(mode="json")
     base["data"] |= {"dataset_dir": str(Path(dataset_dir).resolve()), "prepare": None}
     base["tracking"]["tracking_uri"] = tracking_uri  # trials live deeper; keep them in the same store
     fixed = [override(path, value) for path, value in space.fixed.items()]
-    _check_values(base, fixed, space)
+    check_values(base, fixed, space, manifest.gaze_predictor)
 
     parent_run_id = start_run(
         tracking_uri, config.tracking.experiment, name, {"search": space.model_dump(mode="json")}, None
@@ -122,9 +122,10 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
     return _choose(name, search_dir, tracking_uri, parent_run_id, space)
 
 
-def _check_values(base: dict[str, Any], fixed: list[str], space: SearchSpace) -> None:
-    """Fail before any trial starts when a listed value (or a range end) does not fit the config,
-    or when ASHA would stop every trial at ``max_t`` before the job's last step (and model export)."""
+def check_values(base: dict[str, Any], fixed: list[str], space: SearchSpace, predictor: str) -> None:
+    """Fail before any trial starts when a listed value (or a range end) does not fit the config or the
+    data's gaze (a feature subset the ``predictor`` leaves at 0, e.g. all but TRT with fmv1), or when ASHA
+    would stop every trial at ``max_t`` before the job's last step (and model export)."""
     steps = trial_config(base, fixed, {}, "check", "check").run.max_steps
     if space.asha and steps and space.asha.max_t < steps:
         raise ConfigError(
@@ -132,7 +133,9 @@ def _check_values(base: dict[str, Any], fixed: list[str], space: SearchSpace) ->
         )
     for path, distribution in space.distributions().items():
         for value in distribution.values_to_check():
-            trial_config(base, fixed, {path: value}, "check", "check")
+            problem = trial_config(base, fixed, {path: value}, "check", "check").features_problem(predictor)
+            if problem:
+                raise ConfigError(f"the search tries {path}={value}, but {problem}")
 
 
 def _choose(

@@ -10,7 +10,7 @@ from ray import tune
 from gazerm.config import load_config
 from gazerm.errors import ConfigError
 from gazerm.train.config import RunConfig, TrainJobConfig
-from gazerm.tune.search import derive_concurrency
+from gazerm.tune.search import check_values, derive_concurrency
 from gazerm.tune.space import FEATURES_PATH, SearchSpace, all_feature_masks
 from gazerm.tune.trial import trial_config
 
@@ -121,3 +121,12 @@ def test_trial_config_applies_fixed_then_sampled_values():
 )
 def test_concurrency_follows_cluster_resources(run: RunConfig, cluster: dict, expected: int):
     assert derive_concurrency(run, cluster) == expected
+
+
+def test_a_feature_ablation_over_fmv1_gaze_is_refused_before_any_trial():
+    """fmv1 predicts TRT only: a search over feature subsets on its data would fail trial after trial."""
+    base = TrainJobConfig().model_dump(mode="json")
+    with pytest.raises(ConfigError, match=r"tries model\.features_used=\[1, 0, 0, 0, 0\].*fmv1"):
+        check_values(base, [], _space(feature_subsets="all"), "fmv1")
+    check_values(base, [], _space(feature_subsets=[[0, 0, 0, 1, 0]]), "fmv1")  # TRT alone: fine
+    check_values(base, [], _space(feature_subsets="all"), "reading_model")
