@@ -147,8 +147,10 @@ def train(
 
     settings = _job_config(config, overrides, tracking_uri)
     outcome = run_training(settings, resume=not fresh)
-    shown = {k: round(v, 4) for k, v in overall_metrics(outcome.metrics).items()}
-    typer.echo(f"final validation metrics: {shown}")
+    for split in ("val/", "test/"):  # the last evaluation's; the test split's with the exported model
+        shown = {k: round(v, 4) for k, v in overall_metrics(outcome.metrics, split).items()}
+        if shown:
+            typer.echo(f"final {split.rstrip('/')} metrics: {shown}")
     typer.echo(f"model:      {outcome.model_dir}")
     typer.echo(f"mlflow run: {outcome.run_id} in {outcome.tracking_uri}")
     typer.echo(f"            browse with: mlflow ui --backend-store-uri {outcome.tracking_uri}")
