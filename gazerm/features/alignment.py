@@ -13,15 +13,33 @@ module maps it onto the tokens a model actually sees. The rule:
   tokenizer. ``FFD`` (a single duration) and ``fixProp`` (a share of readers) are copied.
 - Tokens overlapping no word — special tokens, the prompt (everything before ``char_shift``),
   whitespace — get zeros and ``mask=False``.
+
+The other direction, a trained predictor's token outputs → word values, takes each word's *first*
+sub-token (:func:`first_tokens`, :func:`word_values`): such models are trained with a word's label on
+its first sub-token only, so the others' outputs carry no trained meaning. :func:`offsets_tokenizer`
+loads the fast tokenizer both directions need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from gazerm.errors import ConfigError
 from gazerm.features.base import ADDITIVE_FEATURES, N_FEATURES
+
+
+def offsets_tokenizer(path: str | Path) -> Any:
+    """The tokenizer saved at ``path``; a fast one, since only those give character offsets."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.is_fast:
+        raise ConfigError(f"{path}: a fast tokenizer is needed for character offsets")
+    return tokenizer
 
 
 def token_word_index(
@@ -59,3 +77,21 @@ def token_gaze(
     values[:, ADDITIVE_FEATURES] /= pieces[:, None]
     out[mask] = values
     return out, mask
+
+
+def first_tokens(offsets: Iterable[Sequence[int]], spans: np.ndarray) -> np.ndarray:
+    """(n_words,) index of each word's first sub-token, -1 for a word no token overlaps."""
+    word = token_word_index(np.asarray(list(offsets), dtype=np.int64).reshape(-1, 2), spans)
+    first = np.full(len(spans), -1, dtype=np.int64)
+    tokens = np.flatnonzero(word >= 0)
+    words, position = np.unique(word[tokens], return_index=True)
+    first[words] = tokens[position]
+    return first
+
+
+def word_values(token_values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """(n_words, ...) each word's first sub-token's row of ``token_values``; zeros where it has none."""
+    values = np.zeros((len(first), *token_values.shape[1:]), dtype=np.float32)
+    has = first >= 0
+    values[has] = token_values[first[has]]
+    return values

@@ -33,18 +33,16 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoTokenizer
 
 from gazerm.errors import ConfigError
+from gazerm.features.alignment import first_tokens, offsets_tokenizer, word_values
 from gazerm.features.base import FEATURE_NAMES, N_FEATURES, WordGaze
 from gazerm.features.fmv_common import (
     existing,
-    first_tokens,
     joined_words,
     load_strict,
     output_divisors,
     read_state_dict,
-    word_values,
 )
 
 TRT = FEATURE_NAMES.index("TRT")
@@ -102,9 +100,7 @@ class Fmv1GazePredictor:
         if output_scale is not None and np.ndim(output_scale) != 0:
             raise ConfigError(f"fmv1 predicts TRT only: output_scale is one number, got {output_scale!r}")
         self.name = f"fmv1:{checkpoint.name}"
-        self.tokenizer = AutoTokenizer.from_pretrained(base)
-        if not self.tokenizer.is_fast:
-            raise ConfigError(f"{base}: a fast tokenizer is needed for character offsets")
+        self.tokenizer = offsets_tokenizer(base)
         state = read_state_dict(checkpoint)
         self.model = BiLSTMTokenRegressor(**sizes_of(state))
         load_strict(self.model, state, checkpoint)

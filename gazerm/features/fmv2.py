@@ -34,18 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, RobertaModel
+from transformers import AutoConfig, PretrainedConfig, RobertaModel
 
 from gazerm.errors import ConfigError
+from gazerm.features.alignment import first_tokens, offsets_tokenizer, word_values
 from gazerm.features.base import N_FEATURES, WordGaze
 from gazerm.features.fmv_common import (
     existing,
-    first_tokens,
     joined_words,
     load_strict,
     output_divisors,
     read_state_dict,
-    word_values,
 )
 
 # Default divisor: the CMCL-2021 targets lie in 0–100.
@@ -90,9 +89,7 @@ class Fmv2GazePredictor:
         positions = config.max_position_embeddings - config.pad_token_id - 1
         if not 0 <= overlap < window <= positions:
             raise ConfigError(f"fmv2 needs 0 <= overlap < window <= {positions}; got {overlap=}, {window=}")
-        self.tokenizer = AutoTokenizer.from_pretrained(base)
-        if not self.tokenizer.is_fast:
-            raise ConfigError(f"{base}: a fast tokenizer is needed for character offsets")
+        self.tokenizer = offsets_tokenizer(base)
         self.model = RobertaGazeRegressor(config)
         state = read_state_dict(checkpoint)
         for key in LEGACY_BUFFERS:

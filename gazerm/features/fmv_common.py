@@ -14,14 +14,13 @@ value is taken from its first sub-token, the token its training label sat on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from gazerm.errors import ConfigError, PathNotFoundError
-from gazerm.features.alignment import token_word_index
 from gazerm.features.base import N_FEATURES, word_spans
 
 
@@ -88,21 +87,3 @@ def joined_words(text: str, prefix: str = "") -> tuple[list[tuple[int, int]], st
     lengths = np.array([len(word) for word in words], dtype=np.int64)
     starts = len(prefix) + np.cumsum(lengths + 1) - (lengths + 1)  # each word, then one space
     return spans, prefix + " ".join(words), np.stack([starts, starts + lengths], axis=1)
-
-
-def first_tokens(offsets: Iterable[Sequence[int]], spans: np.ndarray) -> np.ndarray:
-    """(n_words,) index of each word's first sub-token, -1 for a word no token overlaps."""
-    word = token_word_index(np.asarray(list(offsets), dtype=np.int64).reshape(-1, 2), spans)
-    first = np.full(len(spans), -1, dtype=np.int64)
-    tokens = np.flatnonzero(word >= 0)
-    words, position = np.unique(word[tokens], return_index=True)
-    first[words] = tokens[position]
-    return first
-
-
-def word_values(token_values: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """(n_words, ...) each word's first sub-token's row of ``token_values``; zeros where it has none."""
-    values = np.zeros((len(first), *token_values.shape[1:]), dtype=np.float32)
-    has = first >= 0
-    values[has] = token_values[first[has]]
-    return values

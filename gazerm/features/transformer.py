@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoModelForTokenClassification
 
 from gazerm.errors import ConfigError, PathNotFoundError
-from gazerm.features.alignment import token_word_index
+from gazerm.features.alignment import first_tokens, offsets_tokenizer, word_values
 from gazerm.features.base import N_FEATURES, WordGaze, word_spans
 
 
@@ -47,9 +47,7 @@ class TransformerGazePredictor:
         if not path.is_dir():
             raise PathNotFoundError(f"gaze predictor checkpoint directory not found: {path}")
         self.name = f"transformer:{path.resolve().name}"
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        if not self.tokenizer.is_fast:
-            raise ConfigError(f"{path}: a fast tokenizer is needed for character offsets")
+        self.tokenizer = offsets_tokenizer(path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = AutoModelForTokenClassification.from_pretrained(path).to(self.device).eval()
         if self.model.config.num_labels != N_FEATURES:
@@ -74,10 +72,8 @@ class TransformerGazePredictor:
             chunk_texts = [texts[t][s[0][0] : s[-1][1]] for (t, _), s in zip(batch, chunk_spans, strict=True)]
             outputs = self._forward(chunk_texts)
             for (t, first), s, (offsets, values) in zip(batch, chunk_spans, outputs, strict=True):
-                word = token_word_index(offsets, s, char_shift=-s[0][0])
-                tokens = np.flatnonzero(word >= 0)
-                words, first_of_word = np.unique(word[tokens], return_index=True)
-                features[t][first + words] = values[tokens[first_of_word]]
+                chunk = np.asarray(s) - s[0][0]  # the chunk's words, in its own characters
+                features[t][first : first + len(s)] = word_values(values, first_tokens(offsets, chunk))
         return [WordGaze(s, f) for s, f in zip(spans, features, strict=True)]
 
     @torch.inference_mode()
