@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +46,14 @@ def overrides_from(settings: Mapping[str, Any], prefix: str = "") -> list[str]:
         path = f"{prefix}{key}"
         found += overrides_from(value, f"{path}.") if isinstance(value, Mapping) else [override(path, value)]
     return found
+
+
+def check_unique(kind: str, names: Sequence[Any]) -> None:
+    """A config validator's check that names (stages, rows, seeds) repeat nowhere: ValueError listing those
+    that do."""
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"duplicate {kind}(s) {repeated}")
 
 
 def load_config(

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gazerm.config import load_config, override
+from gazerm.config import check_unique, load_config, override
 from gazerm.data.prepare import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.storage import is_object_store
@@ -96,10 +96,10 @@ class StagedJobConfig(_Strict):
             raise ValueError(
                 "base.output_dir: staged jobs need a local or mounted path (each stage reads the last)"
             )
-        _unique("stage", [stage.name for stage in self.stages])
+        check_unique("stage name", [stage.name for stage in self.stages])
         if not self.eval_sets:
             self.eval_sets = [EvalSet(name=stage.name, stage=stage.name) for stage in self.stages]
-        _unique("eval set", [evaluation.name for evaluation in self.eval_sets])
+        check_unique("eval set name", [evaluation.name for evaluation in self.eval_sets])
         names = {stage.name for stage in self.stages}
         for evaluation in self.eval_sets:
             if evaluation.stage is not None and evaluation.stage not in names:
@@ -139,12 +139,6 @@ class StagedJobConfig(_Strict):
         if evaluation.dataset_dir is not None:
             return evaluation.dataset_dir
         return next(stage.shards_dir for stage in self.stages if stage.name == evaluation.stage)
-
-
-def _unique(kind: str, names: list[str]) -> None:
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise ValueError(f"duplicate {kind} name(s) {repeated}")
 
 
 def _dump(prepare: PrepareConfig | None) -> dict[str, Any] | None:

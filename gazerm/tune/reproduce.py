@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gazerm.config import load_config, override, overrides_from
+from gazerm.config import check_unique, load_config, override, overrides_from
 from gazerm.errors import ConfigError
 from gazerm.storage import is_object_store
 from gazerm.table import Table
@@ -60,10 +60,8 @@ class ReproduceConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ReproduceConfig:
-        for kind, names in (("row", [row.name for row in self.rows]), ("seed", self.seeds)):
-            repeated = sorted({str(name) for name in names if names.count(name) > 1})
-            if repeated:
-                raise ValueError(f"duplicate {kind}(s) {repeated}")
+        check_unique("row", [row.name for row in self.rows])
+        check_unique("seed", self.seeds)
         if any(row.published is not None for row in self.rows) and not self.published_source:
             raise ValueError("published numbers need published_source: where in the paper they are")
         return self
