@@ -11,7 +11,9 @@ word in the response text and that word's five normalised reading measures. They
 stored per word (not per token) so one prepared dataset serves any tokenizer; the
 word → sub-token alignment happens when batches are built (``gazerm.features.alignment``).
 ``prompt_gaze`` holds the same for the prompt text (the ``reference`` gaze layout reads it); it is the
-last column, and shards written before it existed have none, which readers take as no prompt gaze.
+column after ``implicit``, and shards written before it existed have none, which readers take as no prompt
+gaze. ``group`` names who gave the labels (a study's worker id): grouped splits keep each group in one
+split, so no annotator is in both train and test; it is the last column, absent from older shards.
 
 Implicit behaviour features (IFLLM-style dwell time, scrolling, mouse movement, recorded
 fixations; ``gazerm.features.implicit``) are joined in by ``prepare`` from session logs: per
@@ -62,6 +64,7 @@ PREFERENCE_SCHEMA = pa.schema(
         pa.field("gaze_source", pa.string()),
         pa.field("implicit", pa.list_(pa.list_(pa.float32()))),
         pa.field("prompt_gaze", GAZE_TYPE),
+        pa.field("group", pa.string()),
     ],
     metadata={"gazerm.schema_version": str(SCHEMA_VERSION)},
 )
@@ -97,6 +100,7 @@ class PreferenceExample:
     ranking: list[int] | None = None
     context: list[dict[str, str]] = field(default_factory=list)
     domain: str | None = None
+    group: str | None = None
 
     @property
     def example_id(self) -> str:
@@ -127,6 +131,7 @@ class PreferenceExample:
             "gaze_source": None,
             "implicit": None,
             "prompt_gaze": None,
+            "group": self.group,
         }
 
 
