@@ -99,7 +99,24 @@ class ModelConfig(_Strict):
     implicit_features: bool = Field(
         default=False,
         description="add a learned term from each response's implicit behaviour features (IFLLM-style "
-        "session logs joined in by prepare) to its reward",
+        "session logs or a study's release, joined in by prepare) to its reward",
+    )
+    implicit_dim: int | None = Field(
+        default=None,
+        gt=0,
+        description="length of the implicit feature vector; None: the prepared data's (its manifest names "
+        "the features), which the training job fills in and the saved model keeps",
+    )
+    text: bool = Field(
+        default=True,
+        description="false: no text term, the reward is the implicit head's alone (an implicit-only "
+        "baseline; needs implicit_features and fusion none)",
+    )
+    frozen: bool = Field(
+        default=False,
+        description="train the heads only: backbone (no LoRA) and gaze projector stay at their initial "
+        "weights, so each response's pooled features are computed once, cached and reused by every run "
+        "on the same inputs (gazerm.train.frozen); needs lora null",
     )
     init_from: str | None = Field(
         default=None,
@@ -131,6 +148,25 @@ class ModelConfig(_Strict):
     def _qlora(self) -> ModelConfig:
         if self.quantization == "nf4" and (self.lora is None or self.is_tiny):
             raise ValueError("model.quantization=nf4 (QLoRA) needs lora and a pretrained (non-tiny) backbone")
+        return self
+
+    @model_validator(mode="after")
+    def _text_or_implicit(self) -> ModelConfig:
+        if not self.text and (not self.implicit_features or self.fusion != "none"):
+            raise ValueError(
+                "model.text=false scores the implicit features alone: set implicit_features=true "
+                "and fusion=none"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _frozen(self) -> ModelConfig:
+        if self.frozen and (self.lora is not None or self.quantization != "none" or self.reads_padding):
+            raise ValueError(
+                "model.frozen=true trains the heads on cached features of an unchanged backbone: set "
+                "lora=null and quantization=none, and keep positions=attended and pooling other than "
+                "last_slot (features that depend on a batch's padding cannot be cached per response)"
+            )
         return self
 
     @property

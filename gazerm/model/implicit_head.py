@@ -6,22 +6,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gazerm.features.implicit import N_IMPLICIT
-
 
 class ImplicitHead(nn.Module):
-    """Linear → ReLU → Dropout → Linear over the ``(B, N_IMPLICIT)`` features, zero where a response has none.
+    """Linear → ReLU → Dropout → Linear over ``(B, in_features)`` features, zero where a response has none.
 
     A separate additive term (rather than features mixed into the text's hidden state) keeps a response
     without session logs scored by its text alone, exactly as a text-only model would score it.
     """
 
-    def __init__(self, hidden: int, num_outputs: int, dropout: float):
+    def __init__(self, in_features: int, hidden: int, num_outputs: int, dropout: float):
         super().__init__()
+        self.in_features = in_features
         self.net = nn.Sequential(
-            nn.Linear(N_IMPLICIT, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_outputs)
+            nn.Linear(in_features, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_outputs)
         )
 
     def forward(self, features: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        if features.shape[-1] != self.in_features:
+            raise ValueError(
+                f"the implicit head reads {self.in_features} behaviour features per response, these rows "
+                f"have {features.shape[-1]}: score with data prepared like the model's training data"
+            )
         term = self.net(features.to(self.net[0].weight.dtype))
         return term * present.to(term.dtype).unsqueeze(-1)

@@ -18,7 +18,6 @@ import torch
 from gazerm.errors import PathNotFoundError
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
-from gazerm.features.implicit import N_IMPLICIT
 from gazerm.model.templates import Context, PlainTemplate, PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class ModelInputs:
     gaze: torch.Tensor  # (B, T, N_FEATURES) float32, aligned to the tokens
     gaze_mask: torch.Tensor  # (B, T) bool: tokens that have gaze
     response_mask: torch.Tensor  # (B, T) bool: the response's tokens (LM loss); not a forward input
-    implicit: torch.Tensor  # (B, N_IMPLICIT) float32
+    implicit: torch.Tensor  # (B, D) float32: D behaviour features, 0 when no row has any
     implicit_mask: torch.Tensor  # (B,) bool: rows that have implicit features
 
     def to(self, device: torch.device | str) -> ModelInputs:
@@ -177,13 +176,14 @@ class SequenceEncoder:
     def pad(self, items: list[dict[str, np.ndarray]]) -> ModelInputs:
         """Right-pad a list of encoded sequences to their longest one."""
         length = max(len(item["input_ids"]) for item in items)
+        implicit_dim = _implicit_dim(items)
         batch = {
             "input_ids": torch.full((len(items), length), self.tokenizer.pad_token_id, dtype=torch.long),
             "attention_mask": torch.zeros((len(items), length), dtype=torch.long),
             "gaze": torch.zeros((len(items), length, N_FEATURES), dtype=torch.float32),
             "gaze_mask": torch.zeros((len(items), length), dtype=torch.bool),
             "response_mask": torch.zeros((len(items), length), dtype=torch.bool),
-            "implicit": torch.zeros((len(items), N_IMPLICIT), dtype=torch.float32),
+            "implicit": torch.zeros((len(items), implicit_dim), dtype=torch.float32),
             "implicit_mask": torch.zeros(len(items), dtype=torch.bool),
         }
         for row, item in enumerate(items):
@@ -202,8 +202,15 @@ class SequenceEncoder:
 def _implicit_vector(values: np.ndarray) -> np.ndarray | None:
     """A response's implicit features as a float32 vector, or None when it has none."""
     vector = np.asarray(values, dtype=np.float32).ravel()
-    if vector.size == 0:
-        return None
-    if vector.size != N_IMPLICIT:
-        raise ValueError(f"expected {N_IMPLICIT} implicit features per response, got {vector.size}")
-    return vector
+    return vector if vector.size else None
+
+
+def _implicit_dim(items: list[dict[str, np.ndarray]]) -> int:
+    """The length of the batch's implicit vectors (0 when no row has any); one prepared dataset has one
+    length, so differing ones mean rows of two datasets were mixed."""
+    sizes = {item["implicit"].size for item in items if item["implicit"] is not None}
+    if len(sizes) > 1:
+        raise ValueError(
+            f"rows with implicit feature vectors of different lengths {sorted(sizes)} in one batch"
+        )
+    return sizes.pop() if sizes else 0

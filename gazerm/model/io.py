@@ -13,7 +13,8 @@ Layout::
     backbone/            base backbone weights (save_pretrained), for full fine-tuning and for tiny-*
                          backbones, whose random-init weights exist nowhere else
 
-With LoRA on a hub backbone there is no ``backbone/``: the base comes from ``config.backbone`` again.
+With LoRA or a frozen backbone (``frozen``) on a hub backbone there is no ``backbone/``: the base comes from
+``config.backbone`` again.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def save_reward_model(
     if isinstance(model.backbone, PeftModel):
         model.backbone.save_pretrained(str(out / "adapter"), state_dict=backbone)
         backbone = _without_lora(backbone)
-    if config.is_tiny or config.lora is None:
+    if config.is_tiny or (config.lora is None and not config.frozen):
         model.hf_model.save_pretrained(str(out / "backbone"), state_dict=backbone)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     (out / "config.yaml").write_text(dump_config(config))

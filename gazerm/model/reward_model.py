@@ -34,6 +34,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from gazerm.errors import ConfigError
+from gazerm.features.implicit import N_IMPLICIT
 from gazerm.model.backbones import check_attention, check_lora_targets, resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig, Pooling
 from gazerm.model.fusion import FusedInputs, fuse
@@ -80,7 +81,9 @@ class RewardModel(nn.Module):
         )
         self.value_head = nn.Linear(hidden, config.num_outputs)
         self.implicit_head = (
-            ImplicitHead(config.fp_hidden, config.num_outputs, config.fp_dropout[0])
+            ImplicitHead(
+                config.implicit_dim or N_IMPLICIT, config.fp_hidden, config.num_outputs, config.fp_dropout[0]
+            )
             if config.implicit_features
             else None
         )
@@ -111,14 +114,63 @@ class RewardModel(nn.Module):
     ) -> RewardOutput:
         """``input_ids``/``attention_mask`` ``(B, T)``; ``gaze`` ``(B, T, 5)`` float and ``gaze_mask``
         ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``); ``implicit``
-        ``(B, N_IMPLICIT)`` and ``implicit_mask`` ``(B,)`` for a model with ``implicit_features``
+        ``(B, implicit_dim)`` and ``implicit_mask`` ``(B,)`` for a model with ``implicit_features``
         (without them every response is scored as one without session logs). ``packed``: the backbone
-        runs on the attended slots only (``gazerm.model.packing``); same outputs, no compute on padding."""
-        transformer = self.transformer
-        fused = fuse(
+        runs on the attended slots only (``gazerm.model.packing``); same outputs, no compute on padding.
+        A model without a text term (``text: false``) never runs the backbone."""
+        if not self.model_config.text:
+            return RewardOutput(self.head_rewards(None, implicit, implicit_mask))
+        fused = self._fused(input_ids, attention_mask, gaze, gaze_mask)
+        hidden = (
+            self._packed_hidden(fused)
+            if packed
+            else self._hidden(fused.inputs_embeds, fused.attention_mask, fused.position_ids)
+        )
+        pooled = pool(hidden, fused.attention_mask, self.pooling, fused.text_offset)
+        rewards = self.head_rewards(pooled, implicit, implicit_mask)
+        lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None
+        return RewardOutput(rewards, lm_logits)
+
+    def pooled_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        gaze: torch.Tensor | None = None,
+        gaze_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``(B, H)``: what the value head reads, the backbone's pooled hidden state after gaze fusion. A
+        frozen model's are fixed per response, which is what lets ``gazerm.train.frozen`` cache them."""
+        fused = self._fused(input_ids, attention_mask, gaze, gaze_mask)
+        hidden = self._hidden(fused.inputs_embeds, fused.attention_mask, fused.position_ids)
+        return pool(hidden, fused.attention_mask, self.pooling, fused.text_offset)
+
+    def head_rewards(
+        self,
+        pooled: torch.Tensor | None,
+        implicit: torch.Tensor | None = None,
+        implicit_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Rewards ``(B,)`` (``(B, num_outputs)`` for several outputs) from the pooled features ``(B, H)``
+        (None for a model without a text term) plus the implicit head's term where a row has features."""
+        rewards = None if pooled is None else self.value_head(pooled.to(self.value_head.weight.dtype)).float()
+        if self.implicit_head is not None and implicit is not None and implicit.shape[-1] > 0:
+            term = self.implicit_head(implicit, implicit_mask).float()
+            rewards = term if rewards is None else rewards + term
+        if rewards is None:
+            raise ValueError("a model without a text term needs each row's implicit features")
+        return rewards.squeeze(-1) if self.model_config.num_outputs == 1 else rewards
+
+    def _fused(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        gaze: torch.Tensor | None,
+        gaze_mask: torch.Tensor | None,
+    ) -> FusedInputs:
+        return fuse(
             self.model_config.fusion,
             self.projector,
-            transformer.get_input_embeddings()(input_ids),
+            self.transformer.get_input_embeddings()(input_ids),
             attention_mask,
             gaze,
             gaze_mask,
@@ -126,19 +178,6 @@ class RewardModel(nn.Module):
             separators=self.separators,
             positions=self.model_config.positions,
         )
-        hidden = (
-            self._packed_hidden(fused)
-            if packed
-            else self._hidden(fused.inputs_embeds, fused.attention_mask, fused.position_ids)
-        )
-        pooled = pool(hidden, fused.attention_mask, self.pooling, fused.text_offset)
-        rewards = self.value_head(pooled.to(self.value_head.weight.dtype)).float()
-        if self.implicit_head is not None and implicit is not None:
-            rewards = rewards + self.implicit_head(implicit, implicit_mask).float()
-        if self.model_config.num_outputs == 1:
-            rewards = rewards.squeeze(-1)
-        lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None
-        return RewardOutput(rewards, lm_logits)
 
     def _hidden(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None, position_ids: torch.Tensor

@@ -32,7 +32,7 @@ from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
-from gazerm.train.loop import LoopSettings, train_loop_per_worker
+from gazerm.train.loop import LoopSettings, summarize_test, train_loop_per_worker
 from gazerm.train.memory import preflight
 from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
@@ -79,6 +79,76 @@ def check_prompt_gaze(config: TrainJobConfig, root: str, manifest: Manifest) -> 
             f"model.gaze_layout=reference gazes the prompt too, but {root} was prepared before gazerm stored "
             "the prompt's gaze: prepare it again (gazerm prepare CONFIG --force)"
         )
+
+
+def fitted_to_data(config: TrainJobConfig, root: str, manifest: Manifest) -> TrainJobConfig:
+    """The job checked against its prepared data, with what the data decides filled in: the implicit
+    head's input length (the manifest names the features)."""
+    problem = config.features_problem(manifest.gaze_predictor)
+    if problem:
+        raise ConfigError(f"{root}: {problem}")
+    check_prompt_gaze(config, root, manifest)
+    names = (manifest.implicit or {}).get("feature_names")
+    if not config.model.implicit_features or not names:
+        return config
+    if config.model.implicit_dim not in (None, len(names)):
+        raise ConfigError(
+            f"{root}: model.implicit_dim={config.model.implicit_dim}, but the data has {len(names)} implicit "
+            f"features ({', '.join(names)})"
+        )
+    model = config.model.model_copy(update={"implicit_dim": len(names)})
+    return config.model_copy(update={"model": model})
+
+
+def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str | None) -> TrainOutcome:
+    """A ``model.frozen`` job: the heads trained in this process on cached pooled features
+    (``gazerm.train.frozen``), tracked and published like a Ray Train job's model."""
+    from gazerm.track.mlflow_tracking import MetricLogger, ended_on_failure, finish_run, start_run
+    from gazerm.train.frozen import FrozenTrainer
+
+    output = Storage.of(config.output_dir)
+    if not resume:
+        output.delete()
+    root, manifest = ensure_dataset(config)
+    config = fitted_to_data(config, root, manifest)
+    splits = {
+        name: _split_units(manifest.shard_paths(root, name), config.loss.kind, config.model.num_outputs)
+        for name in ("train", *EVALUATED)
+    }
+    for split in ("train", "validation"):
+        if splits[split].num_rows == 0:
+            raise ConfigError(
+                f"{root}: the {split} split has no {config.loss.kind} training units (loss.kind)"
+            )
+    tracking_uri = config.resolved_tracking_uri()
+    run_id = start_run(
+        tracking_uri,
+        config.tracking.experiment,
+        config.tracking.run_name or config.name,
+        {**config.model_dump(mode="json"), "train_units": splits["train"].num_rows},
+        output.uri,
+        parent_run_id=parent_run_id,
+    )
+    print(
+        f"[gazerm] training the heads of {config.name} on a frozen backbone: {splits['train'].num_rows} "
+        "train units",
+        flush=True,
+    )
+    inputs = InputSpec(
+        manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
+    )
+    with ended_on_failure(tracking_uri, run_id):
+        trainer = FrozenTrainer(config, splits)
+        trainer.setup()
+        metrics = trainer.train(MetricLogger(tracking_uri, run_id).log)
+        print(f"[gazerm] {summarize_test(metrics, config.run)}", flush=True)
+        model = output.child(MODEL_DIR)
+        with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
+            local_model = Path(staging) / MODEL_DIR
+            trainer.save(local_model, inputs)
+            model.replace_with(local_model)
+            finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
+    return TrainOutcome(model.uri, tracking_uri, run_id, metrics)
 
 
 def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
@@ -171,6 +241,8 @@ def run_training(
 
     from gazerm.track.mlflow_tracking import ended_on_failure, open_store, start_run
 
+    if config.model.frozen:
+        return run_frozen_training(config, resume, parent_run_id)
     startup = StartupClock(time.time())
     if not config.model.is_tiny:
         resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
@@ -189,10 +261,7 @@ def run_training(
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     startup.mark("ray")
     root, manifest = ensure_dataset(config)
-    problem = config.features_problem(manifest.gaze_predictor)
-    if problem:
-        raise ConfigError(f"{root}: {problem}")
-    check_prompt_gaze(config, root, manifest)
+    config = fitted_to_data(config, root, manifest)
     kind, num_outputs = config.loss.kind, config.model.num_outputs
     train_paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, "train")]
     splits = {name: _split_units(manifest.shard_paths(root, name), kind, num_outputs) for name in EVALUATED}

@@ -42,8 +42,36 @@ def test_encoder_pads_features_and_marks_who_has_them(tokenizers):
     )
     assert batch.implicit_mask.tolist() == [True, False]
     assert batch.implicit[0].tolist() == values.tolist() and not batch.implicit[1].any()
-    with pytest.raises(ValueError, match=f"expected {N_IMPLICIT} implicit features"):
-        encoder.encode([PromptResponse("Q: ", "yes", empty, empty, values[:3])])
+    with pytest.raises(ValueError, match=r"different lengths \[3, 8\]"):
+        encoder.pad(
+            encoder.encode(
+                [
+                    PromptResponse("Q: ", "yes", empty, empty, values[:3]),
+                    PromptResponse("Q: ", "no", empty, empty, values),
+                ]
+            )
+        )
+
+
+def test_head_sized_by_the_data_and_refusing_other_lengths(tokenizers):
+    model = build_reward_model(tiny_config(implicit_features=True, implicit_dim=3), tokenizers["tiny-llama"])
+    assert model.implicit_head.net[0].in_features == 3
+    with pytest.raises(ValueError, match="reads 3 behaviour features per response, these rows have 8"):
+        model.implicit_head(torch.ones(2, N_IMPLICIT), torch.ones(2, dtype=torch.bool))
+
+
+def test_implicit_only_model_never_reads_the_text(tokenizers):
+    config = tiny_config(implicit_features=True, implicit_dim=3, text=False, fusion="none")
+    model = build_reward_model(config, tokenizers["tiny-llama"]).eval()
+    batch = make_batch(tokenizers["tiny-llama"])
+    features, present = torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 2.0]]), torch.tensor([True, True])
+    with torch.no_grad():
+        rewards = model(**batch, implicit=features, implicit_mask=present).rewards
+        scrambled = model(
+            **{**batch, "input_ids": batch["input_ids"].flip(1)}, implicit=features, implicit_mask=present
+        )
+    assert rewards[0].item() == pytest.approx(rewards[1].item(), abs=1e-6)
+    assert torch.equal(rewards, scrambled.rewards)
 
 
 def test_head_round_trips_through_save_and_load(tmp_path, tokenizers):

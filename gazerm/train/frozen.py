@@ -1,0 +1,267 @@
+"""Head-only training on a frozen backbone (``model.frozen``): the value head and the implicit head learn
+from each response's pooled features, which the unchanged backbone (and gaze projector) give once.
+
+Why: with nothing below the heads training, a response's pooled features (``RewardModel.pooled_features``:
+the backbone's pooled hidden state after gaze fusion) never change, so they are computed once and cached
+on disk, keyed by what decides them (the backbone, the fusion settings, the model seed where it draws a
+projector or a tiny backbone) and by the response's exact token ids and token-aligned gaze. Every later
+run on the same responses — another seed, another cross-validation fold, another head — reads them back:
+a table of rows × folds × seeds over a 135M-parameter backbone then costs one forward pass per response
+instead of a fine-tuning run per cell. The runs use the units, collation, losses, metrics, selection,
+MLflow run and model directory of a Ray Train job, in this process (a few thousand vectors need neither
+workers nor DeepSpeed), and the saved model scores like any other: ``gazerm score`` recomputes the same
+features.
+
+The cache lives in ``$GAZERM_CACHE_DIR/pooled`` (default ``~/.cache/gazerm/pooled``), one file per model
+key; delete the folder to clear it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from gazerm.errors import ConfigError
+from gazerm.model.backbones import resolve_backbone
+from gazerm.model.config import ModelConfig
+from gazerm.model.inputs import InputSpec, ModelInputs
+from gazerm.model.io import save_reward_model
+from gazerm.model.reward_model import RewardModel, RewardOutput, build_reward_model, build_tokenizer
+from gazerm.model.templates import build_template
+from gazerm.train.batch import MicroBatch
+from gazerm.train.collate import UnitCollator
+from gazerm.train.config import TrainJobConfig
+from gazerm.train.kinds import loss_kind
+from gazerm.train.metric_names import overall_metrics
+from gazerm.train.metrics import EvalTotals
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "GAZERM_CACHE_DIR"
+CACHE_VERSION = 1  # bump when what a cached vector means changes
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gazerm") / "pooled"
+
+
+def model_key(config: ModelConfig) -> str:
+    """What decides a response's pooled features, hashed: the backbone (a file's size and modification time
+    too), the tokenizer, pooling, attention kernel and every gaze-fusion setting; the seed only where it
+    draws weights the features depend on (a projector, a tiny backbone)."""
+    fields = config.model_dump(
+        mode="json",
+        include={"backbone", "tokenizer", "pooling", "attn_implementation", "fusion"},
+    )
+    if config.is_tiny:
+        fields["tiny"] = config.tiny.model_dump()
+    else:
+        source = Path(resolve_backbone(config.backbone).path)
+        if source.is_file():
+            stat = source.stat()
+            fields["backbone_file"] = [str(source.resolve()), stat.st_size, int(stat.st_mtime)]
+    if config.fusion != "none":
+        fields |= config.model_dump(mode="json", include={"gaze_layout", "features_used", "fp_hidden"})
+    if config.fusion != "none" or config.is_tiny:
+        fields["seed"] = config.seed
+    fields["cache_version"] = CACHE_VERSION
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def sequence_keys(inputs: ModelInputs) -> list[str]:
+    """Per row, a hash of exactly what reaches the backbone: its token ids and its tokens' gaze."""
+    keys = []
+    for row in range(inputs.input_ids.shape[0]):
+        n = int(inputs.attention_mask[row].sum())
+        digest = hashlib.sha256(inputs.input_ids[row, :n].numpy().tobytes())
+        mask = inputs.gaze_mask[row, :n]
+        digest.update(mask.numpy().tobytes())
+        digest.update(inputs.gaze[row, :n][mask].numpy().tobytes())
+        keys.append(digest.hexdigest())
+    return keys
+
+
+class FeatureCache:
+    """Pooled feature vectors by sequence key, for one model key; written whole and atomically."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        self.path = root / f"{key}.pt"
+        self.vectors: dict[str, torch.Tensor] = (
+            torch.load(self.path, weights_only=True) if self.path.is_file() else {}
+        )
+        self._dirty = False
+
+    def put(self, keys: list[str], vectors: torch.Tensor) -> None:
+        for key, vector in zip(keys, vectors.detach().float().cpu(), strict=True):
+            self.vectors[key] = vector.clone()
+        self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self.path.parent, suffix=".tmp", delete=False) as handle:
+            torch.save(self.vectors, handle)
+        os.replace(handle.name, self.path)
+        self._dirty = False
+
+
+@dataclass
+class FeatureBatch:
+    """A micro-batch with its rows' pooled features ``(R, H)`` (None for a model without a text term)."""
+
+    pooled: torch.Tensor | None
+    micro: MicroBatch
+
+    def rewards(self, model: RewardModel) -> torch.Tensor:
+        inputs = self.micro.inputs
+        return model.head_rewards(self.pooled, inputs.implicit, inputs.implicit_mask)
+
+
+class FrozenTrainer:
+    """One head-only run: ``setup()`` builds the model and the split batches (features from the cache or
+    computed), ``train()`` fits the heads, evaluates every ``run.eval_every`` steps and returns the metrics
+    of the selected evaluation's heads on validation and test."""
+
+    def __init__(self, config: TrainJobConfig, splits: dict[str, pa.Table]) -> None:
+        self.config = config
+        self.splits = splits
+        self.kind = loss_kind(config.loss.kind)
+
+    def setup(self) -> None:
+        config = self.config
+        torch.manual_seed(config.run.seed)
+        self.tokenizer = build_tokenizer(config.model)
+        self.model = build_reward_model(config.model, self.tokenizer).eval()
+        self.model.requires_grad_(False)
+        self.heads = [self.model.value_head] if config.model.text else []
+        if self.model.implicit_head is not None:
+            self.heads.append(self.model.implicit_head)
+        for head in self.heads:
+            head.requires_grad_(True)
+        if self.kind.shift_invariant:
+            self.model.value_head.bias.requires_grad_(False)
+        collator = UnitCollator(
+            self.tokenizer,
+            config.data.max_length,
+            config.run.micro_batch_size,
+            config.loss.kind,
+            build_template(config.data.template, self.tokenizer),
+            prompt_gaze=config.model.gazes_prompt,
+        )
+        cache = FeatureCache(cache_root(), model_key(config.model)) if config.model.text else None
+        self.batches = {
+            name: self._featurize(name, units, collator, cache) for name, units in self.splits.items()
+        }
+
+    def _featurize(
+        self, split: str, units: pa.Table, collator: UnitCollator, cache: FeatureCache | None
+    ) -> list[FeatureBatch]:
+        size = self.config.run.micro_batch_size * self.config.data.bucket_window
+        micro_batches = [
+            micro for start in range(0, units.num_rows, size) for micro in collator(units.slice(start, size))
+        ]
+        if cache is None:
+            return [FeatureBatch(None, micro) for micro in micro_batches]
+        keyed = [(micro, sequence_keys(micro.inputs)) for micro in micro_batches]
+        missing = [micro for micro, keys in keyed if any(key not in cache.vectors for key in keys)]
+        for micro in tqdm(missing, desc=f"frozen features ({split})", unit=" batches", mininterval=5.0):
+            inputs = micro.inputs
+            with torch.no_grad():
+                pooled = self.model.pooled_features(
+                    inputs.input_ids, inputs.attention_mask, inputs.gaze, inputs.gaze_mask
+                )
+            cache.put(sequence_keys(inputs), pooled)
+            cache.save()  # a run cut short keeps what it computed
+        return [
+            FeatureBatch(torch.stack([cache.vectors[key] for key in keys]), micro) for micro, keys in keyed
+        ]
+
+    def train(self, log_metrics) -> dict[str, float]:
+        """Fit the heads; ``log_metrics(metrics, step)`` records each step and evaluation. The returned
+        metrics are the selected evaluation's (``val/*``, ``test/*``, ``selected_step``)."""
+        run, optim = self.config.run, self.config.optim
+        parameters = [p for head in self.heads for p in head.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            parameters, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+        )
+        total = run.max_steps or len(self.batches["train"]) * run.epochs // run.grad_accum
+        if total == 0:
+            raise ConfigError("the train split gives no step of this batch configuration")
+        best: tuple[float, int, dict, dict[str, float]] | None = None
+        step = 0
+        for micro_index, batch in enumerate(self._train_order()):
+            self._set_train(True)
+            output = RewardOutput(batch.rewards(self.model))
+            loss, details = self.kind.loss(output, batch.micro, self.config.loss)
+            (loss / run.grad_accum).backward()
+            if (micro_index + 1) % run.grad_accum:
+                continue
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            log_metrics(
+                {"train/loss": float(loss.detach()), **{k: float(v) for k, v in details.items()}}, step
+            )
+            if step % run.eval_every == 0 or step == total:
+                metrics = self.evaluate("validation")
+                log_metrics(metrics, step)
+                best = self._better(best, metrics, step)
+            if step == total:
+                break
+        assert best is not None  # the last step always evaluates
+        _, selected, state, validation = best
+        for head, saved in zip(self.heads, state, strict=True):
+            head.load_state_dict(saved)
+        return {**validation, **self.evaluate("test"), "selected_step": selected}
+
+    def _train_order(self) -> Iterator[FeatureBatch]:
+        """Epoch after epoch, the train micro-batches in a seeded order."""
+        batches, generator = self.batches["train"], random.Random(self.config.run.seed)
+        while True:
+            order = list(range(len(batches)))
+            generator.shuffle(order)
+            yield from (batches[index] for index in order)
+
+    def _better(self, best, metrics: dict[str, float], step: int):
+        """The best evaluation so far (``run.select``: the last, or the best by ``select_metric``, a tie
+        going to the later one as in a Ray Train job)."""
+        run = self.config.run
+        if run.select == "best" and run.select_metric not in metrics:
+            named = sorted(overall_metrics(metrics, "val/"))
+            raise ConfigError(f"run.select_metric={run.select_metric!r} is not one of this run's {named}")
+        value = metrics.get(run.select_metric, 0.0)
+        if best is not None and run.select == "best" and _worse(value, best[0], run.select_mode):
+            return best
+        return value, step, [copy.deepcopy(head.state_dict()) for head in self.heads], metrics
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        totals = EvalTotals(self.config.loss.kind)
+        self._set_train(False)
+        with torch.no_grad():
+            for batch in self.batches.get(split, []):
+                totals.add(batch.rewards(self.model), batch.micro.labels, self.config.loss.use_margin)
+        return totals.metrics("test" if split == "test" else "val")
+
+    def _set_train(self, mode: bool) -> None:
+        for head in self.heads:
+            head.train(mode)
+
+    def save(self, directory: Path, inputs: InputSpec) -> None:
+        save_reward_model(self.model, self.tokenizer, self.config.model, inputs, directory)
+
+
+def _worse(value: float, best: float, mode: str) -> bool:
+    return value < best if mode == "max" else value > best

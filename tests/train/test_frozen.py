@@ -1,0 +1,121 @@
+"""Head-only training on a frozen backbone (``model.frozen``): in process, features cached per response,
+only the heads changing, and a saved model that scores exactly as the trained heads did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from gazerm.model.config import ModelConfig
+from gazerm.model.io import load_reward_model
+from gazerm.model.reward_model import RewardModel
+from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
+from gazerm.train.frozen import CACHE_ENV, FeatureCache, FrozenTrainer, cache_root, model_key
+from gazerm.train.job import run_frozen_training
+from tests.helpers import prepare_gaze_decided
+
+
+@pytest.fixture(scope="module")
+def gaze_decided(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("frozen-data")
+    prepare_gaze_decided(root, n=160, seed=3)
+    return str(root / "shards")
+
+
+@pytest.fixture(autouse=True)
+def feature_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def forwards(monkeypatch) -> list[int]:
+    """Rows the backbone ran on, call by call."""
+    calls: list[int] = []
+    original = RewardModel.pooled_features
+
+    def counted(self, input_ids, *args, **kwargs):
+        calls.append(input_ids.shape[0])
+        return original(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(RewardModel, "pooled_features", counted)
+    return calls
+
+
+def job(tmp_path: Path, dataset: str, name: str, **model) -> TrainJobConfig:
+    return TrainJobConfig(
+        name=name,
+        output_dir=str(tmp_path / name),
+        data=DataConfig(dataset_dir=dataset, prepare=None, max_length=64),
+        model=ModelConfig(frozen=True, lora=None, **model),
+        optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
+        run=RunConfig(num_workers=1, micro_batch_size=8, max_steps=30, eval_every=10, select="best"),
+        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+    )
+
+
+def test_a_frozen_run_trains_only_the_heads_and_its_model_scores_as_trained(tmp_path, gaze_decided):
+    config = job(tmp_path, gaze_decided, "concat", fusion="concat")
+    outcome = run_frozen_training(config, resume=True, parent_run_id=None)
+    assert outcome.metrics["test/count"] > 0 and 0.0 <= outcome.metrics["test/accuracy"] <= 1.0
+    assert outcome.metrics["selected_step"] in (10, 20, 30)
+    history = MlflowClient(outcome.tracking_uri).get_metric_history(outcome.run_id, "val/accuracy")
+    assert sorted(m.step for m in history) == [10, 20, 30]
+
+    saved, _, _ = load_reward_model(outcome.model_dir)
+    fresh = FrozenTrainer(config, {})
+    fresh.setup()  # the untrained model of the same seed
+    initial, trained = fresh.model.state_dict(), saved.state_dict()
+    changed = {name for name in initial if not torch.equal(initial[name], trained[name])}
+    assert changed == {"value_head.weight"}  # projector and backbone untouched, the bias frozen at 0
+
+    trainer = FrozenTrainer(config, {"test": _units(gaze_decided, "test")})
+    trainer.setup()
+    batch = trainer.batches["test"][0]
+    with torch.no_grad():
+        scored = saved(**batch.micro.inputs.forward_kwargs()).rewards
+        from_cache = saved.head_rewards(batch.pooled)
+    torch.testing.assert_close(scored, from_cache, rtol=0, atol=1e-5)
+
+
+def test_features_are_computed_once_per_response_across_runs(tmp_path, gaze_decided, forwards):
+    first = job(tmp_path, gaze_decided, "text-a", fusion="none")
+    run_frozen_training(first, resume=True, parent_run_id=None)
+    rows = sum(forwards)
+    assert rows > 0
+    other_order = first.model_copy(
+        update={
+            "name": "text-b",
+            "output_dir": str(tmp_path / "text-b"),
+            "run": first.run.model_copy(update={"seed": 9}),
+        }
+    )
+    run_frozen_training(other_order, resume=True, parent_run_id=None)
+    assert sum(forwards) == rows  # the second run read every vector back
+    cache = FeatureCache(cache_root(), model_key(first.model))
+    assert len(cache.vectors) == rows
+
+
+def test_the_cache_key_follows_what_decides_the_features():
+    base = ModelConfig(frozen=True, lora=None, fusion="none", backbone="tiny-llama")
+    assert model_key(base) == model_key(base.model_copy(update={"fp_dropout": (0.2, 0.2)}))
+    assert model_key(base) != model_key(base.model_copy(update={"seed": 1}))  # a tiny backbone's weights
+    gaze = base.model_copy(update={"fusion": "add"})
+    assert model_key(gaze) != model_key(gaze.model_copy(update={"features_used": [1, 1, 1, 1, 0]}))
+
+
+def test_frozen_needs_an_unchanged_backbone():
+    with pytest.raises(ValueError, match=r"model\.frozen=true trains the heads"):
+        ModelConfig(frozen=True)  # LoRA by default
+    with pytest.raises(ValueError, match=r"implicit_features=true and fusion=none"):
+        ModelConfig(text=False, fusion="none")
+
+
+def _units(dataset: str, split: str):
+    from gazerm.data.shards import verify
+    from gazerm.train.job import _split_units
+
+    return _split_units(verify(dataset).shard_paths(dataset, split), "pairwise", 1)
