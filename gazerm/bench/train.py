@@ -284,16 +284,7 @@ def _train_shards(job: TrainJobConfig) -> list[str]:
 
 
 def _collator(job: TrainJobConfig) -> UnitCollator:
-    tokenizer = build_tokenizer(job.model)
-    template = build_template(job.data.template, tokenizer)
-    return UnitCollator(
-        tokenizer,
-        job.data.max_length,
-        job.run.micro_batch_size,
-        job.loss.kind,
-        template,
-        prompt_gaze=job.model.gazes_prompt,
-    )
+    return UnitCollator.for_job(job, build_tokenizer(job.model))
 
 
 # -- the baselines ---------------------------------------------------------------------------------

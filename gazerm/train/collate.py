@@ -11,17 +11,20 @@ How a kind's units become one micro-batch is the loss kind's (``gazerm.train.kin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from gazerm.model.config import LossKindName
 from gazerm.model.inputs import SequenceEncoder
-from gazerm.model.templates import PromptTemplate
+from gazerm.model.templates import PromptTemplate, build_template
 from gazerm.train.batch import MicroBatch
 from gazerm.train.kinds import loss_kind
 from gazerm.train.kinds.base import Encoded, Window, floats
+
+if TYPE_CHECKING:
+    from gazerm.train.config import TrainJobConfig
 
 
 class UnitCollator:
@@ -39,6 +42,18 @@ class UnitCollator:
         self.encoder = SequenceEncoder(tokenizer, max_length, template, prompt_gaze)
         self.micro_batch_size = micro_batch_size
         self.kind = loss_kind(kind)
+
+    @classmethod
+    def for_job(cls, config: TrainJobConfig, tokenizer: Any) -> UnitCollator:
+        """The collator a training job's settings describe (token budget, template, batch, loss kind)."""
+        return cls(
+            tokenizer,
+            config.data.max_length,
+            config.run.micro_batch_size,
+            config.loss.kind,
+            build_template(config.data.template, tokenizer),
+            prompt_gaze=config.model.gazes_prompt,
+        )
 
     def encode_units(self, window: Window) -> list[list[Encoded]]:
         """Per unit, its encoded sequences: [chosen, rejected], [rated response] or the ranked list."""

@@ -39,7 +39,6 @@ from gazerm.model.config import ModelConfig
 from gazerm.model.inputs import InputSpec, ModelInputs
 from gazerm.model.io import save_reward_model
 from gazerm.model.reward_model import RewardModel, RewardOutput, build_reward_model, build_tokenizer
-from gazerm.model.templates import build_template
 from gazerm.train.batch import MicroBatch
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
@@ -153,14 +152,7 @@ class FrozenTrainer:
             head.requires_grad_(True)
         if self.kind.shift_invariant:
             self.model.value_head.bias.requires_grad_(False)
-        collator = UnitCollator(
-            self.tokenizer,
-            config.data.max_length,
-            config.run.micro_batch_size,
-            config.loss.kind,
-            build_template(config.data.template, self.tokenizer),
-            prompt_gaze=config.model.gazes_prompt,
-        )
+        collator = UnitCollator.for_job(config, self.tokenizer)
         cache = FeatureCache(cache_root(), model_key(config.model)) if config.model.text else None
         self.batches = {
             name: self._featurize(name, units, collator, cache) for name, units in self.splits.items()

@@ -35,7 +35,6 @@ from gazerm.errors import ConfigError
 from gazerm.model.inputs import InputSpec, ModelInputs
 from gazerm.model.io import load_weights_into, save_reward_model
 from gazerm.model.reward_model import RewardOutput, build_reward_model, build_tokenizer
-from gazerm.model.templates import build_template
 from gazerm.storage import Storage
 from gazerm.track.mlflow_tracking import MetricLogger
 from gazerm.train.batch import MicroBatch
@@ -187,15 +186,7 @@ class Trainer:
         return engine
 
     def _setup_collator(self):
-        config = self.config
-        return UnitCollator(
-            self.tokenizer,
-            config.data.max_length,
-            config.run.micro_batch_size,
-            config.loss.kind,
-            build_template(config.data.template, self.tokenizer),
-            prompt_gaze=config.model.gazes_prompt,
-        )
+        return UnitCollator.for_job(self.config, self.tokenizer)
 
     def _setup_train_stream(self) -> RankStream:
         plan = EpochPlan.from_dict(self.settings.plan)
