@@ -16,6 +16,7 @@ import io
 import json
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,18 @@ class UnreadableFileError(DataError):
     """A whole input file whose content cannot be parsed, as opposed to a missing file or a bad option."""
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a format's files deviate from the readers' defaults (a CSV header row, a JSON array).
+
+    ``columns`` names the columns of a headerless CSV (a first row equal to them is read as a header);
+    ``keyed_by`` reads a JSON object of objects as records, each object's key under that field.
+    """
+
+    columns: tuple[str, ...] | None = None
+    keyed_by: str | None = None
+
+
 def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
@@ -40,13 +53,19 @@ def _format(path: Path) -> str:
     return suffixes[-1].lstrip(".") if suffixes else ""
 
 
-def read_records(path: str | Path) -> Iterator[RecordOrError]:
-    """Records of a local file, by extension (``.json``, ``.jsonl``, ``.csv``, ``.parquet``)."""
+def read_records(path: str | Path, layout: Layout = Layout()) -> Iterator[RecordOrError]:
+    """Records of a local file, by extension (``.json``, ``.jsonl``, ``.csv``, ``.parquet``), read as
+    ``layout`` says."""
     path = Path(path)
     if not path.exists():
         raise DataError(str(path), None, None, "file not found")
     fmt = _format(path)
-    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+    readers = {
+        "jsonl": _read_jsonl,
+        "json": lambda path: _read_json(path, layout.keyed_by),
+        "csv": lambda path: _read_csv(path, layout.columns),
+        "parquet": _read_parquet,
+    }
     if fmt not in readers:
         raise DataError(
             str(path), None, None, f"unknown file type '.{fmt}' (expected one of {sorted(readers)})"
@@ -81,8 +100,38 @@ def _decode_json_line(raw: bytes, file: str, row: int) -> Record | DataError:
     return record
 
 
-def _read_json(path: Path) -> Iterator[RecordOrError]:
-    """A JSON array of objects (or ``{"data": [...]}``); a file that does not parse is one error."""
+def _read_json(path: Path, keyed_by: str | None) -> Iterator[RecordOrError]:
+    """A JSON array of objects (or ``{"data": [...]}``, or with ``keyed_by`` an object of objects); a
+    file that does not parse is one error."""
+    name = str(path)
+    document = _parse_json(path)
+    if keyed_by is not None:
+        yield from _keyed_records(document, name, keyed_by)
+        return
+    if isinstance(document, dict) and isinstance(document.get("data"), list):
+        document = document["data"]
+    if not isinstance(document, list):
+        raise UnreadableFileError(name, None, None, "expected a JSON array of records")
+    for row, record in enumerate(document, start=1):
+        if isinstance(record, dict):
+            yield row, record
+        else:
+            yield row, DataError(name, row, None, f"expected a JSON object, got {type(record).__name__}")
+
+
+def _keyed_records(document: Any, file: str, keyed_by: str) -> Iterator[RecordOrError]:
+    """``{key: {...}}`` as records ``{keyed_by: key, ...}``; row is the key's position in the object."""
+    if not isinstance(document, dict):
+        raise UnreadableFileError(file, None, None, f"expected a JSON object of records keyed by {keyed_by}")
+    for row, (key, value) in enumerate(document.items(), start=1):
+        if isinstance(value, dict):
+            yield row, {**value, keyed_by: key}
+        else:
+            yield row, DataError(file, row, None, f"expected a JSON object, got {type(value).__name__}")
+
+
+def _parse_json(path: Path) -> Any:
+    """The whole document; a file that is not UTF-8 JSON raises :class:`UnreadableFileError`."""
     name = str(path)
     raw = _read_whole(path)
     try:
@@ -98,15 +147,7 @@ def _read_json(path: Path) -> Iterator[RecordOrError]:
             None,
             f"invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); truncated file?",
         ) from exc
-    if isinstance(document, dict) and isinstance(document.get("data"), list):
-        document = document["data"]
-    if not isinstance(document, list):
-        raise UnreadableFileError(name, None, None, "expected a JSON array of records")
-    for row, record in enumerate(document, start=1):
-        if isinstance(record, dict):
-            yield row, record
-        else:
-            yield row, DataError(name, row, None, f"expected a JSON object, got {type(record).__name__}")
+    return document
 
 
 def _read_whole(path: Path) -> bytes:
@@ -118,7 +159,9 @@ def _read_whole(path: Path) -> bytes:
         raise UnreadableFileError(str(path), None, None, f"file is truncated or corrupt ({exc})") from exc
 
 
-def _read_csv(path: Path) -> Iterator[RecordOrError]:
+def _read_csv(path: Path, columns: tuple[str, ...] | None) -> Iterator[RecordOrError]:
+    """Rows as records keyed by the header, or by ``columns`` for a headerless file (rows count from
+    line 1 either way, so a header is line 1)."""
     name = str(path)
     raw = _read_whole(path)
     try:
@@ -126,10 +169,12 @@ def _read_csv(path: Path) -> Iterator[RecordOrError]:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UnreadableFileError(name, line, None, f"not valid UTF-8 at byte {exc.start}") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=columns)
     header_width = len(reader.fieldnames or [])
     for record in reader:
         row = reader.line_num
+        if row == 1 and columns is not None and list(record.values()) == list(columns):
+            continue  # a header naming exactly the declared columns is not a record
         if None in record or len(record) != header_width or any(v is None for v in record.values()):
             yield row, DataError(name, row, None, f"expected {header_width} columns; truncated or ragged row")
         else:
@@ -165,6 +210,18 @@ def read_hub_records(
         message = f"cannot load the dataset ({type(exc).__name__}: {exc})"
         raise DataError(hub_label(name, split, data_files), None, None, message) from exc
     yield from enumerate(dataset, start=1)
+
+
+def download_hub_file(name: str, filename: str) -> Path:
+    """One file of a hub dataset repository, for releases whose files ``datasets`` cannot read as
+    they are (a headerless CSV, a JSON object of records); a failure is a :class:`DataError`."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(name, filename, repo_type="dataset"))
+    except Exception as exc:  # hub, network and missing-file errors have no common base
+        message = f"cannot download the file ({type(exc).__name__}: {exc})"
+        raise DataError(f"{name}/{filename}", None, None, message) from exc
 
 
 def hub_label(name: str, split: str, data_files: str | list[str] | None) -> str:

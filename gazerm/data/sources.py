@@ -21,7 +21,13 @@ from gazerm.data.loaders import (  # noqa: F401 - importing registers the format
     text_score,
 )
 from gazerm.data.loaders.base import FORMATS, Loaded, SourceFormat
-from gazerm.data.readers import hub_label, read_hub_records, read_records
+from gazerm.data.readers import (
+    RecordOrError,
+    download_hub_file,
+    hub_label,
+    read_hub_records,
+    read_records,
+)
 from gazerm.data.schema import PreferenceExample
 from gazerm.data.validate import validate_example
 
@@ -39,25 +45,20 @@ def iter_source(
     """Examples of one source, each validated, a ``Tie`` (``loaders.base``) for every row that states
     no preference, and a :class:`DataError` for every bad row.
 
-    Without ``path`` the records come from ``hub_name`` (default: the format's real hub dataset),
-    or from a local builder such as "json" with ``data_files``. An example that fails validation is
-    yielded as its error, never skipped. ``limit`` counts examples, not ties or errors. ``options``
-    go to the format's parser; an option it does not take, or a value not of the type its signature
-    declares, is an error before anything is read.
+    Without ``path`` the records come from ``hub_name`` (default: the format's real hub dataset, or
+    its ``hub_files`` file for ``split``, downloaded), or from a local builder such as "json" with
+    ``data_files``. An example that fails validation is yielded as its error, never skipped.
+    ``limit`` counts examples, not ties or errors. ``options`` go to the format's parser; an option it
+    does not take, or a value not of the type its signature declares, is an error before anything is
+    read.
     """
     fmt = _format(format, str(path or hub_name or format))
+    if path is None and hub_name in (None, fmt.hub_name) and fmt.hub_files is not None:
+        path = download_hub_file(fmt.hub_name, _hub_file(fmt, split))
     if path is not None:
-        file, records = str(path), read_records(path)
+        file, records = str(path), read_records(path, fmt.layout)
     else:
-        name = hub_name or fmt.hub_name
-        if name is None:
-            raise DataError(
-                format,
-                None,
-                "path",
-                "no hub dataset for this format: give a path, or hub_name='json' and data_files",
-            )
-        file, records = hub_label(name, split, data_files), read_hub_records(name, split, data_files)
+        file, records = _hub_records(fmt, hub_name, split, data_files)
     _check_options(fmt, file, options)
     count = 0
     for item in fmt.parse(records, file, **options):
@@ -71,6 +72,28 @@ def iter_source(
         yield item
         if limit is not None and count >= limit:
             return
+
+
+def _hub_file(fmt: SourceFormat, split: str) -> str:
+    files = fmt.hub_files or {}
+    if split not in files:
+        message = f"{fmt.hub_name} has no {split!r} file for format {fmt.name!r}; splits: {sorted(files)}"
+        raise DataError(fmt.name, None, "split", message)
+    return files[split]
+
+
+def _hub_records(
+    fmt: SourceFormat, hub_name: str | None, split: str, data_files: str | list[str] | None
+) -> tuple[str, Iterator[RecordOrError]]:
+    name = hub_name or fmt.hub_name
+    if name is None:
+        raise DataError(
+            fmt.name,
+            None,
+            "path",
+            "no hub dataset for this format: give a path, or hub_name='json' and data_files",
+        )
+    return hub_label(name, split, data_files), read_hub_records(name, split, data_files)
 
 
 def check_options(format: str, options: dict[str, Any], file: str | None = None) -> None:

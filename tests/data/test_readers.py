@@ -8,10 +8,17 @@ import json
 from functools import partial
 
 import datasets
+import huggingface_hub
 import pytest
 
 from gazerm.data.errors import DataError
-from gazerm.data.readers import UnreadableFileError, hub_label, read_hub_records, read_records
+from gazerm.data.readers import (
+    UnreadableFileError,
+    download_hub_file,
+    hub_label,
+    read_hub_records,
+    read_records,
+)
 from tests.data.util import assert_names, write_jsonl
 
 GOOD = {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."}
@@ -93,3 +100,17 @@ def test_corrupt_or_missing_local_builder_file_names_the_dataset(tmp_path, conte
         list(read("json", "train", data_files=str(path)))
     assert_names(caught.value, f"json[train] ({path})", None, None)
     assert "cannot load the dataset" in caught.value.message
+
+
+def test_hub_file_download_failure_names_the_dataset_and_file(monkeypatch):
+    failure = ConnectionError("no network")
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
+    with pytest.raises(DataError) as caught:
+        download_hub_file("hbXNov/sparse_feedback", "absolute_gpt_3.5_turbo_score.csv")
+    assert_names(caught.value, "hbXNov/sparse_feedback/absolute_gpt_3.5_turbo_score.csv", None, None)
+    assert "cannot download the file (ConnectionError: no network)" in caught.value.message
+    assert caught.value.__cause__ is failure

@@ -25,8 +25,9 @@ def test_importing_sources_registers_every_format():
         "hh_rlhf",
         "dsp",
         "dsp_domain",
-        "sparse_ratings",
-        "sparse_rankings",
+        "sparse_feedback_ratings",
+        "sparse_feedback_rankings",
+        "sparse_feedback_rm_json",
     }
     assert expected <= set(sources.FORMATS)
 

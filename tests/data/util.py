@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ def write_json(path: Path, records: list[Any]) -> Path:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    return write_headerless_csv(path, [header, *rows])
+
+
+def write_headerless_csv(path: Path, rows: Sequence[Sequence[Any]]) -> Path:
+    """Rows as Python's ``csv.writer`` writes them (minimal quoting, CRLF row ends), with no header."""
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
+        csv.writer(handle).writerows(rows)
     return path
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -24,40 +23,39 @@ from gazerm.model.inputs import InputSpec
 from gazerm.model.io import load_reward_model, save_reward_model
 from gazerm.score import RewardScorer
 from tests.conftest import save_random_model
+from tests.data.util import write_headerless_csv
 
-RATINGS = [  # prompt, response, rating
-    ("How do I boil an egg?", "Put it in boiling water for nine minutes.", 5),
-    ("How do I boil an egg?", "Eggs are ubiquitous.", 3),
-    ("How do I boil an egg?", "Boil it.", 3),
-    ("Name a prime.", "Seven is prime.", 2),
-    ("Name a prime.", "Two is the only even prime.", 6),
+RATINGS = [  # the release's headerless ratings CSV: instruction, input ("nan": none), response, rating
+    ("How do I boil an egg?", "nan", "Put it in boiling water for nine minutes.", 5),
+    ("How do I boil an egg?", "nan", "Eggs are ubiquitous.", 3),
+    ("How do I boil an egg?", "nan", "Boil it.", 3),
+    ("Name a prime.", "nan", "Seven is prime.", 2),
+    ("Name a prime.", "nan", "Two is the only even prime.", 6),
 ]
-RANKINGS = [  # prompt, response_a, response_b, preference
-    ("How do I boil an egg?", "Put it in boiling water for nine minutes.", "Eggs are ubiquitous.", "A"),
-    ("How do I boil an egg?", "Eggs are ubiquitous.", "Boil it.", "B"),  # the ratings tie
-    ("Name a prime.", "Seven is prime.", "Two is the only even prime.", "A"),  # the ratings disagree
-    ("What is rain?", "Water falling from clouds.", "A mood.", "A"),  # nothing rated: not compared
+RANKINGS = [  # the release's headerless rankings CSV: instruction, input, response1, response2, preference
+    (
+        "How do I boil an egg?",
+        "nan",
+        "Put it in boiling water for nine minutes.",
+        "Eggs are ubiquitous.",
+        "(a)",
+    ),
+    ("How do I boil an egg?", "nan", "Eggs are ubiquitous.", "Boil it.", "(b)"),  # the ratings tie
+    ("Name a prime.", "nan", "Seven is prime.", "Two is the only even prime.", "(a)"),  # the ratings disagree
+    ("What is rain?", "nan", "Water falling from clouds.", "A mood.", "(a)"),  # nothing rated: not compared
 ]
-
-
-def _write_csv(path, header: list[str], rows: list[tuple]) -> str:
-    with path.open("w", newline="") as handle:
-        csv.writer(handle).writerows([header, *rows])
-    return str(path)
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory) -> str:
     """Every example in validation: 2 rated prompts (3 + 2 responses) and 4 A/B rankings."""
     root = tmp_path_factory.mktemp("consistency")
-    ratings = _write_csv(root / "ratings.csv", ["prompt", "response", "rating"], RATINGS)
-    rankings = _write_csv(
-        root / "rankings.csv", ["prompt", "response_a", "response_b", "preference"], RANKINGS
-    )
+    ratings = write_headerless_csv(root / "ratings.csv", RATINGS)
+    rankings = write_headerless_csv(root / "rankings.csv", RANKINGS)
     config = PrepareConfig(
         sources=[
-            SourceSpec(format="sparse_ratings", path=ratings),
-            SourceSpec(format="sparse_rankings", path=rankings),
+            SourceSpec(format="sparse_feedback_ratings", path=str(ratings)),
+            SourceSpec(format="sparse_feedback_rankings", path=str(rankings)),
         ],
         output_dir=str(root / "shards"),
         splits={"train": 0.0, "validation": 1.0, "test": 0.0},
@@ -104,9 +102,9 @@ def test_a_model_agrees_with_itself(self_report):
     assert (overall.examples, overall.agreement.pairs, overall.agreement.rate) == (6, 8, 1.0)
     assert overall.ratings_accuracy == overall.rankings_accuracy
     assert overall.ratings_accuracy.pairs == 7  # 2 + 1 rating-derived pairs, 4 A/B rankings
-    assert list(report.by_source) == [ALL_SOURCES, "sparse_rankings", "sparse_ratings"]
-    assert report.by_source["sparse_ratings"].agreement.pairs == 3 + 1
-    assert report.by_source["sparse_rankings"].ratings_accuracy.pairs == 4
+    assert list(report.by_source) == [ALL_SOURCES, "sparse_feedback_rankings", "sparse_feedback_ratings"]
+    assert report.by_source["sparse_feedback_ratings"].agreement.pairs == 3 + 1
+    assert report.by_source["sparse_feedback_rankings"].ratings_accuracy.pairs == 4
 
 
 def test_a_negated_model_disagrees_on_every_pair(dataset_dir, models):
@@ -190,7 +188,7 @@ def test_consistency_command_prints_the_table_and_writes_json(dataset_dir, model
     )
     assert result.exit_code == 0, result.output
     rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in result.output.splitlines()]
-    assert ["sparse_ratings", "2", "4"] in [row[:3] for row in rows]
+    assert ["sparse_feedback_ratings", "2", "4"] in [row[:3] for row in rows]
     written = json.loads((tmp_path / "r.json").read_text())
     expected = consistency_report(models["multi"], models["negated"], dataset_dir, weights=(0.5, 0.5))
     assert written["by_source"][ALL_SOURCES]["agreement"]["rate"] == pytest.approx(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from gazerm.data.errors import DataError
-from gazerm.data.readers import RecordOrError
+from gazerm.data.readers import Layout, RecordOrError
 from gazerm.data.schema import PreferenceExample
 
 
@@ -39,12 +39,17 @@ class SourceFormat:
     or a :class:`DataError` for each bad one (a reader's error is passed on unchanged). It never
     skips a record silently.
     ``hub_name`` is the dataset's real Hugging Face name, used when no local path is given.
+    ``layout`` says how the readers read its files (headerless CSV, keyed JSON). ``hub_files`` maps
+    splits to files of ``hub_name`` that are downloaded and read like local ones, for a hub repository
+    of raw release files that ``datasets`` cannot load as they are.
     """
 
     name: str
     hub_name: str | None
     parse: Parser
     description: str
+    layout: Layout = field(default_factory=Layout)
+    hub_files: Mapping[str, str] | None = None
 
 
 FORMATS: dict[str, SourceFormat] = {}

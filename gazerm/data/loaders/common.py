@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from gazerm.data.errors import DataError
 from gazerm.data.readers import Record, RecordOrError, require
-from gazerm.data.schema import PreferenceExample, pairs_from_scores
+from gazerm.data.schema import Pair, PreferenceExample, pairs_from_scores
 
 T = TypeVar("T")
 
@@ -78,14 +78,28 @@ def rating_example(
     source: str, file: str, row: int, prompt: str, responses: list[str], scores: list[float], **labels
 ) -> PreferenceExample:
     """A "rating" example with pairs from the scores: higher is chosen, margin = gap, ties give none."""
+    pairs = pairs_from_scores(scores)
+    return labelled_example(source, file, row, prompt, responses, "rating", pairs, scores=scores, **labels)
+
+
+def labelled_example(
+    source: str,
+    file: str,
+    row: int,
+    prompt: str,
+    responses: list[str],
+    kind: str,
+    pairs: list[Pair],
+    **labels,
+) -> PreferenceExample:
+    """An example of one prompt, traced to its file and row, with its label kind and pairs."""
     return PreferenceExample(
         source=source,
         source_file=file,
         source_row=row,
         prompt=prompt,
         responses=responses,
-        label_kind="rating",
-        pairs=pairs_from_scores(scores),
-        scores=scores,
+        label_kind=kind,
+        pairs=pairs,
         **labels,
     )
