@@ -16,20 +16,11 @@ from gazerm.data.errors import DataError
 from gazerm.data.prepare import PrepareConfig, prepare
 from gazerm.data.shards import MANIFEST_NAME, Manifest, group_fold_splits, group_folds
 from gazerm.errors import ConfigError
-from tests.data.util import write_jsonl
+from tests.data.util import study_rows, write_jsonl
 
 FOLDS = 4
 SIZES = {f"w{i:02d}": 3 + i % 5 for i in range(11)}  # 11 workers, 3 to 7 rows each
 GROUPED = {"split_method": "group_kfold", "folds": FOLDS, "splits": {"train": 0.8, "validation": 0.2}}
-
-
-def study_rows(sizes: dict[str, int]) -> list[dict[str, Any]]:
-    """Workers labelling prompts of one shared pool: the same prompt is labelled by several groups."""
-    return [
-        {"prompt": f"P{k}", "chosen": f"{worker} likes {k}", "rejected": f"{worker} not {k}", "group": worker}
-        for worker, count in sizes.items()
-        for k in range(count)
-    ]
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import yaml
 from gazerm.errors import ConfigError
 from gazerm.evaluate.baselines import longer_response_accuracy
 from gazerm.tune.reproduce import ReproduceConfig, Run, control_result, run_reproduction, summarize
-from tests.data.test_prepare_folds import study_rows
-from tests.data.util import write_jsonl
+from tests.data.util import study_rows, write_jsonl
 
 FOLDS = 3
 ROWS = [
