@@ -431,8 +431,9 @@ def reproduce(
     overrides: Overrides = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Re-run a paper's table: every row x seed trained from one job, each run's best-validation model
-    scored on the test split; prints mean ± std per row beside the published number. Resumable."""
+    """Re-run a paper's table: every row x seed (x fold) trained from one job, each run's best-validation
+    model scored on the test split; prints mean ± std per row beside the published number, and the spec's
+    paired comparisons over folds. Resumable."""
     from gazerm.tune.reproduce import ReproduceConfig, run_reproduction
 
     settings = load_config(ReproduceConfig, spec, overrides or [])

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from gazerm.data.errors import DataError
@@ -28,6 +28,7 @@ from gazerm.data.shards import (
     SplitMethod,
     SplitName,
     file_sha256,
+    group_fold_splits,
     partition,
     prompt_keys,
     split_names,
@@ -43,6 +44,7 @@ QUARANTINE_NAME = "quarantine.jsonl"
 
 OnError = Literal["raise", "quarantine"]
 PinnedOverlap = Literal["drop", "keep"]
+GroupColumn = Literal["group", "domain"]
 
 
 class SourceSpec(BaseModel):
@@ -178,8 +180,14 @@ class PrepareConfig(BaseModel):
         default="hash",
         description="hash: each prompt's split from a hash of the seed and the prompt, so no prompt is "
         "in two splits; shuffle: a seeded permutation of the rows cut as datasets' train_test_split "
-        "does (the reference code's split; it splits rows, not prompts)",
+        "does (the reference code's split; it splits rows, not prompts); group_kfold: fold `fold` of "
+        "`folds` folds of whole groups is the test split, so no group is in two splits",
     )
+    group: GroupColumn = Field(
+        default="group", description="group_kfold: the column that groups rows (group: who gave the labels)"
+    )
+    folds: int | None = Field(default=None, ge=2, description="group_kfold: how many folds")
+    fold: int | None = Field(default=None, ge=0, description="group_kfold: the fold that is the test split")
     pinned_overlap: PinnedOverlap = Field(
         default="drop",
         description="an unpinned row whose prompt a pinned source puts in another split: drop (left "
@@ -198,6 +206,32 @@ class PrepareConfig(BaseModel):
         if any(f < 0 for f in splits.values()) or abs(sum(splits.values()) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must be non-negative and sum to 1, got {splits}")
         return splits
+
+    @model_validator(mode="after")
+    def _folds_fit_the_method(self) -> PrepareConfig:
+        if self.split_method != "group_kfold":
+            # by value, not model_fields_set: load_config dumps defaults back in before applying overrides
+            defaults = {"group": "group", "folds": None, "fold": None}
+            given = [name for name, default in defaults.items() if getattr(self, name) != default]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only split_method=group_kfold takes them")
+            return self
+        if self.folds is None or self.fold is None or self.fold >= self.folds:
+            raise ValueError("split_method=group_kfold needs folds (at least 2) and fold (0 to folds - 1)")
+        if self.splits.get("test"):
+            raise ValueError(
+                "split_method=group_kfold: the test split is fold `fold`; give splits only the train and "
+                "validation fractions of the other folds' rows (e.g. {train: 0.9, validation: 0.1})"
+            )
+        pinned = [source.describe() for source in self.sources if source.assign_to]
+        if pinned:
+            raise ValueError(f"split_method=group_kfold splits every row by group; {pinned} pin assign_to")
+        return self
+
+    @property
+    def grouped_by(self) -> str | None:
+        """The column every row needs a value in (group_kfold), else None."""
+        return self.group if self.split_method == "group_kfold" else None
 
 
 def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
@@ -225,7 +259,7 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         table = _add_gaze(table, config.gaze)
     if table.num_rows != len(names):
         raise RuntimeError(f"gaze features returned {table.num_rows} rows for {len(names)}")
-    written = [*config.splits, *(name for name in SPLITS if name in set(pins) - set(config.splits))]
+    written = [*config.splits, *(name for name in SPLITS if name in set(names) - set(config.splits))]
     splits = partition(table, names, written)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -251,7 +285,7 @@ def _existing(root: Path, config: PrepareConfig) -> Manifest | None:
     except (ValueError, FileNotFoundError) as exc:
         log.warning("rebuilding %s: %s", root, exc)
         return None
-    if manifest.config != config.model_dump(mode="json"):
+    if not _same_config(manifest.config, config):
         return None
     if [source.get("sha256") for source in manifest.sources] != _input_hashes(config):
         log.info("rebuilding %s: an input file changed", root)
@@ -263,6 +297,15 @@ def _existing(root: Path, config: PrepareConfig) -> Manifest | None:
         log.info("rebuilding %s: the recorded fixations changed", root)
         return None
     return manifest
+
+
+def _same_config(recorded: dict[str, Any], config: PrepareConfig) -> bool:
+    """Whether a manifest's config is this one, read as a config: a setting added since the manifest was
+    written then takes its default instead of forcing a rebuild."""
+    try:
+        return PrepareConfig.model_validate(recorded) == config
+    except ValidationError:
+        return False
 
 
 def _input_hashes(config: PrepareConfig) -> list[str | None]:
@@ -294,7 +337,7 @@ def _load_all(
     quarantined: list[dict[str, Any]] = []
     stats = []
     for spec, sha256 in zip(config.sources, _input_hashes(config), strict=True):
-        loaded, ties, bad = _load_source(spec, config.on_error)
+        loaded, ties, bad = _load_source(spec, config.on_error, config.grouped_by)
         report = log.warning if bad else log.info  # quarantined rows must not pass unnoticed
         report("%s: %d examples, %d ties, %d quarantined", spec.describe(), len(loaded), ties, len(bad))
         examples += loaded
@@ -312,7 +355,7 @@ def _load_all(
             }
         )
     if not examples:
-        raise DataError(", ".join(s.describe() for s in config.sources), None, None, "no usable examples")
+        raise DataError(_inputs(config), None, None, "no usable examples")
     return examples, pins, quarantined, stats
 
 
@@ -329,7 +372,7 @@ def _assign(
     keys = prompt_keys(table)
     free = [i for i, pin in enumerate(pins) if pin is None]
     names: list[str | None] = list(pins)
-    free_names = split_names([keys[i] for i in free], config.seed, config.splits, config.split_method)
+    free_names = _split_free(table, free, keys, config)
     for i, name in zip(free, free_names, strict=True):
         names[i] = name
     pinned: defaultdict[str, set[str]] = defaultdict(set)
@@ -352,23 +395,52 @@ def _assign(
         "pinned_overlap": {"policy": config.pinned_overlap, "rows": len(overlap)},
         "prompts_in_several_splits": several,
     }
+    if config.split_method == "group_kfold":
+        record["folds"] = _fold_record(table.column(config.group).to_pylist(), names, config)
     if overlap:
         log.warning(
             "%d rows of unpinned sources share their prompt with a pinned source's other split: %s",
             len(overlap),
             "dropped" if config.pinned_overlap == "drop" else "kept (pinned_overlap=keep)",
         )
-    if several:
-        log.warning("%d prompts are in more than one split (see the manifest's splitting record)", several)
+    if several:  # by design under group_kfold: groups (e.g. a study's workers) label the same prompts
+        report = log.info if config.split_method == "group_kfold" else log.warning
+        report("%d prompts are in more than one split (see the manifest's splitting record)", several)
     return names, record
 
 
+def _inputs(config: PrepareConfig) -> str:
+    return ", ".join(spec.describe() for spec in config.sources)
+
+
+def _split_free(table: pa.Table, free: list[int], keys: list[str], config: PrepareConfig) -> list[str]:
+    """The split of each unpinned row: by prompt (hash), row (shuffle) or group (group_kfold)."""
+    if config.split_method != "group_kfold":
+        return split_names([keys[i] for i in free], config.seed, config.splits, config.split_method)
+    column = table.column(config.group).to_pylist()
+    groups, validation = [column[i] for i in free], config.splits.get("validation", 0.0)
+    try:
+        return group_fold_splits(groups, config.seed, config.folds, config.fold, validation)
+    except ValueError as error:
+        raise DataError(_inputs(config), None, config.group, str(error)) from None
+
+
+def _fold_record(groups: list[str], names: list[str | None], config: PrepareConfig) -> dict[str, Any]:
+    """What the manifest says of a group_kfold split: the column, folds, fold and groups per split."""
+    in_split: defaultdict[str, set[str]] = defaultdict(set)
+    for group, name in zip(groups, names, strict=True):
+        in_split[name].add(group)
+    counts = {name: len(in_split[name]) for name in SPLITS if name in in_split}
+    return {"group": config.group, "folds": config.folds, "fold": config.fold, "groups": counts}
+
+
 def _load_source(
-    spec: SourceSpec, on_error: OnError
+    spec: SourceSpec, on_error: OnError, grouped_by: str | None
 ) -> tuple[list[PreferenceExample], int, list[dict[str, Any]]]:
     """One source's examples, its number of ties (rows whose responses are equally good: no example,
     no error) and its quarantine records. A file that cannot be parsed at all is raised by the reader
-    (no record of it is usable), so it is caught here to quarantine it as one record."""
+    (no record of it is usable), so it is caught here to quarantine it as one record. With
+    ``grouped_by``, an example without a value in that column is an error like any bad row."""
     examples: list[PreferenceExample] = []
     ties = 0
     quarantined: list[dict[str, Any]] = []
@@ -382,7 +454,8 @@ def _load_source(
         **spec.options,
     )
     try:
-        for item in tqdm(items, desc=f"load {spec.describe()}", unit=" rows", mininterval=2.0):
+        for loaded in tqdm(items, desc=f"load {spec.describe()}", unit=" rows", mininterval=2.0):
+            item = _without_group(loaded, grouped_by) or loaded
             if isinstance(item, PreferenceExample):
                 examples.append(item)
             elif isinstance(item, Tie):
@@ -396,6 +469,15 @@ def _load_source(
             raise
         quarantined.append(_quarantine_record(spec, error))
     return examples, ties, quarantined
+
+
+def _without_group(item: Any, grouped_by: str | None) -> DataError | None:
+    """The error for an example that has no value in the column its split is decided by."""
+    if grouped_by and isinstance(item, PreferenceExample) and not getattr(item, grouped_by):
+        return DataError(
+            item.source_file, item.source_row, grouped_by, "empty: split_method=group_kfold splits rows by it"
+        )
+    return None
 
 
 def _quarantine_record(spec: SourceSpec, error: DataError) -> dict[str, Any]:

@@ -14,7 +14,9 @@ re-running ``prepare`` on the same input gives byte-identical shards and manifes
 method, ``shuffle``, cuts a seeded permutation of the rows the way ``datasets``'
 ``Dataset.train_test_split`` does (the split the "Seeing Eye to AI" reference code uses); it splits
 rows, not prompts. ``prepare`` may also pin a whole source to one split (``SourceSpec.assign_to``);
-the fractions then split the other rows only.
+the fractions then split the other rows only. ``group_kfold`` splits by group (who gave the labels):
+the groups are dealt into k folds balanced by rows, one fold is the test split, and validation takes
+whole groups of the others (:func:`group_fold_splits`), so no group is in two splits.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +41,7 @@ from gazerm.errors import PathNotFoundError
 
 SplitName = Literal["train", "validation", "test"]
 SPLITS: tuple[str, ...] = get_args(SplitName)
-SplitMethod = Literal["hash", "shuffle"]
+SplitMethod = Literal["hash", "shuffle", "group_kfold"]
 MANIFEST_NAME = "manifest.json"
 
 
@@ -97,10 +100,15 @@ class Manifest:
         return cls(**data)
 
 
+def _position(seed: int, key: str) -> float:
+    """A uniform number in [0, 1) from a hash of the seed and a key: the same on every run and machine."""
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_of(prompt_key: str, seed: int, fractions: dict[str, float]) -> str:
     """The split a prompt belongs to: a uniform number from its hash, cut at the cumulative fractions."""
-    digest = hashlib.sha256(f"{seed}\x00{prompt_key}".encode()).digest()
-    position = int.from_bytes(digest[:8], "big") / 2**64
+    position = _position(seed, prompt_key)
     cumulative = 0.0
     for name, fraction in fractions.items():
         cumulative += fraction
@@ -143,6 +151,50 @@ def split_names(keys: list[str], seed: int, fractions: dict[str, float], method:
     if method == "shuffle":
         return shuffled_splits(len(keys), seed, fractions)
     return [split_of(key, seed, fractions) for key in keys]
+
+
+def group_folds(sizes: dict[str, int], seed: int, folds: int) -> dict[str, int]:
+    """Each group's fold, balanced by rows as sklearn's ``GroupKFold`` deals them: the largest group first,
+    each into the fold with the fewest rows so far. The seed orders equally large groups (by a hash, not
+    input order) and equally full folds, so another seed deals another way where the sizes leave a choice."""
+    tie = np.random.default_rng(seed).permutation(folds)
+    loads = [0] * folds
+    assigned = {}
+    for group in sorted(sizes, key=lambda group: (-sizes[group], _position(seed, group))):
+        fold = min(range(folds), key=lambda k: (loads[k], tie[k]))
+        assigned[group] = fold
+        loads[fold] += sizes[group]
+    return assigned
+
+
+def validation_groups(sizes: dict[str, int], seed: int, fraction: float) -> set[str]:
+    """Whole groups for validation: in a seeded hash order, groups join until validation holds at least
+    ``fraction`` of the rows (rounded up; it overshoots by less than the last group). At least one group
+    must stay for training."""
+    target = math.ceil(fraction * sum(sizes.values()))
+    chosen: set[str] = set()
+    rows = 0
+    for group in sorted(sizes, key=lambda group: _position(seed, f"validation\x00{group}")):
+        if rows >= target:
+            break
+        chosen.add(group)
+        rows += sizes[group]
+    if len(chosen) == len(sizes):
+        raise ValueError(f"validation fraction {fraction} takes all {len(sizes)} groups left for training")
+    return chosen
+
+
+def group_fold_splits(groups: list[str], seed: int, folds: int, fold: int, validation: float) -> list[str]:
+    """The split of each row (given by its group) under ``group_kfold``: the groups of fold ``fold`` are
+    the test split, ``validation`` (a fraction of the other folds' rows) takes whole groups of the others,
+    the rest is train."""
+    sizes = dict(Counter(groups))
+    if len(sizes) < folds:
+        raise ValueError(f"{len(sizes)} groups for {folds} folds: every fold needs at least one group")
+    assigned = group_folds(sizes, seed, folds)
+    held_out = validation_groups({g: n for g, n in sizes.items() if assigned[g] != fold}, seed, validation)
+    names = {g: "test" if assigned[g] == fold else "validation" if g in held_out else "train" for g in sizes}
+    return [names[group] for group in groups]
 
 
 def partition(table: pa.Table, names: list[str], splits: Iterable[str]) -> dict[str, pa.Table]:

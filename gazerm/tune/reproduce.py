@@ -8,21 +8,31 @@ Each run trains in ``<job output_dir>/reproduce/<row>/seed<seed>`` and records i
 so ``--row NAME`` runs a table row at a time and the full table is read back whole. MLflow: one parent
 run per reproduction with each training run nested in it, and the table as ``reproduce.md`` beside
 ``reproduce.json``.
+
+With ``folds`` (cross-validation over the job's ``group_kfold`` split) every (row, fold, seed) is a run, in
+``<row>/fold<k>/seed<seed>``; a fold's number is the mean over its seeds (a fold counts once all its seeds
+finished), and a row's is the mean ± sample std over folds. ``compare`` pairs two rows fold by fold: the
+mean of the per-fold differences with its 95% Student t-interval. A ``control`` row trains nothing: its
+"model" is a rule scored on each fold's test split (``gazerm.evaluate.baselines``), one identical
+``result.json`` per seed so that the table, comparisons and resume treat it like any row.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from scipy.stats import t as student_t
 
 from gazerm.config import check_unique, load_config, override, overrides_from
 from gazerm.errors import ConfigError
+from gazerm.evaluate.baselines import CONTROLS, Control
 from gazerm.storage import is_object_store
 from gazerm.table import Table
 from gazerm.train.config import TrainJobConfig
@@ -30,6 +40,7 @@ from gazerm.train.config import TrainJobConfig
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"  # a directory name and an MLflow run name
 RESULT_FILE = "result.json"
 REPORT_FILES = ("reproduce.md", "reproduce.json")
+CONFIDENCE = 0.95
 
 
 class _Strict(BaseModel):
@@ -38,11 +49,13 @@ class _Strict(BaseModel):
 
 class Row(_Strict):
     """One configuration of the table: the job's settings it changes (``--set`` paths), and the paper's
-    published number for it, if the paper gives one."""
+    published number for it, if the paper gives one. A ``control`` row trains nothing: it scores a rule
+    (``longer_response``: the longer response is the chosen one) on the test split of the row's data."""
 
     name: str = Field(pattern=NAME_PATTERN)
     overrides: dict[str, Any] = Field(default_factory=dict)
     published: float | None = Field(default=None, ge=0, le=1)
+    control: Control | None = None
 
 
 class ReproduceConfig(_Strict):
@@ -57,6 +70,12 @@ class ReproduceConfig(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     metric: str = Field(default="test/accuracy", pattern=r"^test/")
     published_source: str | None = None
+    folds: int | None = Field(
+        default=None, ge=2, description="run every row and seed on each fold of the job's group_kfold split"
+    )
+    compare: list[tuple[str, str]] = Field(
+        default_factory=list, description="[row_a, row_b] pairs: a - b fold by fold, with a t-interval"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ReproduceConfig:
@@ -64,7 +83,20 @@ class ReproduceConfig(_Strict):
         check_unique("seed", self.seeds)
         if any(row.published is not None for row in self.rows) and not self.published_source:
             raise ValueError("published numbers need published_source: where in the paper they are")
+        if any(row.control for row in self.rows) and self.metric != "test/accuracy":
+            raise ValueError(f"control rows give test/accuracy only, not metric {self.metric}")
+        self._check_compare()
         return self
+
+    def _check_compare(self) -> None:
+        names = [row.name for row in self.rows]
+        unknown = sorted({name for pair in self.compare for name in pair} - set(names))
+        if unknown:
+            raise ValueError(f"compare: unknown row(s) {unknown}; the rows are {names}")
+        if any(a == b for a, b in self.compare):
+            raise ValueError("compare: a row compared with itself")
+        if self.compare and self.folds is None:
+            raise ValueError("compare pairs two rows fold by fold: it needs folds")
 
     def base_job(self, tracking_uri: str | None = None) -> TrainJobConfig:
         settings = overrides_from(self.overrides)
@@ -76,33 +108,59 @@ class ReproduceConfig(_Strict):
         return job
 
     def runs(self, base: TrainJobConfig, only: list[str] | None = None) -> list[Run]:
-        """Every (row, seed) training job, in table order; ``only`` keeps the rows named."""
+        """Every (row, fold, seed) job, in table order; ``only`` keeps the rows named."""
         unknown = sorted(set(only or []) - {row.name for row in self.rows})
         if unknown:
             raise ConfigError(f"unknown row(s) {unknown}; the rows are {[row.name for row in self.rows]}")
+        if self.folds is not None:
+            check_folds(base, self.folds, self.job)
         root = Path(base.output_dir).resolve() / "reproduce"
+        folds = [None] if self.folds is None else list(range(self.folds))
         return [
-            Run(row.name, seed, _job(base, row, seed, root / row.name / f"seed{seed}"))
+            Run(row.name, seed, _job(base, row, seed, fold, self.folds, root), fold, row.control)
             for row in self.rows
             if not only or row.name in only
+            for fold in folds
             for seed in self.seeds
         ]
 
 
-def _job(base: TrainJobConfig, row: Row, seed: int, directory: Path) -> TrainJobConfig:
-    """The row's job for one seed: its own output directory and seeds (data order and initialisation),
-    the best-validation model tested; a row that changes the data prepares it into a directory named by
-    that data's settings (rows with the same data share one)."""
+def check_folds(job: TrainJobConfig, folds: int, where: str) -> None:
+    """Runs over folds set ``data.prepare.fold`` only: the job must already split by group into as many."""
+    prepare = job.data.prepare
+    if prepare is None or prepare.split_method != "group_kfold" or prepare.folds != folds:
+        found = "data.dataset_dir" if prepare is None else f"{prepare.split_method}, folds {prepare.folds}"
+        raise ConfigError(
+            f"{where}: folds: {folds} needs data.prepare with split_method: group_kfold and folds: {folds} "
+            f"(the job has {found})"
+        )
+
+
+def run_path(row: str, fold: int | None, seed: int) -> Path:
+    """``<row>/seed<s>``, or ``<row>/fold<k>/seed<s>`` over folds: a run's directory under ``reproduce``."""
+    return Path(row, *([] if fold is None else [f"fold{fold}"]), f"seed{seed}")
+
+
+def _job(
+    base: TrainJobConfig, row: Row, seed: int, fold: int | None, folds: int | None, root: Path
+) -> TrainJobConfig:
+    """The row's job for one seed (and fold): its own output directory and seeds (data order and
+    initialisation), the best-validation model tested; a row that changes the data (as every fold does)
+    prepares it into a directory named by that data's settings (rows with the same data share one)."""
+    path = run_path(row.name, fold, seed)
     settings = [
-        override("name", f"{base.name}-{row.name}-seed{seed}"),
-        override("output_dir", str(directory)),
+        override("name", "-".join([base.name, *path.parts])),
+        override("output_dir", str(root / path)),
         override("run.seed", seed),
         override("model.seed", seed),
         override("run.select", "best"),
         *overrides_from(row.overrides),
+        *([] if fold is None else [override("data.prepare.fold", fold)]),
     ]
     try:
         job = load_config(TrainJobConfig, base.model_dump(mode="json"), settings)
+        if folds is not None:
+            check_folds(job, folds, "the job")
     except ConfigError as error:
         raise ConfigError(f"row {row.name!r}: {error}") from error
     if job.data.prepare is not None and job.data.prepare != base.data.prepare:
@@ -117,43 +175,100 @@ class Run:
     row: str
     seed: int
     job: TrainJobConfig
+    fold: int | None = None
+    control: Control | None = None
 
     @property
     def result_file(self) -> Path:
         return Path(self.job.output_dir) / RESULT_FILE
 
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed}" if self.fold is None else f"fold {self.fold} seed {self.seed}"
+
+
+def _mean(values: dict[int, float]) -> float | None:
+    return statistics.fmean(values.values()) if values else None
+
+
+def _std(values: dict[int, float]) -> float | None:
+    """The sample standard deviation (None below two values)."""
+    return statistics.stdev(values.values()) if len(values) > 1 else None
+
 
 @dataclass
 class RowResult:
     row: str
-    values: list[float]  # the metric of each finished seed, in seed order
+    values: dict[int, float]  # per finished seed; over folds, per fold whose seeds all finished (their mean)
     published: float | None
 
     @property
     def mean(self) -> float | None:
-        return statistics.fmean(self.values) if self.values else None
+        return _mean(self.values)
 
     @property
     def std(self) -> float | None:
-        """The sample standard deviation over seeds (None below two)."""
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
+        return _std(self.values)
+
+
+@dataclass
+class Comparison:
+    """Row ``a`` against row ``b`` on the same folds: the per-fold differences a - b (folds both finished)."""
+
+    a: str
+    b: str
+    differences: dict[int, float]
+
+    @property
+    def mean(self) -> float | None:
+        return _mean(self.differences)
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """The 95% Student t-interval of the mean difference over folds (df = folds - 1; None below two)."""
+        std = _std(self.differences)
+        if std is None:
+            return None
+        n = len(self.differences)
+        half = student_t.ppf((1 + CONFIDENCE) / 2, n - 1) * std / math.sqrt(n)
+        return self.mean - half, self.mean + half
 
 
 @dataclass
 class ReproduceOutcome:
     metric: str
     seeds: int
+    folds: int | None
     published_source: str | None
     rows: list[RowResult] = field(default_factory=list)
+    comparisons: list[Comparison] = field(default_factory=list)
 
     def table(self) -> Table:
+        unit, total = ("seeds", self.seeds) if self.folds is None else ("folds", self.folds)
         published = "published" if self.published_source else "published (not found)"
-        rows = [[r.row, f"{len(r.values)}/{self.seeds}", _mean_std(r), r.published] for r in self.rows]
-        return Table(["row", "seeds", f"{self.metric} mean ± std", published], rows)
+        rows = [[r.row, f"{len(r.values)}/{total}", _mean_std(r), r.published] for r in self.rows]
+        return Table(["row", unit, f"{self.metric} mean ± std", published], rows)
+
+    def comparison_table(self) -> Table:
+        rows = [
+            [f"{c.a} − {c.b}", len(c.differences), _signed(c.mean), _interval(c)] for c in self.comparisons
+        ]
+        return Table(["comparison", "folds", "mean difference", "95% t-interval"], rows)
 
     def report(self) -> str:
         source = self.published_source or "the paper's numbers were not found; none are shown"
-        return f"{self.table().markdown()}\npublished: {source}\n"
+        text = f"{self.table().markdown()}\npublished: {source}\n"
+        if self.folds is not None:
+            text += f"{self.folds} folds: seeds averaged within a fold, then mean ± sample std over folds\n"
+        if self.comparisons:
+            comparisons = self.comparison_table().markdown()
+            text += f"\n{comparisons}\npaired by fold: mean difference, Student t over folds (df = n - 1)\n"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        rows = [{**asdict(r), "mean": r.mean, "std": r.std} for r in self.rows]
+        comparisons = [{**asdict(c), "mean": c.mean, "interval": c.interval} for c in self.comparisons]
+        return {"metric": self.metric, "folds": self.folds, "rows": rows, "comparisons": comparisons}
 
 
 def _mean_std(result: RowResult) -> str:
@@ -163,52 +278,96 @@ def _mean_std(result: RowResult) -> str:
     return f"{result.mean:.4f} ± {spread}"
 
 
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"
+
+
+def _interval(comparison: Comparison) -> str:
+    interval = comparison.interval
+    return "n/a" if interval is None else f"[{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
 def summarize(config: ReproduceConfig, runs: list[Run]) -> ReproduceOutcome:
     """The table from the result files the runs have written so far (every row of the spec, finished
-    seeds only)."""
-    outcome = ReproduceOutcome(config.metric, len(config.seeds), config.published_source)
+    seeds only; over folds, the folds whose seeds all finished) and the comparisons of its rows."""
+    outcome = ReproduceOutcome(config.metric, len(config.seeds), config.folds, config.published_source)
+    finished = {
+        (run.row, run.fold, run.seed): json.loads(run.result_file.read_text())[config.metric]
+        for run in runs
+        if run.result_file.exists()
+    }
     for row in config.rows:
-        values = [
-            json.loads(run.result_file.read_text())[config.metric]
-            for run in runs
-            if run.row == row.name and run.result_file.exists()
-        ]
-        outcome.rows.append(RowResult(row.name, values, row.published))
+        outcome.rows.append(RowResult(row.name, _row_values(config, finished, row.name), row.published))
+    values = {result.row: result.values for result in outcome.rows}
+    for a, b in config.compare:
+        both = sorted(set(values[a]) & set(values[b]))
+        outcome.comparisons.append(Comparison(a, b, {k: values[a][k] - values[b][k] for k in both}))
     return outcome
+
+
+def _row_values(
+    config: ReproduceConfig, finished: dict[tuple[str, int | None, int], float], row: str
+) -> dict[int, float]:
+    """Per seed; over folds, per fold the mean over its seeds, for the folds whose seeds all finished."""
+    if config.folds is None:
+        return {seed: finished[row, None, seed] for seed in config.seeds if (row, None, seed) in finished}
+    per_fold = {k: [finished.get((row, k, seed)) for seed in config.seeds] for k in range(config.folds)}
+    return {k: statistics.fmean(seeds) for k, seeds in per_fold.items() if None not in seeds}
 
 
 def run_reproduction(
     config: ReproduceConfig, only: list[str] | None = None, tracking_uri: str | None = None
 ) -> ReproduceOutcome:
-    """Train every (row, seed) not finished yet, then summarize every row (see the module doc)."""
-    from gazerm.runtime import init_ray
+    """Run every (row, fold, seed) not finished yet, then summarize every row (see the module doc)."""
     from gazerm.track.mlflow_tracking import start_run
-    from gazerm.train.job import run_training
 
     base = config.base_job(tracking_uri)
     tracking_uri = base.resolved_tracking_uri()
     todo = config.runs(base, only)
-    init_ray(base.run.num_workers * base.run.cpus_per_worker)
     root = Path(base.output_dir).resolve() / "reproduce"
     root.mkdir(parents=True, exist_ok=True)
     parent = start_run(
         tracking_uri, base.tracking.experiment, config.name, config.model_dump(mode="json"), str(root)
     )
+    reserved = base.run.num_workers * base.run.cpus_per_worker
     for index, run in enumerate(todo, start=1):
         if run.result_file.exists():
-            print(f"[gazerm] {run.row} seed {run.seed}: done before, skipped", flush=True)
+            print(f"[gazerm] {run.row} {run.label}: done before, skipped", flush=True)
             continue
-        print(f"[gazerm] run {index}/{len(todo)}: {run.row} seed {run.seed}", flush=True)
-        outcome = run_training(run.job, parent_run_id=parent)
-        if config.metric not in outcome.metrics:
-            raise ConfigError(
-                f"{run.row}: the run has no {config.metric} (its dataset needs a non-empty test split; "
-                f"it reported {sorted(k for k in outcome.metrics if k.startswith('test/'))})"
-            )
-        run.result_file.write_text(json.dumps({**outcome.metrics, "run_id": outcome.run_id}))
+        print(f"[gazerm] run {index}/{len(todo)}: {run.row} {run.label}", flush=True)
+        result = control_result(run) if run.control else _trained_result(run, config.metric, parent, reserved)
+        run.result_file.parent.mkdir(parents=True, exist_ok=True)
+        run.result_file.write_text(json.dumps(result))
     outcome = summarize(config, config.runs(base))
     _publish(outcome, tracking_uri, parent, root)
     return outcome
+
+
+def _trained_result(run: Run, metric: str, parent: str, reserved_cpus: float) -> dict[str, Any]:
+    """Train the run's job (nested in the parent MLflow run) and return its test metrics."""
+    from gazerm.runtime import init_ray
+    from gazerm.train.job import run_training
+
+    init_ray(reserved_cpus)  # here, not up front: a control needs no Ray
+    outcome = run_training(run.job, parent_run_id=parent)
+    if metric not in outcome.metrics:
+        raise ConfigError(
+            f"{run.row}: the run has no {metric} (its dataset needs a non-empty test split; "
+            f"it reported {sorted(k for k in outcome.metrics if k.startswith('test/'))})"
+        )
+    return {**outcome.metrics, "run_id": outcome.run_id}
+
+
+def control_result(run: Run) -> dict[str, Any]:
+    """A control row's result: its rule scored on the test split of the run's data (prepared if need be;
+    in this process below ``AUTO_LOCAL_ROWS`` rows with ``gaze.backend: auto``)."""
+    from gazerm.train.job import ensure_dataset
+
+    root, _ = ensure_dataset(run.job)
+    accuracy = CONTROLS[run.control](root, "test")
+    if not accuracy.pairs:
+        raise ConfigError(f"{run.row}: {root} has no labelled pairs in its test split")
+    return {"test/accuracy": accuracy.accuracy, "test/count": accuracy.pairs, "control": run.control}
 
 
 def _publish(outcome: ReproduceOutcome, tracking_uri: str, parent: str, root: Path) -> None:
@@ -217,11 +376,11 @@ def _publish(outcome: ReproduceOutcome, tracking_uri: str, parent: str, root: Pa
     from gazerm.track.mlflow_tracking import finish_run
 
     report = outcome.report()
-    rows = [{**asdict(r), "mean": r.mean, "std": r.std} for r in outcome.rows]
+    data = outcome.to_json()
     (root / REPORT_FILES[0]).write_text(report)
-    (root / REPORT_FILES[1]).write_text(json.dumps(rows, indent=2))
+    (root / REPORT_FILES[1]).write_text(json.dumps(data, indent=2))
     client = MlflowClient(tracking_uri)
     client.log_text(parent, report, REPORT_FILES[0])
-    client.log_dict(parent, rows, REPORT_FILES[1])
-    finish_run(tracking_uri, parent, None, {"rows": rows})
-    print(f"[gazerm] {outcome.metric} per row over seeds:\n{report}", flush=True)
+    client.log_dict(parent, data, REPORT_FILES[1])
+    finish_run(tracking_uri, parent, None, data)
+    print(f"[gazerm] {outcome.metric} per row:\n{report}", flush=True)

@@ -175,7 +175,7 @@ def test_all_sources_pinned_leaves_the_fraction_splits_empty(hub):
         ({"sources": [{"format": "helpsteer2", "assign_to": "dev"}]}, r"sources\.0\.assign_to: Input should"),
         ({"splits": {"train": 0.85, "validation": 0.1}}, r"splits: .*sum to 1"),
         ({"splits": {"train": 0.85, "dev": 0.15}}, r"splits: .*unknown split names \['dev'\]"),
-        ({"split_method": "random"}, r"split_method: Input should be 'hash' or 'shuffle'"),
+        ({"split_method": "random"}, r"split_method: Input should be 'hash', 'shuffle' or 'group_kfold'"),
         ({"pinned_overlap": "ignore"}, r"pinned_overlap: Input should be 'drop' or 'keep'"),
         (
             {"sources": [{"format": "helpsteer2", "options": {"pairing": "top2"}}]},

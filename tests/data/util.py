@@ -65,3 +65,12 @@ def assert_names(error: DataError, file: Path | str, row: int | None, field: str
 
 def pairs(example: PreferenceExample) -> list[tuple[int, int, float | None]]:
     return [(p.chosen, p.rejected, p.margin) for p in example.pairs]
+
+
+def study_rows(sizes: dict[str, int]) -> list[dict[str, Any]]:
+    """Workers labelling prompts of one shared pool: the same prompt is labelled by several groups."""
+    return [
+        {"prompt": f"P{k}", "chosen": f"{worker} likes {k}", "rejected": f"{worker} not {k}", "group": worker}
+        for worker, count in sizes.items()
+        for k in range(count)
+    ]

@@ -107,7 +107,7 @@ def test_the_table_shows_mean_and_sample_std_over_finished_seeds(job_file):
     assert outcome.rows[0].mean == pytest.approx(0.55) and outcome.rows[0].std == pytest.approx(
         statistics.stdev([0.5, 0.6])
     )
-    assert outcome.rows[1].values == [0.9] and outcome.rows[1].std is None
+    assert outcome.rows[1].values == {0: 0.9} and outcome.rows[1].std is None
     table = outcome.table()
     assert table.rows[0] == ["text-only", "2/2", "0.5500 ± 0.0707", 0.61]
     assert table.rows[1] == ["concat-TRT", "1/2", "0.9000 ± n/a", None]

@@ -1,6 +1,7 @@
 """The generic pairwise format: records with ``prompt``, ``chosen``, ``rejected`` and optional
-``margin``, ``source`` and ``domain``, in JSONL, JSON or Parquet. It is the format to convert any
-other pairwise data set into, and the one the synthetic quickstart set is written in.
+``margin``, ``source``, ``domain`` and ``group`` (who gave the label, for grouped splits), in JSONL,
+JSON or Parquet. It is the format to convert any other pairwise data set into, and the one the
+synthetic quickstart set is written in.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def parse(records: Iterable[RecordOrError], file: str) -> Iterator[Loaded]:
             label_kind="pairwise",
             pairs=[Pair(0, 1, optional(number, record, "margin", file, row))],
             domain=optional(text, record, "domain", file, row),
+            group=optional(text, record, "group", file, row),
         )
 
     return guarded(records, file, build)
@@ -36,6 +38,7 @@ register(
         name=NAME,
         hub_name=None,
         parse=parse,
-        description="prompt/chosen/rejected records (optional margin, source, domain): JSONL, JSON, Parquet",
+        description="prompt/chosen/rejected records (optional margin, source, domain, group): JSONL, JSON, "
+        "Parquet",
     )
 )
