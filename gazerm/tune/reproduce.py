@@ -348,7 +348,8 @@ def _trained_result(run: Run, metric: str, parent: str, reserved_cpus: float) ->
     from gazerm.runtime import init_ray
     from gazerm.train.job import run_training
 
-    init_ray(reserved_cpus)  # here, not up front: a control needs no Ray
+    if not run.job.model.frozen:  # here, not up front: a control or a frozen-backbone run needs no Ray
+        init_ray(reserved_cpus)
     outcome = run_training(run.job, parent_run_id=parent)
     if metric not in outcome.metrics:
         raise ConfigError(
