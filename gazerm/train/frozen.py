@@ -45,6 +45,7 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.kinds import loss_kind
 from gazerm.train.metric_names import overall_metrics
 from gazerm.train.metrics import EvalTotals
+from gazerm.train.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,7 @@ class FrozenTrainer:
         total = run.max_steps or len(self.batches["train"]) * run.epochs // run.grad_accum
         if total == 0:
             raise ConfigError("the train split gives no step of this batch configuration")
+        scheduler = build_scheduler(optimizer, self.config, total)
         best: tuple[float, int, dict, dict[str, float]] | None = None
         step = 0
         for micro_index, batch in enumerate(self._train_order()):
@@ -201,7 +203,9 @@ class FrozenTrainer:
             (loss / run.grad_accum).backward()
             if (micro_index + 1) % run.grad_accum:
                 continue
+            torch.nn.utils.clip_grad_norm_(parameters, optim.max_grad_norm)
             optimizer.step()
+            scheduler.step()
             optimizer.zero_grad()
             step += 1
             log_metrics(

@@ -25,11 +25,6 @@ import pyarrow as pa
 import ray
 import ray.train
 import torch
-from transformers.optimization import (
-    get_constant_schedule_with_warmup,
-    get_cosine_with_min_lr_schedule_with_warmup,
-    get_linear_schedule_with_warmup,
-)
 
 from gazerm.errors import ConfigError
 from gazerm.model.inputs import InputSpec, ModelInputs
@@ -54,6 +49,7 @@ from gazerm.train.metric_names import overall_metrics
 from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
+from gazerm.train.schedule import build_scheduler
 
 
 @dataclass
@@ -95,18 +91,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainJobConfig, total_steps: int):
-    optim = config.optim
-    warmup = int(optim.warmup_ratio * total_steps)
-    if optim.scheduler == "cosine":
-        return get_cosine_with_min_lr_schedule_with_warmup(
-            optimizer, warmup, total_steps, min_lr_rate=optim.min_lr_ratio
-        )
-    if optim.scheduler == "linear":
-        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:

@@ -8,8 +8,8 @@ import torch
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
 from gazerm.train.job import planned_steps
-from gazerm.train.loop import build_scheduler
 from gazerm.train.order import Block, EpochPlan
+from gazerm.train.schedule import build_scheduler
 
 LR = 1e-3
 

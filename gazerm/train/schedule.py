@@ -1,0 +1,24 @@
+"""The learning-rate schedule a job's ``optim`` section names, for the worker loop and the frozen trainer."""
+
+from __future__ import annotations
+
+import torch
+from transformers.optimization import (
+    get_constant_schedule_with_warmup,
+    get_cosine_with_min_lr_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
+
+from gazerm.train.config import TrainJobConfig
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainJobConfig, total_steps: int):
+    optim = config.optim
+    warmup = int(optim.warmup_ratio * total_steps)
+    if optim.scheduler == "cosine":
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, warmup, total_steps, min_lr_rate=optim.min_lr_ratio
+        )
+    if optim.scheduler == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
