@@ -80,15 +80,17 @@ def model_key(config: ModelConfig) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def sequence_keys(inputs: ModelInputs) -> list[str]:
-    """Per row, a hash of exactly what reaches the backbone: its token ids and its tokens' gaze."""
+def sequence_keys(inputs: ModelInputs, with_gaze: bool) -> list[str]:
+    """Per row, a hash of exactly what reaches the backbone: its token ids and, for a model that fuses
+    gaze (``with_gaze``), its tokens' gaze."""
     keys = []
     for row in range(inputs.input_ids.shape[0]):
         n = int(inputs.attention_mask[row].sum())
         digest = hashlib.sha256(inputs.input_ids[row, :n].numpy().tobytes())
-        mask = inputs.gaze_mask[row, :n]
-        digest.update(mask.numpy().tobytes())
-        digest.update(inputs.gaze[row, :n][mask].numpy().tobytes())
+        if with_gaze:
+            mask = inputs.gaze_mask[row, :n]
+            digest.update(mask.numpy().tobytes())
+            digest.update(inputs.gaze[row, :n][mask].numpy().tobytes())
         keys.append(digest.hexdigest())
     return keys
 
@@ -168,7 +170,8 @@ class FrozenTrainer:
         ]
         if cache is None:
             return [FeatureBatch(None, micro) for micro in micro_batches]
-        keyed = [(micro, sequence_keys(micro.inputs)) for micro in micro_batches]
+        with_gaze = self.config.model.fusion != "none"
+        keyed = [(micro, sequence_keys(micro.inputs, with_gaze)) for micro in micro_batches]
         missing = [micro for micro, keys in keyed if any(key not in cache.vectors for key in keys)]
         for micro in tqdm(missing, desc=f"frozen features ({split})", unit=" batches", mininterval=5.0):
             inputs = micro.inputs
@@ -176,7 +179,7 @@ class FrozenTrainer:
                 pooled = self.model.pooled_features(
                     inputs.input_ids, inputs.attention_mask, inputs.gaze, inputs.gaze_mask
                 )
-            cache.put(sequence_keys(inputs), pooled)
+            cache.put(sequence_keys(inputs, with_gaze), pooled)
             cache.save()  # a run cut short keeps what it computed
         return [
             FeatureBatch(torch.stack([cache.vectors[key] for key in keys]), micro) for micro, keys in keyed

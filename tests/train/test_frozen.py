@@ -119,3 +119,21 @@ def _units(dataset: str, split: str):
     from gazerm.train.job import _split_units
 
     return _split_units(verify(dataset).shard_paths(dataset, split), "pairwise", 1)
+
+
+def test_a_response_key_holds_its_gaze_only_for_a_gaze_model():
+    from gazerm.model.inputs import PromptResponse, SequenceEncoder
+    from gazerm.model.reward_model import build_tokenizer
+    from gazerm.train.frozen import sequence_keys
+
+    encoder = SequenceEncoder(build_tokenizer(ModelConfig()), 32)
+    spans = torch.tensor([[0, 4]]).numpy()
+
+    def keys(value: float, with_gaze: bool) -> list[str]:
+        features = torch.full((1, 5), value).numpy()
+        return sequence_keys(
+            encoder.pad(encoder.encode([PromptResponse("Q: ", "well", spans, features)])), with_gaze
+        )
+
+    assert keys(0.1, with_gaze=False) == keys(0.9, with_gaze=False)
+    assert keys(0.1, with_gaze=True) != keys(0.9, with_gaze=True)
