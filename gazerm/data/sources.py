@@ -16,12 +16,13 @@ from gazerm.data.loaders import (  # noqa: F401 - importing registers the format
     generic,
     helpsteer2,
     hh_rlhf,
+    ifllm,
     oasst1,
     sparse_feedback,
     text_score,
 )
 from gazerm.data.loaders.base import FORMATS, Loaded, SourceFormat
-from gazerm.data.readers import hub_label, read_hub_records, read_records
+from gazerm.data.readers import hub_label, read_hub_records
 from gazerm.data.schema import PreferenceExample
 from gazerm.data.validate import validate_example
 
@@ -37,7 +38,7 @@ def iter_source(
     **options: Any,
 ) -> Iterator[Loaded]:
     """Examples of one source, each validated, a ``Tie`` (``loaders.base``) for every row that states
-    no preference, and a :class:`DataError` for every bad row.
+    no preference, a :class:`DataError` for every bad row, and the parser's ``SourceReport`` if any.
 
     Without ``path`` the records come from ``hub_name`` (default: the format's real hub dataset),
     or from a local builder such as "json" with ``data_files``. An example that fails validation is
@@ -47,7 +48,7 @@ def iter_source(
     """
     fmt = _format(format, str(path or hub_name or format))
     if path is not None:
-        file, records = str(path), read_records(path)
+        file, records = str(path), fmt.read(Path(path))
     else:
         name = hub_name or fmt.hub_name
         if name is None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gazerm.data.errors import DataError
-from gazerm.data.readers import RecordOrError
+from gazerm.data.readers import RecordOrError, read_records
 from gazerm.data.schema import PreferenceExample
 
 
@@ -26,7 +27,18 @@ class Tie:
     row: int
 
 
-Loaded = PreferenceExample | DataError | Tie
+@dataclass(frozen=True)
+class SourceReport:
+    """What a parser tells ``prepare`` about a whole source beyond its examples: counts of what it left
+    out and why, of the behaviour it matched (``counts``, kept in the manifest's source stats), and the
+    names of the implicit features its examples carry (``implicit_feature_names``). Yielded once, last."""
+
+    file: str
+    counts: dict[str, Any]
+    implicit_feature_names: tuple[str, ...] | None = None
+
+
+Loaded = PreferenceExample | DataError | Tie | SourceReport
 Parser = Callable[..., Iterator[Loaded]]
 
 
@@ -39,12 +51,16 @@ class SourceFormat:
     or a :class:`DataError` for each bad one (a reader's error is passed on unchanged). It never
     skips a record silently.
     ``hub_name`` is the dataset's real Hugging Face name, used when no local path is given.
+    ``read`` gives the records of a local ``path``: one file by its extension by default; a release
+    published as a directory of tables (IFLLM) reads its main table there, and its parser gets the
+    directory as ``file`` to read the others.
     """
 
     name: str
     hub_name: str | None
     parse: Parser
     description: str
+    read: Callable[[Path], Iterator[RecordOrError]] = field(default=read_records)
 
 
 FORMATS: dict[str, SourceFormat] = {}
