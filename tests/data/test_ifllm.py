@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -29,7 +31,8 @@ def test_pairwise_examples_groups_domains_and_exclusions(tmp_path):
     assert first.responses == ["Paris is the capital of France.", 'It is "Paris" of course.']  # unescaped
     assert (first.pairs[0].chosen, first.pairs[0].rejected) == (1, 0)  # preference 2
     assert (first.group, first.domain, first.context) == (GOOD, "Europe", [])
-    assert examples[2].domain is None and examples[2].implicit is None  # no traces for this task
+    assert examples[2].domain is None and examples[2].implicit == [None, None]  # no traces for this task
+    assert examples[2].recorded_gaze == [None, None]
     assert sum(isinstance(item, Tie) for item in items) == 1  # preference 0
     counts = report.counts
     assert (counts["no_consent_rows"], counts["no_consent_workers"], counts["rows_of_the_other_kind"]) == (
@@ -139,3 +142,74 @@ def test_a_file_path_is_refused(tmp_path):
     dataset = write_release(tmp_path)
     with pytest.raises(DataError, match="dataset/ directory"):
         list(iter_source("ifllm", dataset / "query_logs_table.csv"))
+
+
+def _prepare_config(dataset, output, **gaze):
+    from gazerm.data.prepare import PrepareConfig
+
+    return PrepareConfig(
+        sources=[
+            {"format": "ifllm", "path": str(dataset), "options": {"exclude_workers": "release_low_quality"}}
+        ],
+        output_dir=str(output),
+        splits={"train": 0.5, "validation": 0.5},
+        gaze={"predictor": "source", "backend": "local", **gaze},
+    )
+
+
+def test_prepare_keeps_recorded_gaze_implicit_groups_and_the_accounting(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from gazerm.data.prepare import prepare
+    from gazerm.data.shards import MANIFEST_NAME
+
+    manifest = prepare(_prepare_config(write_release(tmp_path), tmp_path / "out"))
+    assert manifest.gaze_source == "recorded:ifllm"
+    assert manifest.implicit["feature_names"] == list(PAIRWISE_NAMES)
+    assert manifest.implicit["responses_with_features"] == 4
+    rows = [row for split in ("train", "validation") for path in manifest.shard_paths(tmp_path / "out", split)
+            for row in pq.read_table(path).to_pylist()]  # fmt: skip
+    assert sorted(row["group"] for row in rows) == [GOOD, GOOD]
+    assert all(len(row["implicit"][0]) == len(PAIRWISE_NAMES) for row in rows)
+    assert all(len(row["gaze"][0]["word_spans"]) == len(row["responses"][0].split()) for row in rows)
+    written = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())
+    report = written["sources"][0]["report"]
+    assert report["samples"]["gaze"]["placeholder"] == 1 and report["excluded_workers"] == 1
+    assert report["examples_with_behaviour_on_all_responses"] == 2
+
+
+def test_prepare_with_another_predictor_clears_the_recorded_gaze(tmp_path):
+    from gazerm.data.prepare import prepare
+
+    manifest = prepare(_prepare_config(write_release(tmp_path), tmp_path / "out", predictor="none"))
+    assert manifest.gaze_source is None and manifest.implicit["feature_names"] == list(PAIRWISE_NAMES)
+
+
+def test_gaze_predictor_source_names_a_source_without_gaze(tmp_path):
+    from gazerm.data.prepare import PrepareConfig, prepare
+    from tests.data.util import write_jsonl
+
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    config = PrepareConfig(
+        sources=[{"format": "generic", "path": str(path)}],
+        output_dir=str(tmp_path / "out"),
+        gaze={"predictor": "source"},
+    )
+    with pytest.raises(DataError, match=r"generic.*records no gaze"):
+        prepare(config)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("GAZERM_IFLLM_DIR"), reason="GAZERM_IFLLM_DIR (the release's dataset/) unset"
+)
+def test_the_real_release_prepares_with_behaviour_on_both_responses(tmp_path):
+    from gazerm.config import load_config
+    from gazerm.data.prepare import PrepareConfig, prepare
+
+    config = load_config(PrepareConfig, "jobs/ifllm_prepare.yaml", [f"output_dir={tmp_path / 'ifllm'}"])
+    manifest = prepare(config)
+    report = manifest.sources[0]["report"]
+    assert report["examples_with_behaviour_on_all_responses"] >= 650
+    assert report["excluded_workers"] == 18 and manifest.gaze_source == "recorded:ifllm"

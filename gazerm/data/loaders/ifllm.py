@@ -207,19 +207,18 @@ def _with_features(
                 texts[f"{index}/{side}"] = example.responses[side]
     measured = word_gaze(texts, fixations)
     for index, (example, behaviour) in enumerate(built):
-        if behaviour:
-            raw = [None if found is None else behaviour_features(found) for found in behaviour]
-            if kind == "pairwise":
-                raw = [
-                    None if own is None else pairwise_features(own, raw[1 - side])
-                    for side, own in enumerate(raw)
-                ]
-            example.implicit = [
-                None if vector is None else normalise_behaviour(vector).tolist() for vector in raw
+        behaviour = behaviour or [None] * len(example.responses)  # no traces: every response without
+        raw = [None if found is None else behaviour_features(found) for found in behaviour]
+        if kind == "pairwise":
+            raw = [
+                None if own is None else pairwise_features(own, raw[1 - side]) for side, own in enumerate(raw)
             ]
-            example.recorded_gaze = [measured.get(f"{index}/{side}") for side in range(len(behaviour))]
-            counts["responses_with_behaviour"] += sum(vector is not None for vector in raw)
-            counts["examples_with_behaviour_on_all_responses"] += all(vector is not None for vector in raw)
+        example.implicit = [
+            None if vector is None else normalise_behaviour(vector).tolist() for vector in raw
+        ]
+        example.recorded_gaze = [measured.get(f"{index}/{side}") for side in range(len(behaviour))]
+        counts["responses_with_behaviour"] += sum(vector is not None for vector in raw)
+        counts["examples_with_behaviour_on_all_responses"] += all(vector is not None for vector in raw)
         counts["examples"] += 1
         yield example
 
