@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +15,30 @@ from pydantic import BaseModel, ValidationError
 from gazerm.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(data: Any, origin: str = "<config>") -> Any:
+    """``${VAR}`` in every string value replaced by the environment variable, so a job can point at data
+    whose place differs per machine (``path: ${GAZERM_IFLLM_DIR}``); an unset variable is a ConfigError
+    naming it. Keys and non-string values are left as they are."""
+    if isinstance(data, dict):
+        return {key: expand_env(value, origin) for key, value in data.items()}
+    if isinstance(data, list):
+        return [expand_env(value, origin) for value in data]
+    if not isinstance(data, str):
+        return data
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(
+                f"{origin}: environment variable {name} is not set (the config uses ${{{name}}})"
+            )
+        return os.environ[name]
+
+    return _VARIABLE.sub(value, data)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -59,7 +85,8 @@ def check_unique(kind: str, names: Sequence[Any]) -> None:
 def load_config(
     model: type[ConfigT], source: str | Path | dict[str, Any], overrides: list[str] = ()
 ) -> ConfigT:
-    """Build ``model`` from a YAML file (or an already-parsed dict) plus overrides.
+    """Build ``model`` from a YAML file (or an already-parsed dict) plus overrides; ``${VAR}`` in string
+    values is the environment variable (``expand_env``).
 
     Overrides land on the config *with its defaults filled in*, so ``--set data.prepare.gaze.backend=local``
     changes one field of the default ``data.prepare`` section instead of replacing the whole section.
@@ -71,6 +98,7 @@ def load_config(
         if not path.exists():
             raise ConfigError(f"config file not found: {path}")
         data, origin = yaml.safe_load(path.read_text()) or {}, str(path)
+    data = expand_env(data, origin)
     if overrides:
         with contextlib.suppress(ValidationError):  # an invalid file is reported below, overrides applied
             data = model.model_validate(data).model_dump(mode="json")

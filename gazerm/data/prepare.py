@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import OnMissing, add_implicit, session_hashes
-from gazerm.data.loaders.base import Tie
+from gazerm.data.loaders.base import SourceReport, Tie
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.recorded_join import add_recorded_gaze
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION, PreferenceExample, examples_to_table
@@ -35,6 +35,7 @@ from gazerm.data.shards import (
     verify,
     write_split,
 )
+from gazerm.data.source_behaviour import clear_source_gaze, keep_source_gaze, source_implicit
 from gazerm.data.sources import check_options, iter_source
 from gazerm.runtime import init_ray
 
@@ -86,11 +87,14 @@ AUTO_LOCAL_ROWS = 20_000
 
 class GazeSpec(BaseModel):
     """Which gaze predictor fills the ``gaze`` column; ``none`` leaves it empty (text-only models);
-    ``recorded`` reads an eye-tracking study's fixations from ``path`` (``gazerm.data.recorded_join``)."""
+    ``recorded`` reads an eye-tracking study's fixations from ``path`` (``gazerm.data.recorded_join``);
+    ``source`` keeps the gaze the source recorded with its examples (IFLLM; ``data.source_behaviour``)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    predictor: Literal["reading_model", "transformer", "fmv1", "fmv2", "recorded", "none"] = "reading_model"
+    predictor: Literal["reading_model", "transformer", "fmv1", "fmv2", "recorded", "source", "none"] = (
+        "reading_model"
+    )
     path: str | None = Field(
         default=None,
         description="transformer: checkpoint directory; fmv1/fmv2: the checkpoint file eyetrackpy publishes; "
@@ -249,14 +253,16 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
     kept = [i for i, name in enumerate(names) if name is not None]
     if len(kept) < len(names):
         table, names = table.take(kept), [names[i] for i in kept]
-    implicit = None
+    implicit = source_implicit(table, source_stats, sessions=config.implicit is not None)
     if config.implicit:  # before gaze: cheap, on the driver, and on_missing='raise' fails early
         table, implicit = add_implicit(table, config.implicit.files(), config.implicit.on_missing)
     recorded = None
-    if config.gaze.predictor == "recorded":
-        table, recorded = add_recorded_gaze(table, config.gaze.path)
+    if config.gaze.predictor == "source":
+        table = keep_source_gaze(table)
+    elif config.gaze.predictor == "recorded":
+        table, recorded = add_recorded_gaze(clear_source_gaze(table), config.gaze.path)
     else:
-        table = _add_gaze(table, config.gaze)
+        table = _add_gaze(clear_source_gaze(table), config.gaze)
     if table.num_rows != len(names):
         raise RuntimeError(f"gaze features returned {table.num_rows} rows for {len(names)}")
     written = [*config.splits, *(name for name in SPLITS if name in set(names) - set(config.splits))]
@@ -337,7 +343,7 @@ def _load_all(
     quarantined: list[dict[str, Any]] = []
     stats = []
     for spec, sha256 in zip(config.sources, _input_hashes(config), strict=True):
-        loaded, ties, bad = _load_source(spec, config.on_error, config.grouped_by)
+        loaded, ties, bad, source_report = _load_source(spec, config.on_error, config.grouped_by)
         report = log.warning if bad else log.info  # quarantined rows must not pass unnoticed
         report("%s: %d examples, %d ties, %d quarantined", spec.describe(), len(loaded), ties, len(bad))
         examples += loaded
@@ -352,6 +358,7 @@ def _load_all(
                 "quarantined": len(bad),
                 "sha256": sha256,
                 "assign_to": spec.assign_to,
+                **(_report_stats(source_report) if source_report else {}),
             }
         )
     if not examples:
@@ -434,14 +441,22 @@ def _fold_record(groups: list[str], names: list[str | None], config: PrepareConf
     return {"group": config.group, "folds": config.folds, "fold": config.fold, "groups": counts}
 
 
+def _report_stats(report: SourceReport) -> dict[str, Any]:
+    """What a source's own report adds to its stats: its counts, and its implicit feature names."""
+    names = report.implicit_feature_names
+    return {"report": report.counts, "implicit_feature_names": None if names is None else list(names)}
+
+
 def _load_source(
     spec: SourceSpec, on_error: OnError, grouped_by: str | None
-) -> tuple[list[PreferenceExample], int, list[dict[str, Any]]]:
+) -> tuple[list[PreferenceExample], int, list[dict[str, Any]], SourceReport | None]:
     """One source's examples, its number of ties (rows whose responses are equally good: no example,
     no error) and its quarantine records. A file that cannot be parsed at all is raised by the reader
     (no record of it is usable), so it is caught here to quarantine it as one record. With
-    ``grouped_by``, an example without a value in that column is an error like any bad row."""
+    ``grouped_by``, an example without a value in that column is an error like any bad row. A format
+    that reports on the whole source (``SourceReport``) gives that report too."""
     examples: list[PreferenceExample] = []
+    report = None
     ties = 0
     quarantined: list[dict[str, Any]] = []
     items = iter_source(
@@ -460,6 +475,8 @@ def _load_source(
                 examples.append(item)
             elif isinstance(item, Tie):
                 ties += 1
+            elif isinstance(item, SourceReport):
+                report = item
             elif on_error == "raise":
                 raise item
             else:
@@ -468,7 +485,7 @@ def _load_source(
         if on_error == "raise":
             raise
         quarantined.append(_quarantine_record(spec, error))
-    return examples, ties, quarantined
+    return examples, ties, quarantined, report
 
 
 def _without_group(item: Any, grouped_by: str | None) -> DataError | None:

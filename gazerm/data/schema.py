@@ -17,7 +17,9 @@ split, so no annotator is in both train and test; it is the last column, absent 
 
 Implicit behaviour features (IFLLM-style dwell time, scrolling, mouse movement, recorded
 fixations; ``gazerm.features.implicit``) are joined in by ``prepare`` from session logs: per
-response a vector in ``IMPLICIT_FEATURE_NAMES`` order, or null where no session saw it.
+response a vector in ``IMPLICIT_FEATURE_NAMES`` order, or null where no session saw it. A source that
+recorded behaviour itself (IFLLM's release) fills ``implicit`` and ``gaze`` on its examples instead
+(``PreferenceExample.implicit``/``recorded_gaze``); the manifest names that source's features.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from gazerm.features.base import GAZE_TYPE
+from gazerm.features.base import GAZE_TYPE, N_FEATURES, WordGaze
 
 SCHEMA_VERSION = 2
 
@@ -84,7 +87,10 @@ class PreferenceExample:
     ``context`` holds earlier conversation turns (role/content) when the source is a
     dialogue; ``prompt`` is always the final user message the responses answer.
     ``source_file``/``source_row`` point back to where the example came from, so every
-    error and every quarantined row can be traced to the input.
+    error and every quarantined row can be traced to the input. A source that recorded how people read
+    the responses gives, per response, an ``implicit`` feature vector and its ``recorded_gaze`` (None
+    where that response has none); ``to_row`` writes them to the ``implicit`` and ``gaze`` columns, the
+    gaze with ``gaze_source`` ``recorded:<source>``.
     """
 
     source: str
@@ -101,6 +107,8 @@ class PreferenceExample:
     context: list[dict[str, str]] = field(default_factory=list)
     domain: str | None = None
     group: str | None = None
+    implicit: list[list[float] | None] | None = None
+    recorded_gaze: list[WordGaze | None] | None = None
 
     @property
     def example_id(self) -> str:
@@ -127,12 +135,18 @@ class PreferenceExample:
             "attribute_names": self.attribute_names,
             "attribute_scores": self.attribute_scores,
             "ranking": self.ranking,
-            "gaze": None,
-            "gaze_source": None,
-            "implicit": None,
+            "gaze": None if self.recorded_gaze is None else [_gaze_value(g) for g in self.recorded_gaze],
+            "gaze_source": None if self.recorded_gaze is None else f"recorded:{self.source}",
+            "implicit": self.implicit,
             "prompt_gaze": None,
             "group": self.group,
         }
+
+
+def _gaze_value(gaze: WordGaze | None) -> dict[str, Any]:
+    """A ``GAZE_TYPE`` value; a response nobody read has no words (as ``recorded_join`` writes it)."""
+    gaze = gaze or WordGaze([], np.zeros((0, N_FEATURES), np.float32))
+    return {"word_spans": [list(span) for span in gaze.spans], "features": gaze.features.tolist()}
 
 
 def pairs_from_scores(scores: list[float], with_margin: bool = True) -> list[Pair]:

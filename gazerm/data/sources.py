@@ -16,6 +16,7 @@ from gazerm.data.loaders import (  # noqa: F401 - importing registers the format
     generic,
     helpsteer2,
     hh_rlhf,
+    ifllm,
     oasst1,
     sparse_feedback,
     text_score,
@@ -43,7 +44,7 @@ def iter_source(
     **options: Any,
 ) -> Iterator[Loaded]:
     """Examples of one source, each validated, a ``Tie`` (``loaders.base``) for every row that states
-    no preference, and a :class:`DataError` for every bad row.
+    no preference, a :class:`DataError` for every bad row, and the parser's ``SourceReport`` if any.
 
     Without ``path`` the records come from ``hub_name`` (default: the format's real hub dataset, or
     its ``hub_files`` file for ``split``, downloaded), or from a local builder such as "json" with
@@ -56,7 +57,8 @@ def iter_source(
     if path is None and hub_name in (None, fmt.hub_name) and fmt.hub_files is not None:
         path = download_hub_file(fmt.hub_name, _hub_file(fmt, split))
     if path is not None:
-        file, records = str(path), read_records(path, fmt.layout)
+        records = fmt.read(Path(path)) if fmt.read else read_records(path, fmt.layout)
+        file = str(path)
     else:
         file, records = _hub_records(fmt, hub_name, split, data_files)
     _check_options(fmt, file, options)

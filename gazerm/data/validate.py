@@ -43,6 +43,10 @@ def validate_example(example: PreferenceExample) -> None:
             raise fail("attribute_scores", f"{len(example.attribute_scores)} rows for {n} responses")
         for i, row in enumerate(example.attribute_scores):
             _check_numbers(row, len(names), f"attribute_scores[{i}]", fail)
+    for name in ("implicit", "recorded_gaze"):
+        values = getattr(example, name)
+        if values is not None and len(values) != n:
+            raise fail(name, f"{len(values)} values for {n} responses")
     if example.ranking is not None and (
         len(set(example.ranking)) != len(example.ranking) or any(not 0 <= r < n for r in example.ranking)
     ):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gazerm.data.errors import DataError
@@ -26,7 +27,18 @@ class Tie:
     row: int
 
 
-Loaded = PreferenceExample | DataError | Tie
+@dataclass(frozen=True)
+class SourceReport:
+    """What a parser tells ``prepare`` about a whole source beyond its examples: counts of what it left
+    out and why, of the behaviour it matched (``counts``, kept in the manifest's source stats), and the
+    names of the implicit features its examples carry (``implicit_feature_names``). Yielded once, last."""
+
+    file: str
+    counts: dict[str, Any]
+    implicit_feature_names: tuple[str, ...] | None = None
+
+
+Loaded = PreferenceExample | DataError | Tie | SourceReport
 Parser = Callable[..., Iterator[Loaded]]
 
 
@@ -42,6 +54,9 @@ class SourceFormat:
     ``layout`` says how the readers read its files (headerless CSV, keyed JSON). ``hub_files`` maps
     splits to files of ``hub_name`` that are downloaded and read like local ones, for a hub repository
     of raw release files that ``datasets`` cannot load as they are.
+    ``read`` gives the records of a local ``path`` where a format reads its own layout: a release
+    published as a directory of tables (IFLLM) reads its main table there, and its parser gets the
+    directory as ``file`` to read the others. Without it, files are read by their extension.
     """
 
     name: str
@@ -50,6 +65,7 @@ class SourceFormat:
     description: str
     layout: Layout = field(default_factory=Layout)
     hub_files: Mapping[str, str] | None = None
+    read: Callable[[Path], Iterator[RecordOrError]] | None = None
 
 
 FORMATS: dict[str, SourceFormat] = {}
