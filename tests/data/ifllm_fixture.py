@@ -160,3 +160,56 @@ def write_release(root: Path) -> Path:
     (pointwise / "rel_gaze.csv").write_text(_gaze(POINT_GAZE, flag=False), encoding="utf-8")
     (pointwise / "rel_mouse.csv").write_text(_mouse([OFF] * len(POINT_GAZE), flag=False), encoding="utf-8")
     return dataset
+
+
+def write_behaviour_decided_release(root: Path, workers: int, queries: int, seed: int) -> Path:
+    """A release in the published layout whose preferences show only in behaviour: both answers of a
+    query are drawn from one vocabulary and length, and the worker reads the preferred one three times as
+    long (more gaze samples walking its words) before glancing at the other. Returns ``dataset/``.
+
+    Every worker has one pairwise task of ``queries`` queries with consent; the traces of a task share
+    their line times (70 ms apart), each query a block of lines, as the study's page wrote them.
+    """
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = "river stone light garden paper window market silver orange quiet bridge winter".split()
+    dataset = root / "dataset"
+    dataset.mkdir(parents=True)
+    rows, tasks, records = [], [], []
+    for w in range(workers):
+        worker = f"worker_s{w:03d}"
+        records.append([worker, "1", "30", "", "", "", "", ""])
+        tasks.append([worker, str(w), "", "", "", "", "", "", "", "", "", "Topic"])
+        panels: dict[str, list[str]] = {
+            name: [] for name in ("gaze_one", "gaze_two", "mouse_left", "mouse_right")
+        }
+        t = 0.0
+        for q in range(queries):
+            answers = [
+                " ".join(rng.choice(vocabulary) for _ in range(12)) + f" ({w}.{q}.{k})" for k in (1, 2)
+            ]
+            preferred = rng.choice((1, 2))
+            query = f"Question {q} of worker {w}?"
+            labels = ["a", "b", "4.0", "4.0", f"{preferred}.0", "0", ""]
+            rows.append([w * 100 + q, worker, str(w), query, *answers, *labels])
+            reads = {preferred: 12, 3 - preferred: 4}
+            for panel, other in ((1, 2), (2, 1)):
+                for step in range(reads[panel]):
+                    centre = min(step * 6, len(answers[panel - 1]) - 1)
+                    on = _line(100 + centre, 20, window(answers[panel - 1], centre), centre, t, True)
+                    off = _line(-1, -1, None, None, t, True)
+                    panels["gaze_one"].append(on if panel == 1 else off)
+                    panels["gaze_two"].append(on if panel == 2 else off)
+                    panels["mouse_left"].append(off)
+                    panels["mouse_right"].append(off)
+                    t += 70
+                t += 70 * other  # a pause between panels
+        behaviour = dataset / "user_behavior" / worker / str(w)
+        behaviour.mkdir(parents=True)
+        for name, lines in panels.items():
+            (behaviour / f"rel_{name}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_csv(dataset / "query_logs_table.csv", QUERY_HEADER, rows)
+    write_csv(dataset / "task_table.csv", TASK_HEADER, tasks)
+    write_csv(dataset / "record_info_table.csv", RECORD_HEADER, records)
+    return dataset
