@@ -32,6 +32,7 @@ from gazerm.data.shards import (
     partition,
     prompt_keys,
     split_names,
+    tree_sha256,
     verify,
     write_split,
 )
@@ -315,10 +316,17 @@ def _same_config(recorded: dict[str, Any], config: PrepareConfig) -> bool:
 
 
 def _input_hashes(config: PrepareConfig) -> list[str | None]:
-    """The sha256 of each local input file: the config alone does not show that a file was rewritten."""
-    return [
-        file_sha256(spec.path) if spec.path and Path(spec.path).is_file() else None for spec in config.sources
-    ]
+    """The sha256 of each local input file or directory (a release read whole, such as IFLLM's): the
+    config alone does not show that an input was rewritten."""
+    return [_input_hash(Path(spec.path)) if spec.path else None for spec in config.sources]
+
+
+def _input_hash(path: Path) -> str | None:
+    if path.is_file():
+        return file_sha256(path)
+    if path.is_dir():
+        return tree_sha256(path)
+    return None
 
 
 def _clear(root: Path) -> None:

@@ -231,6 +231,14 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def tree_sha256(root: str | Path) -> str:
+    """One sha256 over every file below ``root``: each relative path and its contents' hash, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
 def verify(root: str | Path) -> Manifest:
     """Re-hash every shard against the manifest; raises naming the first shard that differs."""
     manifest = Manifest.read(root)

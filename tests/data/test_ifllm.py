@@ -180,6 +180,21 @@ def test_prepare_keeps_recorded_gaze_implicit_groups_and_the_accounting(tmp_path
     assert report["examples_with_behaviour_on_all_responses"] == 2
 
 
+def test_prepare_rebuilds_when_a_file_of_the_release_changes(tmp_path):
+    from gazerm.data.prepare import prepare
+
+    dataset = write_release(tmp_path)
+    config = _prepare_config(dataset, tmp_path / "out")
+    before = prepare(config)
+    from tests.data.ifllm_fixture import OFF, TIMES, _gaze
+
+    trace = dataset / "user_behavior" / GOOD / "1" / "rel_gaze_two.csv"
+    trace.write_text(_gaze([OFF] * len(TIMES)), encoding="utf-8")  # panel two: never looked at
+    after = prepare(config)
+    assert before.sources[0]["sha256"] != after.sources[0]["sha256"]
+    assert after.sources[0]["report"]["examples_with_behaviour_on_all_responses"] == 0  # rebuilt, not reused
+
+
 def test_prepare_with_another_predictor_clears_the_recorded_gaze(tmp_path):
     from gazerm.data.prepare import prepare
 
