@@ -48,17 +48,12 @@ def peak_tflops(name: str, given: float | None) -> float | None:
     return next((tflops for key, tflops in DENSE_BF16_TFLOPS.items() if key in name), None)
 
 
-def safetensors_backbone(work: Path) -> Path:
-    """SmolLM2 dequantised from its GGUF file and saved as a transformers directory (tokenizer included)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def safetensors_backbone() -> Path:
+    """SmolLM2 as a transformers directory (safetensors, tokenizer included): the GGUF file's dequantised
+    copy gazerm keeps (``gazerm.model.backbones``), which bitsandbytes can quantise."""
     from gazerm.model.backbones import resolve_backbone
 
-    target = work / "smollm2-safetensors"
-    source = resolve_backbone("smollm2-135m-instruct")
-    AutoTokenizer.from_pretrained(source.path, **source.kwargs()).save_pretrained(target)
-    AutoModelForCausalLM.from_pretrained(source.path, **source.kwargs()).save_pretrained(target)
-    return target
+    return Path(resolve_backbone("smollm2-135m-instruct").path)
 
 
 def run(command: list[str], log: Path) -> tuple[bool, float]:
@@ -119,7 +114,7 @@ def main() -> int:
         "zero3": ["--set", "run.zero_stage=3"],
         "qlora": [
             *("--set", "run.zero_stage=2", "--set", "model.quantization=nf4"),
-            *("--set", f"model.backbone={safetensors_backbone(work)}"),
+            *("--set", f"model.backbone={safetensors_backbone()}"),
             *("--set", "model.gradient_checkpointing=true"),
         ],
     }

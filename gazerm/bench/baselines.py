@@ -56,11 +56,8 @@ def sequence_classifier(model: ModelConfig, tokenizer: Any) -> PreTrainedModel:
     else:
         source = resolve_backbone(model.backbone)
         classifier = AutoModelForSequenceClassification.from_pretrained(
-            source.path, num_labels=1, attn_implementation=model.attn_implementation, **source.kwargs()
+            source.path, num_labels=1, attn_implementation=model.attn_implementation
         )
-        if classifier.hf_quantizer is not None and source.gguf_file:
-            # GGUF weights are dequantised to float on load: nothing stays quantised that could not train.
-            classifier.hf_quantizer.remove_quantization_config(classifier)
     classifier.config.pad_token_id = tokenizer.pad_token_id
     return classifier
 

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gazerm.cache import file_sha256
 from gazerm.data.errors import DataError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION
 from gazerm.errors import PathNotFoundError
@@ -221,14 +222,6 @@ def write_split(table: pa.Table, root: Path, split: str, rows_per_shard: int) ->
         pq.write_table(chunk.cast(PREFERENCE_SCHEMA), root / relative, compression="zstd")
         shards.append(ShardInfo(relative, chunk.num_rows, file_sha256(root / relative)))
     return shards
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def tree_sha256(root: str | Path) -> str:

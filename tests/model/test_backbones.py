@@ -19,14 +19,39 @@ from tests.model.conftest import make_batch
 
 def test_hub_names_and_directories_pass_through(tmp_path: Path):
     assert resolve_backbone("meta-llama/Meta-Llama-3-8B") == BackboneSource("meta-llama/Meta-Llama-3-8B")
-    assert resolve_backbone(str(tmp_path)).kwargs() == {}
+    assert resolve_backbone(str(tmp_path)) == BackboneSource(str(tmp_path))
 
 
-def test_a_gguf_path_is_split_into_directory_and_file(tmp_path: Path):
-    (tmp_path / "model.Q4.gguf").write_bytes(b"GGUF")
-    source = resolve_backbone(str(tmp_path / "model.Q4.gguf"))
-    assert source == BackboneSource(str(tmp_path.resolve()), "model.Q4.gguf")
-    assert source.kwargs() == {"gguf_file": "model.Q4.gguf"}
+class FakeGguf:
+    """Stands in for transformers' GGUF loading: counts loads, saves a marker file."""
+
+    loads = 0
+
+    @classmethod
+    def from_pretrained(cls, directory, gguf_file):
+        cls.loads += 1
+        return cls()
+
+    def save_pretrained(self, target):
+        (Path(target) / f"{type(self).__name__}.saved").write_text("x")
+
+
+def test_a_gguf_file_is_dequantised_once_into_a_directory_named_by_its_hash(tmp_path: Path, monkeypatch):
+    import transformers
+
+    monkeypatch.setenv("GAZERM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(transformers, "AutoModelForCausalLM", FakeGguf)
+    monkeypatch.setattr(transformers, "AutoTokenizer", FakeGguf)
+    FakeGguf.loads = 0
+    gguf = tmp_path / "model.Q4.gguf"
+    gguf.write_bytes(b"GGUF one")
+    first = resolve_backbone(str(gguf))
+    assert Path(first.path).parent == tmp_path / "cache" / "backbones"
+    assert (Path(first.path) / "FakeGguf.saved").is_file() and FakeGguf.loads == 2  # model and tokenizer
+    assert resolve_backbone(str(gguf)) == first and FakeGguf.loads == 2  # read back, not dequantised again
+    assert [p.name for p in (tmp_path / "cache" / "backbones").iterdir()] == [Path(first.path).name]
+    gguf.write_bytes(b"GGUF two")  # another file under the same name: another copy
+    assert resolve_backbone(str(gguf)) != first
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_backbone(str(tmp_path / "missing.gguf"))
 
@@ -46,11 +71,12 @@ def test_an_alias_of_a_missing_package_names_the_extra(monkeypatch):
         resolve_backbone("absent-model")
 
 
-def test_the_smollm2_alias_resolves_to_the_packaged_gguf():
+def test_the_smollm2_alias_resolves_to_the_dequantised_packaged_gguf():
     require_smollm2()
-    source = resolve_backbone(SMOLLM2)
-    assert source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert (Path(source.path) / source.gguf_file).stat().st_size > 50_000_000
+    source = Path(resolve_backbone(SMOLLM2).path)
+    assert source.name.startswith("SmolLM2-135M-Instruct.Q4_1-")
+    assert (source / "model.safetensors").stat().st_size > 500_000_000  # float32 weights
+    assert (source / "tokenizer.json").is_file()
 
 
 def test_flash_attention_without_flash_attn_is_a_clear_error(monkeypatch):

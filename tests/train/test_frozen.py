@@ -9,11 +9,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from gazerm.cache import CACHE_ENV, cache_dir
 from gazerm.model.config import ModelConfig
 from gazerm.model.io import load_reward_model
 from gazerm.model.reward_model import RewardModel
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
-from gazerm.train.frozen import CACHE_ENV, FeatureCache, FrozenTrainer, cache_root, model_key
+from gazerm.train.frozen import FeatureCache, FrozenTrainer, model_key
 from gazerm.train.job import run_frozen_training
 from tests.helpers import prepare_gaze_decided
 
@@ -95,7 +96,7 @@ def test_features_are_computed_once_per_response_across_runs(tmp_path, gaze_deci
     )
     run_frozen_training(other_order, resume=True, parent_run_id=None)
     assert sum(forwards) == rows  # the second run read every vector back
-    cache = FeatureCache(cache_root(), model_key(first.model))
+    cache = FeatureCache(cache_dir("pooled"), model_key(first.model))
     assert len(cache.vectors) == rows
 
 
