@@ -118,11 +118,17 @@ class RewardScorer:
         recorded: list[WordGaze | None],
     ) -> np.ndarray:
         response_gaze, prompt_gaze = self._word_gaze(prompts, responses, recorded)
-        sequences = []
+        sequences, rendered = [], {}  # rows sharing a context and prompt (a request's) render it once
         for context, prompt, response, (spans, features), words, behaviour in zip(
             contexts, prompts, responses, response_gaze, prompt_gaze, implicit, strict=True
         ):
-            prefix, placed = self.encoder.prefix(context, prompt, *_arrays(words))
+            if words is None:
+                key = (id(context), prompt)
+                if key not in rendered:
+                    rendered[key] = self.encoder.prefix(context, prompt)
+                prefix, placed = rendered[key]
+            else:
+                prefix, placed = self.encoder.prefix(context, prompt, *_arrays(words))
             behaviour = np.asarray(behaviour or [], dtype=np.float32)
             sequences.append(PromptResponse(prefix, response, spans, features, behaviour, placed))
         inputs = self.encoder.pad(self.encoder.encode(sequences)).to(self.device)

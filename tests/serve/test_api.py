@@ -204,8 +204,8 @@ def test_a_context_the_chat_template_refuses_is_a_422(client, scorer, monkeypatc
 def test_load_token_from_the_environment_or_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, f"  {TOKEN}\n")
     assert load_token(None, no_auth=False) == TOKEN
-    (tmp_path / "token").write_text("from-the-file-0123456789\n")
-    assert load_token(tmp_path / "token", no_auth=False) == "from-the-file-0123456789"
+    (tmp_path / "token").write_text("from-the-file-0123456789-0123456789\n")
+    assert load_token(tmp_path / "token", no_auth=False) == "from-the-file-0123456789-0123456789"
 
 
 @pytest.mark.parametrize(
@@ -213,7 +213,8 @@ def test_load_token_from_the_environment_or_a_file(tmp_path, monkeypatch):
     [
         (None, None, ConfigError, TOKEN_ENV),
         ("", None, ConfigError, TOKEN_ENV),
-        ("short", None, ConfigError, "shorter than 16"),
+        ("short", None, ConfigError, "shorter than 32"),
+        ("a-token-of-thirty-one-characters"[:31], None, ConfigError, "shorter than 32"),
         (TOKEN, "\n", ConfigError, "no API token"),
         (None, "missing", PathNotFoundError, "token file not found"),
     ],
@@ -247,9 +248,9 @@ def test_one_request_cannot_hold_a_replica_with_a_huge_body_or_too_many_fixation
         "/score", headers={**AUTH, "content-length": str(MAX_BODY_BYTES + 1)}, content=b"{}"
     )
     assert declared.status_code == 413
-    per_response = MAX_FIXATIONS // 2 + 1  # each response within its own limit, the request over
+    per_response = MAX_FIXATIONS // 5 + 1  # each response within its own limit, the request over
     fixations = [{"word_idx": 0, "onset": 10.0 * i, "duration": 5} for i in range(per_response)]
-    body = {"prompt": "Why?", "responses": [{"text": "Because.", "fixations": fixations}] * 2}
+    body = {"prompt": "Why?", "responses": [{"text": "Because.", "fixations": fixations}] * 5}
     response = client.post("/score", headers=AUTH, json=body)
     assert response.status_code == 422
     assert "fixations in one request" in response.json()["detail"][0]["msg"]
