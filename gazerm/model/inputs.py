@@ -142,12 +142,12 @@ class SequenceEncoder:
 
     def trim_context(
         self, context: Context, prompt: str, responses: list[str] = ()
-    ) -> tuple[Context, str, int]:
+    ) -> tuple[Context, str, list[int]]:
         """The context (and, without prompt gaze and context, the prompt) with what left truncation would
         cut from every sequence of this prefix dropped before tokenizing them: leading turns, then the
         start of the first kept text, keeping at least ``max_length`` + :data:`TRIM_SLACK` tokens of
-        prefix, so the tokens the model reads are those of the untrimmed prefix. Also the tokens the
-        responses cost: per response at most ``max_length``, summed. The prefix is tokenized a few times
+        prefix, so the tokens the model reads are those of the untrimmed prefix. Also the tokens each
+        response costs (with the prefix, at most ``max_length``). The prefix is tokenized a few times
         (a binary search over the turns), never once per response."""
 
         def prefix_offsets(turns: Context, text: str) -> tuple[str, list[tuple[int, int]]]:
@@ -189,7 +189,7 @@ class SequenceEncoder:
         special = len(self.tokenizer("").input_ids) if self.template.add_special_tokens else 0
         lengths = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
         suffix = len(self.tokenizer(self.template.suffix, add_special_tokens=False).input_ids)
-        tokens = sum(min(self.max_length, special + len(offsets) + len(ids) + suffix) for ids in lengths)
+        tokens = [min(self.max_length, special + len(offsets) + len(ids) + suffix) for ids in lengths]
         return (turns if context is not None else None), prompt, tokens
 
     def encode(self, sequences: list[PromptResponse]) -> list[dict[str, np.ndarray]]:

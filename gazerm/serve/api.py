@@ -31,8 +31,9 @@ character budget and a token budget (:class:`Limits`; ``gazerm serve --max-reque
 The context is trimmed from the left before any response is tokenized: the turns (and the start of the
 first kept one) that the model's left truncation would cut anyway are dropped, found by tokenizing the
 prefix once, so each response is tokenized with at most ``max_length`` tokens of prefix and the rewards
-are the ones the full context gives. In process, a request is scored ``batch_size`` responses at a time,
-taking turns with other requests between chunks: a large request delays a small one by one chunk.
+are the ones the full context gives. In process, a request is scored in chunks (``batch_size`` responses,
+:data:`TURN_TOKENS` tokens at most), and between chunks the request served the fewest tokens so far goes
+next (:class:`FairTurns`): a large request delays a small one by one chunk at most.
 
 Nothing here needs Ray: :func:`build_app` wraps a :class:`RewardScorer` and scores each request
 in-process unless it is handed a batched scoring function (what the Ray Serve deployment does).
@@ -42,12 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import hmac
 import ipaddress
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -93,6 +96,8 @@ MAX_BODY_BYTES = 8 * 2**20  # larger bodies are refused as they stream in
 MAX_FIXATION_MS = 5_000.0
 MAX_REQUEST_CHARS = 200_000  # prompt, context and responses together (default of --max-request-chars)
 MAX_REQUEST_TOKENS = 65_536  # what the model reads for all responses (default of --max-request-tokens)
+# In process, a request is scored in chunks of at most this many tokens, other requests taking turns.
+TURN_TOKENS = 512
 HEALTH_PATH = "/healthz"
 LOOPBACK_NAMES = ("localhost",)
 
@@ -208,10 +213,7 @@ class Job:
     context: Context
     texts: list[str]
     gaze: list[WordGaze | None]
-
-
-class JobFailed(Exception):
-    """Scoring one request of a batch failed; the other requests of the batch got their rewards."""
+    tokens: tuple[int, ...] = ()  # per response, what the model reads (when known)
 
 
 ScoreFn = Callable[[Job], Awaitable["list | Exception"]]
@@ -254,12 +256,59 @@ def score_batch(scorer: RewardScorer, jobs: list[Job]) -> list[list | Exception]
     return results
 
 
-def chunks(job: Job, size: int) -> list[Job]:
-    """The job as jobs of at most ``size`` responses (the same prompt and context)."""
-    return [
-        Job(job.prompt, job.context, job.texts[start : start + size], job.gaze[start : start + size])
-        for start in range(0, len(job.texts), size)
-    ]
+def chunks(job: Job, max_responses: int, max_tokens: int = TURN_TOKENS) -> list[Job]:
+    """The job as jobs of the same prompt and context, each of at most ``max_responses`` responses and
+    (where the job knows its responses' tokens) ``max_tokens`` tokens, at least one response."""
+    tokens = job.tokens or (0,) * len(job.texts)
+    parts, start = [], 0
+    while start < len(job.texts):
+        end, total = start + 1, tokens[start]
+        while end < len(job.texts) and end - start < max_responses and total + tokens[end] <= max_tokens:
+            total += tokens[end]
+            end += 1
+        parts.append(
+            Job(job.prompt, job.context, job.texts[start:end], job.gaze[start:end], tuple(tokens[start:end]))
+        )
+        start = end
+    return parts
+
+
+class FairTurns:
+    """Requests taking turns at one model: whoever waits with the fewest tokens served so far goes next
+    (least attained service), so a small request waits for at most the one chunk running, never for the
+    rest of a large request."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future]] = []
+        self._arrivals = 0
+
+    @asynccontextmanager
+    async def turn(self, served: int) -> AsyncIterator[None]:
+        if self._busy or self._waiting:
+            ready = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (served, self._arrivals, ready))
+            self._arrivals += 1
+            try:
+                await ready
+            except asyncio.CancelledError:
+                if ready.done() and not ready.cancelled():  # the turn was handed over: pass it on
+                    self._release()
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._busy = False
+        while self._waiting:
+            _, _, ready = heapq.heappop(self._waiting)
+            if not ready.done():
+                ready.set_result(None)
+                self._busy = True  # on the woken waiter's behalf: no newcomer slips in before it
+                return
 
 
 def recorded_gaze(responses: list[ResponseItem]) -> list[WordGaze | None]:
@@ -306,11 +355,12 @@ def make_job(scorer: RewardScorer, request: ScoreRequest, limits: Limits = DEFAU
         context, prompt, tokens = scorer.encoder.trim_context(context, request.prompt, texts)
     except (TemplateError, GazermError) as error:
         raise _invalid(("context",), f"the model's chat template refuses it: {error}") from error
-    if tokens > limits.max_request_tokens:
+    if sum(tokens) > limits.max_request_tokens:
         raise _invalid(
-            ("responses",), f"{tokens} tokens to score in one request; at most {limits.max_request_tokens}"
+            ("responses",),
+            f"{sum(tokens)} tokens to score in one request; at most {limits.max_request_tokens}",
         )
-    return Job(prompt, context, texts, recorded_gaze(request.responses))
+    return Job(prompt, context, texts, recorded_gaze(request.responses), tuple(tokens))
 
 
 def load_token(token_file: Path | None, no_auth: bool) -> str | None:
@@ -441,22 +491,26 @@ def build_app(
     score: ScoreFn | None = None,
     limits: Limits = DEFAULT_LIMITS,
     max_body_bytes: int = MAX_BODY_BYTES,
+    turn_tokens: int = TURN_TOKENS,
 ) -> FastAPI:
     """The API around a loaded scorer. ``digest`` is :func:`token_digest` of the token (None: no auth);
     ``score`` scores one :class:`Job`, giving its rewards or the exception scoring it raised (default:
-    in a thread of this process, ``scorer.batch_size`` responses at a time, requests taking turns)."""
+    in a thread of this process, chunks of at most ``scorer.batch_size`` responses and ``turn_tokens``
+    tokens, requests taking :class:`FairTurns` between chunks)."""
     app = FastAPI(title="gazerm reward model", docs_url=None, redoc_url=None, openapi_url=None)
 
-    one_at_a_time = asyncio.Lock()  # one model and tokenizer: requests take turns, chunk by chunk
+    turns = FairTurns()  # one model and tokenizer: requests take turns, chunk by chunk
 
     async def in_process(job: Job) -> list | Exception:
         rewards: list = []
-        for chunk in chunks(job, scorer.batch_size):
-            async with one_at_a_time:
+        served = 0
+        for chunk in chunks(job, scorer.batch_size, turn_tokens):
+            async with turns.turn(served):
                 result = (await asyncio.to_thread(score_batch, scorer, [chunk]))[0]
             if isinstance(result, Exception):
                 return result
             rewards.extend(result)
+            served += sum(chunk.tokens) or len(chunk.texts)
         return rewards
 
     scoring = score or in_process

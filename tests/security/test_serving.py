@@ -294,7 +294,7 @@ def test_a_long_prompt_without_context_is_trimmed_and_scores_as_the_full_one(cli
     prompt = "Tell me everything: " + "and then what happened next " * 300
     responses = ["Nothing.", "A great deal, in fact."]
     context, trimmed, tokens = scorer.encoder.trim_context(None, prompt, responses)
-    assert context is None and len(trimmed) < len(prompt) / 4 and tokens == 2 * scorer.encoder.max_length
+    assert context is None and len(trimmed) < len(prompt) / 4 and tokens == [scorer.encoder.max_length] * 2
     response = client.post("/score", json={"prompt": prompt, "responses": responses}, headers=AUTH)
     assert response.status_code == 200, response.text
     expected = scorer.score([prompt] * 2, responses)
