@@ -170,7 +170,9 @@ def verify_model_dir(directory: str | Path, hashes: bool = True) -> ModelConfig:
         raise ConfigError(f"{manifest_file}: manifest format {found}, expected {MANIFEST_FORMAT}")
     for name, entry in files.items():
         file = src / name
-        if ".." in Path(name).parts or not file.is_file():
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ConfigError(f"{manifest_file}: lists {name}, outside the model directory")
+        if not file.is_file():
             raise PathNotFoundError(f"{src}: {name} is missing (listed in {MANIFEST_FILE})")
         if file.stat().st_size != entry["size"]:
             raise ConfigError(

@@ -113,6 +113,7 @@ def test_the_manifest_lists_every_file_and_the_parts_the_config_needs(tmp_path, 
         ("truncated-heads", ConfigError, "heads.safetensors has .* bytes"),
         ("changed-heads", ConfigError, "heads.safetensors does not match its sha256"),
         ("garbled-manifest", ConfigError, "not a readable model manifest"),
+        ("escaping-manifest", ConfigError, "outside the model directory"),
     ],
 )
 def test_an_incomplete_or_altered_model_directory_is_refused(tmp_path, tokenizers, damage, error, message):
@@ -131,6 +132,10 @@ def test_an_incomplete_or_altered_model_directory_is_refused(tmp_path, tokenizer
         data = bytearray(heads.read_bytes())
         data[-1] ^= 0xFF
         heads.write_bytes(bytes(data))
+    elif damage == "escaping-manifest":
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        manifest["files"]["../../etc/hostname"] = {"size": 1, "sha256": "0"}
+        (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
     else:
         (directory / MANIFEST_FILE).write_text('{"format": 1, "files": ')
     with pytest.raises(error, match=message) as raised:
