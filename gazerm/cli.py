@@ -508,10 +508,21 @@ def serve_model(
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 8000,
     token_file: Annotated[
         Path | None,
-        typer.Option("--token-file", help="File holding the bearer token (default: $GAZERM_SERVE_TOKEN)."),
+        typer.Option(
+            "--token-file",
+            help="File holding the bearer token, at least 32 characters (default: $GAZERM_SERVE_TOKEN).",
+        ),
     ] = None,
     no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="Serve without authentication (only on a private machine).")
+        bool,
+        typer.Option("--no-auth", help="Serve without authentication (loopback hosts only, see below)."),
+    ] = False,
+    allow_unauthenticated_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated-remote",
+            help="With --no-auth on a host other than 127.0.0.0/8, ::1 or localhost: open it anyway.",
+        ),
     ] = False,
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Requests one batch gathers; also responses per forward pass.")
@@ -519,11 +530,24 @@ def serve_model(
     batch_wait_ms: Annotated[
         float, typer.Option(min=0, help="How long a batch waits for more requests (ms).")
     ] = 10.0,
+    max_queued_requests: Annotated[
+        int, typer.Option(min=1, help="Requests queued beyond what the replicas hold; more get a 503.")
+    ] = 64,
+    request_timeout_s: Annotated[
+        float, typer.Option(min=0.1, help="A request not answered within this many seconds ends (408).")
+    ] = 60.0,
+    max_request_chars: Annotated[
+        int, typer.Option(min=1, help="Characters per request: prompt, context and responses together.")
+    ] = 200_000,
+    max_request_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens the model reads per request, all responses together.")
+    ] = 65_536,
 ) -> None:
     """Serve a reward model over HTTP (Ray Serve) until Ctrl-C: POST /score (bearer token), GET /healthz."""
-    from gazerm.serve.api import load_token
+    from gazerm.serve.api import Limits, check_exposure, load_token
     from gazerm.serve.deployment import serve_until_interrupted, start
 
+    check_exposure(host, no_auth, allow_unauthenticated_remote)
     token = load_token(token_file, no_auth)
     url = start(
         model_dir,
@@ -534,6 +558,9 @@ def serve_model(
         port=port,
         max_batch_size=max_batch_size,
         batch_wait_ms=batch_wait_ms,
+        max_queued_requests=max_queued_requests,
+        request_timeout_s=request_timeout_s,
+        limits=Limits(max_request_chars, max_request_tokens),
     )
     typer.echo(f"serving {model_dir} at {url} (POST /score, GET /healthz); Ctrl-C stops")
     serve_until_interrupted()

@@ -25,13 +25,14 @@ from tqdm import tqdm
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.common import nested, text
 from gazerm.data.readers import Record, read_records, require
-from gazerm.errors import ConfigError, PathNotFoundError
+from gazerm.errors import ConfigError
 from gazerm.features.base import N_FEATURES, WordGaze
 from gazerm.features.featurize import build_predictor
 from gazerm.model.inputs import INPUTS_FILE, InputSpec, PromptResponse, SequenceEncoder
-from gazerm.model.io import load_reward_model
+from gazerm.model.io import load_reward_model, verify_model_dir
 from gazerm.model.templates import Context, build_template
 from gazerm.runtime import init_ray
+from gazerm.storage import is_object_store, open_atomic, staged_dir
 
 
 class RewardScorer:
@@ -117,11 +118,17 @@ class RewardScorer:
         recorded: list[WordGaze | None],
     ) -> np.ndarray:
         response_gaze, prompt_gaze = self._word_gaze(prompts, responses, recorded)
-        sequences = []
+        sequences, rendered = [], {}  # rows sharing a context and prompt (a request's) render it once
         for context, prompt, response, (spans, features), words, behaviour in zip(
             contexts, prompts, responses, response_gaze, prompt_gaze, implicit, strict=True
         ):
-            prefix, placed = self.encoder.prefix(context, prompt, *_arrays(words))
+            if words is None:
+                key = (id(context), prompt)
+                if key not in rendered:
+                    rendered[key] = self.encoder.prefix(context, prompt)
+                prefix, placed = rendered[key]
+            else:
+                prefix, placed = self.encoder.prefix(context, prompt, *_arrays(words))
             behaviour = np.asarray(behaviour or [], dtype=np.float32)
             sequences.append(PromptResponse(prefix, response, spans, features, behaviour, placed))
         inputs = self.encoder.pad(self.encoder.encode(sequences)).to(self.device)
@@ -166,7 +173,8 @@ def score_file(
     model_dir: str | Path, input_path: str | Path, output_path: str | Path, batch_size: int = 16
 ) -> int:
     """Score every ``prompt``/``response`` row of a JSONL or Parquet file; writes the rows plus ``reward``
-    as JSONL and returns how many. Every row is validated before the model is loaded."""
+    as JSONL (atomically: all rows or the file as it was) and returns how many. Every row is validated
+    before the model is loaded."""
     records = _validated(input_path)
     scorer = RewardScorer(model_dir, batch_size=batch_size)
     rewards = scorer.score(
@@ -175,9 +183,7 @@ def score_file(
         [r.get("context") for r in records],
         progress=len(records) > batch_size,
     )
-    output = Path(output_path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as handle:
+    with open_atomic(output_path) as handle:  # a reader never sees part of the rows
         for record, reward in zip(records, rewards, strict=True):
             handle.write(json.dumps({**record, "reward": reward.tolist()}, ensure_ascii=False, default=str))
             handle.write("\n")
@@ -225,14 +231,14 @@ def score_dataset(
 
     Each of ``num_workers`` actors loads the model once (one GPU each with ``use_gpu``) and scores
     the batches it is handed; ``output_dir`` gets Parquet files with the input columns plus ``reward``
-    (replacing earlier output there). Every row is validated on the driver first, with the same
+    (replacing earlier output there; a local ``output_dir`` is written beside it and renamed into place,
+    so it never holds part of a job's files). Every row is validated on the driver first, with the same
     errors as :func:`score_file`, so a bad row stops the job before any worker starts.
     """
     files = input_files(input_path)
     checking = tqdm(files, "validating", unit="file", disable=len(files) < 2)
     rows = sum(len(_validated(file)) for file in checking)
-    if not (Path(model_dir) / "config.yaml").is_file():
-        raise PathNotFoundError(f"{model_dir}: not a saved reward model (no config.yaml)")
+    verify_model_dir(model_dir)  # before any worker starts
 
     import ray.data
 
@@ -240,14 +246,19 @@ def score_dataset(
     ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
     parquet = files[0].endswith(".parquet")
     dataset = ray.data.read_parquet(files) if parquet else ray.data.read_json(files, lines=True)
-    dataset.map_batches(
+    scored = dataset.map_batches(
         BatchScorer,
         fn_constructor_args=(str(model_dir), batch_size, "cuda" if use_gpu else "cpu"),
         batch_size=batch_size,
         batch_format="pyarrow",
         concurrency=num_workers,
         num_gpus=1 if use_gpu else None,
-    ).write_parquet(str(output_dir), mode=ray.data.SaveMode.OVERWRITE)
+    )
+    if is_object_store(output_dir):
+        scored.write_parquet(str(output_dir), mode=ray.data.SaveMode.OVERWRITE)
+        return rows
+    with staged_dir(Path(output_dir).resolve()) as staging:
+        scored.write_parquet(str(staging), mode=ray.data.SaveMode.OVERWRITE)
     return rows
 
 

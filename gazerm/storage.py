@@ -3,14 +3,83 @@
 Both go through pyarrow filesystems, the layer Ray Train itself writes checkpoints with, so the
 driver reads checkpoints back, exports the model and keeps its run record the same way wherever
 ``output_dir`` points. A local path is resolved to an absolute one (Ray needs that).
+
+Nothing a later step trusts is ever seen half-written:
+
+- a file (:meth:`Storage.write_text`, :func:`write_text_atomic`) is written to a temporary file beside
+  it and renamed over it (on an object store one PUT, which is atomic per object);
+- a directory (:meth:`Storage.replace_with`, :func:`replace_dir`) is staged beside its target and renamed
+  into place; on an object store, where a directory cannot be renamed, its ``commit_file`` (the model
+  directory's manifest) is removed first and copied last, so a reader that checks it (``load_reward_model``)
+  refuses a directory caught mid-copy.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import pyarrow.fs as pafs
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``path`` so that a reader sees the old content or all of the new, never a part."""
+    with open_atomic(path) as stream:
+        stream.write(text)
+
+
+@contextmanager
+def open_atomic(path: str | Path) -> Iterator[TextIO]:
+    """A text stream to a temporary file beside ``path``, flushed to disk and renamed over ``path`` once
+    the block succeeds; a block that fails leaves ``path`` as it was."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """A fresh directory beside ``target`` that replaces it once the block succeeds (:func:`replace_dir`);
+    a block that fails leaves ``target`` as it was and no staging directory behind."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-staging-", dir=target.parent))
+    try:
+        yield staging
+        replace_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_dir(staging: str | Path, target: str | Path) -> None:
+    """Put the complete directory ``staging`` (on the same filesystem) in ``target``'s place by renames:
+    the old ``target`` is moved aside, ``staging`` renamed in, the old one removed. A reader sees the old
+    directory, none for an instant, or the new one, never a mix."""
+    staging, target = Path(staging), Path(target)
+    aside = None
+    if target.is_dir() and not target.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}-old-", dir=target.parent))
+        os.replace(target, aside / target.name)
+    elif target.exists() or target.is_symlink():
+        target.unlink()
+    os.replace(staging, target)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def is_object_store(location: str | Path) -> bool:
@@ -59,6 +128,10 @@ class Storage:
             return stream.read().decode("utf-8")
 
     def write_text(self, text: str) -> None:
+        """Atomically: a local file is renamed into place, an object is one PUT."""
+        if self.is_local:
+            write_text_atomic(self.path, text)
+            return
         parent = self.path.rsplit("/", 1)[0]
         self.filesystem.create_dir(parent, recursive=True)
         with self.filesystem.open_output_stream(self.path) as stream:
@@ -76,13 +149,32 @@ class Storage:
         if self.exists():
             self.filesystem.delete_dir(self.path)
 
-    def replace_with(self, local_dir: str | Path) -> None:
-        """Make this directory a copy of ``local_dir`` (what was here before is removed)."""
+    def replace_with(self, local_dir: str | Path, commit_file: str | None = None) -> None:
+        """Make this directory a copy of ``local_dir`` (what was here before is removed), never visible
+        half-copied: locally a copy staged beside it and renamed in; on an object store ``commit_file``
+        (a file of ``local_dir``, e.g. the model manifest) is deleted first and written last."""
+        source = Path(local_dir).resolve()
+        if self.is_local:
+            with staged_dir(self.path) as staging:
+                shutil.copytree(source, staging, dirs_exist_ok=True)
+            return
+        if commit_file is not None:
+            self.child(commit_file).delete_file()
         self.delete()
         self.filesystem.create_dir(self.path, recursive=True)
-        pafs.copy_files(
-            str(Path(local_dir).resolve()),
-            self.path,
-            source_filesystem=pafs.LocalFileSystem(),
-            destination_filesystem=self.filesystem,
-        )
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            name = file.relative_to(source).as_posix()
+            if name != commit_file:
+                self._upload(file, name)
+        if commit_file is not None:
+            self._upload(source / commit_file, commit_file)
+
+    def delete_file(self) -> None:
+        if self.filesystem.get_file_info(self.path).type == pafs.FileType.File:
+            self.filesystem.delete_file(self.path)
+
+    def _upload(self, file: Path, name: str) -> None:
+        destination = self.child(name).path
+        self.filesystem.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+        with file.open("rb") as source, self.filesystem.open_output_stream(destination) as stream:
+            shutil.copyfileobj(source, stream, 8 * 2**20)

@@ -238,3 +238,26 @@ def test_a_model_trained_on_recorded_gaze_scores_only_with_recorded_gaze(tmp_pat
     assert rewards.shape == (2,) and np.isfinite(rewards).all()
     with pytest.raises(ValueError, match=r"recorded gaze, which 1 response"):
         scorer.score(["Say hi."] * 2, texts, gaze=[gaze[0], None])
+
+
+def test_score_file_that_fails_midway_leaves_the_earlier_output_whole(trained, tmp_path, monkeypatch):
+    """The output is written beside and renamed in: a reader never sees part of the rows."""
+    import gazerm.score
+
+    directory, _, _ = trained
+    jsonl = write_jsonl(tmp_path / "in.jsonl", ROWS)
+    output = tmp_path / "scored.jsonl"
+    output.write_text('{"earlier": true}\n')
+    dumps, calls = json.dumps, []
+
+    def failing_dumps(value, **kwargs):
+        calls.append(value)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return dumps(value, **kwargs)
+
+    monkeypatch.setattr(gazerm.score.json, "dumps", failing_dumps)
+    with pytest.raises(OSError, match="disk full"):
+        score_file(directory, jsonl, output)
+    assert output.read_text() == '{"earlier": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "scored.jsonl"]

@@ -4,6 +4,7 @@ an ``s3://`` or ``gs://`` output_dir takes) behave the same."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,84 @@ def test_searches_and_staged_jobs_refuse_an_object_store_output_dir():
         run_search(remote, None)
     with pytest.raises(ValueError, match="staged jobs need a local or mounted path"):
         StagedJobConfig(base=remote, stages=[{"name": "general", "dataset_dir": "data"}])
+
+
+def _model_dir(root) -> object:
+    source = root / "model"
+    (source / "adapter").mkdir(parents=True)
+    (source / "adapter" / "weights.bin").write_bytes(b"\x00\x01")
+    (source / "config.yaml").write_text("a: 1\n")
+    (source / "model_manifest.json").write_text("{}")
+    return source
+
+
+def test_replace_with_never_shows_a_half_copied_directory_locally(output, tmp_path, monkeypatch):
+    """A copy that fails midway leaves the old directory whole and nothing staged beside it."""
+    import shutil
+
+    source = _model_dir(tmp_path)
+    target = output.child("model")
+    target.child("old.txt").write_text("old")
+
+    def failing_copy(src, dst, **_):
+        (Path(dst) / "partial.bin").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(shutil, "copytree", failing_copy)
+    with pytest.raises(OSError, match="disk full"):
+        target.replace_with(source)
+    assert sorted(p.name for p in (tmp_path / "out" / "model").iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model"]
+
+
+def test_replace_with_on_an_object_store_writes_the_commit_file_last(tmp_path):
+    """Not a local filesystem (a SubTree one stands in for s3://): the manifest goes first and comes last."""
+    import pyarrow.fs as pafs
+
+    (tmp_path / "bucket").mkdir()
+    written: list[str] = []
+
+    class Recording(pafs.FSSpecHandler):
+        def open_output_stream(self, path, metadata):
+            written.append(path.rsplit("/model/", 1)[-1])
+            return super().open_output_stream(path, metadata)
+
+    import fsspec
+
+    filesystem = pafs.PyFileSystem(Recording(fsspec.filesystem("file")))
+    target = Storage(filesystem, str(tmp_path / "bucket" / "model"), "s3://bucket/model")
+    assert not target.is_local
+    target.child("model_manifest.json").write_text("{old}")
+    target.child("stale.bin").write_text("old")
+    written.clear()
+    target.replace_with(_model_dir(tmp_path), commit_file="model_manifest.json")
+    assert written == ["adapter/weights.bin", "config.yaml", "model_manifest.json"]
+    assert not (tmp_path / "bucket" / "model" / "stale.bin").exists()
+    assert (tmp_path / "bucket" / "model" / "model_manifest.json").read_text() == "{}"
+
+
+def _write(writer: str, target: Path, text: str) -> None:
+    from gazerm.storage import write_text_atomic
+
+    if writer == "helper":
+        write_text_atomic(target, text)
+    else:
+        Storage.of(target).write_text(text)
+
+
+@pytest.mark.parametrize("writer", ["helper", "storage"])
+def test_write_text_atomic_leaves_the_old_content_when_writing_fails(tmp_path, monkeypatch, writer):
+    """reproduce's result.json and reports (the helper), the MLflow run record (Storage.write_text)."""
+    import os
+
+    target = tmp_path / "result.json"
+    _write(writer, target, '{"old": 1}')
+
+    def failing_fsync(_):
+        raise OSError("no space")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="no space"):
+        _write(writer, target, '{"new": 2}')
+    assert target.read_text() == '{"old": 1}'
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]

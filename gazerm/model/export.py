@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,6 +33,7 @@ from gazerm.model.io import load_reward_model
 from gazerm.model.remote import GazeRewardConfig, GazeRewardModel
 from gazerm.model.reward_model import RewardModel
 from gazerm.model.templates import build_template, plain_chat_template
+from gazerm.storage import staged_dir
 
 ExportKind = Literal["standard", "gazerm"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -64,6 +61,11 @@ def export_model(
     """Write ``model_dir`` (a gazerm model directory) to ``out`` as a transformers checkpoint, cast to
     ``dtype`` (one of :data:`DTYPES`; None keeps the model's). ``out`` must be empty unless ``force``."""
     target = Path(out)
+    source, destination = Path(model_dir).resolve(), target.resolve()
+    if destination == source or destination in source.parents or source in destination.parents:
+        raise ConfigError(
+            f"{target}: the export would overwrite its own model {model_dir}; choose a directory outside it"
+        )
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not force:
         raise ExistsError(f"{target} exists and is not empty; choose another directory or pass --force")
     if dtype is not None and dtype not in DTYPES:
@@ -90,29 +92,12 @@ def export_model(
     if dtype is not None:
         exported.to(DTYPES[dtype])
     kind: ExportKind = "gazerm" if reasons else "standard"
-    with _replacing(target) as staging:
+    with staged_dir(target) as staging:
         exported.save_pretrained(str(staging))
         _save_tokenizer(tokenizer, inputs, staging)
         inputs.write(staging)
         (staging / "README.md").write_text(_model_card(Path(model_dir), kind, reasons, inputs))
     return Exported(target, kind, reasons, difference)
-
-
-@contextmanager
-def _replacing(target: Path) -> Iterator[Path]:
-    """A fresh directory beside ``target`` that replaces it once the block succeeds: an export that
-    fails leaves nothing half-written, and one that overwrites leaves no file of the earlier one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        yield staging
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def standard_blockers(

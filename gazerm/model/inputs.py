@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from jinja2 import TemplateError
 
-from gazerm.errors import PathNotFoundError
+from gazerm.errors import GazermError, PathNotFoundError
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
 from gazerm.model.templates import Context, PlainTemplate, PromptTemplate
@@ -23,6 +24,9 @@ from gazerm.model.templates import Context, PlainTemplate, PromptTemplate
 log = logging.getLogger(__name__)
 
 INPUTS_FILE = "inputs.json"
+# Tokens of prefix kept beyond max_length when trimming a context: where the cut falls a word may
+# tokenize differently, far from the tokens the model reads.
+TRIM_SLACK = 16
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,58 @@ class SequenceEncoder:
                 self._warned = True
             return rendered.text, None
         return rendered.text, PromptGaze(rendered.prompt_start, np.asarray(spans), np.asarray(features))
+
+    def trim_context(
+        self, context: Context, prompt: str, responses: list[str] = ()
+    ) -> tuple[Context, str, list[int]]:
+        """The context (and, without prompt gaze and context, the prompt) with what left truncation would
+        cut from every sequence of this prefix dropped before tokenizing them: leading turns, then the
+        start of the first kept text, keeping at least ``max_length`` + :data:`TRIM_SLACK` tokens of
+        prefix, so the tokens the model reads are those of the untrimmed prefix. Also the tokens each
+        response costs (with the prefix, at most ``max_length``). The prefix is tokenized a few times
+        (a binary search over the turns), never once per response."""
+
+        def prefix_offsets(turns: Context, text: str) -> tuple[str, list[tuple[int, int]]]:
+            rendered = self.template.prefix(turns, text)
+            offsets = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)[
+                "offset_mapping"
+            ]
+            return rendered, offsets
+
+        keep = self.max_length + TRIM_SLACK
+        turns = list(context) if context else []
+        rendered, offsets = prefix_offsets(turns, prompt)
+        if len(offsets) > keep and turns:
+            dropped, most = 0, len(turns)  # the most leading turns that can go, by bisection
+            while dropped < most:
+                middle = (dropped + most + 1) // 2
+                try:
+                    fits = len(prefix_offsets(turns[middle:], prompt)[1]) >= keep
+                except (TemplateError, GazermError):  # a template refusing the shortened conversation
+                    fits = False
+                if fits:
+                    dropped = middle
+                else:
+                    most = middle - 1
+            turns = turns[dropped:]
+            rendered, offsets = prefix_offsets(turns, prompt)
+        if len(offsets) > keep:
+            cut = offsets[len(offsets) - keep][0]  # every character before it is truncated away
+            if turns:
+                first = turns[0]["content"]
+                start = rendered.find(first) if first else -1
+                if 0 <= start < cut < start + len(first):
+                    turns[0] = {**turns[0], "content": first[cut - start :]}
+            elif not self.prompt_gaze:
+                start = rendered.find(prompt)
+                if 0 <= start < cut < start + len(prompt):
+                    prompt = prompt[cut - start :]
+            rendered, offsets = prefix_offsets(turns, prompt)
+        special = len(self.tokenizer("").input_ids) if self.template.add_special_tokens else 0
+        lengths = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+        suffix = len(self.tokenizer(self.template.suffix, add_special_tokens=False).input_ids)
+        tokens = [min(self.max_length, special + len(offsets) + len(ids) + suffix) for ids in lengths]
+        return (turns if context is not None else None), prompt, tokens
 
     def encode(self, sequences: list[PromptResponse]) -> list[dict[str, np.ndarray]]:
         encoded = self.tokenizer(

@@ -12,13 +12,24 @@ Layout::
                          max_length and the prompt template, so scoring builds the same
     backbone/            base backbone weights (save_pretrained), for full fine-tuning and for tiny-*
                          backbones, whose random-init weights exist nowhere else
+    model_manifest.json  written last: every other file with its size and sha256, and the parts the
+                         config needs (``adapter/`` with LoRA, ``backbone/`` for tiny-* or full
+                         fine-tuning)
 
 With LoRA or a frozen backbone (``frozen``) on a hub backbone there is no ``backbone/``: the base comes from
 ``config.backbone`` again.
+
+A directory is written beside its target and renamed into place (``Storage.replace_with`` does the same
+for ``output_dir/model``, writing the manifest last on an object store), and :func:`load_reward_model`
+refuses a directory whose manifest is missing or does not match its files: a half-copied model, or one
+missing its adapter, never loads as something else. Directories saved before the manifest existed are
+refused too, with a message saying so: train them again, or, for a directory known to be complete,
+write its manifest with :func:`seal_model_dir` (which checks the parts its config needs).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,8 +43,12 @@ from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.config import ModelConfig
 from gazerm.model.inputs import InputSpec
 from gazerm.model.reward_model import RewardModel, load_backbone
+from gazerm.storage import staged_dir
 
 FORMAT_VERSION = 1
+MANIFEST_FILE = "model_manifest.json"
+MANIFEST_FORMAT = 1
+_HASH_CHUNK = 8 * 2**20
 HEAD_PREFIXES = ("value_head.", "projector.", "implicit_head.", "separators")
 _BACKBONE_PREFIX = "backbone."
 _PEFT_PREFIX = "base_model.model."
@@ -50,9 +65,22 @@ def save_reward_model(
     """Write ``model`` and how to build its inputs to ``directory``. ``state_dict`` (keys as
     ``model.state_dict()``) replaces the model's own tensors, e.g. the full weights gathered from
     DeepSpeed ZeRO-3 partitions; ``model`` is then only consulted for its structure (LoRA or not, HF
-    configs). Call it on one rank only."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    configs). Call it on one rank only. The directory is written beside ``directory`` and renamed into
+    place, its manifest last: what was there before is replaced, never mixed with the new files."""
+    with staged_dir(directory) as staging:
+        _write_model(model, tokenizer, config, inputs, staging, state_dict)
+        write_manifest(staging, config)
+    return Path(directory)
+
+
+def _write_model(
+    model: RewardModel,
+    tokenizer: PreTrainedTokenizerFast,
+    config: ModelConfig,
+    inputs: InputSpec,
+    out: Path,
+    state_dict: dict[str, torch.Tensor] | None,
+) -> None:
     weights = model.state_dict() if state_dict is None else state_dict
     heads = {k: v.detach().cpu().contiguous() for k, v in weights.items() if k.startswith(HEAD_PREFIXES)}
     save_file(heads, str(out / "heads.safetensors"), metadata={"format": "pt"})
@@ -69,22 +97,106 @@ def save_reward_model(
     inputs.write(out)
     lm_head = model.hf_model.get_output_embeddings() is not None
     (out / "reward_model.json").write_text(json.dumps({"format": FORMAT_VERSION, "lm_head": lm_head}))
-    return out
 
 
-def load_reward_model(directory: str | Path) -> tuple[RewardModel, PreTrainedTokenizerFast, ModelConfig]:
-    """The saved model in eval mode (on CPU), its tokenizer and config; outputs match the saved model's."""
+def required_parts(config: ModelConfig) -> list[str]:
+    """The subdirectories a model directory of ``config`` must have: ``adapter/`` with LoRA,
+    ``backbone/`` for tiny-* backbones and full fine-tuning (a frozen or LoRA hub backbone has none)."""
+    parts = ["tokenizer/"]
+    if config.lora is not None:
+        parts.append("adapter/")
+    if config.is_tiny or (config.lora is None and not config.frozen):
+        parts.append("backbone/")
+    return parts
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: str | Path, config: ModelConfig) -> Path:
+    """Write ``model_manifest.json`` (every other file's size and sha256, the parts ``config`` needs);
+    call it once everything else is written. Refuses a directory that lacks a needed part."""
+    root = Path(directory)
+    files = {
+        file.relative_to(root).as_posix(): {"size": file.stat().st_size, "sha256": _sha256(file)}
+        for file in sorted(root.rglob("*"))
+        if file.is_file() and file.name != MANIFEST_FILE
+    }
+    required = required_parts(config)
+    missing = [part for part in required if not any(name.startswith(part) for name in files)]
+    if missing:
+        raise ConfigError(f"{root}: the model directory lacks {', '.join(missing)}; not sealing it")
+    manifest = {"format": MANIFEST_FORMAT, "required": required, "files": files}
+    (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return root / MANIFEST_FILE
+
+
+def seal_model_dir(directory: str | Path) -> Path:
+    """Write the manifest of a directory saved before manifests existed, once the parts its config needs
+    are there. Its files' contents cannot be checked: only for a directory known to be complete."""
+    return write_manifest(directory, load_config(ModelConfig, Path(directory) / "config.yaml"))
+
+
+def verify_model_dir(directory: str | Path, hashes: bool = True) -> ModelConfig:
+    """The directory's config once its manifest matches it: every listed file present with its size
+    (and sha256 unless not ``hashes``), the parts its config needs present. One-line errors naming the
+    path and what is missing or different."""
     src = Path(directory)
     if not (src / "reward_model.json").is_file():
         raise PathNotFoundError(f"{src}: not a saved reward model (no reward_model.json)")
     meta = json.loads((src / "reward_model.json").read_text())
-    if meta["format"] != FORMAT_VERSION:
-        raise ConfigError(f"{src}: reward model format {meta['format']}, this gazerm reads {FORMAT_VERSION}")
+    if meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format")
+        raise ConfigError(f"{src}: reward model format {found}, this gazerm reads {FORMAT_VERSION}")
+    manifest_file = src / MANIFEST_FILE
+    if not manifest_file.is_file():
+        raise PathNotFoundError(
+            f"{src}: no {MANIFEST_FILE}: the model was not completely written, or was saved by a gazerm "
+            "before model manifests: train it again, or seal one known to be complete with "
+            "gazerm.model.io.seal_model_dir"
+        )
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        files, required = dict(manifest["files"]), list(manifest["required"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{manifest_file}: not a readable model manifest ({error})") from error
+    if manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format")
+        raise ConfigError(f"{manifest_file}: manifest format {found}, expected {MANIFEST_FORMAT}")
+    for name, entry in files.items():
+        file = src / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ConfigError(f"{manifest_file}: lists {name}, outside the model directory")
+        if not file.is_file():
+            raise PathNotFoundError(f"{src}: {name} is missing (listed in {MANIFEST_FILE})")
+        if file.stat().st_size != entry["size"]:
+            raise ConfigError(
+                f"{src}: {name} has {file.stat().st_size} bytes, {MANIFEST_FILE} says {entry['size']}"
+            )
+        if hashes and _sha256(file) != entry["sha256"]:
+            raise ConfigError(f"{src}: {name} does not match its sha256 in {MANIFEST_FILE}")
     config = load_config(ModelConfig, src / "config.yaml")
+    for part in dict.fromkeys([*required, *required_parts(config)]):
+        if not any(name.startswith(part) for name in files) or not (src / part).is_dir():
+            raise PathNotFoundError(f"{src}: {part} is missing, and the model's config needs it")
+    return config
+
+
+def load_reward_model(directory: str | Path) -> tuple[RewardModel, PreTrainedTokenizerFast, ModelConfig]:
+    """The saved model in eval mode (on CPU), its tokenizer and config; outputs match the saved model's.
+    The directory must match its manifest (:func:`verify_model_dir`)."""
+    src = Path(directory)
+    config = verify_model_dir(src)
+    meta = json.loads((src / "reward_model.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
-    base_source = src / "backbone" if (src / "backbone").exists() else config.backbone
-    backbone = load_backbone(config, base_source, meta["lm_head"])
-    if (src / "adapter").exists():
+    has_backbone = "backbone/" in required_parts(config)
+    backbone = load_backbone(config, src / "backbone" if has_backbone else config.backbone, meta["lm_head"])
+    if config.lora is not None:
         backbone = PeftModel.from_pretrained(backbone, str(src / "adapter"))
     with torch.random.fork_rng(devices=[]):  # head init is overwritten below; keep the caller's RNG as is
         model = RewardModel(backbone, config)

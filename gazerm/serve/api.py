@@ -16,9 +16,24 @@ fixations on it, ``word_idx`` numbering the response's whitespace words from 0
 reading measures with :mod:`gazerm.features.recorded`, exactly as recorded gaze does in ``prepare``.
 A response without fixations gets the gaze the model's own predictor gives it, as in ``gazerm score``.
 
+A model trained on recorded gaze (``inputs.json`` predictor ``recorded``) has no predictor: every
+response needs its fixations. Fixations must not overlap in time, last (0, 5000] ms, sit on a word of
+the text, and number at most :data:`MAX_FIXATIONS_PER_RESPONSE` per response and :data:`MAX_FIXATIONS`
+per request.
+
 ``GET /healthz`` answers 200 without authentication once the model is loaded; every other path
 needs ``Authorization: Bearer <token>`` unless the service was started with auth switched off.
 A malformed body is a 422 whose ``detail`` names each bad field (``responses.0.fixations.2.duration``).
+
+One request must not be able to hold a replica: the body is counted as it streams in (413 past
+:data:`MAX_BODY_BYTES`, declared or chunked), each field is bounded, and the request as a whole has a
+character budget and a token budget (:class:`Limits`; ``gazerm serve --max-request-chars/-tokens``).
+The context is trimmed from the left before any response is tokenized: the turns (and the start of the
+first kept one) that the model's left truncation would cut anyway are dropped, found by tokenizing the
+prefix once, so each response is tokenized with at most ``max_length`` tokens of prefix and the rewards
+are the ones the full context gives. In process, a request is scored in chunks (``batch_size`` responses,
+:data:`TURN_TOKENS` tokens at most), and between chunks the request served the fewest tokens so far goes
+next (:class:`FairTurns`): a large request delays a small one by one chunk at most.
 
 Nothing here needs Ray: :func:`build_app` wraps a :class:`RewardScorer` and scores each request
 in-process unless it is handed a batched scoring function (what the Ray Serve deployment does).
@@ -28,11 +43,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import hmac
+import ipaddress
+import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -60,15 +80,38 @@ from gazerm.score import RewardScorer
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "GAZERM_SERVE_TOKEN"
-MIN_TOKEN_CHARS = 16  # a guessable token is no authentication
+MIN_TOKEN_CHARS = 32  # a guessable token is no authentication
+MAX_PRESENTED_TOKEN_CHARS = 1024  # a longer Authorization header is wrong without being hashed
+# The token's digest: PBKDF2-HMAC-SHA256 with a random salt. The token is long and random, so the
+# iterations only need to make the digest useless to precompute, not slow to brute-force.
+_DIGEST_SALT_BYTES = 16
+_DIGEST_ITERATIONS = 2_000
 # Per-request limits: one request must not be able to hold a replica for long.
 MAX_RESPONSES = 64
 MAX_TEXT_CHARS = 32_000
 MAX_TURNS = 64
 MAX_FIXATIONS = 20_000  # per request, all responses together
-MAX_BODY_BYTES = 8 * 2**20  # larger bodies are refused before they are read
-MAX_FIXATION_MS = 60_000.0
+MAX_FIXATIONS_PER_RESPONSE = 5_000
+MAX_BODY_BYTES = 8 * 2**20  # larger bodies are refused as they stream in
+MAX_FIXATION_MS = 5_000.0
+MAX_REQUEST_CHARS = 200_000  # prompt, context and responses together (default of --max-request-chars)
+MAX_REQUEST_TOKENS = 65_536  # what the model reads for all responses (default of --max-request-tokens)
+# In process, a request is scored in chunks of at most this many tokens, other requests taking turns.
+TURN_TOKENS = 512
 HEALTH_PATH = "/healthz"
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost: its characters (prompt, context turns and responses together) and its
+    tokens (per response the prefix and the response, at most the model's ``max_length``, summed)."""
+
+    max_request_chars: int = MAX_REQUEST_CHARS
+    max_request_tokens: int = MAX_REQUEST_TOKENS
+
+
+DEFAULT_LIMITS = Limits()
 
 
 def _not_blank(value: str) -> str:
@@ -102,12 +145,15 @@ class Fixation(_Body):
 
 class ResponseItem(_Body):
     text: Text
-    fixations: Annotated[list[Fixation], Field(min_length=1, max_length=MAX_FIXATIONS)] | None = None
+    fixations: (
+        Annotated[list[Fixation], Field(min_length=1, max_length=MAX_FIXATIONS_PER_RESPONSE)] | None
+    ) = None
 
     @field_validator("fixations")
     @classmethod
     def _on_the_text(cls, fixations: list[Fixation] | None, info: ValidationInfo) -> list[Fixation] | None:
-        """Every fixation must be on a word of the text (checked only when the text itself is valid)."""
+        """Every fixation must be on a word of the text (checked only when the text itself is valid), and
+        one reader's fixations must not overlap in time."""
         if fixations is None or "text" not in info.data:
             return fixations
         words = len(word_spans(info.data["text"]))
@@ -115,6 +161,14 @@ class ResponseItem(_Body):
             if fixation.word_idx >= words:
                 raise ValueError(
                     f"fixation {index}: word_idx {fixation.word_idx} but the text has {words} words"
+                )
+        by_onset = sorted(range(len(fixations)), key=lambda i: fixations[i].onset)
+        for earlier, later in pairwise(by_onset):
+            end = fixations[earlier].onset + fixations[earlier].duration
+            if fixations[later].onset < end:
+                raise ValueError(
+                    f"fixation {later} starts at {fixations[later].onset:g} ms, before fixation {earlier} "
+                    f"ends ({end:g} ms): one reader's fixations cannot overlap"
                 )
         return fixations
 
@@ -141,6 +195,12 @@ class ScoreRequest(_Body):
         return self
 
 
+def request_chars(request: ScoreRequest) -> int:
+    """The characters of a request's texts: prompt, context turns and responses."""
+    turns = sum(len(turn.content) for turn in request.context or [])
+    return len(request.prompt) + turns + sum(len(response.text) for response in request.responses)
+
+
 class ScoreResponse(BaseModel):
     rewards: list[float] | list[list[float]]
 
@@ -153,9 +213,10 @@ class Job:
     context: Context
     texts: list[str]
     gaze: list[WordGaze | None]
+    tokens: tuple[int, ...] = ()  # per response, what the model reads (when known)
 
 
-ScoreFn = Callable[[Job], Awaitable[list]]
+ScoreFn = Callable[[Job], Awaitable["list | Exception"]]
 
 
 def score_jobs(scorer: RewardScorer, jobs: list[Job]) -> list[list]:
@@ -173,6 +234,81 @@ def score_jobs(scorer: RewardScorer, jobs: list[Job]) -> list[list]:
         split.append(rewards[start : start + len(job.texts)])
         start += len(job.texts)
     return split
+
+
+def score_batch(scorer: RewardScorer, jobs: list[Job]) -> list[list | Exception]:
+    """What a batch of concurrent requests gets (the Ray Serve deployment's ``@serve.batch``): each
+    job's rewards, or the exception scoring that job alone raised. One failing request does not fail
+    the others: when the batch fails, every job is scored on its own."""
+    try:
+        return list(score_jobs(scorer, jobs))
+    except Exception as error:
+        if len(jobs) == 1:
+            log.exception("scoring a request failed")
+            return [error]
+    results: list[list | Exception] = []
+    for job in jobs:
+        try:
+            results.append(score_jobs(scorer, [job])[0])
+        except Exception as error:
+            log.exception("scoring a request of a batch failed")
+            results.append(error)
+    return results
+
+
+def chunks(job: Job, max_responses: int, max_tokens: int = TURN_TOKENS) -> list[Job]:
+    """The job as jobs of the same prompt and context, each of at most ``max_responses`` responses and
+    (where the job knows its responses' tokens) ``max_tokens`` tokens, at least one response."""
+    tokens = job.tokens or (0,) * len(job.texts)
+    parts, start = [], 0
+    while start < len(job.texts):
+        end, total = start + 1, tokens[start]
+        while end < len(job.texts) and end - start < max_responses and total + tokens[end] <= max_tokens:
+            total += tokens[end]
+            end += 1
+        parts.append(
+            Job(job.prompt, job.context, job.texts[start:end], job.gaze[start:end], tuple(tokens[start:end]))
+        )
+        start = end
+    return parts
+
+
+class FairTurns:
+    """Requests taking turns at one model: whoever waits with the fewest tokens served so far goes next
+    (least attained service), so a small request waits for at most the one chunk running, never for the
+    rest of a large request."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future]] = []
+        self._arrivals = 0
+
+    @asynccontextmanager
+    async def turn(self, served: int) -> AsyncIterator[None]:
+        if self._busy or self._waiting:
+            ready = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (served, self._arrivals, ready))
+            self._arrivals += 1
+            try:
+                await ready
+            except asyncio.CancelledError:
+                if ready.done() and not ready.cancelled():  # the turn was handed over: pass it on
+                    self._release()
+                raise
+        self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._busy = False
+        while self._waiting:
+            _, _, ready = heapq.heappop(self._waiting)
+            if not ready.done():
+                ready.set_result(None)
+                self._busy = True  # on the woken waiter's behalf: no newcomer slips in before it
+                return
 
 
 def recorded_gaze(responses: list[ResponseItem]) -> list[WordGaze | None]:
@@ -196,20 +332,35 @@ def _invalid(field: tuple[str | int, ...], message: str) -> RequestValidationErr
     return RequestValidationError([{"loc": ("body", *field), "msg": message, "type": "value_error"}])
 
 
-def make_job(scorer: RewardScorer, request: ScoreRequest) -> Job:
+def make_job(scorer: RewardScorer, request: ScoreRequest, limits: Limits = DEFAULT_LIMITS) -> Job:
     """The request as a :class:`Job`, or a 422 for what only this model can reject (gaze for a model
-    without gaze fusion, a context its chat template refuses): one bad request must not fail a batch."""
-    if scorer.predictor is None:
-        for index, response in enumerate(request.responses):
-            if response.fixations:
-                raise _invalid(("responses", index, "fixations"), "this model does not use gaze")
+    without gaze fusion, a response without fixations for a model trained on recorded gaze, a context its
+    chat template refuses, a request over the token budget): one bad request must not fail a batch. The
+    context is trimmed from the left as the model's truncation would cut it, before any response is
+    tokenized (:meth:`SequenceEncoder.trim_context`)."""
+    chars = request_chars(request)
+    if chars > limits.max_request_chars:
+        raise _invalid((), f"{chars} characters in one request; at most {limits.max_request_chars}")
+    for index, response in enumerate(request.responses):
+        if scorer.recorded_only and not response.fixations:
+            raise _invalid(
+                ("responses", index, "fixations"),
+                "this model learnt from recorded gaze: every response needs its reader's fixations",
+            )
+        if scorer.model.projector is None and response.fixations:
+            raise _invalid(("responses", index, "fixations"), "this model does not use gaze")
     context = [turn.model_dump() for turn in request.context] if request.context is not None else None
+    texts = [response.text for response in request.responses]
     try:
-        scorer.encoder.template.prefix(context, request.prompt)
+        context, prompt, tokens = scorer.encoder.trim_context(context, request.prompt, texts)
     except (TemplateError, GazermError) as error:
         raise _invalid(("context",), f"the model's chat template refuses it: {error}") from error
-    texts = [response.text for response in request.responses]
-    return Job(request.prompt, context, texts, recorded_gaze(request.responses))
+    if sum(tokens) > limits.max_request_tokens:
+        raise _invalid(
+            ("responses",),
+            f"{sum(tokens)} tokens to score in one request; at most {limits.max_request_tokens}",
+        )
+    return Job(prompt, context, texts, recorded_gaze(request.responses), tuple(tokens))
 
 
 def load_token(token_file: Path | None, no_auth: bool) -> str | None:
@@ -235,16 +386,40 @@ def load_token(token_file: Path | None, no_auth: bool) -> str | None:
     return token
 
 
-def token_digest(token: str) -> bytes:
-    """What the service keeps of the token: its SHA-256, so the token itself is never part of the
-    deployment's arguments (which Ray stores and shows); replicas compare digests."""
-    return hashlib.sha256(token.encode()).digest()
+def token_digest(token: str, salt: bytes | None = None) -> bytes:
+    """What the service keeps of the token: a random salt and the token's salted PBKDF2-SHA256, so the
+    token itself is never part of the deployment's arguments (which Ray stores and shows), and the same
+    token gives a different digest on every start. Replicas derive the presented token's with the salt."""
+    salt = salt if salt is not None else os.urandom(_DIGEST_SALT_BYTES)
+    return salt + hashlib.pbkdf2_hmac("sha256", token.encode(), salt, _DIGEST_ITERATIONS)
 
 
 def authorized(header: str | None, digest: bytes) -> bool:
-    """Whether an ``Authorization`` header carries the token (compared in constant time)."""
+    """Whether an ``Authorization`` header carries the token (the digests compared in constant time)."""
     scheme, _, presented = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token_digest(presented.strip()), digest)
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented or len(presented) > MAX_PRESENTED_TOKEN_CHARS:
+        return False
+    return hmac.compare_digest(token_digest(presented, digest[:_DIGEST_SALT_BYTES]), digest)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only: 127.0.0.0/8, ::1 or ``localhost``."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, no_auth: bool, allow_unauthenticated_remote: bool) -> None:
+    """Serving without auth is refused on any address but loopback unless explicitly allowed."""
+    if no_auth and not is_loopback(host) and not allow_unauthenticated_remote:
+        raise ConfigError(
+            f"--no-auth on {host}, which is not a loopback address, opens the model to the network: "
+            "serve on 127.0.0.1, give a token, or add --allow-unauthenticated-remote"
+        )
 
 
 def _field(error: dict[str, Any]) -> str:
@@ -255,31 +430,91 @@ def _field(error: dict[str, Any]) -> str:
     return ".".join(map(str, location))
 
 
-def build_app(scorer: RewardScorer, digest: bytes | None, score: ScoreFn | None = None) -> FastAPI:
+class Guard:
+    """ASGI middleware in front of the app: the bearer token checked before anything is read (an
+    unauthenticated client learns nothing about the body format), then the body read as it streams in
+    with a running count, a 413 as soon as it passes ``max_body_bytes`` (whatever ``content-length``
+    said, or with none: chunked uploads), and handed on whole."""
+
+    def __init__(self, app: Any, digest: bytes | None, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app, self.digest, self.max_body_bytes = app, digest, max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        public = self.digest is None or scope["path"] == HEALTH_PATH
+        if not public and not authorized(headers.get("authorization"), self.digest):
+            await _reply(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+            return
+        declared = headers.get("content-length")
+        too_large = f"the body must be at most {self.max_body_bytes} bytes"
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            await _reply(send, 413, too_large)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _reply(send, 413, too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, delivered = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # the disconnect, once the client goes
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _reply(send: Callable, status: int, detail: str, headers: list | None = None) -> None:
+    content = json.dumps({"detail": detail}).encode()
+    base = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": base + (headers or [])})
+    await send({"type": "http.response.body", "body": content})
+
+
+def build_app(
+    scorer: RewardScorer,
+    digest: bytes | None,
+    score: ScoreFn | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    turn_tokens: int = TURN_TOKENS,
+) -> FastAPI:
     """The API around a loaded scorer. ``digest`` is :func:`token_digest` of the token (None: no auth);
-    ``score`` scores one :class:`Job` (default: in a thread of this process, unbatched)."""
+    ``score`` scores one :class:`Job`, giving its rewards or the exception scoring it raised (default:
+    in a thread of this process, chunks of at most ``scorer.batch_size`` responses and ``turn_tokens``
+    tokens, requests taking :class:`FairTurns` between chunks)."""
     app = FastAPI(title="gazerm reward model", docs_url=None, redoc_url=None, openapi_url=None)
 
-    one_at_a_time = asyncio.Lock()  # one model and tokenizer: requests take turns
+    turns = FairTurns()  # one model and tokenizer: requests take turns, chunk by chunk
 
-    async def in_process(job: Job) -> list:
-        async with one_at_a_time:
-            return (await asyncio.to_thread(score_jobs, scorer, [job]))[0]
+    async def in_process(job: Job) -> list | Exception:
+        rewards: list = []
+        served = 0
+        for chunk in chunks(job, scorer.batch_size, turn_tokens):
+            async with turns.turn(served):
+                result = (await asyncio.to_thread(score_batch, scorer, [chunk]))[0]
+            if isinstance(result, Exception):
+                return result
+            rewards.extend(result)
+            served += sum(chunk.tokens) or len(chunk.texts)
+        return rewards
 
     scoring = score or in_process
-
-    @app.middleware("http")
-    async def authenticate(request: Request, call_next: Callable) -> Any:
-        """Before anything is read: an unauthenticated client learns nothing about the body format."""
-        public = digest is None or request.url.path == HEALTH_PATH
-        if not public and not authorized(request.headers.get("authorization"), digest):
-            return JSONResponse(
-                {"detail": "missing or wrong bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"}
-            )
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"the body must declare at most {MAX_BODY_BYTES} bytes"}, 413)
-        return await call_next(request)
+    app.add_middleware(Guard, digest=digest, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -292,8 +527,11 @@ def build_app(scorer: RewardScorer, digest: bytes | None, score: ScoreFn | None 
         return {"status": "ok"}
 
     @app.post("/score")
-    async def score_request(body: ScoreRequest) -> ScoreResponse:
-        job = await asyncio.to_thread(make_job, scorer, body)
-        return ScoreResponse(rewards=await scoring(job))
+    async def score_request(body: ScoreRequest) -> Any:
+        job = await asyncio.to_thread(make_job, scorer, body, limits)
+        rewards = await scoring(job)
+        if isinstance(rewards, Exception):  # logged where it was raised; no traceback goes out
+            return JSONResponse({"detail": "scoring this request failed"}, 500)
+        return ScoreResponse(rewards=rewards)
 
     return app

@@ -28,6 +28,7 @@ from gazerm.data.shards import Manifest, verify
 from gazerm.errors import ConfigError, GazermError
 from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.inputs import InputSpec
+from gazerm.model.io import MANIFEST_FILE, verify_model_dir
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
@@ -146,7 +147,7 @@ def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str
         with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
             local_model = Path(staging) / MODEL_DIR
             trainer.save(local_model, inputs)
-            model.replace_with(local_model)
+            model.replace_with(local_model, commit_file=MANIFEST_FILE)
             finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
     return TrainOutcome(model.uri, tracking_uri, run_id, metrics)
 
@@ -327,7 +328,10 @@ def _publish(result: Any, output: Storage, tracking_uri: str, run_id: str) -> Tr
         local_model = Path(staging) / MODEL_DIR
         with result.checkpoint.as_directory() as checkpoint_dir:
             shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
-        model.replace_with(local_model)
+        verify_model_dir(
+            local_model
+        )  # a checkpoint's model that does not match its manifest is not published
+        model.replace_with(local_model, commit_file=MANIFEST_FILE)
         metrics = _final_metrics(result.metrics or {})
         finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
     return TrainOutcome(model.uri, tracking_uri, run_id, metrics)

@@ -33,7 +33,7 @@ from scipy.stats import t as student_t
 from gazerm.config import check_unique, load_config, override, overrides_from
 from gazerm.errors import ConfigError
 from gazerm.evaluate.baselines import CONTROLS, Control
-from gazerm.storage import is_object_store
+from gazerm.storage import is_object_store, write_text_atomic
 from gazerm.table import Table
 from gazerm.train.config import TrainJobConfig
 
@@ -336,8 +336,7 @@ def run_reproduction(
             continue
         print(f"[gazerm] run {index}/{len(todo)}: {run.row} {run.label}", flush=True)
         result = control_result(run) if run.control else _trained_result(run, config.metric, parent, reserved)
-        run.result_file.parent.mkdir(parents=True, exist_ok=True)
-        run.result_file.write_text(json.dumps(result))
+        write_text_atomic(run.result_file, json.dumps(result))  # a result file is a finished run
     outcome = summarize(config, config.runs(base))
     _publish(outcome, tracking_uri, parent, root)
     return outcome
@@ -378,8 +377,8 @@ def _publish(outcome: ReproduceOutcome, tracking_uri: str, parent: str, root: Pa
 
     report = outcome.report()
     data = outcome.to_json()
-    (root / REPORT_FILES[0]).write_text(report)
-    (root / REPORT_FILES[1]).write_text(json.dumps(data, indent=2))
+    write_text_atomic(root / REPORT_FILES[0], report)
+    write_text_atomic(root / REPORT_FILES[1], json.dumps(data, indent=2))
     client = MlflowClient(tracking_uri)
     client.log_text(parent, report, REPORT_FILES[0])
     client.log_dict(parent, data, REPORT_FILES[1])

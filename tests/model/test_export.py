@@ -14,11 +14,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from typer.testing import CliRunner
 
 from gazerm.cli import app
-from gazerm.errors import ExistsError
+from gazerm.errors import ConfigError, ExistsError
 from gazerm.features.featurize import build_predictor
 from gazerm.model.export import export_model, standard_blockers
 from gazerm.model.inputs import InputSpec, PromptResponse, SequenceEncoder
-from gazerm.model.io import load_reward_model, save_reward_model
+from gazerm.model.io import load_reward_model, save_reward_model, seal_model_dir
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.score import RewardScorer
 from tests.conftest import save_random_model
@@ -45,6 +45,7 @@ def zero_value_head_bias(model_dir) -> None:
     heads = load_file(str(model_dir / "heads.safetensors"))
     heads["value_head.bias"].zero_()
     save_file(heads, str(model_dir / "heads.safetensors"), metadata={"format": "pt"})
+    seal_model_dir(model_dir)  # the directory was changed on purpose: its manifest follows
 
 
 def gazerm_rewards(model_dir) -> np.ndarray:
@@ -207,3 +208,12 @@ def test_export_command_casts_and_says_which_kind(tmp_path):
     assert loaded.score.weight.dtype == torch.bfloat16
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "none"), str(tmp_path / "x")])
     assert missing.exit_code == 2 and "not a saved reward model" in missing.output
+
+
+@pytest.mark.parametrize("where", ["itself", "its-parent", "inside-it"])
+def test_export_refuses_to_overwrite_its_own_model_even_forced(tmp_path, where):
+    model_dir = save_random_model(tmp_path / "runs" / "rm", predictor="none", fusion="none")
+    out = {"itself": model_dir, "its-parent": tmp_path / "runs", "inside-it": model_dir / "hf"}[where]
+    with pytest.raises(ConfigError, match="its own model"):
+        export_model(model_dir, out, force=True)
+    load_reward_model(model_dir)  # untouched

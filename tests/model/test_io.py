@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+
 import pytest
 import torch
 
+from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.inputs import InputSpec
-from gazerm.model.io import load_reward_model, save_reward_model
+from gazerm.model.io import (
+    MANIFEST_FILE,
+    load_reward_model,
+    required_parts,
+    save_reward_model,
+    seal_model_dir,
+)
 from gazerm.model.reward_model import RewardModel, build_reward_model
 from tests.helpers import READING_MODEL_INPUTS, TEXT_ONLY_INPUTS
 from tests.model.conftest import make_batch, tiny_config, tokenizer_for
@@ -72,3 +83,100 @@ def test_unknown_format_is_rejected(tmp_path, tokenizers):
     (tmp_path / "reward_model.json").write_text('{"format": 99, "lm_head": false}')
     with pytest.raises(ValueError, match="format 99"):
         load_reward_model(tmp_path)
+
+
+def _saved(tmp_path, tokenizers, **overrides):
+    config, tokenizer = tiny_config(**overrides), tokenizers["tiny-llama"]
+    return save_reward_model(
+        trained_looking(config, tokenizer), tokenizer, config, READING_MODEL_INPUTS, tmp_path / "rm"
+    )
+
+
+def test_the_manifest_lists_every_file_and_the_parts_the_config_needs(tmp_path, tokenizers):
+    directory = _saved(tmp_path, tokenizers)
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    on_disk = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    assert sorted(manifest["files"]) == [name for name in on_disk if name != MANIFEST_FILE]
+    assert manifest["required"] == ["tokenizer/", "adapter/", "backbone/"]  # LoRA on a tiny backbone
+    heads = manifest["files"]["heads.safetensors"]
+    assert heads["size"] == (directory / "heads.safetensors").stat().st_size
+    assert heads["sha256"] == hashlib.sha256((directory / "heads.safetensors").read_bytes()).hexdigest()
+    assert [p.name for p in tmp_path.iterdir()] == ["rm"]  # no staging directory left beside it
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        ("no-manifest", PathNotFoundError, "no model_manifest.json"),
+        ("no-adapter", PathNotFoundError, "adapter/.* is missing"),
+        ("no-backbone", PathNotFoundError, "backbone/.* is missing"),
+        ("truncated-heads", ConfigError, "heads.safetensors has .* bytes"),
+        ("changed-heads", ConfigError, "heads.safetensors does not match its sha256"),
+        ("garbled-manifest", ConfigError, "not a readable model manifest"),
+        ("escaping-manifest", ConfigError, "outside the model directory"),
+    ],
+)
+def test_an_incomplete_or_altered_model_directory_is_refused(tmp_path, tokenizers, damage, error, message):
+    """Before the manifest, a directory without adapter/ loaded the base model without LoRA, silently."""
+    directory = _saved(tmp_path, tokenizers)
+    heads = directory / "heads.safetensors"
+    if damage == "no-manifest":
+        (directory / MANIFEST_FILE).unlink()
+    elif damage == "no-adapter":
+        shutil.rmtree(directory / "adapter")
+    elif damage == "no-backbone":
+        shutil.rmtree(directory / "backbone")
+    elif damage == "truncated-heads":
+        heads.write_bytes(heads.read_bytes()[:-10])
+    elif damage == "changed-heads":
+        data = bytearray(heads.read_bytes())
+        data[-1] ^= 0xFF
+        heads.write_bytes(bytes(data))
+    elif damage == "escaping-manifest":
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        manifest["files"]["../../etc/hostname"] = {"size": 1, "sha256": "0"}
+        (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+    else:
+        (directory / MANIFEST_FILE).write_text('{"format": 1, "files": ')
+    with pytest.raises(error, match=message) as raised:
+        load_reward_model(directory)
+    assert str(directory) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_manifest_that_omits_a_needed_part_is_refused_by_the_config(tmp_path, tokenizers):
+    """A manifest written over a directory that had already lost its adapter does not make it loadable."""
+    directory = _saved(tmp_path, tokenizers)
+    shutil.rmtree(directory / "adapter")
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if not k.startswith("adapter/")}
+    manifest["required"] = ["tokenizer/"]
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(PathNotFoundError, match="adapter/ is missing, and the model's config needs it"):
+        load_reward_model(directory)
+    with pytest.raises(ConfigError, match="lacks adapter/"):
+        seal_model_dir(directory)
+
+
+def test_a_directory_saved_before_manifests_can_be_sealed_once_complete(tmp_path, tokenizers):
+    directory = _saved(tmp_path, tokenizers, lora=None, frozen=True)
+    assert required_parts(tiny_config(lora=None, frozen=True)) == ["tokenizer/", "backbone/"]  # tiny
+    (directory / MANIFEST_FILE).unlink()
+    with pytest.raises(PathNotFoundError, match="seal_model_dir"):
+        load_reward_model(directory)
+    seal_model_dir(directory)
+    load_reward_model(directory)
+
+
+def test_a_hub_backbone_with_lora_or_frozen_needs_no_backbone_dir():
+    assert required_parts(tiny_config().model_copy(update={"backbone": "x/y", "tiny": None})) == [
+        "tokenizer/",
+        "adapter/",
+    ]
+
+
+def test_saving_over_a_model_replaces_it_whole(tmp_path, tokenizers):
+    directory = _saved(tmp_path, tokenizers)
+    (directory / "stale.bin").write_bytes(b"old")
+    _saved(tmp_path, tokenizers, lora=None)
+    assert not (directory / "stale.bin").exists() and not (directory / "adapter").exists()
+    load_reward_model(directory)

@@ -7,7 +7,7 @@ import pytest
 from gazerm.score import RewardScorer
 from tests.conftest import save_random_model
 
-TOKEN = "test-token-0123456789abcdef"
+TOKEN = "test-token-0123456789abcdef-0123456789"  # at least 32 characters
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

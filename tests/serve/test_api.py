@@ -3,6 +3,7 @@ fixations, and a 422 naming the field for every kind of malformed body."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import numpy as np
@@ -19,8 +20,10 @@ from gazerm.serve.api import (
     MAX_FIXATIONS,
     MAX_RESPONSES,
     TOKEN_ENV,
+    FairTurns,
     Job,
     build_app,
+    chunks,
     load_token,
     score_jobs,
     token_digest,
@@ -204,8 +207,8 @@ def test_a_context_the_chat_template_refuses_is_a_422(client, scorer, monkeypatc
 def test_load_token_from_the_environment_or_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, f"  {TOKEN}\n")
     assert load_token(None, no_auth=False) == TOKEN
-    (tmp_path / "token").write_text("from-the-file-0123456789\n")
-    assert load_token(tmp_path / "token", no_auth=False) == "from-the-file-0123456789"
+    (tmp_path / "token").write_text("from-the-file-0123456789-0123456789\n")
+    assert load_token(tmp_path / "token", no_auth=False) == "from-the-file-0123456789-0123456789"
 
 
 @pytest.mark.parametrize(
@@ -213,7 +216,8 @@ def test_load_token_from_the_environment_or_a_file(tmp_path, monkeypatch):
     [
         (None, None, ConfigError, TOKEN_ENV),
         ("", None, ConfigError, TOKEN_ENV),
-        ("short", None, ConfigError, "shorter than 16"),
+        ("short", None, ConfigError, "shorter than 32"),
+        ("a-token-of-thirty-one-characters"[:31], None, ConfigError, "shorter than 32"),
         (TOKEN, "\n", ConfigError, "no API token"),
         (None, "missing", PathNotFoundError, "token file not found"),
     ],
@@ -247,9 +251,62 @@ def test_one_request_cannot_hold_a_replica_with_a_huge_body_or_too_many_fixation
         "/score", headers={**AUTH, "content-length": str(MAX_BODY_BYTES + 1)}, content=b"{}"
     )
     assert declared.status_code == 413
-    per_response = MAX_FIXATIONS // 2 + 1  # each response within its own limit, the request over
+    per_response = MAX_FIXATIONS // 5 + 1  # each response within its own limit, the request over
     fixations = [{"word_idx": 0, "onset": 10.0 * i, "duration": 5} for i in range(per_response)]
-    body = {"prompt": "Why?", "responses": [{"text": "Because.", "fixations": fixations}] * 2}
+    body = {"prompt": "Why?", "responses": [{"text": "Because.", "fixations": fixations}] * 5}
     response = client.post("/score", headers=AUTH, json=body)
     assert response.status_code == 422
     assert "fixations in one request" in response.json()["detail"][0]["msg"]
+
+
+def test_chunks_hold_at_most_the_responses_and_tokens_of_a_turn():
+    job = Job("Why?", None, [f"r{i}" for i in range(7)], [None] * 7, (300, 300, 100, 100, 100, 600, 50))
+    parts = chunks(job, max_responses=3, max_tokens=512)
+    assert [part.texts for part in parts] == [["r0"], ["r1", "r2", "r3"], ["r4"], ["r5"], ["r6"]]
+    assert [part.tokens for part in parts] == [(300,), (300, 100, 100), (100,), (600,), (50,)]
+    assert [p.texts for p in chunks(Job("Why?", None, ["a", "b", "c"], [None] * 3), 2)] == [["a", "b"], ["c"]]
+
+
+def test_fair_turns_let_the_least_served_waiter_go_next():
+    """A small request that arrives while a large one is being scored waits for one chunk, not all."""
+
+    async def scenario() -> list[str]:
+        turns, order = FairTurns(), []
+
+        async def request(name: str, chunk_count: int, tokens_per_chunk: int, delay: float) -> None:
+            await asyncio.sleep(delay)
+            served = 0
+            for index in range(chunk_count):
+                async with turns.turn(served):
+                    order.append(f"{name}{index}")
+                    await asyncio.sleep(0.01)
+                served += tokens_per_chunk
+
+        await asyncio.gather(request("big", 4, 512, 0), request("small", 1, 40, 0.005))
+        return order
+
+    assert asyncio.run(scenario()) == ["big0", "small0", "big1", "big2", "big3"]
+
+
+@pytest.mark.parametrize("when", ["waiting", "handed-the-turn"])
+def test_a_cancelled_waiter_does_not_keep_the_turn(when):
+    """A client that goes away while queued, or just as its turn comes, must not block everyone after."""
+
+    async def scenario() -> bool:
+        turns = FairTurns()
+        async with turns.turn(0):
+            waiter = asyncio.create_task(_take(turns))
+            await asyncio.sleep(0)
+            if when == "waiting":
+                waiter.cancel()
+        if when == "handed-the-turn":
+            waiter.cancel()
+        await asyncio.sleep(0)
+        return await asyncio.wait_for(_take(turns), 1)
+
+    assert asyncio.run(scenario())
+
+
+async def _take(turns) -> bool:
+    async with turns.turn(0):
+        return True

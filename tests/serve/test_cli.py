@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import gazerm.serve.deployment as deployment
 from gazerm.cli import app
-from gazerm.serve.api import TOKEN_ENV
+from gazerm.serve.api import TOKEN_ENV, Limits
 from tests.serve.conftest import TOKEN
 
 
@@ -34,7 +34,7 @@ def test_serve_without_a_token_is_refused(model_dir, started, monkeypatch):
 
 
 def test_serve_passes_the_token_and_options_and_prints_the_url(model_dir, started, monkeypatch, tmp_path):
-    monkeypatch.setenv(TOKEN_ENV, "not-this-one-0123456789")
+    monkeypatch.setenv(TOKEN_ENV, "not-this-one-0123456789-0123456789")
     (tmp_path / "token").write_text(TOKEN + "\n")
     args = [
         "serve",
@@ -61,6 +61,9 @@ def test_serve_passes_the_token_and_options_and_prints_the_url(model_dir, starte
             "port": 8123,
             "max_batch_size": 8,
             "batch_wait_ms": 5.0,
+            "max_queued_requests": 64,
+            "request_timeout_s": 60.0,
+            "limits": Limits(),
         }
     ]
 

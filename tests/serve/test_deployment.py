@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 
 import httpx
 import numpy as np
@@ -14,8 +15,8 @@ from pydantic import ValidationError
 
 from gazerm.errors import ConfigError
 from gazerm.runtime import free_port
-from gazerm.serve.api import TOKEN_ENV, token_digest
-from gazerm.serve.deployment import app_builder, start
+from gazerm.serve.api import TOKEN_ENV, Limits, authorized, token_digest
+from gazerm.serve.deployment import MAX_QUEUED_REQUESTS, app_builder, start
 from tests.serve.conftest import AUTH, TOKEN
 from tests.serve.test_api import BODY, CONTEXT, recorded
 
@@ -85,7 +86,10 @@ def test_app_builder_takes_the_token_from_the_environment_and_passes_on_only_its
 
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     bound = app_builder(
-        {"model_dir": str(model_dir), "max_batch_size": 4, "batch_wait_ms": 5}
+        {"model_dir": str(model_dir), "max_batch_size": 4, "batch_wait_ms": 5, "max_request_chars": 900}
     )._bound_deployment
-    assert bound.init_args == (str(model_dir.resolve()), token_digest(TOKEN), 4, 0.005)
-    assert bound.max_ongoing_requests == 8
+    path, digest, *rest = bound.init_args
+    assert (path, rest) == (str(model_dir.resolve()), [4, 0.005, asdict(Limits(900))])
+    assert authorized(f"Bearer {TOKEN}", digest) and not authorized(f"Bearer {TOKEN}x", digest)
+    assert TOKEN.encode() not in digest and digest != token_digest(TOKEN)  # salted: new on every start
+    assert bound.max_ongoing_requests == 8 and bound.max_queued_requests == MAX_QUEUED_REQUESTS
