@@ -252,6 +252,36 @@ def ray_auth_problems(doc: Doc) -> list[str]:
     return found
 
 
+def shared_volume_problems(doc: Doc) -> list[str]:
+    """Serving pods (a RayService's) mount every PersistentVolumeClaim read-only, both the claim and each
+    mount, and keep their Hugging Face cache off it: the volume holds the training runs' checkpoints,
+    which training loads back (torch.load), so a compromised replica must not be able to write there.
+    Training pods (RayCluster, RayJob) mount it read-write: they write checkpoints and shards."""
+    found = []
+    serving = doc["kind"] == "RayService"
+    for where, pod, runs_ray in pod_specs(doc):
+        if not runs_ray:
+            continue
+        volumes = pod.get("volumes", [])
+        claims = {v["name"]: v["persistentVolumeClaim"] for v in volumes if "persistentVolumeClaim" in v}
+        for name, claim in claims.items():
+            if serving and claim.get("readOnly") is not True:
+                found.append(f"{where}: volume {name} (claim {claim['claimName']}) must be readOnly: true")
+        for container in containers(pod):
+            here = f"{where} container {container.get('name')}"
+            mounts = [m for m in container.get("volumeMounts", []) if m["name"] in claims]
+            for mount in mounts:
+                if serving and mount.get("readOnly") is not True:
+                    found.append(f"{here}: mount {mount['mountPath']} of a claim must be readOnly: true")
+                if not serving and mount.get("readOnly"):
+                    found.append(f"{here}: training writes to {mount['mountPath']}: it cannot be read-only")
+            env = {var["name"]: var.get("value", "") for var in container.get("env", [])}
+            cache = env.get("HF_HOME", "")
+            if serving and any(cache.startswith(mount["mountPath"]) for mount in mounts):
+                found.append(f"{here}: HF_HOME {cache} is on the shared volume; give serving pods their own")
+    return found
+
+
 def peer_problems(where: str, peer: Doc, ports: set[Any] | None) -> list[str]:
     """A NetworkPolicy peer must be pods of the namespace, or the KubeRay operator on its ports."""
     if "ipBlock" in peer:
@@ -303,6 +333,7 @@ def problems(doc: Doc) -> list[str]:
     if cluster:
         found += worker_group_problems(cluster)
         found += ray_auth_problems(doc)
+        found += shared_volume_problems(doc)
     if doc["kind"] == "NetworkPolicy":
         found += network_policy_problems(doc)
     if doc["kind"] == "RayJob":
@@ -424,7 +455,8 @@ def test_rayservice_serves_the_trained_model_with_a_token() -> None:
     for where, pod, _ in pod_specs(service):
         for container in pod["containers"]:
             assert container["image"] == image, where
-            assert any(mount["mountPath"] == "/mnt/shared" for mount in container["volumeMounts"]), where
+            shared = [mount for mount in container["volumeMounts"] if mount["mountPath"] == "/mnt/shared"]
+            assert [mount.get("readOnly") for mount in shared] == [True], where  # serving only reads
             env = {var["name"]: var for var in container["env"]}
             assert env[TOKEN_ENV]["valueFrom"]["secretKeyRef"] == {"name": "gazerm-serve", "key": "token"}, (
                 where
@@ -765,6 +797,41 @@ def ray_token_secret_optional(doc: Doc) -> None:
                 var["valueFrom"]["secretKeyRef"]["optional"] = True
 
 
+def serve_pods(doc: Doc) -> list[Doc]:
+    cluster = doc["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]["spec"]] + [
+        group["template"]["spec"] for group in cluster["workerGroupSpecs"]
+    ]
+
+
+def serve_mount_read_write(doc: Doc) -> None:
+    for pod in serve_pods(doc):
+        for container in pod["containers"]:  # new lists: the containers share one list through an anchor
+            mounts = container["volumeMounts"]
+            container["volumeMounts"] = [{k: v for k, v in m.items() if k != "readOnly"} for m in mounts]
+
+
+def serve_claim_read_write(doc: Doc) -> None:
+    pod = serve_pods(doc)[-1]
+    pod["volumes"] = copy.deepcopy(pod["volumes"])
+    del next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)["persistentVolumeClaim"]["readOnly"]
+
+
+def serve_hf_cache_on_shared_volume(doc: Doc) -> None:
+    container = serve_pods(doc)[0]["containers"][0]
+    container["env"] = [
+        {"name": "HF_HOME", "value": "/mnt/shared/hf-cache"} if var["name"] == "HF_HOME" else var
+        for var in container["env"]
+    ]
+
+
+def training_mount_read_only(doc: Doc) -> None:
+    pod = doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    for container in pod["containers"]:
+        mounts = container["volumeMounts"]
+        container["volumeMounts"] = [{**m, "readOnly": m["mountPath"] == "/mnt/shared"} for m in mounts]
+
+
 def ingress_from_anywhere(doc: Doc) -> None:
     doc["spec"]["ingress"][1]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}})
 
@@ -844,6 +911,10 @@ MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
     ),
     ("RayService", "gazerm-rm", auth_options_disabled, "authOptions.mode must be token"),
     ("RayService", "gazerm-rm", ray_token_secret_optional, "RAY_AUTH_TOKEN must come from Secret"),
+    ("RayService", "gazerm-rm", serve_mount_read_write, "mount /mnt/shared of a claim must be readOnly"),
+    ("RayService", "gazerm-rm", serve_claim_read_write, "(claim gazerm-shared) must be readOnly"),
+    ("RayService", "gazerm-rm", serve_hf_cache_on_shared_volume, "HF_HOME /mnt/shared/hf-cache is on the"),
+    ("RayCluster", "gazerm", training_mount_read_only, "training writes to /mnt/shared"),
     ("NetworkPolicy", "ray", ingress_from_anywhere, "ipBlock 0.0.0.0/0"),
     ("NetworkPolicy", "ray", ingress_from_every_namespace, "admits pods of other namespaces"),
     ("NetworkPolicy", "ray", ingress_rule_without_from, "admits every source"),
