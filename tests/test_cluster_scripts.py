@@ -106,7 +106,7 @@ def test_gpu_cluster_config() -> None:
     assert "." in config["file_mounts"].values()
     setup = "\n".join(config["setup_commands"])
     assert "download.pytorch.org/whl/cu" in setup
-    assert "pip install -q -e ~/gazerm" in setup
+    assert "pip install -q -c ~/gazerm/constraints.txt -e ~/gazerm" in setup  # the pinned versions
     assert "ray[default]==" in setup
 
 
