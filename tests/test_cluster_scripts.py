@@ -225,7 +225,8 @@ def test_local_ray_uses_token_auth_with_a_private_token(tmp_path: Path, monkeypa
 
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in (runtime.AUTH_MODE_ENV, runtime.AUTH_TOKEN_ENV, runtime.AUTH_TOKEN_PATH_ENV):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so what enable_token_auth sets is undone after the test
+        monkeypatch.delenv(name)
     seen = {}
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(mode=os.environ.get(runtime.AUTH_MODE_ENV)))
     runtime._start_local(1, {})
