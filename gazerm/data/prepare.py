@@ -379,7 +379,7 @@ def _written_by(root: Path) -> list[str]:
         files.append(data["quarantine"].get("file"))
     except FileNotFoundError:
         return []
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         log.warning("%s: the old manifest is unreadable (%s); only it is removed", root, exc)
         return []
     return [f for f in files if isinstance(f, str) and (_SHARD_FILE.fullmatch(f) or f == QUARANTINE_NAME)]

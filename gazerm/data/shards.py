@@ -88,7 +88,7 @@ class Manifest:
             raise PathNotFoundError(f"{path} not found: is {root} a dataset written by 'gazerm prepare'?")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as exc:  # not UTF-8, not JSON, a directory
+        except (ValueError, OSError, RecursionError) as exc:  # not UTF-8, not JSON, a directory
             raise DataError(str(path), None, None, f"not a manifest gazerm wrote ({exc})") from None
         if not isinstance(data, dict):
             raise DataError(str(path), None, None, "not a manifest gazerm wrote (not a JSON object)")
