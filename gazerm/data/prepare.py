@@ -346,7 +346,8 @@ def _refuse_foreign(root: Path, force: bool) -> None:
         raise ExistsError(
             f"output_dir {root} holds {', '.join(found)} but no {MANIFEST_NAME}: gazerm prepare did not "
             "write them. Choose another output_dir, move them, or rerun with --force (prepare(config, "
-            "force=True)) to write beside them; nothing of them is deleted"
+            "force=True)) to write beside them: nothing is deleted, but files named as prepare names its "
+            "own (SPLIT/part-NNNNN.parquet, quarantine.jsonl) are overwritten"
         )
 
 
