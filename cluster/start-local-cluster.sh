@@ -12,6 +12,11 @@
 # Every node runs `ray start --block` in its own process group, whose id is recorded in the state
 # directory: the stop script ends exactly those groups and never touches other Ray instances on a
 # shared machine (which `ray stop` would kill too).
+#
+# On a shared machine nothing of the cluster is readable by other users: the script runs with
+# umask 077, the state directory (logs, Ray's session files and sockets) is a fresh private one
+# (mktemp -d, mode 0700) unless GAZERM_CLUSTER_DIR names one of the user's own, and the token file
+# (~/.ray/auth_token) is made mode 0600 whether the script creates it or finds it.
 set -euo pipefail
 
 usage() {
@@ -27,7 +32,9 @@ Options (each also settable by the environment variable in brackets):
   -h                   show this help
 
 Other settings (environment only):
-  GAZERM_CLUSTER_DIR          state, logs and Ray's temp dir       [default /tmp/gazerm-local-cluster]
+  GAZERM_CLUSTER_DIR          state, logs and Ray's temp dir, made mode 0700
+                              [default: a new private one, mktemp -d /tmp/gazerm-rc.XXXXXX,
+                              recorded in ~/.ray/gazerm-local-cluster for the stop script]
   GAZERM_CLUSTER_GCS_PORT     head GCS port                        [default 6380]
   GAZERM_CLUSTER_DASHBOARD_PORT  dashboard + job submission port  [default 8265]
   GAZERM_CLUSTER_PORT_BASE    first of each node's 1000-port block [default 20000]
@@ -62,7 +69,15 @@ for value in "$workers" "$worker_cpus" "$head_cpus"; do
     fi
 done
 
-state_dir=${GAZERM_CLUSTER_DIR:-/tmp/gazerm-local-cluster}
+# Everything created from here on (state dir, logs, Ray's session files, the token) is the user's alone.
+umask 077
+pointer=$HOME/.ray/gazerm-local-cluster # where the stop script finds a default (mktemp) state dir
+if [[ -z ${GAZERM_CLUSTER_DIR:-} && -s $pointer && -e $(cat "$pointer")/pids ]]; then
+    echo "error: a cluster is running with state in $(cat "$pointer") (or was not stopped cleanly);" \
+        "run cluster/stop-local-cluster.sh first" >&2
+    exit 1
+fi
+state_dir=${GAZERM_CLUSTER_DIR:-}
 gcs_port=${GAZERM_CLUSTER_GCS_PORT:-6380}
 dashboard_port=${GAZERM_CLUSTER_DASHBOARD_PORT:-8265}
 port_base=${GAZERM_CLUSTER_PORT_BASE:-20000}
@@ -71,7 +86,7 @@ host=127.0.0.1
 gcs_address=$host:$gcs_port
 dashboard_url=http://$host:$dashboard_port
 
-if [[ -e $state_dir/pids ]]; then
+if [[ -n $state_dir && -e $state_dir/pids ]]; then
     echo "error: $state_dir/pids exists: a cluster is running (or was not stopped cleanly);" \
         "run cluster/stop-local-cluster.sh first" >&2
     exit 1
@@ -87,13 +102,43 @@ for port in "$gcs_port" "$dashboard_port"; do
     fi
 done
 
+if [[ -z $state_dir ]]; then
+    # /tmp, not $TMPDIR: Ray's socket paths under it must stay under 107 bytes.
+    state_dir=$(mktemp -d /tmp/gazerm-rc.XXXXXX)
+    mkdir -p "$(dirname "$pointer")"
+    printf '%s\n' "$state_dir" >"$pointer"
+else
+    # One's own directory only: not a symlink someone planted, not another user's.
+    mkdir -p "$state_dir"
+    if [[ -L $state_dir || ! -O $state_dir ]]; then
+        echo "error: GAZERM_CLUSTER_DIR=$state_dir is a symlink or not owned by you" >&2
+        exit 1
+    fi
+    chmod 700 "$state_dir"
+fi
 mkdir -p "$state_dir/logs"
 : >"$state_dir/pids"
+
+# Whatever fails from here on, tear down the nodes already started.
+started=false
+cleanup_on_failure() {
+    if [[ $started == false ]]; then
+        echo "start-up failed: stopping the nodes already started" >&2
+        GAZERM_CLUSTER_DIR=$state_dir "$(dirname "$0")/stop-local-cluster.sh" -t 10
+    fi
+}
+trap cleanup_on_failure EXIT
+
 export RAY_USAGE_STATS_ENABLED=0
 # Every node and client must agree on token authentication: on, with the user's token
-# (~/.ray/auth_token, generated once). `ray job submit` from this user finds the same token.
+# (~/.ray/auth_token, generated once, mode 0600). `ray job submit` from this user finds the same token.
 export RAY_AUTH_MODE=token
-ray get-auth-token --generate >/dev/null
+if [[ -z ${RAY_AUTH_TOKEN:-} && -z ${RAY_AUTH_TOKEN_PATH:-} ]]; then
+    ray get-auth-token --generate >/dev/null # created under umask 077
+    chmod 600 "$HOME/.ray/auth_token"        # one generated before, by Ray's default umask, may be 0644
+elif [[ -n ${RAY_AUTH_TOKEN_PATH:-} ]]; then
+    chmod 600 "$RAY_AUTH_TOKEN_PATH"
+fi
 # A loaded machine can take longer than Ray's default 30 s for a raylet to register with the GCS.
 export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-120}
 # Nodes are stopped with SIGTERM; skip the drain wait meant for Ray Serve proxies (30 s by default).
@@ -147,16 +192,6 @@ wait_for() {
     echo "error: timed out after ${seconds}s waiting for $what; logs in $state_dir/logs" >&2
     return 1
 }
-
-# Whatever fails from here on, tear down the nodes already started.
-started=false
-cleanup_on_failure() {
-    if [[ $started == false ]]; then
-        echo "start-up failed: stopping the nodes already started" >&2
-        GAZERM_CLUSTER_DIR=$state_dir "$(dirname "$0")/stop-local-cluster.sh" -t 10
-    fi
-}
-trap cleanup_on_failure EXIT
 
 # Any HTTP answer means the dashboard is up: with token authentication an unauthenticated request
 # gets 401.

@@ -17,7 +17,8 @@ Options:
   -h                show this help
 
 Environment:
-  GAZERM_CLUSTER_DIR  the state directory the start script used [default /tmp/gazerm-local-cluster]
+  GAZERM_CLUSTER_DIR  the state directory the start script used
+                      [default: the one recorded in ~/.ray/gazerm-local-cluster]
 EOF
 }
 
@@ -37,7 +38,15 @@ if (($# > 0)) || ! [[ $grace =~ ^[0-9]+$ ]]; then
     exit 2
 fi
 
-state_dir=${GAZERM_CLUSTER_DIR:-/tmp/gazerm-local-cluster}
+pointer=$HOME/.ray/gazerm-local-cluster
+if [[ -n ${GAZERM_CLUSTER_DIR:-} ]]; then
+    state_dir=$GAZERM_CLUSTER_DIR
+elif [[ -s $pointer ]]; then
+    state_dir=$(cat "$pointer")
+else
+    echo "no local cluster recorded in $pointer (nothing to stop)"
+    exit 0
+fi
 pid_file=$state_dir/pids
 if [[ ! -f $pid_file ]]; then
     echo "no local cluster recorded in $state_dir (nothing to stop)"
@@ -81,6 +90,9 @@ for entry in "${groups[@]}"; do
 done
 
 rm -f "$pid_file"
+if [[ -s $pointer && $(cat "$pointer") == "$state_dir" ]]; then
+    rm -f "$pointer"
+fi
 if [[ $keep == false ]]; then
     rm -rf "$state_dir"
     echo "local Ray cluster stopped; removed $state_dir"

@@ -107,7 +107,12 @@ def prepare(
         bool, typer.Option("--quarantine", help="Send bad rows to quarantine.jsonl instead of stopping.")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Rebuild even if the output matches the config.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Rebuild even if the output matches the config; write into an output_dir holding split "
+            "folders without a manifest (nothing of them is deleted).",
+        ),
     ] = False,
 ) -> None:
     """Load sources, validate, compute gaze features (Ray Data) and write split Parquet shards + manifest."""

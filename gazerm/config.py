@@ -7,10 +7,10 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from gazerm.errors import ConfigError
 
@@ -54,7 +54,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"override {override!r}: '{part}' is not a section")
             node = child
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            message = f"override {override!r}: the value is not valid YAML ({_yaml_problem(exc)})"
+            raise ConfigError(message) from None
     return data
 
 
@@ -72,6 +76,29 @@ def overrides_from(settings: Mapping[str, Any], prefix: str = "") -> list[str]:
         path = f"{prefix}{key}"
         found += overrides_from(value, f"{path}.") if isinstance(value, Mapping) else [override(path, value)]
     return found
+
+
+def output_dir_problem(path: str) -> str | None:
+    """Why a local output directory cannot be written (it, or a folder above it, is an existing file), or
+    None; an object-store URI (``s3://...``) is left to the store."""
+    if "://" in path:
+        return None
+    for candidate in (Path(path), *Path(path).parents):
+        if candidate.exists() and not candidate.is_dir():
+            what = "is" if candidate == Path(path) else f"is inside {candidate}, which is"
+            return f"{path} {what} an existing file, not a directory"
+    return None
+
+
+def _writable_output_dir(path: str) -> str:
+    problem = output_dir_problem(path)
+    if problem:
+        raise ValueError(problem)
+    return path
+
+
+# A config field naming a directory gazerm writes: refused when it (or a folder above it) is a file.
+OutputDir = Annotated[str, AfterValidator(_writable_output_dir)]
 
 
 def check_unique(kind: str, names: Sequence[Any]) -> None:
@@ -94,10 +121,9 @@ def load_config(
     if isinstance(source, dict):
         data, origin = dict(source), "<config>"
     else:
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file not found: {path}")
-        data, origin = yaml.safe_load(path.read_text()) or {}, str(path)
+        data, origin = read_yaml(Path(source)), str(source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping of settings (key: value), got a {_kind(data)}")
     data = expand_env(data, origin)
     if overrides:
         with contextlib.suppress(ValidationError):  # an invalid file is reported below, overrides applied
@@ -110,6 +136,41 @@ def load_config(
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         raise ConfigError(f"{origin}: {problems}") from exc
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content ({} for an empty file); a file that is missing, a directory, not UTF-8 or not
+    YAML is a ConfigError naming it (and the line, for a syntax error)."""
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    return {} if data is None else data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _kind(data: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(
+        type(data), type(data).__name__
+    )
 
 
 def dump_config(config: BaseModel) -> str:

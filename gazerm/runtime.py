@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import socket
+import stat
 import warnings
+from pathlib import Path
 
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local head node
 VERBOSE_ENV = "GAZERM_VERBOSE"  # "1": show the workers' and the libraries' own output (``gazerm -v``)
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"  # "token": every Ray process and client demands the cluster's token
+AUTH_TOKEN_ENV, AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"  # where Ray reads the token
 
 # Logical CPUs a local Ray keeps beyond the training workers' (and a search keeps out of its trials'):
 # Ray Data's read and map tasks need their own, or they wait forever for a free CPU.
@@ -97,6 +103,7 @@ def _start_local(num_cpus: int, options: dict[str, object]) -> None:
     import ray
     from ray._private.services import get_node_ip_address
 
+    enable_token_auth()
     port = free_port()
     address = f"{get_node_ip_address()}:{port}"
     os.environ[GCS_PORT_ENV] = str(port)
@@ -105,3 +112,39 @@ def _start_local(num_cpus: int, options: dict[str, object]) -> None:
         ray.init(num_cpus=num_cpus, runtime_env={"env_vars": env_vars}, **options)
     finally:
         del os.environ[GCS_PORT_ENV]
+
+
+def default_token_path() -> Path:
+    """Where Ray looks for the token when neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH is set."""
+    return Path.home() / ".ray" / "auth_token"
+
+
+def enable_token_auth() -> None:
+    """Ray token authentication for a local Ray this process starts, whatever the Ray version's default.
+
+    Ray's GCS, raylets, dashboard and job API listen on the machine's address, and without token
+    authentication anyone who reaches their ports can run code as this user. Ray 2.60 switches token
+    authentication on for a new local ``ray.init()``; older Ray versions gazerm allows (>= 2.52) do not,
+    so gazerm sets ``RAY_AUTH_MODE=token`` itself, unless the user chose a mode. The token file Ray
+    would create with the default umask (often 0644, readable by every user of the machine) is created
+    here mode 0600, and an existing one with group or other permissions is made 0600.
+    """
+    os.environ.setdefault(AUTH_MODE_ENV, "token")
+    if os.environ[AUTH_MODE_ENV].lower() != "token" or os.environ.get(AUTH_TOKEN_ENV):
+        return
+    path = Path(os.environ.get(AUTH_TOKEN_PATH_ENV) or default_token_path())
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+        else:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(secrets.token_hex(32))  # what ``ray get-auth-token --generate`` writes
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o600)
+        logging.getLogger(__name__).warning(
+            "%s was readable by others (mode %o): made it 0600 (the Ray token is a credential)", path, mode
+        )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -104,7 +106,7 @@ def test_gpu_cluster_config() -> None:
     assert "." in config["file_mounts"].values()
     setup = "\n".join(config["setup_commands"])
     assert "download.pytorch.org/whl/cu" in setup
-    assert "pip install -q -e ~/gazerm" in setup
+    assert "pip install -q -c ~/gazerm/constraints.txt -e ~/gazerm" in setup  # the pinned versions
     assert "ray[default]==" in setup
 
 
@@ -115,3 +117,135 @@ def test_runtime_env_is_a_valid_ray_runtime_env() -> None:
     RuntimeEnv(**runtime_env)  # raises on unknown or malformed fields; does not start Ray
     assert all(isinstance(value, str) for value in runtime_env["env_vars"].values())
     assert {".git/", "/runs/"} <= set(runtime_env["excludes"])
+
+
+def test_gpu_cluster_runs_ray_with_token_authentication() -> None:
+    """Every `ray start` of the launcher config runs with RAY_AUTH_MODE=token, the token file reaches
+    every node (file_mounts) and is made 0600 there; the dashboard stays on the loopback address."""
+    config = yaml.safe_load((CLUSTER / "gpu-cluster.yaml").read_text())
+    starts = [*config["head_start_ray_commands"], *config["worker_start_ray_commands"]]
+    ray_starts = [command for command in starts if "ray start" in command]
+    assert len(ray_starts) == 2
+    for command in ray_starts:
+        assert "RAY_AUTH_MODE=token ray start" in command, command
+    assert "--dashboard-host=127.0.0.1" in ray_starts[0]
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    setup = config["setup_commands"]
+    assert "chmod 600 ~/.ray/auth_token" in setup[0]  # before anything else runs on the node
+    assert any("export RAY_AUTH_MODE=token" in command for command in setup)
+
+
+def fake_ray(tmp_path: Path) -> tuple[Path, Path]:
+    """A `ray` executable that records each call (with RAY_AUTH_MODE) and whose `ray start` fails at
+    once, so the start script stops before any node runs: (bin dir for PATH, the call log)."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "ray-calls.log"
+    bin_dir.mkdir()
+    script = bin_dir / "ray"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "${{RAY_AUTH_MODE:-unset}} $*" >> "{log}"\n'
+        'if [[ $1 == get-auth-token ]]; then mkdir -p "$HOME/.ray"; '
+        '[[ -s $HOME/.ray/auth_token ]] || printf token > "$HOME/.ray/auth_token"; fi\n'
+        "if [[ $1 == start ]]; then exit 1; fi\n"
+    )
+    script.chmod(0o755)
+    return bin_dir, log
+
+
+def run_start_with_fake_ray(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    from gazerm.runtime import free_port
+
+    bin_dir, log = fake_ray(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "GAZERM_CLUSTER"))},
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "HOME": str(home),
+        "GAZERM_CLUSTER_GCS_PORT": str(free_port()),
+        "GAZERM_CLUSTER_DASHBOARD_PORT": str(free_port()),
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", str(SCRIPTS[0]), "-n", "0"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    return result, log
+
+
+def test_start_makes_a_private_state_dir_and_a_0600_token(tmp_path: Path) -> None:
+    """Without GAZERM_CLUSTER_DIR the state dir is a new mktemp -d one (0700, not a fixed /tmp path);
+    a token file another umask left world-readable is made 0600; every `ray` call has token auth."""
+    token = tmp_path / "home" / ".ray" / "auth_token"
+    token.parent.mkdir(parents=True)
+    token.write_text("token")
+    token.chmod(0o644)
+    result, log = run_start_with_fake_ray(tmp_path)
+    calls = log.read_text().splitlines()
+    start = next(call for call in calls if call.split()[1] == "start")
+    state_dir = Path(start.split("--temp-dir ")[1].split()[0]).parents[1]
+    try:
+        assert result.returncode == 1 and "the head node exited" in result.stderr, result.stderr
+        assert state_dir.name.startswith("gazerm-rc.") and state_dir.parent == Path("/tmp")
+        assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE((state_dir / "logs" / "head.log").stat().st_mode) == 0o600
+        assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        assert all(call.startswith("token ") for call in calls), calls
+        assert not (tmp_path / "home" / ".ray" / "gazerm-local-cluster").exists()  # the stop script's
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_start_refuses_a_state_dir_that_is_a_symlink(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    result, log = run_start_with_fake_ray(tmp_path, GAZERM_CLUSTER_DIR=str(tmp_path / "link"))
+    assert result.returncode == 1 and "symlink or not owned by you" in result.stderr
+    assert not log.exists() and not (target / "pids").exists()
+
+
+def test_start_script_text_has_no_fixed_tmp_state_dir() -> None:
+    text = SCRIPTS[0].read_text()
+    assert "umask 077" in text and "mktemp -d" in text
+    assert "/tmp/gazerm-local-cluster" not in text
+    assert "/tmp/gazerm-local-cluster" not in SCRIPTS[1].read_text()
+
+
+def test_local_ray_uses_token_auth_with_a_private_token(tmp_path: Path, monkeypatch) -> None:
+    """gazerm's own local Ray: RAY_AUTH_MODE=token whatever the Ray version's default, the token file
+    created 0600 (or tightened to 0600), and a mode the user chose is kept."""
+    import ray
+
+    from gazerm import runtime
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in (runtime.AUTH_MODE_ENV, runtime.AUTH_TOKEN_ENV, runtime.AUTH_TOKEN_PATH_ENV):
+        monkeypatch.setenv(name, "")  # recorded, so what enable_token_auth sets is undone after the test
+        monkeypatch.delenv(name)
+    seen = {}
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(mode=os.environ.get(runtime.AUTH_MODE_ENV)))
+    runtime._start_local(1, {})
+    token = tmp_path / ".ray" / "auth_token"
+    assert seen == {"mode": "token"}
+    assert len(token.read_text()) == 64 and stat.S_IMODE(token.stat().st_mode) == 0o600
+    token.chmod(0o644)
+    runtime.enable_token_auth()
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    monkeypatch.setenv(runtime.AUTH_MODE_ENV, "disabled")
+    token.unlink()
+    runtime.enable_token_auth()
+    assert os.environ[runtime.AUTH_MODE_ENV] == "disabled" and not token.exists()
+
+
+def test_ray_floor_has_token_authentication() -> None:
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (ray_requirement,) = [Requirement(r) for r in project["project"]["dependencies"] if r.startswith("ray")]
+    assert not ray_requirement.specifier.contains("2.51.0") and ray_requirement.specifier.contains("2.52.0")

@@ -60,7 +60,7 @@ DENSE_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
 class TrainBench(BaseModel):
     """What every system trains: backbone, text template, token budget, batch geometry, steps."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backbone: str = "tiny-llama"
     template: TemplateKind = "plain"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import math
-import shutil
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
+from gazerm.config import OutputDir, output_dir_problem
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import OnMissing, add_implicit, session_hashes
 from gazerm.data.loaders.base import SourceReport, Tie
@@ -38,6 +40,7 @@ from gazerm.data.shards import (
 )
 from gazerm.data.source_behaviour import clear_source_gaze, keep_source_gaze, source_implicit
 from gazerm.data.sources import check_options, iter_source
+from gazerm.errors import ConfigError, ExistsError
 from gazerm.runtime import init_ray
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class SourceSpec(BaseModel):
     parser (e.g. ``pairing``, ``lang``) and are checked against it when the config is read.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     format: str
     path: str | None = None
@@ -91,7 +94,7 @@ class GazeSpec(BaseModel):
     ``recorded`` reads an eye-tracking study's fixations from ``path`` (``gazerm.data.recorded_join``);
     ``source`` keeps the gaze the source recorded with its examples (IFLLM; ``data.source_behaviour``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     predictor: Literal["reading_model", "transformer", "fmv1", "fmv2", "recorded", "source", "none"] = (
         "reading_model"
@@ -154,7 +157,7 @@ class GazeSpec(BaseModel):
 class ImplicitSpec(BaseModel):
     """Session logs whose behaviour features fill the ``implicit`` column (``gazerm.features.implicit``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     sessions: list[str] = Field(min_length=1)
     on_missing: OnMissing = "null"
@@ -171,10 +174,10 @@ class ImplicitSpec(BaseModel):
 
 
 class PrepareConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     sources: list[SourceSpec] = Field(min_length=1)
-    output_dir: str
+    output_dir: OutputDir
     rows_per_shard: int = Field(default=5000, gt=0)
     splits: dict[str, float] = Field(
         default_factory=lambda: {"train": 0.9, "validation": 0.05, "test": 0.05},
@@ -208,8 +211,9 @@ class PrepareConfig(BaseModel):
         unknown = set(splits) - set(SPLITS)
         if unknown:
             raise ValueError(f"unknown split names {sorted(unknown)}; use {SPLITS}")
-        if any(f < 0 for f in splits.values()) or abs(sum(splits.values()) - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must be non-negative and sum to 1, got {splits}")
+        if any(not 0 <= f <= 1 for f in splits.values()) or abs(sum(splits.values()) - 1.0) > 1e-6:
+            # `not 0 <= f` also refuses NaN, which compares false with everything and would pass `f < 0`
+            raise ValueError(f"split fractions must be between 0 and 1 and sum to 1, got {splits}")
         return splits
 
     @model_validator(mode="after")
@@ -240,13 +244,23 @@ class PrepareConfig(BaseModel):
 
 
 def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
-    """Write the dataset; one made from the same config and input files is verified and reused (resumable)."""
+    """Write the dataset; one made from the same config and input files is verified and reused (resumable).
+
+    A rebuild removes what the previous manifest lists (its shards, quarantine file and the manifest) and
+    nothing else, after the sources have loaded. An ``output_dir`` that holds ``train/``, ``validation/``,
+    ``test/`` or ``quarantine.jsonl`` but no manifest was not written by ``prepare``: it is refused, since
+    the new shards would mix with its files. ``force`` rebuilds a dataset that matches the config, and
+    writes into such a directory (deleting none of its files; shards of the same name are overwritten).
+    """
     root = Path(config.output_dir)
+    problem = output_dir_problem(str(root))
+    if problem:
+        raise ConfigError(f"output_dir: {problem}")
     reusable = _existing(root, config)
     if reusable and not force:
         log.info("%s already holds this dataset (shards verified); reusing it", root)
         return reusable
-    _clear(root)
+    _refuse_foreign(root, force)
 
     examples, pins, quarantined, source_stats = _load_all(config)
     table = examples_to_table(examples)
@@ -268,6 +282,7 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         raise RuntimeError(f"gaze features returned {table.num_rows} rows for {len(names)}")
     written = [*config.splits, *(name for name in SPLITS if name in set(names) - set(config.splits))]
     splits = partition(table, names, written)
+    _clear(root)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         splits={name: write_split(part, root, name, config.rows_per_shard) for name, part in splits.items()},
@@ -329,15 +344,54 @@ def _input_hash(path: Path) -> str | None:
     return None
 
 
+def _refuse_foreign(root: Path, force: bool) -> None:
+    """Refuse an ``output_dir`` holding what ``prepare`` writes (split folders, a quarantine file) without
+    the manifest that says ``prepare`` wrote them, unless ``force``; unrelated files are no obstacle."""
+    if force or (root / MANIFEST_NAME).exists():
+        return
+    found = [name for name in (*SPLITS, QUARANTINE_NAME) if (root / name).exists()]
+    if found:
+        raise ExistsError(
+            f"output_dir {root} holds {', '.join(found)} but no {MANIFEST_NAME}: gazerm prepare did not "
+            "write them. Choose another output_dir, move them, or rerun with --force (prepare(config, "
+            "force=True)) to write beside them: nothing is deleted, but files named as prepare names its "
+            "own (SPLIT/part-NNNNN.parquet, quarantine.jsonl) are overwritten"
+        )
+
+
 def _clear(root: Path) -> None:
-    """Remove what an earlier prepare wrote, and only that: ``output_dir`` may hold other files."""
-    for name in (*SPLITS, MANIFEST_NAME, QUARANTINE_NAME):
-        path = root / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
+    """Remove what the previous manifest lists (shards, quarantine file, the manifest), and only that:
+    ``output_dir`` may hold other files, even inside the split folders, which are removed once empty. A
+    manifest that cannot be read is removed alone (the new shards overwrite those of the same names)."""
+    manifest = root / MANIFEST_NAME
+    for relative in _written_by(root):
+        path = root / relative
+        if path.is_file():
             path.unlink()
+    for name in SPLITS:
+        with contextlib.suppress(OSError):  # absent, or holding files prepare did not write
+            (root / name).rmdir()
+    if manifest.is_file():
+        manifest.unlink()
     root.mkdir(parents=True, exist_ok=True)
+
+
+_SHARD_FILE = re.compile(rf"({'|'.join(SPLITS)})/part-\d{{5}}\.parquet")
+
+
+def _written_by(root: Path) -> list[str]:
+    """The files (relative to ``root``) the manifest in ``root`` lists: its shards and quarantine file. Only
+    names of the form prepare writes count, so a tampered manifest cannot point outside ``root``."""
+    try:
+        data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+        files = [shard["file"] for shards in data["splits"].values() for shard in shards]
+        files.append(data["quarantine"].get("file"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        log.warning("%s: the old manifest is unreadable (%s); only it is removed", root, exc)
+        return []
+    return [f for f in files if isinstance(f, str) and (_SHARD_FILE.fullmatch(f) or f == QUARANTINE_NAME)]
 
 
 def _load_all(
@@ -492,6 +546,15 @@ def _load_source(
     except UnreadableFileError as error:
         if on_error == "raise":
             raise
+        # Found part-way (a corrupt Parquet page, a CSV that stops parsing): no record of the file is
+        # trusted, so what it gave before is dropped with it; the one record stands for the file.
+        if examples or ties or quarantined:
+            log.warning(
+                "%s: unreadable part-way; its %d examples read so far are dropped",
+                spec.describe(),
+                len(examples),
+            )
+        examples, ties, quarantined, report = [], 0, [], None
         quarantined.append(_quarantine_record(spec, error))
     return examples, ties, quarantined, report
 
@@ -563,7 +626,8 @@ def _batches(table: pa.Table, size: int) -> list[pa.Table]:
 def _write_quarantine(root: Path, quarantined: list[dict[str, Any]]) -> dict[str, Any]:
     if not quarantined:
         return {"count": 0}
-    with (root / QUARANTINE_NAME).open("w", encoding="utf-8") as handle:
+    # backslashreplace: an error message quoting input must not fail to be written (a lone surrogate)
+    with (root / QUARANTINE_NAME).open("w", encoding="utf-8", errors="backslashreplace") as handle:
         for record in quarantined:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return {

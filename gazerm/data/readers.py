@@ -6,6 +6,12 @@ the record, so the caller decides to stop or to quarantine it. Readers never ski
 A file that cannot be parsed at all (a truncated JSON array, non-UTF-8 bytes in a JSON or CSV
 file, a corrupt Parquet footer) raises :class:`UnreadableFileError` instead: no record of it can
 be trusted, and ``prepare`` with ``on_error=quarantine`` records it and goes on.
+
+Hostile or broken input never escapes as a Python error: a JSON value nested deeper than the parser
+recurses (``RecursionError``) or an integer longer than Python converts (``ValueError``) is a bad record
+(a bad file for a JSON array), a Parquet data page that does not decode makes the file unreadable, and
+a CSV field is read whatever its length (the file is in memory already; ``validate`` caps text fields
+at ``MAX_TEXT_CHARS`` for every format).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import csv
 import gzip
 import io
 import json
+import reprlib
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +33,15 @@ from gazerm.data.errors import DataError
 
 Record = dict[str, Any]
 RecordOrError = tuple[int, Record | DataError]
+
+# Python's csv module refuses fields over 131,072 characters by default; a CSV file is read whole into
+# memory before it is parsed, so that limit protects nothing and would reject a long text. This is the
+# largest limit a C long takes on every platform; text length is capped per field by validation.
+CSV_FIELD_LIMIT = 2**31 - 1
+
+# What a JSON parser may raise on hostile input besides JSONDecodeError: RecursionError (nesting deeper
+# than the interpreter recurses) and ValueError (an integer of more than sys.get_int_max_str_digits()).
+_JSON_ERRORS = (ValueError, RecursionError)
 
 
 class UnreadableFileError(DataError):
@@ -95,6 +111,8 @@ def _decode_json_line(raw: bytes, file: str, row: int) -> Record | DataError:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         return DataError(file, row, None, f"invalid JSON ({exc.msg} at column {exc.colno}); truncated line?")
+    except _JSON_ERRORS as exc:
+        return DataError(file, row, None, f"JSON gazerm does not read ({_json_problem(exc)})")
     if not isinstance(record, dict):
         return DataError(file, row, None, f"expected a JSON object, got {type(record).__name__}")
     return record
@@ -147,7 +165,17 @@ def _parse_json(path: Path) -> Any:
             None,
             f"invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg}); truncated file?",
         ) from exc
+    except _JSON_ERRORS as exc:
+        message = f"JSON gazerm does not read ({_json_problem(exc)})"
+        raise UnreadableFileError(name, None, None, message) from None
     return document
+
+
+def _json_problem(exc: Exception) -> str:
+    """What is wrong with JSON that parses as JSON but not in Python: too deep, or too long a number."""
+    if isinstance(exc, RecursionError):
+        return "arrays or objects nested too deeply"
+    return str(exc).split(";")[0]  # "Exceeds the limit (4300 digits) for integer string conversion: ..."
 
 
 def _read_whole(path: Path) -> bytes:
@@ -169,9 +197,20 @@ def _read_csv(path: Path, columns: tuple[str, ...] | None) -> Iterator[RecordOrE
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UnreadableFileError(name, line, None, f"not valid UTF-8 at byte {exc.start}") from exc
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))  # process-wide; see CSV_FIELD_LIMIT
     reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=columns)
-    header_width = len(reader.fieldnames or [])
-    for record in reader:
+    try:
+        header_width = len(reader.fieldnames or [])
+    except csv.Error as exc:
+        raise UnreadableFileError(name, 1, None, f"not readable as CSV ({exc})") from None
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the parser's state past a malformed row is unknown: stop at it
+            message = f"not readable as CSV from this row on ({exc})"
+            raise UnreadableFileError(name, reader.line_num, None, message) from None
         row = reader.line_num
         if row == 1 and columns is not None and list(record.values()) == list(columns):
             continue  # a header naming exactly the declared columns is not a record
@@ -188,8 +227,17 @@ def _read_parquet(path: Path) -> Iterator[RecordOrError]:
     except Exception as exc:  # pyarrow raises several types for corrupt/truncated footers
         raise UnreadableFileError(name, None, None, f"not a readable Parquet file ({exc})") from exc
     row = 0
-    for batch in parquet.iter_batches():
-        for record in batch.to_pylist():
+    batches = parquet.iter_batches()
+    while True:
+        try:
+            batch = next(batches, None)
+            records = [] if batch is None else batch.to_pylist()
+        except Exception as exc:  # a corrupt data page: pyarrow raises OSError, ArrowInvalid and others
+            message = f"a data page after row {row} does not decode ({type(exc).__name__}: {exc})"
+            raise UnreadableFileError(name, None, None, message) from exc
+        if batch is None:
+            return
+        for record in records:
             row += 1
             yield row, record
 
@@ -237,5 +285,16 @@ def require(record: Record, field: str, kind: type | tuple[type, ...], file: str
     value = record[field]
     if not isinstance(value, kind) or (kind in (int, float, (int, float)) and isinstance(value, bool)):
         expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise DataError(file, row, field, f"expected {expected}, got {type(value).__name__}: {value!r:.60}")
+        message = f"expected {expected}, got {type(value).__name__}: {preview(value)}"
+        raise DataError(file, row, field, message)
     return value
+
+
+_PREVIEW = reprlib.Repr()
+_PREVIEW.maxlevel, _PREVIEW.maxstring, _PREVIEW.maxother = 3, 60, 60
+
+
+def preview(value: Any) -> str:
+    """A short repr of a bad value for an error message: bounded in length and depth, whatever the value
+    (a list nested thousands deep, a string of megabytes); a lone surrogate shows escaped."""
+    return _PREVIEW.repr(value)[:60]

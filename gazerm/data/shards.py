@@ -87,7 +87,12 @@ class Manifest:
         path = Path(root) / MANIFEST_NAME
         if not path.exists():
             raise PathNotFoundError(f"{path} not found: is {root} a dataset written by 'gazerm prepare'?")
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError, RecursionError) as exc:  # not UTF-8, not JSON, a directory
+            raise DataError(str(path), None, None, f"not a manifest gazerm wrote ({exc})") from None
+        if not isinstance(data, dict):
+            raise DataError(str(path), None, None, "not a manifest gazerm wrote (not a JSON object)")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise DataError(
                 str(path),
@@ -97,8 +102,12 @@ class Manifest:
                 "re-run 'gazerm prepare'",
             )
         data.pop("counts", None)
-        data["splits"] = {name: [ShardInfo(**s) for s in shards] for name, shards in data["splits"].items()}
-        return cls(**data)
+        try:
+            splits = data["splits"].items()
+            data["splits"] = {name: [ShardInfo(**shard) for shard in shards] for name, shards in splits}
+            return cls(**data)
+        except (TypeError, KeyError, AttributeError) as exc:
+            raise DataError(str(path), None, None, f"not a manifest gazerm wrote ({exc})") from None
 
 
 def _position(seed: int, key: str) -> float:

@@ -20,7 +20,8 @@ Quantization = Literal["none", "nf4"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LoraSettings(_Strict):

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gazerm.config import OutputDir
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import unused_features_problem
@@ -21,7 +22,8 @@ QUICKSTART_DATA = "runs/data/readability.jsonl"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _quickstart_prepare() -> PrepareConfig:
@@ -125,7 +127,7 @@ class TrackingConfig(_Strict):
 
 class TrainJobConfig(_Strict):
     name: str = "quickstart"
-    output_dir: str = "runs/quickstart"
+    output_dir: OutputDir = "runs/quickstart"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)

@@ -34,7 +34,8 @@ TABLE_FILES = ("stages.md", "stages.json")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Stage(_Strict):

@@ -21,7 +21,8 @@ FEATURES_PATH = "model.features_used"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class _Range(_Strict):

@@ -18,8 +18,9 @@ from gazerm.data.errors import DataError
 from gazerm.data.prepare import QUARANTINE_NAME, GazeSpec, PrepareConfig, SourceSpec, prepare
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION
-from gazerm.data.shards import MANIFEST_NAME, SPLITS, Manifest
+from gazerm.data.shards import MANIFEST_NAME, SPLITS, Manifest, verify
 from gazerm.data.synthetic import readability_preferences
+from gazerm.errors import ExistsError
 from tests.data.util import assert_names, write_jsonl
 
 N_PROMPTS, SETS_PER_PROMPT = 150, 2  # two response sets per prompt: both must land in one split
@@ -337,3 +338,75 @@ def test_auto_gaze_backend_featurizes_a_small_set_in_process(tmp_path, pairs, mo
     assert GazeSpec().runs_locally(prepare_module.AUTO_LOCAL_ROWS - 1)
     assert not GazeSpec().runs_locally(prepare_module.AUTO_LOCAL_ROWS)
     assert not GazeSpec(backend="ray").runs_locally(10) and GazeSpec(backend="local").runs_locally(10**9)
+
+
+def test_rebuilding_removes_only_what_the_old_manifest_lists(tmp_path, pairs):
+    """Files of the user's inside the split folders survive a rebuild; the old shards do not."""
+    root = tmp_path / "out"
+    old = prepare(_config(tmp_path, pairs, rows_per_shard=25))
+    (root / "train" / "notes.txt").write_text("mine")
+    (root / "validation" / "part-99999.parquet").write_text("not listed")
+    new = prepare(_config(tmp_path, pairs))
+    assert (root / "train" / "notes.txt").read_text() == "mine"
+    assert (root / "validation" / "part-99999.parquet").read_text() == "not listed"
+    listed = {Path(s.file).name for s in new.splits["train"]} | {"notes.txt"}
+    assert {p.name for p in (root / "train").iterdir()} == listed
+    assert len(old.splits["train"]) > len(new.splits["train"])  # the old extra shards are gone
+
+
+def test_split_folders_without_a_manifest_are_refused_unless_forced(tmp_path, pairs):
+    root = tmp_path / "out"
+    (root / "test").mkdir(parents=True)
+    (root / "test" / "mine.csv").write_text("a,b\n")
+    with pytest.raises(ExistsError, match=r"holds test but no manifest.json.*--force"):
+        prepare(_config(tmp_path, pairs))
+    assert (root / "test" / "mine.csv").read_text() == "a,b\n"
+    manifest = prepare(_config(tmp_path, pairs), force=True)
+    assert (root / "test" / "mine.csv").read_text() == "a,b\n"
+    assert Manifest.read(root) == manifest
+    prepare(_config(tmp_path, pairs, rows_per_shard=25))  # now the manifest is there: a plain rebuild
+    assert (root / "test" / "mine.csv").read_text() == "a,b\n"
+
+
+def test_a_tampered_manifest_cannot_delete_outside_the_dataset(tmp_path, pairs):
+    root = tmp_path / "out"
+    prepare(_config(tmp_path, pairs))
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    data = json.loads((root / MANIFEST_NAME).read_text())
+    data["splits"]["train"].append({"file": "../victim.txt", "rows": 1, "sha256": "0"})
+    data["quarantine"] = {"count": 1, "file": "../victim.txt"}
+    (root / MANIFEST_NAME).write_text(json.dumps(data))
+    prepare(_config(tmp_path, pairs))
+    assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"schema_version": 2, "splits": {"train": [{}]}}'])
+def test_an_unreadable_manifest_is_rebuilt_not_a_traceback(tmp_path, pairs, content):
+    root = tmp_path / "out"
+    prepare(_config(tmp_path, pairs))
+    (root / MANIFEST_NAME).write_text(content)
+    with pytest.raises(DataError, match="not a manifest gazerm wrote"):
+        Manifest.read(root)
+    manifest = prepare(_config(tmp_path, pairs))
+    assert Manifest.read(root) == manifest
+
+
+def test_a_failed_rebuild_leaves_the_previous_dataset_in_place(tmp_path, pairs):
+    root = tmp_path / "out"
+    first = prepare(_config(tmp_path, pairs))
+    broken = write_jsonl(tmp_path / "broken.jsonl", [{"prompt": "Q", "chosen": "a"}])
+    with pytest.raises(DataError):
+        prepare(_config(tmp_path, broken))
+    assert verify(root) == first
+
+
+def test_training_prepares_its_data_into_a_fresh_or_its_own_directory(tmp_path, pairs):
+    """`gazerm train`'s implicit prepare (ensure_dataset) writes, then reuses, without --force."""
+    from gazerm.train.config import TrainJobConfig
+    from gazerm.train.job import ensure_dataset
+
+    job = TrainJobConfig(output_dir=str(tmp_path / "run"), data={"prepare": _config(tmp_path, pairs)})
+    root, manifest = ensure_dataset(job)
+    assert root == str(tmp_path / "out") and Manifest.read(root) == manifest
+    assert ensure_dataset(job) == (root, manifest)

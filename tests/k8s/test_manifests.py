@@ -56,6 +56,12 @@ KUBERAY_OPERATOR_PEER = {
 }
 KUBERAY_OPERATOR_PORTS = {8265, 8000}
 
+# Every image by tag (for people) and digest (what is pulled: a tag can be moved to other content).
+# The repository ships the all-zero digest as a placeholder that fails to pull until replaced with the
+# real one (k8s/README.md, Images): no digest here is invented.
+PINNED_IMAGE = re.compile(r"[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9._-]+)*:[A-Za-z0-9._-]+@sha256:[0-9a-f]{64}")
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+
 Doc = dict[str, Any]
 
 
@@ -145,8 +151,8 @@ def container_problems(where: str, pod: Doc, container: Doc, runs_ray: bool) -> 
     problems = env_problems(where, container.get("env", []))
     if not container.get("image"):
         problems.append(f"{where}: no image")
-    elif container["image"].endswith(":latest") or ":" not in container["image"].rsplit("/", 1)[-1]:
-        problems.append(f"{where}: image {container['image']} is not pinned to a tag")
+    elif not PINNED_IMAGE.fullmatch(container["image"]):
+        problems.append(f"{where}: image {container['image']} is not pinned by digest (REPO:TAG@sha256:...)")
     pod_security, security = pod.get("securityContext", {}), container.get("securityContext", {})
     if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):
         problems.append(f"{where}: runAsNonRoot is not set")
@@ -252,6 +258,36 @@ def ray_auth_problems(doc: Doc) -> list[str]:
     return found
 
 
+def shared_volume_problems(doc: Doc) -> list[str]:
+    """Serving pods (a RayService's) mount every PersistentVolumeClaim read-only, both the claim and each
+    mount, and keep their Hugging Face cache off it: the volume holds the training runs' checkpoints,
+    which training loads back (torch.load), so a compromised replica must not be able to write there.
+    Training pods (RayCluster, RayJob) mount it read-write: they write checkpoints and shards."""
+    found = []
+    serving = doc["kind"] == "RayService"
+    for where, pod, runs_ray in pod_specs(doc):
+        if not runs_ray:
+            continue
+        volumes = pod.get("volumes", [])
+        claims = {v["name"]: v["persistentVolumeClaim"] for v in volumes if "persistentVolumeClaim" in v}
+        for name, claim in claims.items():
+            if serving and claim.get("readOnly") is not True:
+                found.append(f"{where}: volume {name} (claim {claim['claimName']}) must be readOnly: true")
+        for container in containers(pod):
+            here = f"{where} container {container.get('name')}"
+            mounts = [m for m in container.get("volumeMounts", []) if m["name"] in claims]
+            for mount in mounts:
+                if serving and mount.get("readOnly") is not True:
+                    found.append(f"{here}: mount {mount['mountPath']} of a claim must be readOnly: true")
+                if not serving and mount.get("readOnly"):
+                    found.append(f"{here}: training writes to {mount['mountPath']}: it cannot be read-only")
+            env = {var["name"]: var.get("value", "") for var in container.get("env", [])}
+            cache = env.get("HF_HOME", "")
+            if serving and any(cache.startswith(mount["mountPath"]) for mount in mounts):
+                found.append(f"{here}: HF_HOME {cache} is on the shared volume; give serving pods their own")
+    return found
+
+
 def peer_problems(where: str, peer: Doc, ports: set[Any] | None) -> list[str]:
     """A NetworkPolicy peer must be pods of the namespace, or the KubeRay operator on its ports."""
     if "ipBlock" in peer:
@@ -303,6 +339,7 @@ def problems(doc: Doc) -> list[str]:
     if cluster:
         found += worker_group_problems(cluster)
         found += ray_auth_problems(doc)
+        found += shared_volume_problems(doc)
     if doc["kind"] == "NetworkPolicy":
         found += network_policy_problems(doc)
     if doc["kind"] == "RayJob":
@@ -424,7 +461,8 @@ def test_rayservice_serves_the_trained_model_with_a_token() -> None:
     for where, pod, _ in pod_specs(service):
         for container in pod["containers"]:
             assert container["image"] == image, where
-            assert any(mount["mountPath"] == "/mnt/shared" for mount in container["volumeMounts"]), where
+            shared = [mount for mount in container["volumeMounts"] if mount["mountPath"] == "/mnt/shared"]
+            assert [mount.get("readOnly") for mount in shared] == [True], where  # serving only reads
             env = {var["name"]: var for var in container["env"]}
             assert env[TOKEN_ENV]["valueFrom"]["secretKeyRef"] == {"name": "gazerm-serve", "key": "token"}, (
                 where
@@ -433,15 +471,73 @@ def test_rayservice_serves_the_trained_model_with_a_token() -> None:
             assert ports["serve"] == config["http_options"]["port"], where
 
 
-def test_mlflow_server_takes_the_db_password_from_the_environment() -> None:
-    container = find("Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
-    store = next(arg for arg in container["args"] if arg.startswith("--backend-store-uri="))
-    assert "$(MLFLOW_DB_PASSWORD)@" in store
-    assert "--serve-artifacts" in container["args"]
+def test_mlflow_server_demands_a_user_and_keeps_credentials_out_of_argv() -> None:
+    """MLflow's basic-auth app; the backend store URI (with the DB password) from a Secret through the
+    environment variable `mlflow server` reads, never in argv; the admin password and the CSRF key
+    from a Secret; the auth settings baked into the image, without credentials, their user store on a
+    volume; the training pods log in with a (required) Secret's user."""
+    import configparser
+
+    pod = find("Deployment", "mlflow")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert "--app-name=basic-auth" in args and "--serve-artifacts" in args
+    assert not [arg for arg in args if "://" in arg and not arg.startswith("--artifacts-destination=s3://")]
+    assert not [arg for arg in args if "$(" in arg or "backend-store-uri" in arg]
     env = {var["name"]: var for var in container["env"]}
-    assert env["MLFLOW_DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "gazerm-postgres"
+    secrets = {
+        "MLFLOW_BACKEND_STORE_URI": {"name": "gazerm-mlflow-db", "key": "backend_store_uri"},
+        "MLFLOW_AUTH_ADMIN_PASSWORD": {"name": "gazerm-mlflow-admin", "key": "password"},
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": {"name": "gazerm-mlflow-admin", "key": "flask_secret_key"},
+    }
+    for name, ref in secrets.items():
+        assert env[name] == {"name": name, "valueFrom": {"secretKeyRef": ref}}, name
+    config_path = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    dockerfile = (K8S / "images" / "mlflow.Dockerfile").read_text()
+    assert f"COPY mlflow-basic-auth.ini {config_path}" in dockerfile
+    ini = configparser.ConfigParser()
+    ini.read(K8S / "images" / "mlflow-basic-auth.ini")
+    assert "admin_password" not in ini["mlflow"] and ini["mlflow"]["default_permission"] == "READ"
+    store = ini["mlflow"]["database_uri"].removeprefix("sqlite:///")
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    claims = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+    (directory,) = [path for path in mounts if store.startswith(path + "/")]
+    assert claims[mounts[directory]] == "mlflow-auth"  # users survive a restart
     for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/health"
+        assert container[probe]["httpGet"]["path"] == "/health"  # the one path without auth
+    for _, doc in RAY_KINDS:
+        if doc["kind"] == "RayService":
+            continue  # serving logs nothing to MLflow
+        for where, ray_pod, runs_ray in pod_specs(doc):
+            for ray_container in ray_pod["containers"] if runs_ray else []:
+                ray_env = {var["name"]: var for var in ray_container["env"]}
+                for key, name in (
+                    ("username", "MLFLOW_TRACKING_USERNAME"),
+                    ("password", "MLFLOW_TRACKING_PASSWORD"),
+                ):
+                    ref = ray_env[name]["valueFrom"]["secretKeyRef"]
+                    assert ref == {"name": "gazerm-mlflow-client", "key": key}, where  # not optional
+
+
+def test_images_are_pinned_by_digest_or_the_documented_placeholder() -> None:
+    """Manifests (checked per container by `problems`), the Dockerfiles' base images and the launcher's
+    optional container image name a tag and a digest; a placeholder digest is all zeros, and the README
+    says how to fill it in."""
+    references = [
+        line.split()[1]
+        for path in (K8S / "images").glob("*.Dockerfile")
+        for line in path.read_text().splitlines()
+        if line.startswith("FROM ")
+    ]
+    references += re.findall(r"image: (\S+)", (ROOT / "cluster" / "gpu-cluster.yaml").read_text())
+    references += [
+        c["image"] for _, doc in DOCUMENTS for _, pod, _ in pod_specs(doc) for c in containers(pod)
+    ]
+    assert len(references) >= 10
+    for reference in references:
+        assert PINNED_IMAGE.fullmatch(reference), reference
+    readme = (K8S / "README.md").read_text()
+    assert PLACEHOLDER_DIGEST in readme and "docker buildx imagetools inspect" in readme
 
 
 RAY_KINDS = [(kind, doc) for _, doc in DOCUMENTS if (kind := doc["kind"]) in CLUSTER_SPEC]
@@ -696,6 +792,16 @@ def no_gpu_limit_in_rayservice(doc: Doc) -> None:
     no_gpu_limit({"spec": doc["spec"]["rayClusterConfig"]})
 
 
+def image_by_tag_only(doc: Doc) -> None:
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = container["image"].split("@")[0]
+
+
+def image_by_digest_of_another_form(doc: Doc) -> None:
+    container = doc["spec"]["template"]["spec"]["containers"][0]
+    container["image"] = container["image"].split("@")[0] + "@sha256:abc"
+
+
 def unknown_upgrade_strategy(doc: Doc) -> None:
     doc["spec"]["upgradeStrategy"]["type"] = "BlueGreen"
 
@@ -765,6 +871,41 @@ def ray_token_secret_optional(doc: Doc) -> None:
                 var["valueFrom"]["secretKeyRef"]["optional"] = True
 
 
+def serve_pods(doc: Doc) -> list[Doc]:
+    cluster = doc["spec"]["rayClusterConfig"]
+    return [cluster["headGroupSpec"]["template"]["spec"]] + [
+        group["template"]["spec"] for group in cluster["workerGroupSpecs"]
+    ]
+
+
+def serve_mount_read_write(doc: Doc) -> None:
+    for pod in serve_pods(doc):
+        for container in pod["containers"]:  # new lists: the containers share one list through an anchor
+            mounts = container["volumeMounts"]
+            container["volumeMounts"] = [{k: v for k, v in m.items() if k != "readOnly"} for m in mounts]
+
+
+def serve_claim_read_write(doc: Doc) -> None:
+    pod = serve_pods(doc)[-1]
+    pod["volumes"] = copy.deepcopy(pod["volumes"])
+    del next(v for v in pod["volumes"] if "persistentVolumeClaim" in v)["persistentVolumeClaim"]["readOnly"]
+
+
+def serve_hf_cache_on_shared_volume(doc: Doc) -> None:
+    container = serve_pods(doc)[0]["containers"][0]
+    container["env"] = [
+        {"name": "HF_HOME", "value": "/mnt/shared/hf-cache"} if var["name"] == "HF_HOME" else var
+        for var in container["env"]
+    ]
+
+
+def training_mount_read_only(doc: Doc) -> None:
+    pod = doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]
+    for container in pod["containers"]:
+        mounts = container["volumeMounts"]
+        container["volumeMounts"] = [{**m, "readOnly": m["mountPath"] == "/mnt/shared"} for m in mounts]
+
+
 def ingress_from_anywhere(doc: Doc) -> None:
     doc["spec"]["ingress"][1]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}})
 
@@ -805,6 +946,8 @@ MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
     ("StatefulSet", "postgres", runs_as_root, "runs as uid 0"),
     ("StatefulSet", "postgres", literal_db_password, "POSTGRES_PASSWORD must come from"),
     ("Deployment", "mlflow", no_image, "no image"),
+    ("Deployment", "mlflow", image_by_tag_only, "is not pinned by digest"),
+    ("StatefulSet", "postgres", image_by_digest_of_another_form, "is not pinned by digest"),
     ("Deployment", "mlflow", no_memory_limit, "no limits for memory"),
     ("Service", "mlflow", typo_in_service, "Additional properties"),
     ("RayJob", "helpsteer2-mistral7b-gazeconcat", unknown_submission_mode, "is not one of"),
@@ -844,6 +987,10 @@ MUTATIONS: list[tuple[str, str, Callable[[Doc], None], str]] = [
     ),
     ("RayService", "gazerm-rm", auth_options_disabled, "authOptions.mode must be token"),
     ("RayService", "gazerm-rm", ray_token_secret_optional, "RAY_AUTH_TOKEN must come from Secret"),
+    ("RayService", "gazerm-rm", serve_mount_read_write, "mount /mnt/shared of a claim must be readOnly"),
+    ("RayService", "gazerm-rm", serve_claim_read_write, "(claim gazerm-shared) must be readOnly"),
+    ("RayService", "gazerm-rm", serve_hf_cache_on_shared_volume, "HF_HOME /mnt/shared/hf-cache is on the"),
+    ("RayCluster", "gazerm", training_mount_read_only, "training writes to /mnt/shared"),
     ("NetworkPolicy", "ray", ingress_from_anywhere, "ipBlock 0.0.0.0/0"),
     ("NetworkPolicy", "ray", ingress_from_every_namespace, "admits pods of other namespaces"),
     ("NetworkPolicy", "ray", ingress_rule_without_from, "admits every source"),

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from gazerm.data.errors import DataError
-from gazerm.data.readers import Record, RecordOrError, require
+from gazerm.data.readers import Record, RecordOrError, preview, require
 from gazerm.data.schema import Pair, PreferenceExample, pairs_from_scores
 
 T = TypeVar("T")
@@ -22,16 +22,20 @@ def text(record: Record, field: str, file: str, row: int) -> str:
 
 
 def number(record: Record, field: str, file: str, row: int) -> float:
-    """A required finite number; numeric strings are accepted because CSV cells are always strings."""
+    """A required finite number; numeric strings are accepted because CSV cells are always strings.
+    An integer too large for a float (``OverflowError``) or a string that overflows to infinity is not
+    finite."""
     value = require(record, field, (int, float, str), file, row)
     if isinstance(value, bool):
         raise DataError(file, row, field, f"expected a number, got {value!r}")
     try:
         result = float(value)
     except ValueError:
-        raise DataError(file, row, field, f"expected a number, got {value!r:.60}") from None
+        raise DataError(file, row, field, f"expected a number, got {preview(value)}") from None
+    except OverflowError:
+        result = math.inf
     if not math.isfinite(result):
-        raise DataError(file, row, field, f"expected a finite number, got {value!r}")
+        raise DataError(file, row, field, f"expected a finite number, got {preview(value)}")
     return result
 
 
