@@ -34,6 +34,9 @@ from gazerm.model.templates import Context, build_template
 from gazerm.runtime import init_ray
 from gazerm.storage import is_object_store, open_atomic, staged_dir
 
+# Gaze a dataset brought with it rather than a predictor's: prepare's gaze.predictor recorded (a fixation
+# table) and source (a release's own recordings, IFLLM's webcam gaze).
+RECORDED_GAZE = ("recorded", "source")
 
 class RewardScorer:
     """A loaded reward model, its tokenizer and gaze predictor; ``score`` gives one reward per pair."""
@@ -46,9 +49,11 @@ class RewardScorer:
         self.model.to(self.device)
         inputs = InputSpec.read(model_dir)
         spec = inputs.gaze
-        # A model trained on an eye-tracking study's gaze has no predictor: each response brings its own.
-        self.recorded_only = spec["predictor"] == "recorded"
-        if spec["predictor"] in ("none", "recorded"):
+        # A model that fuses an eye-tracking study's gaze (a fixation table, or a release's own recordings)
+        # has no predictor: each response brings its own. Without fusion that gaze never reached it.
+        recorded = spec["predictor"] in RECORDED_GAZE
+        self.recorded_only = recorded and config.fusion != "none"
+        if spec["predictor"] == "none" or recorded:
             if config.fusion != "none" and not self.recorded_only:
                 raise ConfigError(
                     f"{model_dir}: the model fuses gaze (fusion={config.fusion!r}) but {INPUTS_FILE} "

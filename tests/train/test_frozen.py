@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -138,3 +139,30 @@ def test_a_response_key_holds_its_gaze_only_for_a_gaze_model():
 
     assert keys(0.1, with_gaze=False) == keys(0.9, with_gaze=False)
     assert keys(0.1, with_gaze=True) != keys(0.9, with_gaze=True)
+
+
+@pytest.mark.parametrize("fusion", ["none", "add"])
+def test_a_model_trained_on_a_releases_own_gaze_scores_text(tmp_path, fusion):
+    """``gaze.predictor: source`` (IFLLM's webcam gaze) is recorded gaze: a text-only model scores any text,
+    a gaze model needs each response's fixations."""
+    from gazerm.data.prepare import PrepareConfig
+    from gazerm.score import RewardScorer
+    from tests.data.ifllm_fixture import write_behaviour_decided_release
+
+    dataset = write_behaviour_decided_release(tmp_path, workers=4, queries=4, seed=1)
+    prepare = PrepareConfig(
+        sources=[{"format": "ifllm", "path": str(dataset)}],
+        output_dir=str(tmp_path / "data"),
+        splits={"train": 0.5, "validation": 0.5},
+        gaze={"predictor": "source", "backend": "local"},
+    )
+    config = job(tmp_path, str(tmp_path / "data"), fusion, fusion=fusion)
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"dataset_dir": None, "prepare": prepare})}
+    )
+    outcome = run_frozen_training(config, resume=True, parent_run_id=None)
+    scorer = RewardScorer(outcome.model_dir)
+    assert scorer.recorded_only == (fusion != "none")
+    if fusion == "none":
+        (reward,) = scorer.score(["Which is better?"], ["A short answer."])
+        assert np.isfinite(reward)
