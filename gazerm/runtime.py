@@ -120,17 +120,18 @@ def default_token_path() -> Path:
 
 
 def enable_token_auth() -> None:
-    """Ray token authentication for a local Ray this process starts, whatever the Ray version's default.
+    """The token of the Ray token authentication a local Ray this process starts runs with.
 
     Ray's GCS, raylets, dashboard and job API listen on the machine's address, and without token
-    authentication anyone who reaches their ports can run code as this user. Ray 2.60 switches token
-    authentication on for a new local ``ray.init()``; older Ray versions gazerm allows (>= 2.52) do not,
-    so gazerm sets ``RAY_AUTH_MODE=token`` itself, unless the user chose a mode. The token file Ray
-    would create with the default umask (often 0644, readable by every user of the machine) is created
-    here mode 0600, and an existing one with group or other permissions is made 0600.
+    authentication anyone who reaches their ports can run code as this user. Ray (>= 2.60, gazerm's
+    floor) switches it on for a new local ``ray.init()`` unless ``RAY_AUTH_MODE`` says otherwise; gazerm
+    leaves the mode to Ray (setting the variable after Ray is imported would leave this process's own
+    client without the token, and the GCS refusing it). The token file Ray would create with the default
+    umask (often 0644, readable by every user of the machine) is created here mode 0600, and an existing
+    one with group or other permissions is made 0600.
     """
-    os.environ.setdefault(AUTH_MODE_ENV, "token")
-    if os.environ[AUTH_MODE_ENV].lower() != "token" or os.environ.get(AUTH_TOKEN_ENV):
+    mode = os.environ.get(AUTH_MODE_ENV, "token")
+    if mode.lower() != "token" or os.environ.get(AUTH_TOKEN_ENV):
         return
     path = Path(os.environ.get(AUTH_TOKEN_PATH_ENV) or default_token_path())
     if not path.exists():

@@ -38,6 +38,7 @@ from gazerm.storage import is_object_store, open_atomic, staged_dir
 # table) and source (a release's own recordings, IFLLM's webcam gaze).
 RECORDED_GAZE = ("recorded", "source")
 
+
 class RewardScorer:
     """A loaded reward model, its tokenizer and gaze predictor; ``score`` gives one reward per pair."""
 

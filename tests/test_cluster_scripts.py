@@ -217,8 +217,8 @@ def test_start_script_text_has_no_fixed_tmp_state_dir() -> None:
 
 
 def test_local_ray_uses_token_auth_with_a_private_token(tmp_path: Path, monkeypatch) -> None:
-    """gazerm's own local Ray: RAY_AUTH_MODE=token whatever the Ray version's default, the token file
-    created 0600 (or tightened to 0600), and a mode the user chose is kept."""
+    """gazerm's own local Ray: Ray's default mode (token, from 2.60) left to Ray, the token file created
+    0600 (or tightened to 0600) before Ray would create it, and a mode the user chose is kept."""
     import ray
 
     from gazerm import runtime
@@ -231,7 +231,7 @@ def test_local_ray_uses_token_auth_with_a_private_token(tmp_path: Path, monkeypa
     monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(mode=os.environ.get(runtime.AUTH_MODE_ENV)))
     runtime._start_local(1, {})
     token = tmp_path / ".ray" / "auth_token"
-    assert seen == {"mode": "token"}
+    assert seen == {"mode": None}  # set after Ray's import, it would not reach this process's client
     assert len(token.read_text()) == 64 and stat.S_IMODE(token.stat().st_mode) == 0o600
     token.chmod(0o644)
     runtime.enable_token_auth()
@@ -248,4 +248,5 @@ def test_ray_floor_has_token_authentication() -> None:
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     (ray_requirement,) = [Requirement(r) for r in project["project"]["dependencies"] if r.startswith("ray")]
-    assert not ray_requirement.specifier.contains("2.51.0") and ray_requirement.specifier.contains("2.52.0")
+    # 2.60 turns token authentication on for a new local ray.init() (gazerm.runtime relies on it)
+    assert not ray_requirement.specifier.contains("2.59.0") and ray_requirement.specifier.contains("2.60.0")

@@ -68,6 +68,13 @@ def prompt_inputs(row: Row) -> dict[str, list]:
     }
 
 
+def tie_counts_half(difference: torch.Tensor) -> torch.Tensor:
+    """1 where the better response's reward is higher, 0.5 where the rewards tie, else 0: the rule of
+    every accuracy gazerm reports (offline evaluation, controls), so a model that cannot tell two responses
+    apart (an implicit-only model on two responses nobody read) scores chance, not zero."""
+    return (difference > 0).float() + 0.5 * (difference == 0).float()
+
+
 def floats(values: Any) -> np.ndarray:
     return np.asarray(values if values is not None else [], dtype=np.float32)
 

@@ -29,6 +29,7 @@ from gazerm.train.kinds.base import (
     Window,
     floats,
     response_inputs,
+    tie_counts_half,
 )
 
 if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
@@ -136,11 +137,11 @@ class Listwise(LossKind):
         scores, mask = list_scores(rewards, labels.list_index)
         tiers = labels.tiers
         ordered = mask[:, :, None] & mask[:, None, :] & (tiers[:, :, None] < tiers[:, None, :])
-        right = ordered & (scores[:, :, None] > scores[:, None, :])
+        right = ordered * tie_counts_half(scores[:, :, None] - scores[:, None, :])
         return {
             "loss": -listwise_log_likelihood(scores, tiers, mask),
             "pairs": ordered.sum((1, 2)).float(),
-            "correct_pairs": right.sum((1, 2)).float(),
+            "correct_pairs": right.sum((1, 2)),
         }
 
     def ratios(self, totals: dict[str, float], prefix: str) -> dict[str, float]:

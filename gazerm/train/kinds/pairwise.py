@@ -27,6 +27,7 @@ from gazerm.train.kinds.base import (
     encode_side,
     response_fields,
     response_inputs,
+    tie_counts_half,
 )
 
 if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
@@ -83,7 +84,7 @@ class Pairwise(LossKind):
         half = micro.labels.num_units
         chosen, rejected = output.rewards[:half], output.rewards[half:]
         loss = pairwise_loss(chosen, rejected, micro.labels.margin if config.use_margin else None)
-        details = {"train/accuracy": (chosen > rejected).float().mean().detach()}
+        details = {"train/accuracy": tie_counts_half(chosen - rejected).mean().detach()}
         if config.lm_loss_coeff > 0:
             inputs = micro.inputs
             language = lm_loss(output.lm_logits[:half], inputs.input_ids[:half], inputs.response_mask[:half])
@@ -98,7 +99,7 @@ class Pairwise(LossKind):
         difference = rewards[:half] - rewards[half:]
         margin = labels.margin.float() if use_margin else torch.zeros_like(difference)
         return {
-            "correct": (difference > 0).float(),
+            "correct": tie_counts_half(difference),
             "loss": -F.logsigmoid(difference - margin),
             "margin": difference,
         }
