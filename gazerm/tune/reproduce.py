@@ -12,7 +12,8 @@ run per reproduction with each training run nested in it, and the table as ``rep
 With ``folds`` (cross-validation over the job's ``group_kfold`` split) every (row, fold, seed) is a run, in
 ``<row>/fold<k>/seed<seed>``; a fold's number is the mean over its seeds (a fold counts once all its seeds
 finished), and a row's is the mean ± sample std over folds. ``compare`` pairs two rows fold by fold: the
-mean of the per-fold differences with its 95% Student t-interval. A ``control`` row trains nothing: its
+mean of the per-fold differences with its 95% interval (a Student t corrected for the folds' overlapping
+training sets). A ``control`` row trains nothing: its
 "model" is a rule scored on each fold's test split (``gazerm.evaluate.baselines``), one identical
 ``result.json`` per seed so that the table, comparisons and resume treat it like any row.
 """
@@ -213,11 +214,13 @@ class RowResult:
 
 @dataclass
 class Comparison:
-    """Row ``a`` against row ``b`` on the same folds: the per-fold differences a - b (folds both finished)."""
+    """Row ``a`` against row ``b`` on the same folds of a ``folds``-fold cross-validation: the per-fold
+    differences a - b (folds both finished)."""
 
     a: str
     b: str
     differences: dict[int, float]
+    folds: int
 
     @property
     def mean(self) -> float | None:
@@ -225,12 +228,16 @@ class Comparison:
 
     @property
     def interval(self) -> tuple[float, float] | None:
-        """The 95% Student t-interval of the mean difference over folds (df = folds - 1; None below two)."""
+        """The 95% interval of the mean difference over folds (None below two): Nadeau and Bengio's
+        corrected resampled t (2003), Student t with df = n - 1 and the variance s² (1/n + n_test/n_train),
+        n_test/n_train = 1/(folds - 1). The folds' training sets overlap, so their differences are
+        correlated and the plain s²/n would give an interval too narrow."""
         std = _std(self.differences)
         if std is None:
             return None
         n = len(self.differences)
-        half = student_t.ppf((1 + CONFIDENCE) / 2, n - 1) * std / math.sqrt(n)
+        scale = std * math.sqrt(1 / n + 1 / (self.folds - 1))
+        half = student_t.ppf((1 + CONFIDENCE) / 2, n - 1) * scale
         return self.mean - half, self.mean + half
 
 
@@ -262,7 +269,10 @@ class ReproduceOutcome:
             text += f"{self.folds} folds: seeds averaged within a fold, then mean ± sample std over folds\n"
         if self.comparisons:
             comparisons = self.comparison_table().markdown()
-            text += f"\n{comparisons}\npaired by fold: mean difference, Student t over folds (df = n - 1)\n"
+            text += (
+                f"\n{comparisons}\npaired by fold: mean difference, 95% corrected resampled t over folds "
+                "(Nadeau & Bengio 2003: variance s²(1/n + 1/(folds-1)), df = n - 1)\n"
+            )
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -301,7 +311,8 @@ def summarize(config: ReproduceConfig, runs: list[Run]) -> ReproduceOutcome:
     values = {result.row: result.values for result in outcome.rows}
     for a, b in config.compare:
         both = sorted(set(values[a]) & set(values[b]))
-        outcome.comparisons.append(Comparison(a, b, {k: values[a][k] - values[b][k] for k in both}))
+        differences = {k: values[a][k] - values[b][k] for k in both}
+        outcome.comparisons.append(Comparison(a, b, differences, config.folds))
     return outcome
 
 

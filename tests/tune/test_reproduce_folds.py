@@ -153,14 +153,15 @@ def test_rows_average_seeds_within_a_fold_then_folds_and_pairs_are_compared_by_f
     assert comparison.differences == pytest.approx({0: 0.02, 1: 0.05, 2: 0.03, 3: 0.06})
     write_results(config.runs(config.base_job()), {("implicit", 4, 1): implicit[4]})
     (comparison,) = summarize(config, config.runs(config.base_job())).comparisons
-    # by hand: mean 0.04, sample std sqrt(0.001 / 4), half-width t(0.975, 4) * std / sqrt(5)
-    half = T_975_DF4 * math.sqrt(0.001 / 4) / math.sqrt(5)
+    # by hand: mean 0.04, sample std sqrt(0.001 / 4); Nadeau-Bengio half-width over 5 folds:
+    # t(0.975, 4) * std * sqrt(1/5 + 1/4), wider than the plain t's std / sqrt(5) by sqrt(2.25) = 1.5
+    half = T_975_DF4 * math.sqrt(0.001 / 4) * math.sqrt(1 / 5 + 1 / 4)
     assert comparison.mean == pytest.approx(0.04)
     assert comparison.interval == pytest.approx((0.04 - half, 0.04 + half), abs=1e-6)
-    assert comparison.interval == pytest.approx((0.020368, 0.059632), abs=1e-6)
+    assert comparison.interval == pytest.approx((0.010552, 0.069448), abs=1e-6)
     outcome = summarize(config, config.runs(config.base_job()))
-    assert outcome.comparison_table().rows == [["implicit − text-only", 5, "+0.0400", "[+0.0204, +0.0596]"]]
-    assert "seeds averaged within a fold" in outcome.report() and "Student t" in outcome.report()
+    assert outcome.comparison_table().rows == [["implicit − text-only", 5, "+0.0400", "[+0.0106, +0.0694]"]]
+    assert "seeds averaged within a fold" in outcome.report() and "Nadeau & Bengio" in outcome.report()
 
 
 def test_a_single_fold_pair_has_no_interval(job_file):
@@ -203,6 +204,6 @@ def test_a_reproduction_of_control_rows_only_starts_no_ray_and_resumes(job_file)
     data = json.loads((root / "reproduce.json").read_text())
     assert data["folds"] == FOLDS and data["rows"][2]["mean"] == pytest.approx(longer.mean)
     assert data["comparisons"] == [
-        {"a": "longer", "b": "text-only", "differences": {}, "mean": None, "interval": None}
+        {"a": "longer", "b": "text-only", "differences": {}, "folds": 3, "mean": None, "interval": None}
     ]
     assert run_reproduction(config, only=["longer"]).rows[2].values == longer.values  # read back
