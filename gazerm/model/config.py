@@ -162,11 +162,14 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _frozen(self) -> ModelConfig:
-        if self.frozen and (self.lora is not None or self.quantization != "none" or self.reads_padding):
+        if self.frozen and (
+            self.lora is not None or self.quantization != "none" or self.reads_padding or self.init_from
+        ):
             raise ValueError(
                 "model.frozen=true trains the heads on cached features of an unchanged backbone: set "
                 "lora=null and quantization=none, and keep positions=attended and pooling other than "
-                "last_slot (features that depend on a batch's padding cannot be cached per response)"
+                "last_slot (features that depend on a batch's padding cannot be cached per response), and no "
+                "init_from (a frozen model starts from its backbone)"
             )
         return self
 

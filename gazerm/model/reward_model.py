@@ -151,13 +151,15 @@ class RewardModel(nn.Module):
         implicit_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Rewards ``(B,)`` (``(B, num_outputs)`` for several outputs) from the pooled features ``(B, H)``
-        (None for a model without a text term) plus the implicit head's term where a row has features."""
-        rewards = None if pooled is None else self.value_head(pooled.to(self.value_head.weight.dtype)).float()
+        (None for a model without a text term) plus the implicit head's term where a row has features
+        (``implicit`` ``(B, D)``, ``D`` = 0 when no row of the batch has any: a model without a text term
+        then gives every row 0, as it does a single row without features)."""
+        if pooled is not None:
+            rewards = self.value_head(pooled.to(self.value_head.weight.dtype)).float()
+        else:
+            rewards = torch.zeros(implicit.shape[0], self.model_config.num_outputs, device=implicit.device)
         if self.implicit_head is not None and implicit is not None and implicit.shape[-1] > 0:
-            term = self.implicit_head(implicit, implicit_mask).float()
-            rewards = term if rewards is None else rewards + term
-        if rewards is None:
-            raise ValueError("a model without a text term needs each row's implicit features")
+            rewards = rewards + self.implicit_head(implicit, implicit_mask).float()
         return rewards.squeeze(-1) if self.model_config.num_outputs == 1 else rewards
 
     def _fused(

@@ -199,6 +199,7 @@ class FrozenTrainer:
             output = RewardOutput(batch.rewards(self.model))
             loss, details = self.kind.loss(output, batch.micro, self.config.loss)
             (loss / run.grad_accum).backward()
+            trained.add({"train/loss": loss.detach(), **details})
             if (micro_index + 1) % run.grad_accum:
                 continue
             torch.nn.utils.clip_grad_norm_(parameters, optim.max_grad_norm)
@@ -206,7 +207,6 @@ class FrozenTrainer:
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            trained.add({"train/loss": loss.detach(), **details})
             if step % run.eval_every == 0 or step == total:
                 metrics = self.evaluate("validation")
                 log_metrics({**trained.pop(), **metrics}, step)

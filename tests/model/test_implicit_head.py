@@ -72,6 +72,11 @@ def test_implicit_only_model_never_reads_the_text(tokenizers):
         )
     assert rewards[0].item() == pytest.approx(rewards[1].item(), abs=1e-6)
     assert torch.equal(rewards, scrambled.rewards)
+    empty = torch.zeros(2, 0)  # a batch in which no response has behaviour features
+    with torch.no_grad():
+        assert model(
+            **batch, implicit=empty, implicit_mask=torch.tensor([False, False])
+        ).rewards.tolist() == [0, 0]
 
 
 def test_head_round_trips_through_save_and_load(tmp_path, tokenizers):
