@@ -6,8 +6,10 @@ it saw it in training.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import threading
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,16 @@ class SequenceEncoder:
         self.template = template or PlainTemplate()
         self.prompt_gaze = prompt_gaze
         self._warned = False
+        self._per_thread = threading.local()
+
+    def _counting_tokenizer(self) -> Any:
+        """This thread's copy of the tokenizer, for counting tokens beside ``encode``: a fast tokenizer must
+        not serve two threads at once (a call with other truncation settings mutates it while another
+        holds it: "Already borrowed"), and a server counts requests' tokens on its request threads while a
+        batch is being encoded."""
+        if not hasattr(self._per_thread, "tokenizer"):
+            self._per_thread.tokenizer = copy.deepcopy(self.tokenizer)
+        return self._per_thread.tokenizer
 
     def prefix(
         self,
@@ -150,9 +162,11 @@ class SequenceEncoder:
         response costs (with the prefix, at most ``max_length``). The prefix is tokenized a few times
         (a binary search over the turns), never once per response."""
 
+        tokenizer = self._counting_tokenizer()
+
         def prefix_offsets(turns: Context, text: str) -> tuple[str, list[tuple[int, int]]]:
             rendered = self.template.prefix(turns, text)
-            offsets = self.tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)[
+            offsets = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)[
                 "offset_mapping"
             ]
             return rendered, offsets
@@ -186,9 +200,9 @@ class SequenceEncoder:
                 if 0 <= start < cut < start + len(prompt):
                     prompt = prompt[cut - start :]
             rendered, offsets = prefix_offsets(turns, prompt)
-        special = len(self.tokenizer("").input_ids) if self.template.add_special_tokens else 0
-        lengths = self.tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
-        suffix = len(self.tokenizer(self.template.suffix, add_special_tokens=False).input_ids)
+        special = len(tokenizer("").input_ids) if self.template.add_special_tokens else 0
+        lengths = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+        suffix = len(tokenizer(self.template.suffix, add_special_tokens=False).input_ids)
         tokens = [min(self.max_length, special + len(offsets) + len(ids) + suffix) for ids in lengths]
         return (turns if context is not None else None), prompt, tokens
 

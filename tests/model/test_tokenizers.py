@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from gazerm.model.tokenizers import build_local_tokenizer
@@ -45,3 +46,25 @@ def test_bert_style_is_lower_cased_wordpiece_within_the_vocab_size():
 def test_unknown_style_is_rejected():
     with pytest.raises(ValueError, match="unknown tokenizer style"):
         build_local_tokenizer("gpt")  # type: ignore[arg-type]
+
+
+def test_counting_tokens_on_request_threads_never_meets_the_encoding_thread(tokenizers):
+    """A server counts each request's tokens on its own thread while a batch is encoded on another; one fast
+    tokenizer serving both fails ("Already borrowed"), so counting uses a per-thread copy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gazerm.model.inputs import PromptResponse, SequenceEncoder
+
+    encoder = SequenceEncoder(tokenizers["tiny-llama"], 16)
+    empty = np.zeros(0, dtype=np.float32)
+    text = "many words to count here " * 20
+
+    def count_or_encode(turn: int) -> int:
+        if turn % 2:
+            return encoder.trim_context(None, text, [text, text])[2][0]
+        return len(encoder.encode([PromptResponse(text, text, empty, empty)])[0]["input_ids"])
+
+    with ThreadPoolExecutor(4) as pool:
+        lengths = list(pool.map(count_or_encode, range(400)))
+    assert set(lengths) == {16}
+    assert encoder._counting_tokenizer() is not encoder.tokenizer
