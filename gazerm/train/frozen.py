@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +52,15 @@ from gazerm.train.schedule import build_scheduler
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when what a cached vector means changes
+SAVE_EVERY_S = 60.0  # the cache file is rewritten whole: often enough to resume, rarely enough to be cheap
 
 
 def model_key(config: ModelConfig) -> str:
-    """What decides a response's pooled features, hashed: the backbone (as resolved: a GGUF's dequantised
-    copy is named by the file's hash), the tokenizer, pooling, attention kernel and every gaze-fusion
-    setting; the seed only where it draws weights the features depend on (a projector, a tiny backbone)."""
+    """What decides a response's pooled features, hashed: the backbone as resolved (a GGUF's dequantised
+    copy is named by the file's hash; a local directory's files count by size and modification time; a
+    hub name by its name alone, so pin a revision by downloading it to a directory), the tokenizer,
+    pooling, attention kernel and every gaze-fusion setting; the seed only where it draws weights the
+    features depend on (a projector, a tiny backbone)."""
     fields = config.model_dump(
         mode="json",
         include={"backbone", "tokenizer", "pooling", "attn_implementation", "fusion"},
@@ -64,7 +68,12 @@ def model_key(config: ModelConfig) -> str:
     if config.is_tiny:
         fields["tiny"] = config.tiny.model_dump()
     else:
-        fields["backbone_source"] = resolve_backbone(config.backbone).path
+        source = Path(resolve_backbone(config.backbone).path)
+        fields["backbone_source"] = str(source)
+        if source.is_dir():  # a local directory rewritten in place must not serve its old features
+            fields["backbone_files"] = sorted(
+                (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in source.iterdir() if f.is_file()
+            )
     if config.fusion != "none":
         fields |= config.model_dump(mode="json", include={"gaze_layout", "features_used", "fp_hidden"})
     if config.fusion != "none" or config.is_tiny:
@@ -166,14 +175,20 @@ class FrozenTrainer:
         with_gaze = self.config.model.fusion != "none"
         keyed = [(micro, sequence_keys(micro.inputs, with_gaze)) for micro in micro_batches]
         missing = [micro for micro, keys in keyed if any(key not in cache.vectors for key in keys)]
-        for micro in tqdm(missing, desc=f"frozen features ({split})", unit=" batches", mininterval=5.0):
-            inputs = micro.inputs
-            with torch.no_grad():
-                pooled = self.model.pooled_features(
-                    inputs.input_ids, inputs.attention_mask, inputs.gaze, inputs.gaze_mask
-                )
-            cache.put(sequence_keys(inputs, with_gaze), pooled)
-            cache.save()  # a run cut short keeps what it computed
+        saved = time.monotonic()
+        try:
+            for micro in tqdm(missing, desc=f"frozen features ({split})", unit=" batches", mininterval=5.0):
+                inputs = micro.inputs
+                with torch.no_grad():
+                    pooled = self.model.pooled_features(
+                        inputs.input_ids, inputs.attention_mask, inputs.gaze, inputs.gaze_mask
+                    )
+                cache.put(sequence_keys(inputs, with_gaze), pooled)
+                if time.monotonic() - saved > SAVE_EVERY_S:  # a run cut short keeps most of what it computed
+                    cache.save()
+                    saved = time.monotonic()
+        finally:
+            cache.save()
         return [
             FeatureBatch(torch.stack([cache.vectors[key] for key in keys]), micro) for micro, keys in keyed
         ]

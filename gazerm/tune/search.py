@@ -76,6 +76,11 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
         raise ConfigError(
             f"output_dir {config.output_dir}: a search needs a local or mounted path (trials run there)"
         )
+    if config.model.frozen:
+        raise ConfigError(
+            "model.frozen trains in this process, outside Ray Tune's trials (they would report nothing to "
+            "the search): compare frozen-backbone settings as rows of gazerm reproduce instead"
+        )
     name = search_name(config, space)
     search_dir = Path(config.output_dir).resolve().parent / name
     if search_dir.exists():

@@ -54,3 +54,18 @@ def test_tune_command_names_the_bad_field_of_a_space(tmp_path: Path):
 
     assert result.exit_code == 2
     assert "'optim.lrr' is not a field of the training job config" in result.output
+
+
+def test_a_search_over_a_frozen_backbone_job_is_refused_before_ray_starts(tmp_path: Path):
+    import pytest
+
+    from gazerm.errors import ConfigError
+    from gazerm.model.config import ModelConfig
+    from gazerm.train.config import TrainJobConfig
+    from gazerm.tune.search import run_search
+    from gazerm.tune.space import SearchSpace
+
+    job = TrainJobConfig(output_dir=str(tmp_path / "job"), model=ModelConfig(frozen=True, lora=None))
+    space = SearchSpace(name="s")
+    with pytest.raises(ConfigError, match="rows of gazerm reproduce"):
+        run_search(job, space)
