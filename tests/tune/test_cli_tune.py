@@ -66,6 +66,6 @@ def test_a_search_over_a_frozen_backbone_job_is_refused_before_ray_starts(tmp_pa
     from gazerm.tune.space import SearchSpace
 
     job = TrainJobConfig(output_dir=str(tmp_path / "job"), model=ModelConfig(frozen=True, lora=None))
-    space = SearchSpace(name="s")
+    space = SearchSpace(name="s", feature_subsets=[[1, 1, 1, 1, 1]])
     with pytest.raises(ConfigError, match="rows of gazerm reproduce"):
         run_search(job, space)
