@@ -42,10 +42,12 @@ from gazerm.data.source_behaviour import clear_source_gaze, keep_source_gaze, so
 from gazerm.data.sources import check_options, iter_source
 from gazerm.errors import ConfigError, ExistsError
 from gazerm.runtime import init_ray
+from gazerm.storage import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_NAME = "quarantine.jsonl"
+WRITING_NAME = ".prepare-writing"  # from clearing the old dataset until the new manifest is written
 
 OnError = Literal["raise", "quarantine"]
 PinnedOverlap = Literal["drop", "keep"]
@@ -282,7 +284,10 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         raise RuntimeError(f"gaze features returned {table.num_rows} rows for {len(names)}")
     written = [*config.splits, *(name for name in SPLITS if name in set(names) - set(config.splits))]
     splits = partition(table, names, written)
-    _clear(root)
+    root.mkdir(parents=True, exist_ok=True)
+    interrupted = (root / WRITING_NAME).exists()
+    (root / WRITING_NAME).write_text("gazerm prepare is writing this dataset; its manifest comes last\n")
+    _clear(root, interrupted)
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         splits={name: write_split(part, root, name, config.rows_per_shard) for name, part in splits.items()},
@@ -294,7 +299,8 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
         recorded_gaze=recorded,
         splitting=splitting,
     )
-    (root / MANIFEST_NAME).write_text(manifest.to_json())
+    write_text_atomic(root / MANIFEST_NAME, manifest.to_json())
+    (root / WRITING_NAME).unlink()
     log.info("wrote %s: %s", root, {name: manifest.rows(name) for name in manifest.splits})
     return manifest
 
@@ -346,8 +352,9 @@ def _input_hash(path: Path) -> str | None:
 
 def _refuse_foreign(root: Path, force: bool) -> None:
     """Refuse an ``output_dir`` holding what ``prepare`` writes (split folders, a quarantine file) without
-    the manifest that says ``prepare`` wrote them, unless ``force``; unrelated files are no obstacle."""
-    if force or (root / MANIFEST_NAME).exists():
+    the manifest that says ``prepare`` wrote them, unless ``force``; unrelated files are no obstacle, and
+    neither is what a ``prepare`` cut short left (its marker says it wrote them)."""
+    if force or (root / MANIFEST_NAME).exists() or (root / WRITING_NAME).exists():
         return
     found = [name for name in (*SPLITS, QUARANTINE_NAME) if (root / name).exists()]
     if found:
@@ -359,12 +366,14 @@ def _refuse_foreign(root: Path, force: bool) -> None:
         )
 
 
-def _clear(root: Path) -> None:
+def _clear(root: Path, interrupted: bool) -> None:
     """Remove what the previous manifest lists (shards, quarantine file, the manifest), and only that:
     ``output_dir`` may hold other files, even inside the split folders, which are removed once empty. A
-    manifest that cannot be read is removed alone (the new shards overwrite those of the same names)."""
+    manifest that cannot be read is removed alone (the new shards overwrite those of the same names).
+    After a ``prepare`` cut short (``interrupted``: no manifest lists what it wrote), every file named as
+    prepare names its own goes."""
     manifest = root / MANIFEST_NAME
-    for relative in _written_by(root):
+    for relative in [*_written_by(root), *(_named_as_own(root) if interrupted else [])]:
         path = root / relative
         if path.is_file():
             path.unlink()
@@ -377,6 +386,13 @@ def _clear(root: Path) -> None:
 
 
 _SHARD_FILE = re.compile(rf"({'|'.join(SPLITS)})/part-\d{{5}}\.parquet")
+
+
+def _named_as_own(root: Path) -> list[str]:
+    """The files below ``root`` named as ``prepare`` names its own (``SPLIT/part-NNNNN.parquet``, the
+    quarantine file), relative to it."""
+    files = [path.relative_to(root).as_posix() for path in root.glob("*/part-*.parquet")]
+    return [f for f in [*files, QUARANTINE_NAME] if _SHARD_FILE.fullmatch(f) or f == QUARANTINE_NAME]
 
 
 def _written_by(root: Path) -> list[str]:

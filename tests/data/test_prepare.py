@@ -354,6 +354,29 @@ def test_rebuilding_removes_only_what_the_old_manifest_lists(tmp_path, pairs):
     assert len(old.splits["train"]) > len(new.splits["train"])  # the old extra shards are gone
 
 
+def test_a_prepare_cut_short_is_finished_by_the_next_one(tmp_path, pairs, monkeypatch):
+    """Between clearing the old dataset and writing the new manifest a prepare leaves split folders and no
+    manifest; its marker lets the next prepare (as gazerm train or reproduce runs it) take over."""
+    import gazerm.data.prepare as preparing
+
+    root = tmp_path / "out"
+    prepare(_config(tmp_path, pairs, rows_per_shard=10))  # many shards
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(preparing, "write_text_atomic", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(_config(tmp_path, pairs, rows_per_shard=40))
+    assert not (root / "manifest.json").exists() and (root / preparing.WRITING_NAME).exists()
+    (root / "train" / "notes.txt").write_text("mine")
+    monkeypatch.undo()
+    manifest = prepare(_config(tmp_path, pairs, rows_per_shard=80))
+    assert not (root / preparing.WRITING_NAME).exists()
+    written = {Path(s.file).name for s in manifest.splits["train"]}
+    assert {p.name for p in (root / "train").iterdir()} == written | {"notes.txt"}  # no leftover shard
+
+
 def test_split_folders_without_a_manifest_are_refused_unless_forced(tmp_path, pairs):
     root = tmp_path / "out"
     (root / "test").mkdir(parents=True)
