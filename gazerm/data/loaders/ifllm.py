@@ -237,7 +237,10 @@ def _task_behaviour(
         gaze, mouse = read_trace(gaze_file), read_trace(mouse_file)
         if not np.array_equal(gaze.t_ms, mouse.t_ms):
             raise DataError(str(mouse_file), None, "rel_ts", f"not line by line with {gaze_file.name}")
-        shown = [display_text(query.responses[side]) for query in queries]
+        # a task may hold queries of the other kind: one answer where a pairwise panel two has none
+        shown = [
+            display_text(query.responses[side] if side < len(query.responses) else "") for query in queries
+        ]
         on_gaze, on_mouse = assign(gaze, shown), assign(mouse, shown)
         samples.update({f"gaze.{name}": n for name, n in on_gaze.counts().items()})
         samples.update({f"mouse.{name}": n for name, n in on_mouse.counts().items()})

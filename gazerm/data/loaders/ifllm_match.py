@@ -20,15 +20,15 @@ showed, and each sample must be put on one of them. The rule, per sample in time
    shown). A match is ``matched`` and becomes the response being read; no fit is ``unmatched``,
    attributed to the response being read.
 
-Texts are compared as the page showed them (:func:`display_text`): HTML entities unescaped, trimmed,
-blank lines removed (the page's ``trim().replace(/\\n\\s*\\n/g, '\\n')``), so ``centre_idx`` indexes
+Texts are compared as the page showed them (:func:`display_text` of a response whose HTML entities the
+loader has already unescaped, once, as the browser did): trimmed, blank lines removed (the page's
+``trim().replace(/\\n\\s*\\n/g, '\\n')``), so ``centre_idx`` indexes
 the same string. Removing whitespace does not change the words, so the word order of
 ``gazerm.features.base.word_spans`` is the same in the shown and the stored text.
 """
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from enum import IntEnum
@@ -75,8 +75,8 @@ class Assignment:
 
 
 def display_text(text: str) -> str:
-    """The text as the study page showed it (see the module docstring)."""
-    return _BLANK_LINES.sub("\n", html.unescape(text).strip())
+    """The (already unescaped) text as the study page showed it (see the module docstring)."""
+    return _BLANK_LINES.sub("\n", text.strip())
 
 
 def fits(text: str, window: str, centre: int) -> bool:
