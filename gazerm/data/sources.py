@@ -62,6 +62,10 @@ def iter_source(
     else:
         file, records = _hub_records(fmt, hub_name, split, data_files)
     _check_options(fmt, file, options)
+    if limit is not None and fmt.whole_source:
+        raise DataError(
+            file, None, "limit", f"format {format} reads its source whole (its report counts all of it)"
+        )
     count = 0
     for item in fmt.parse(records, file, **options):
         if isinstance(item, PreferenceExample):

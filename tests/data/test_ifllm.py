@@ -228,3 +228,8 @@ def test_the_real_release_prepares_with_behaviour_on_both_responses(tmp_path):
     report = manifest.sources[0]["report"]
     assert report["examples_with_behaviour_on_all_responses"] >= 650
     assert report["excluded_workers"] == 18 and manifest.gaze_source == "recorded:ifllm"
+
+
+def test_a_limit_is_refused_since_the_report_counts_the_whole_release(tmp_path):
+    with pytest.raises(DataError, match=r"limit.*reads its source whole"):
+        list(iter_source("ifllm", write_release(tmp_path), limit=1))

@@ -66,6 +66,7 @@ class SourceFormat:
     layout: Layout = field(default_factory=Layout)
     hub_files: Mapping[str, str] | None = None
     read: Callable[[Path], Iterator[RecordOrError]] | None = None
+    whole_source: bool = False  # its parser ends with a SourceReport of the whole source: no ``limit``
 
 
 FORMATS: dict[str, SourceFormat] = {}

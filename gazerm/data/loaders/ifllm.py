@@ -368,5 +368,6 @@ register(
         description="the IFLLM release directory: queries with one or two LLM answers, ratings, preferences "
         "and webcam gaze/mouse traces",
         read=read,
+        whole_source=True,
     )
 )
