@@ -97,6 +97,16 @@ def sequence_keys(inputs: ModelInputs, with_gaze: bool) -> list[str]:
     return keys
 
 
+def feature_device(config: TrainJobConfig) -> torch.device:
+    """Where the frozen backbone computes features: this process's GPU with ``run.use_gpu`` (one device;
+    ``run.num_workers`` does not apply to an in-process run), else the CPU."""
+    if not config.run.use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("run.use_gpu=true, but this process sees no CUDA device to compute features on")
+    return torch.device("cuda")
+
+
 class FeatureCache:
     """Pooled feature vectors by sequence key, for one model key; written whole and atomically."""
 
@@ -159,9 +169,11 @@ class FrozenTrainer:
             self.model.value_head.bias.requires_grad_(False)
         collator = UnitCollator.for_job(config, self.tokenizer)
         cache = FeatureCache(cache_dir("pooled"), model_key(config.model)) if config.model.text else None
+        self.model.to(feature_device(config))  # the backbone's forwards: the only heavy work
         self.batches = {
             name: self._featurize(name, units, collator, cache) for name, units in self.splits.items()
         }
+        self.model.to("cpu")  # the heads train on cached vectors, as cheaply here as anywhere
 
     def _featurize(
         self, split: str, units: pa.Table, collator: UnitCollator, cache: FeatureCache | None
@@ -179,9 +191,13 @@ class FrozenTrainer:
         try:
             for micro in tqdm(missing, desc=f"frozen features ({split})", unit=" batches", mininterval=5.0):
                 inputs = micro.inputs
+                device = next(self.model.parameters()).device
                 with torch.no_grad():
                     pooled = self.model.pooled_features(
-                        inputs.input_ids, inputs.attention_mask, inputs.gaze, inputs.gaze_mask
+                        *(
+                            t.to(device)
+                            for t in (inputs.input_ids, inputs.attention_mask, inputs.gaze, inputs.gaze_mask)
+                        )
                     )
                 cache.put(sequence_keys(inputs, with_gaze), pooled)
                 if time.monotonic() - saved > SAVE_EVERY_S:  # a run cut short keeps most of what it computed
