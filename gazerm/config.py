@@ -10,13 +10,20 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from gazerm.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class StrictConfig(BaseModel):
+    """The base of every gazerm config: an unknown field is an error, and so is a NaN or infinite number
+    (YAML ``.nan``, ``--set lr=inf``), refused rather than trained with."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def expand_env(data: Any, origin: str = "<config>") -> Any:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from gazerm.config import StrictConfig
 from gazerm.features.base import N_FEATURES
 
 TINY_BACKBONES = ("tiny-llama", "tiny-mistral", "tiny-bert")
@@ -19,19 +20,14 @@ AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 Quantization = Literal["none", "nf4"]
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class LoraSettings(_Strict):
+class LoraSettings(StrictConfig):
     r: int = Field(default=8, gt=0)
     alpha: int = Field(default=16, gt=0)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
-class TinyBackbone(_Strict):
+class TinyBackbone(StrictConfig):
     """Shape of the random-init backbones (``tiny-*``) that tests and the quickstart build locally."""
 
     hidden_size: int = Field(default=64, gt=0)
@@ -48,7 +44,7 @@ class TinyBackbone(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictConfig):
     """Backbone, gaze fusion and head of a reward model.
 
     ``backbone`` is ``tiny-llama``/``tiny-mistral``/``tiny-bert`` (built locally, random init from
@@ -189,7 +185,7 @@ class ModelConfig(_Strict):
         return self.positions == "padded" or self.pooling == "last_slot"
 
 
-class LossConfig(_Strict):
+class LossConfig(StrictConfig):
     """``kind``: ``pairwise`` (Bradley-Terry over labelled pairs), ``regression`` (ratings) or
     ``listwise`` (Plackett-Luce over each prompt's ranked or scored list of responses).
     ``use_margin``: Bradley-Terry with the pair's score-difference margin; ``lm_loss_coeff`` > 0 adds

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from gazerm.config import OutputDir
+from gazerm.config import OutputDir, StrictConfig
 from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import unused_features_problem
@@ -19,11 +19,6 @@ from gazerm.storage import is_object_store
 from gazerm.train.metric_names import DEFAULT_METRIC
 
 QUICKSTART_DATA = "runs/data/readability.jsonl"
-
-
-class _Strict(BaseModel):
-    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _quickstart_prepare() -> PrepareConfig:
@@ -36,7 +31,7 @@ def _quickstart_prepare() -> PrepareConfig:
     )
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictConfig):
     """Where shards come from: an already prepared ``dataset_dir``, or a ``prepare`` section run first.
 
     ``synthetic_rows`` makes the quickstart self-contained: when the first source is the
@@ -75,7 +70,7 @@ class DataConfig(_Strict):
         return self.dataset_dir or self.prepare.output_dir
 
 
-class OptimConfig(_Strict):
+class OptimConfig(StrictConfig):
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
@@ -85,7 +80,7 @@ class OptimConfig(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictConfig):
     num_workers: int = Field(default=2, ge=1)
     cpus_per_worker: float = Field(default=1, gt=0)
     use_gpu: bool = False
@@ -117,7 +112,7 @@ class RunConfig(_Strict):
     )
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(StrictConfig):
     """MLflow; ``tracking_uri=None`` means a local sqlite store beside the run's output directory."""
 
     tracking_uri: str | None = None
@@ -125,7 +120,7 @@ class TrackingConfig(_Strict):
     run_name: str | None = None
 
 
-class TrainJobConfig(_Strict):
+class TrainJobConfig(StrictConfig):
     name: str = "quickstart"
     output_dir: OutputDir = "runs/quickstart"
     data: DataConfig = Field(default_factory=DataConfig)

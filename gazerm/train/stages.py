@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from gazerm.config import check_unique, load_config, override
+from gazerm.config import StrictConfig, check_unique, load_config, override
 from gazerm.data.prepare import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.storage import is_object_store
@@ -33,12 +33,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 TABLE_FILES = ("stages.md", "stages.json")
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class Stage(_Strict):
+class Stage(StrictConfig):
     """One stage: its preference data (prepared shards or a ``prepare`` section) and what it overrides."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -67,7 +62,7 @@ class Stage(_Strict):
         return self.dataset_dir or self.prepare.output_dir
 
 
-class EvalSet(_Strict):
+class EvalSet(StrictConfig):
     """A split to report on: a stage's data (``stage``) or any prepared ``dataset_dir``."""
 
     name: str = Field(pattern=NAME_PATTERN)
@@ -82,7 +77,7 @@ class EvalSet(_Strict):
         return self
 
 
-class StagedJobConfig(_Strict):
+class StagedJobConfig(StrictConfig):
     """``base`` is the training job every stage starts from (its ``data`` is replaced by the stage's);
     stage *k* trains in ``<base.output_dir>/<stage name>`` from stage *k-1*'s exported model.
     ``eval_sets`` default to every stage's validation split."""

@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from scipy.stats import t as student_t
 
-from gazerm.config import check_unique, load_config, override, overrides_from
+from gazerm.config import StrictConfig, check_unique, load_config, override, overrides_from
 from gazerm.errors import ConfigError
 from gazerm.evaluate.baselines import CONTROLS, Control
 from gazerm.storage import is_object_store, write_text_atomic
@@ -44,11 +44,7 @@ REPORT_FILES = ("reproduce.md", "reproduce.json")
 CONFIDENCE = 0.95
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Row(_Strict):
+class Row(StrictConfig):
     """One configuration of the table: the job's settings it changes (``--set`` paths), and the paper's
     published number for it, if the paper gives one. A ``control`` row trains nothing: it scores a rule
     (``longer_response``: the longer response is the chosen one) on the test split of the row's data."""
@@ -59,7 +55,7 @@ class Row(_Strict):
     control: Control | None = None
 
 
-class ReproduceConfig(_Strict):
+class ReproduceConfig(StrictConfig):
     """``job``: the training job YAML every run starts from; ``overrides`` change it for every row (a
     smaller cluster, another tracking store); ``published_source`` names where ``published`` numbers
     come from (paper, table), and stays None when the paper's numbers were not found."""

@@ -11,8 +11,9 @@ import itertools
 import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from gazerm.config import StrictConfig
 from gazerm.features.base import N_FEATURES
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.metric_names import DEFAULT_METRIC
@@ -20,12 +21,7 @@ from gazerm.train.metric_names import DEFAULT_METRIC
 FEATURES_PATH = "model.features_used"
 
 
-class _Strict(BaseModel):
-    # allow_inf_nan=False: a NaN or infinite number (YAML .nan, --set lr=inf) is refused, not trained with
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class _Range(_Strict):
+class _Range(StrictConfig):
     low: float
     high: float
 
@@ -61,7 +57,7 @@ class Uniform(_Range):
         return tune.uniform(self.low, self.high)
 
 
-class Choice(_Strict):
+class Choice(StrictConfig):
     """One value drawn at random per sample (values may be lists: fp_dropout pairs, feature masks)."""
 
     type: Literal["choice"]
@@ -91,7 +87,7 @@ Subsets = Literal["all"] | list[list[int]] | None
 Distribution = Annotated[LogUniform | Uniform | Choice | Grid, Field(discriminator="type")]
 
 
-class AshaSettings(_Strict):
+class AshaSettings(StrictConfig):
     """Asynchronous successive halving over training steps (the ``step`` every evaluation reports)."""
 
     grace_period: int = Field(ge=1, description="steps every trial trains before it can be stopped")
@@ -105,7 +101,7 @@ class AshaSettings(_Strict):
         return self
 
 
-class SearchSpace(_Strict):
+class SearchSpace(StrictConfig):
     """A search: distributions per config path, fixed overrides, and how trials are scheduled.
 
     ``feature_subsets`` is the paper's feature ablation in one line: ``all`` (the 31 non-empty masks
