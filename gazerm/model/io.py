@@ -238,7 +238,9 @@ def _architecture(model: RewardModel) -> dict[str, object]:
         "gaze_layout": None if model.projector is None else config.gaze_layout,
         "projector": None if model.projector is None else (config.features_used, config.fp_hidden),
         "num_outputs": config.num_outputs,
-        "implicit_head": None if model.implicit_head is None else config.fp_hidden,
+        "implicit_head": None
+        if model.implicit_head is None
+        else (model.implicit_head.in_features, config.fp_hidden),
         "lora": None if config.lora is None else config.lora.model_dump(exclude={"dropout"}),
         "lm_head": model.hf_model.get_output_embeddings() is not None,
     }

@@ -26,7 +26,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +144,10 @@ class FeatureBatch:
         return model.head_rewards(self.pooled, inputs.implicit, inputs.implicit_mask)
 
 
+# An evaluation as run.select keeps it: (metric value, step, each head's state dict, its val/* metrics).
+Selected = tuple[float, int, list[dict[str, torch.Tensor]], dict[str, float]]
+
+
 class FrozenTrainer:
     """One head-only run: ``setup()`` builds the model and the split batches (features from the cache or
     computed), ``train()`` fits the heads, evaluates every ``run.eval_every`` steps and returns the metrics
@@ -209,7 +213,7 @@ class FrozenTrainer:
             FeatureBatch(torch.stack([cache.vectors[key] for key in keys]), micro) for micro, keys in keyed
         ]
 
-    def train(self, log_metrics) -> dict[str, float]:
+    def train(self, log_metrics: Callable[[dict[str, float], int], None]) -> dict[str, float]:
         """Fit the heads; ``log_metrics(metrics, step)`` records each evaluation with the mean training
         metrics since the one before. The returned
         metrics are the selected evaluation's (``val/*``, ``test/*``, ``selected_step``)."""
@@ -222,7 +226,7 @@ class FrozenTrainer:
         if total == 0:
             raise ConfigError("the train split gives no step of this batch configuration")
         scheduler = build_scheduler(optimizer, self.config, total)
-        best: tuple[float, int, dict, dict[str, float]] | None = None
+        best: Selected | None = None
         trained = StepAverage()  # logged with each evaluation: a step takes less than an MLflow call
         step = 0
         for micro_index, batch in enumerate(self._train_order()):
@@ -258,7 +262,7 @@ class FrozenTrainer:
             generator.shuffle(order)
             yield from (batches[index] for index in order)
 
-    def _better(self, best, metrics: dict[str, float], step: int):
+    def _better(self, best: Selected | None, metrics: dict[str, float], step: int) -> Selected:
         """The best evaluation so far (``run.select``: the last, or the best by ``select_metric``, a tie
         going to the later one as in a Ray Train job)."""
         run = self.config.run

@@ -101,6 +101,14 @@ def fitted_to_data(config: TrainJobConfig, root: str, manifest: Manifest) -> Tra
     return config.model_copy(update={"model": model})
 
 
+def input_spec(config: TrainJobConfig, manifest: Manifest) -> InputSpec:
+    """How the job's model reads its inputs, saved with it so scoring builds the same: the gaze its data
+    was prepared with, the token budget and the template."""
+    return InputSpec(
+        manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
+    )
+
+
 def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str | None) -> TrainOutcome:
     """A ``model.frozen`` job: the heads trained in this process on cached pooled features
     (``gazerm.train.frozen``), tracked and published like a Ray Train job's model."""
@@ -135,9 +143,7 @@ def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str
         "train units",
         flush=True,
     )
-    inputs = InputSpec(
-        manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
-    )
+    inputs = input_spec(config, manifest)
     with ended_on_failure(tracking_uri, run_id):
         trainer = FrozenTrainer(config, splits)
         trainer.setup()
@@ -295,9 +301,7 @@ def run_training(
     startup.mark("tracking")
     if resume_from:
         print(f"[gazerm] resuming from {resume_from}", flush=True)
-    inputs = InputSpec(
-        manifest.config.get("gaze", {"predictor": "none"}), config.data.max_length, config.data.template
-    )
+    inputs = input_spec(config, manifest)
     settings = LoopSettings(
         total_steps, tracking_uri, run_id, plan.to_dict(), asdict(inputs), resume_from, asdict(startup)
     )

@@ -12,7 +12,11 @@ from transformers.optimization import (
 from gazerm.train.config import TrainJobConfig
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainJobConfig, total_steps: int):
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainJobConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``optim.scheduler`` over ``total_steps`` optimizer steps, after ``optim.warmup_ratio`` of them warming
+    up (the cosine one decays to ``optim.min_lr_ratio`` of the rate)."""
     optim = config.optim
     warmup = int(optim.warmup_ratio * total_steps)
     if optim.scheduler == "cosine":
