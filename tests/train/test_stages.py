@@ -98,6 +98,7 @@ def test_table_has_a_row_per_stage_and_a_column_per_eval_set():
     assert results[3].metric == "stage/academy/academy/accuracy"
 
 
+@pytest.mark.slow  # run_stages starts a local Ray, even when every stage is done
 def test_rerun_skips_trained_stages_and_reports_every_model(tmp_path, dataset_dir, capfd):
     """Both stages' models already exist (saved without training): nothing trains, both are evaluated."""
     config = StagedJobConfig.model_validate(
