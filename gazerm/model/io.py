@@ -29,7 +29,6 @@ write its manifest with :func:`seal_model_dir` (which checks the parts its confi
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from gazerm.cache import file_sha256
 from gazerm.config import dump_config, load_config
 from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.config import ModelConfig
@@ -48,7 +48,6 @@ from gazerm.storage import staged_dir
 FORMAT_VERSION = 1
 MANIFEST_FILE = "model_manifest.json"
 MANIFEST_FORMAT = 1
-_HASH_CHUNK = 8 * 2**20
 HEAD_PREFIXES = ("value_head.", "projector.", "implicit_head.", "separators")
 _BACKBONE_PREFIX = "backbone."
 _PEFT_PREFIX = "base_model.model."
@@ -110,20 +109,12 @@ def required_parts(config: ModelConfig) -> list[str]:
     return parts
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with file.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_manifest(directory: str | Path, config: ModelConfig) -> Path:
     """Write ``model_manifest.json`` (every other file's size and sha256, the parts ``config`` needs);
     call it once everything else is written. Refuses a directory that lacks a needed part."""
     root = Path(directory)
     files = {
-        file.relative_to(root).as_posix(): {"size": file.stat().st_size, "sha256": _sha256(file)}
+        file.relative_to(root).as_posix(): {"size": file.stat().st_size, "sha256": file_sha256(file)}
         for file in sorted(root.rglob("*"))
         if file.is_file() and file.name != MANIFEST_FILE
     }
@@ -178,7 +169,7 @@ def verify_model_dir(directory: str | Path, hashes: bool = True) -> ModelConfig:
             raise ConfigError(
                 f"{src}: {name} has {file.stat().st_size} bytes, {MANIFEST_FILE} says {entry['size']}"
             )
-        if hashes and _sha256(file) != entry["sha256"]:
+        if hashes and file_sha256(file) != entry["sha256"]:
             raise ConfigError(f"{src}: {name} does not match its sha256 in {MANIFEST_FILE}")
     config = load_config(ModelConfig, src / "config.yaml")
     for part in dict.fromkeys([*required, *required_parts(config)]):
