@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -112,7 +112,7 @@ def input_spec(config: TrainJobConfig, manifest: Manifest) -> InputSpec:
 def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str | None) -> TrainOutcome:
     """A ``model.frozen`` job: the heads trained in this process on cached pooled features
     (``gazerm.train.frozen``), tracked and published like a Ray Train job's model."""
-    from gazerm.track.mlflow_tracking import MetricLogger, ended_on_failure, finish_run, start_run
+    from gazerm.track.mlflow_tracking import MetricLogger, ended_on_failure, start_run
     from gazerm.train.frozen import FrozenTrainer
 
     output = Storage.of(config.output_dir)
@@ -149,13 +149,9 @@ def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str
         trainer.setup()
         metrics = trainer.train(MetricLogger(tracking_uri, run_id).log)
         print(f"[gazerm] {summarize_test(metrics, config.run)}", flush=True)
-        model = output.child(MODEL_DIR)
-        with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
-            local_model = Path(staging) / MODEL_DIR
-            trainer.save(local_model, inputs)
-            model.replace_with(local_model, commit_file=MANIFEST_FILE)
-            finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
-    return TrainOutcome(model.uri, tracking_uri, run_id, metrics)
+        return _publish_model(
+            lambda local_model: trainer.save(local_model, inputs), metrics, output, tracking_uri, run_id
+        )
 
 
 def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
@@ -325,18 +321,32 @@ def run_training(
 
 def _publish(result: Any, output: Storage, tracking_uri: str, run_id: str) -> TrainOutcome:
     """The final checkpoint's model to ``output_dir/model`` and the MLflow run, which is then closed."""
+
+    def copy_from_checkpoint(local_model: Path) -> None:
+        with result.checkpoint.as_directory() as checkpoint_dir:
+            shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
+
+    metrics = _final_metrics(result.metrics or {})
+    return _publish_model(copy_from_checkpoint, metrics, output, tracking_uri, run_id)
+
+
+def _publish_model(
+    write_model: Callable[[Path], None],
+    metrics: dict[str, float],
+    output: Storage,
+    tracking_uri: str,
+    run_id: str,
+) -> TrainOutcome:
+    """The model ``write_model`` writes into a local staging directory, published to ``output_dir/model``
+    (its manifest last) and attached to the MLflow run, which is then closed."""
     from gazerm.track.mlflow_tracking import finish_run
 
     model = output.child(MODEL_DIR)
     with tempfile.TemporaryDirectory(prefix="gazerm-model-") as staging:
         local_model = Path(staging) / MODEL_DIR
-        with result.checkpoint.as_directory() as checkpoint_dir:
-            shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
-        verify_model_dir(
-            local_model
-        )  # a checkpoint's model that does not match its manifest is not published
+        write_model(local_model)
+        verify_model_dir(local_model)  # a model that does not match its manifest is not published
         model.replace_with(local_model, commit_file=MANIFEST_FILE)
-        metrics = _final_metrics(result.metrics or {})
         finish_run(tracking_uri, run_id, str(local_model), {"metrics": metrics, "model_dir": model.uri})
     return TrainOutcome(model.uri, tracking_uri, run_id, metrics)
 
