@@ -190,12 +190,14 @@ class FrozenTrainer:
             return [FeatureBatch(None, micro) for micro in micro_batches]
         with_gaze = self.config.model.fusion != "none"
         keyed = [(micro, sequence_keys(micro.inputs, with_gaze)) for micro in micro_batches]
-        missing = [micro for micro, keys in keyed if any(key not in cache.vectors for key in keys)]
+        missing = [(micro, keys) for micro, keys in keyed if any(key not in cache.vectors for key in keys)]
+        device = next(self.model.parameters()).device
         saved = time.monotonic()
         try:
-            for micro in tqdm(missing, desc=f"frozen features ({split})", unit=" batches", mininterval=5.0):
+            for micro, keys in tqdm(
+                missing, desc=f"frozen features ({split})", unit=" batches", mininterval=5.0
+            ):
                 inputs = micro.inputs
-                device = next(self.model.parameters()).device
                 with torch.no_grad():
                     pooled = self.model.pooled_features(
                         *(
@@ -203,7 +205,7 @@ class FrozenTrainer:
                             for t in (inputs.input_ids, inputs.attention_mask, inputs.gaze, inputs.gaze_mask)
                         )
                     )
-                cache.put(sequence_keys(inputs, with_gaze), pooled)
+                cache.put(keys, pooled)
                 if time.monotonic() - saved > SAVE_EVERY_S:  # a run cut short keeps most of what it computed
                     cache.save()
                     saved = time.monotonic()
