@@ -463,6 +463,52 @@ def train_staged(
     typer.echo(f"mlflow run: {outcome.parent_run_id} in {outcome.tracking_uri}")
 
 
+gaze_app = _Commands(
+    help="Gaze predictors: per-word features of a text, the paper's predictor files.", no_args_is_help=True
+)
+app.add_typer(gaze_app, name="gaze")
+
+
+class PublishedPredictor(str, Enum):
+    fmv1 = "fmv1"
+    fmv2 = "fmv2"
+
+
+@gaze_app.command("download")
+def gaze_download(
+    predictor: Annotated[PublishedPredictor, typer.Argument(help="fmv1 (TRT only) or fmv2 (five measures).")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Directory to put the file in.")],
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            help="gaze.base in the printed block [default: models/t5-small or models/roberta-base]."
+        ),
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Expected SHA-256 of the file (overrides the pinned one).")
+    ] = None,
+    trust_new: Annotated[
+        bool, typer.Option("--trust-new", help="Keep a file that has no pinned or given SHA-256.")
+    ] = False,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GAZERM_EYETRACKPY_MIRROR", help="URL (or file:///dir) holding the files by name."
+        ),
+    ] = None,
+) -> None:
+    """Fetch eyetrackpy's published predictor file, check its SHA-256 and print the gaze: block for it."""
+    from gazerm.features.fmv_files import download
+
+    got = download(predictor.value, directory, base, sha256, trust_new, mirror)
+    state = "already there, sha256 checked" if got.reused else f"sha256 {got.sha256}"
+    if not got.pinned:
+        state += " (trusted without a pinned digest: record it)"
+    typer.echo(f"{got.path}: {state}")
+    typer.echo(f"gaze config → {got.gaze_config}:")
+    typer.echo(got.gaze_config.read_text(encoding="utf-8"), nl=False)
+
+
 select_app = _Commands(
     help="Compare a search's trials and promote registered model versions.", no_args_is_help=True
 )
@@ -571,8 +617,8 @@ def serve_model(
     serve_until_interrupted()
 
 
-@app.command()
-def gaze(
+@gaze_app.command("predict")
+def gaze_predict(
     text: Annotated[str, typer.Argument(help="Text to predict per-word gaze features for.")],
     predictor: Annotated[
         str, typer.Option(help="reading_model, transformer, fmv1 or fmv2.")

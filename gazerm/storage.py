@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, BinaryIO, TextIO
 
 import pyarrow.fs as pafs
 
@@ -38,11 +38,25 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def open_atomic(path: str | Path) -> Iterator[TextIO]:
     """A text stream to a temporary file beside ``path``, flushed to disk and renamed over ``path`` once
     the block succeeds; a block that fails leaves ``path`` as it was."""
+    with _staged_file(path, binary=False) as stream:
+        yield stream
+
+
+@contextmanager
+def open_atomic_binary(path: str | Path) -> Iterator[BinaryIO]:
+    """:func:`open_atomic` for bytes (a downloaded file: a block that fails, e.g. on a wrong digest,
+    leaves ``path`` as it was and no partial file beside it)."""
+    with _staged_file(path, binary=True) as stream:
+        yield stream
+
+
+@contextmanager
+def _staged_file(path: str | Path, binary: bool) -> Iterator[Any]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8") as stream:
             yield stream
             stream.flush()
             os.fsync(stream.fileno())

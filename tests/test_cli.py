@@ -26,7 +26,7 @@ def test_bad_override_is_a_clear_error():
 
 
 def test_gaze_prints_five_features_per_word():
-    result = CliRunner().invoke(app, ["gaze", "The epistemological cat sat."])
+    result = CliRunner().invoke(app, ["gaze", "predict", "The epistemological cat sat."])
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
     assert lines[0].split() == ["word", "nFix", "FFD", "GPT", "TRT", "fixProp"]
@@ -119,7 +119,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr(featurize, "build_predictor", broken)
-    result = CliRunner().invoke(app, ["gaze", "Some text."])
+    result = CliRunner().invoke(app, ["gaze", "predict", "Some text."])
     assert result.exit_code == 1 and isinstance(result.exception, ZeroDivisionError)
 
 

@@ -1,0 +1,178 @@
+"""Fetching the paper's predictor files (``fmv1``, ``fmv2``) from where eyetrackpy publishes them.
+
+eyetrackpy (``data_generator/fixations_predictor/models/model_manager.py``) downloads each file from
+a Google Drive id with ``gdown`` on first use. ``gazerm gaze download`` fetches the same files once,
+ahead of any job, so that prepare never downloads (``gazerm.features.fmv_common``): streamed into a
+temporary file beside the target, hashed on the way, and renamed into place only when the SHA-256 is
+the expected one, so a failed or tampered download leaves nothing behind.
+
+The expected digest is the pinned one below or ``sha256=`` given by the caller. ``PINNED_SHA256`` is
+empty until someone records the digests of a real download; until then an unpinned file is refused
+(its digest is printed so it can be checked and passed on) unless the caller trusts it explicitly.
+
+``mirror`` replaces Drive by a directory or URL holding the files under their published names (an
+offline cluster's file server, ``file:///path`` to an eyetrackpy install's copy, a test server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from gazerm.cache import file_sha256
+from gazerm.errors import ConfigError, GazermError
+from gazerm.features.base import FEATURE_NAMES
+from gazerm.features.featurize import UNPREDICTED
+from gazerm.storage import open_atomic_binary, write_text_atomic
+
+# Google Drive's direct-download endpoint; confirm=t skips the virus-scan page shown for large files.
+DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download?id={id}&export=download&confirm=t"
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One predictor's checkpoint as eyetrackpy publishes it, and the base model it reads text with."""
+
+    predictor: str
+    name: str  # the file name eyetrackpy saves it under
+    drive_id: str
+    base: str  # the hub model whose tokenizer (fmv2: and config) gaze.base holds, saved locally
+
+    @property
+    def published_url(self) -> str:
+        """The address eyetrackpy's model_manager.py names."""
+        return f"https://drive.google.com/uc?id={self.drive_id}"
+
+    def url(self, mirror: str | None) -> str:
+        if mirror:
+            return f"{mirror.rstrip('/')}/{self.name}"
+        return DRIVE_DOWNLOAD.format(id=self.drive_id)
+
+
+PUBLISHED = {
+    "fmv1": PublishedFile(
+        "fmv1", "T5-tokenizer-BiLSTM-TRT-12-concat-3", "1_skRPxLzlY3d68bKk1cf656pYFc--URt", "t5-small"
+    ),
+    "fmv2": PublishedFile("fmv2", "model.pth", "1CTiali54Q7zsT25ciY0y0sIIf2jZVbZG", "roberta-base"),
+}
+# Digests of the published files, from a real download (see the module doc); a predictor missing here
+# has none recorded yet.
+PINNED_SHA256: dict[str, str] = {}
+
+
+class DownloadError(GazermError, OSError):
+    """A file that could not be fetched, or whose content is not the expected one; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    sha256: str
+    pinned: bool  # whether the digest was checked against an expected one
+    reused: bool  # the file was there already with the expected digest
+    gaze_config: Path
+
+
+def download(
+    predictor: str,
+    directory: str | Path,
+    base: str | Path | None = None,
+    sha256: str | None = None,
+    trust_new: bool = False,
+    mirror: str | None = None,
+    progress: bool = True,
+) -> Downloaded:
+    """Fetch ``predictor``'s file into ``directory`` and write the ``gaze:`` block that uses it
+    (``directory/gaze-<predictor>.yaml``, ``base`` its ``gaze.base``: default ``models/<base model>``)."""
+    if predictor not in PUBLISHED:
+        raise ConfigError(
+            f"no published file for gaze predictor {predictor!r}; choose one of {list(PUBLISHED)}"
+        )
+    published = PUBLISHED[predictor]
+    expected = _expected(predictor, sha256)
+    target = Path(directory) / published.name
+    reused = expected is not None and target.is_file() and file_sha256(target) == expected
+    digest = expected if reused else _fetch(published.url(mirror), target, expected, trust_new, progress)
+    config = Path(directory) / f"gaze-{predictor}.yaml"
+    write_text_atomic(config, gaze_block(published, target, base))
+    return Downloaded(target, digest, expected is not None, reused, config)
+
+
+def _expected(predictor: str, sha256: str | None) -> str | None:
+    if sha256 is None:
+        return PINNED_SHA256.get(predictor)
+    digest = sha256.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError(f"--sha256: expected 64 hex digits, got {sha256!r}")
+    return digest
+
+
+def _fetch(url: str, target: Path, expected: str | None, trust_new: bool, progress: bool) -> str:
+    """Stream ``url`` to ``target`` (renamed into place only if its digest is accepted); its digest."""
+    try:
+        response = urllib.request.urlopen(url, timeout=60)
+    except urllib.error.HTTPError as error:
+        raise DownloadError(f"{url}: HTTP {error.code} {error.reason}; nothing written") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise DownloadError(
+            f"{url}: cannot fetch it ({getattr(error, 'reason', error)}); nothing written"
+        ) from None
+    with response:
+        if response.headers.get_content_type() == "text/html":
+            raise DownloadError(
+                f"{url} answered with a web page, not the file (Google Drive's warning or quota page): "
+                f"fetch it in a browser and rerun with --mirror file:///<its directory>; nothing written"
+            )
+        size = response.headers.get("Content-Length")
+        digest = hashlib.sha256()
+        bar = tqdm(
+            total=int(size) if size else None,
+            unit="B",
+            unit_scale=True,
+            desc=target.name,
+            disable=not progress,
+        )
+        with bar, open_atomic_binary(target) as stream:
+            while chunk := response.read(CHUNK):
+                digest.update(chunk)
+                stream.write(chunk)
+                bar.update(len(chunk))
+            _accept(url, digest.hexdigest(), expected, trust_new)  # raising here discards the file
+    return digest.hexdigest()
+
+
+def _accept(url: str, digest: str, expected: str | None, trust_new: bool) -> None:
+    if expected is not None and digest != expected:
+        raise DownloadError(f"{url}: sha256 {digest}, expected {expected}; nothing written")
+    if expected is None and not trust_new:
+        raise DownloadError(
+            f"{url}: no sha256 is pinned for this file and none was given; its sha256 is {digest}. "
+            "Check it, then rerun with --sha256 <digest> (or --trust-new); nothing written"
+        )
+
+
+def gaze_block(published: PublishedFile, checkpoint: Path, base: str | Path | None) -> str:
+    """The ``gaze:`` section of a prepare config that reads ``checkpoint``."""
+    section = {
+        "predictor": published.predictor,
+        "path": checkpoint.as_posix(),
+        "base": Path(base or f"models/{published.base}").as_posix(),
+    }
+    notes = [
+        f"# {published.predictor}: {published.published_url} (eyetrackpy's model_manager.py)",
+        f"# gaze.base: a local {published.base} directory, saved once from the hub (README: gaze features)",
+    ]
+    unpredicted = UNPREDICTED.get(published.predictor, ())
+    if unpredicted:
+        used = [int(name not in unpredicted) for name in FEATURE_NAMES]
+        notes.append(
+            f"# it leaves {', '.join(unpredicted)} at 0: train on it with model.features_used: {used}"
+        )
+    return "\n".join(notes) + "\n" + yaml.safe_dump({"gaze": section}, sort_keys=False)

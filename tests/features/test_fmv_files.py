@@ -1,0 +1,130 @@
+"""``gazerm gaze download``: the paper's predictor files fetched from a local file server."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from gazerm.cli import app
+from gazerm.data.prepare import GazeSpec
+from gazerm.features import fmv_files
+
+CONTENT = {"T5-tokenizer-BiLSTM-TRT-12-concat-3": b"fmv1 weights" * 1000, "model.pth": b"fmv2 weights" * 300}
+DIGEST = {name: hashlib.sha256(data).hexdigest() for name, data in CONTENT.items()}
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    content_type: str | None = None  # a test's override of what the server says it sends
+
+    def guess_type(self, path):
+        return self.content_type or super().guess_type(path)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    """The URL of a server holding the two published files under their names; its handler class."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for name, data in CONTENT.items():
+        (served / name).write_bytes(data)
+    handler = type("Handler", (_Handler,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler, served
+    server.shutdown()
+    server.server_close()
+
+
+def _download(*args: str):
+    return CliRunner().invoke(app, ["gaze", "download", *args])
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+@pytest.mark.parametrize("predictor", ["fmv1", "fmv2"])
+def test_download_writes_the_file_and_a_gaze_block_that_reads_it(mirror, tmp_path, predictor):
+    url, _, _ = mirror
+    name = fmv_files.PUBLISHED[predictor].name
+    directory = tmp_path / "models" / predictor
+    result = _download(predictor, str(directory), "--sha256", DIGEST[name].upper(), "--mirror", url)
+    assert result.exit_code == 0, result.output
+    assert (directory / name).read_bytes() == CONTENT[name]
+    assert _files(directory) == sorted([name, f"gaze-{predictor}.yaml"])  # no temporary file left
+    block = yaml.safe_load((directory / f"gaze-{predictor}.yaml").read_text())
+    spec = GazeSpec.model_validate(block["gaze"])
+    assert (spec.predictor, spec.path) == (predictor, (directory / name).as_posix())
+    assert spec.base == f"models/{'t5-small' if predictor == 'fmv1' else 'roberta-base'}"
+    assert DIGEST[name] in result.output and "gaze:" in result.output
+    assert ("features_used: [0, 0, 0, 1, 0]" in result.output) == (predictor == "fmv1")
+
+
+def test_a_pinned_digest_is_checked_and_a_verified_file_is_reused(mirror, tmp_path, monkeypatch):
+    url, _, served = mirror
+    monkeypatch.setattr(fmv_files, "PINNED_SHA256", {"fmv2": DIGEST["model.pth"]})
+    assert _download("fmv2", str(tmp_path), "--mirror", url, "--base", "rb").exit_code == 0
+    (served / "model.pth").unlink()  # a second run must not fetch it again
+    again = _download("fmv2", str(tmp_path), "--mirror", url, "--base", "rb")
+    assert again.exit_code == 0 and "already there" in again.output
+    assert yaml.safe_load((tmp_path / "gaze-fmv2.yaml").read_text())["gaze"]["base"] == "rb"
+
+
+def test_a_wrong_digest_is_refused_and_leaves_nothing(mirror, tmp_path, monkeypatch):
+    url, _, _ = mirror
+    directory = tmp_path / "fmv1"
+    result = _download("fmv1", str(directory), "--sha256", "0" * 64, "--mirror", url)
+    assert result.exit_code == 2
+    assert f"sha256 {DIGEST['T5-tokenizer-BiLSTM-TRT-12-concat-3']}, expected {'0' * 64}" in result.output
+    assert _files(directory) == []
+    monkeypatch.setattr(fmv_files, "PINNED_SHA256", {"fmv1": "f" * 64})  # a pinned one likewise
+    assert _download("fmv1", str(directory), "--mirror", url).exit_code == 2
+    assert _files(directory) == []
+
+
+def test_an_unpinned_file_is_refused_with_its_digest_unless_trusted(mirror, tmp_path):
+    url, _, _ = mirror
+    refused = _download("fmv2", str(tmp_path / "d"), "--mirror", url)
+    assert refused.exit_code == 2
+    assert f"its sha256 is {DIGEST['model.pth']}" in refused.output and "--trust-new" in refused.output
+    assert _files(tmp_path / "d") == []
+    trusted = _download("fmv2", str(tmp_path / "d"), "--mirror", url, "--trust-new")
+    assert trusted.exit_code == 0 and "record it" in trusted.output
+    assert (tmp_path / "d" / "model.pth").read_bytes() == CONTENT["model.pth"]
+
+
+def test_a_missing_file_or_a_web_page_is_a_clear_error(mirror, tmp_path):
+    url, handler, served = mirror
+    (served / "model.pth").unlink()
+    missing = _download("fmv2", str(tmp_path / "d"), "--mirror", url, "--trust-new")
+    assert missing.exit_code == 2 and f"{url}/model.pth: HTTP 404" in missing.output
+    handler.content_type = "text/html"  # what Drive sends instead of a file it will not serve
+    page = _download("fmv1", str(tmp_path / "d"), "--mirror", url, "--trust-new")
+    assert page.exit_code == 2 and "web page" in page.output
+    assert _files(tmp_path / "d") == []
+
+
+def test_a_malformed_digest_and_an_unreachable_server_are_clear_errors(tmp_path):
+    assert "64 hex digits" in _download("fmv1", str(tmp_path), "--sha256", "abc").output
+    closed = _download("fmv1", str(tmp_path), "--mirror", "http://127.0.0.1:9", "--trust-new")
+    assert closed.exit_code == 2 and "cannot fetch it" in closed.output
+
+
+def test_the_published_addresses_are_eyetrackpys():
+    assert fmv_files.PUBLISHED["fmv1"].published_url == (
+        "https://drive.google.com/uc?id=1_skRPxLzlY3d68bKk1cf656pYFc--URt"
+    )
+    assert fmv_files.PUBLISHED["fmv2"].url(None) == fmv_files.DRIVE_DOWNLOAD.format(
+        id="1CTiali54Q7zsT25ciY0y0sIIf2jZVbZG"
+    )
