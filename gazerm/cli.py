@@ -124,7 +124,9 @@ def prepare(
     )
     manifest = run_prepare(settings, force=force)
     counts = {split: manifest.rows(split) for split in manifest.splits}
-    typer.echo(f"{settings.output_dir}: {counts}, quarantined {manifest.quarantine['count']}")
+    too_long = sum(source.get("too_long", 0) for source in manifest.sources)
+    left_out = f", {too_long} over filter.max_pair_chars" if too_long else ""
+    typer.echo(f"{settings.output_dir}: {counts}, quarantined {manifest.quarantine['count']}{left_out}")
 
 
 def _job_config(config: Path | None, overrides: list[str] | None, tracking_uri: str | None):

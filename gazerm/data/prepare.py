@@ -19,6 +19,7 @@ from tqdm import tqdm
 from gazerm.config import OutputDir, output_dir_problem
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import OnMissing, add_implicit, session_hashes
+from gazerm.data.length_filter import LengthFilter
 from gazerm.data.loaders.base import SourceReport, Tie
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.recorded_join import add_recorded_gaze
@@ -204,6 +205,7 @@ class PrepareConfig(BaseModel):
         "out, counted) or keep (in both splits, counted; what the reference code does)",
     )
     on_error: OnError = "raise"
+    filter: LengthFilter = Field(default_factory=LengthFilter)
     gaze: GazeSpec = Field(default_factory=GazeSpec)
     implicit: ImplicitSpec | None = None
 
@@ -420,10 +422,20 @@ def _load_all(
     pins: list[str | None] = []
     quarantined: list[dict[str, Any]] = []
     stats = []
+    too_long = config.filter.too_long()
     for spec, sha256 in zip(config.sources, _input_hashes(config), strict=True):
         loaded, ties, bad, source_report = _load_source(spec, config.on_error, config.grouped_by)
-        report = log.warning if bad else log.info  # quarantined rows must not pass unnoticed
-        report("%s: %d examples, %d ties, %d quarantined", spec.describe(), len(loaded), ties, len(bad))
+        kept = [example for example in loaded if not too_long(example)] if too_long else loaded
+        dropped, loaded = len(loaded) - len(kept), kept
+        report = log.warning if bad or dropped else log.info  # left-out rows must not pass unnoticed
+        report(
+            "%s: %d examples, %d ties, %d quarantined, %d over filter.max_pair_chars",
+            spec.describe(),
+            len(loaded),
+            ties,
+            len(bad),
+            dropped,
+        )
         examples += loaded
         pins += [spec.assign_to] * len(loaded)
         quarantined += bad
@@ -434,6 +446,7 @@ def _load_all(
                 "examples": len(loaded),
                 "ties": ties,
                 "quarantined": len(bad),
+                "too_long": dropped,
                 "sha256": sha256,
                 "assign_to": spec.assign_to,
                 **(_report_stats(source_report) if source_report else {}),

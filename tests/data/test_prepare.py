@@ -114,6 +114,7 @@ def test_manifest_records_counts_hashes_schema_and_sources(tmp_path, pairs):
             "examples": N_PROMPTS * SETS_PER_PROMPT,
             "ties": 0,
             "quarantined": 0,
+            "too_long": 0,
             "sha256": hashlib.sha256(pairs.read_bytes()).hexdigest(),
             "assign_to": None,
         }

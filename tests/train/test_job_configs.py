@@ -62,15 +62,29 @@ def test_paper_reproductions_load_and_share_prepared_data(name):
 
 
 @pytest.mark.parametrize(
-    ("name", "job", "format", "options"),
+    ("name", "job", "format", "options", "length_filter"),
     [
-        ("paper_helpsteer2_prepare.yaml", "helpsteer2_mistral7b_gazeconcat.yaml", "helpsteer2", {}),
-        ("paper_oasst1_prepare.yaml", "oasst1_llama3_8b_ffd_trt.yaml", "oasst1", {"lang": "en"}),
+        (
+            "paper_helpsteer2_prepare.yaml",
+            "helpsteer2_mistral7b_gazeconcat.yaml",
+            "helpsteer2",
+            {},
+            (10000, "mistralai/Mistral-7B-v0.3"),
+        ),
+        # ChatML (the reference's template for Llama-3-8B) adds 61 characters to each prompt + response
+        (
+            "paper_oasst1_prepare.yaml",
+            "oasst1_llama3_8b_ffd_trt.yaml",
+            "oasst1",
+            {"lang": "en"},
+            (9878, None),
+        ),
     ],
 )
-def test_paper_prepare_configs_are_the_reference_data_setup(name, job, format, options):
-    """The hub's train split paired as the reference pairs it, 15% of it (shuffle, seed 42) as
-    validation, the hub's validation split pinned as test; the training job prepares the same."""
+def test_paper_prepare_configs_are_the_reference_data_setup(name, job, format, options, length_filter):
+    """The hub's train split paired as the reference pairs it, pairs over its 10,000-character limit left
+    out, 15% of the rest (shuffle, seed 42) as validation, the hub's validation split pinned as test; the
+    training job prepares the same."""
     config = load_config(PrepareConfig, JOBS / name)
     assert [(s.format, s.split, s.assign_to, s.options) for s in config.sources] == [
         (format, "train", None, {**options, "pairing": "reference"}),
@@ -78,7 +92,18 @@ def test_paper_prepare_configs_are_the_reference_data_setup(name, job, format, o
     ]
     assert (config.splits, config.seed) == ({"train": 0.85, "validation": 0.15}, 42)
     assert (config.split_method, config.pinned_overlap) == ("shuffle", "keep")
+    assert (config.filter.max_pair_chars, config.filter.chat_template) == length_filter
     assert load_config(TrainJobConfig, JOBS / job).data.prepare == config
+
+
+def test_the_oasst1_reproduction_trains_and_tests_on_the_reference_codes_labels():
+    """The reference code chooses the worse-ranked reply; the paper's accuracies are on those labels."""
+    config = load_config(ReproduceConfig, JOBS / "paper_oasst1_reproduce.yaml")
+    job = load_config(TrainJobConfig, JOBS / "oasst1_llama3_8b_ffd_trt.yaml")
+    for run in config.runs(config.base_job()):
+        prepare = run.job.data.prepare
+        assert [s.options["pairing"] for s in prepare.sources] == ["reference_inverted"] * 2
+        assert prepare.output_dir != job.data.prepare.output_dir  # not the job's own (best-chosen) data
 
 
 def test_overrides_and_errors_name_the_field():
