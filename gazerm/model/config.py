@@ -71,7 +71,8 @@ class ModelConfig(StrictConfig):
     gaze_layout: GazeLayout = Field(
         default="gazerm",
         description="'reference': the paper's official code's layout (projector LayerNorms, prompt gaze, "
-        "learned <eye/> </eye> separators for concat, every token offset for add); no effect without fusion",
+        "<eye/> </eye> separators for concat, every token offset for add), trained as gazerm trains (the "
+        "separators and projector too, which the official code leaves at init); no effect without fusion",
     )
     positions: Positions = Field(
         default="attended",
@@ -86,7 +87,8 @@ class ModelConfig(StrictConfig):
     quantization: Quantization = Field(
         default="none",
         description="'nf4': QLoRA, the frozen backbone loaded in 4-bit NF4 (bitsandbytes, CUDA GPUs only; "
-        "needs lora), LoRA and heads trained in bf16 as the paper's reference does",
+        "needs lora; the paper's reference code's settings), LoRA and heads trained in bf16 (the reference "
+        "code: fp32)",
     )
     attn_implementation: AttentionImplementation = Field(
         default="sdpa", description="'flash_attention_2' needs flash-attn (GPU); 'eager' for debugging"
