@@ -416,8 +416,9 @@ def _load_all(
     config: PrepareConfig,
 ) -> tuple[list[PreferenceExample], list[str | None], list[dict[str, Any]], list[dict[str, Any]]]:
     """Every example of every source with the split its source pins it to (None: split by fractions);
-    bad rows and unreadable files raise or are quarantined, and rows that state no preference (ties)
-    are counted in each source's stats."""
+    bad rows and unreadable files raise or are quarantined, and rows that state no preference (ties) or
+    are over ``filter.max_pair_chars`` (``too_long``, left out before any split) are counted in each
+    source's stats."""
     examples: list[PreferenceExample] = []
     pins: list[str | None] = []
     quarantined: list[dict[str, Any]] = []
