@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
+from gazerm.data.prepare import prepare
 from gazerm.data.shards import Manifest
 from gazerm.data.synthetic import write_gaze_decided_set, write_readability_preferences
 from gazerm.model.inputs import InputSpec

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from gazerm.data.config import OnMissing
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.sessions import read_session_log
 from gazerm.data.schema import PREFERENCE_SCHEMA
@@ -32,7 +33,6 @@ from gazerm.features.implicit import (
 
 log = logging.getLogger(__name__)
 
-OnMissing = Literal["null", "raise"]
 IMPLICIT_TYPE = PREFERENCE_SCHEMA.field("implicit").type
 
 

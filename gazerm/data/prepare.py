@@ -3,248 +3,45 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import logging
-import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 from tqdm import tqdm
 
-from gazerm.config import OutputDir, output_dir_problem
+from gazerm.config import output_dir_problem
+from gazerm.data.config import SPLITS, GazeSpec, OnError, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
-from gazerm.data.implicit_join import OnMissing, add_implicit, session_hashes
-from gazerm.data.length_filter import LengthFilter
+from gazerm.data.implicit_join import add_implicit, session_hashes
 from gazerm.data.loaders.base import SourceReport, Tie
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.recorded_join import add_recorded_gaze
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION, PreferenceExample, examples_to_table
 from gazerm.data.shards import (
     MANIFEST_NAME,
-    SPLITS,
     Manifest,
-    SplitMethod,
-    SplitName,
     file_sha256,
-    group_fold_splits,
     partition,
-    prompt_keys,
-    split_names,
+    split_rows,
     tree_sha256,
     verify,
     write_split,
 )
 from gazerm.data.source_behaviour import clear_source_gaze, keep_source_gaze, source_implicit
-from gazerm.data.sources import check_options, iter_source
+from gazerm.data.sources import iter_source
 from gazerm.errors import ConfigError, ExistsError
-from gazerm.runtime import init_ray
+from gazerm.features.featurize import featurize_table
 from gazerm.storage import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 QUARANTINE_NAME = "quarantine.jsonl"
 WRITING_NAME = ".prepare-writing"  # from clearing the old dataset until the new manifest is written
-
-OnError = Literal["raise", "quarantine"]
-PinnedOverlap = Literal["drop", "keep"]
-GroupColumn = Literal["group", "domain"]
-
-
-class SourceSpec(BaseModel):
-    """One input: a registered format read from a local ``path`` or, without one, from the hub.
-
-    ``split`` is the hub split read; ``assign_to`` pins every row of the source to one split of the
-    prepared dataset (e.g. a hub's validation split as the test set), where the fractions of
-    ``PrepareConfig.splits`` split the rows of the unpinned sources. ``options`` go to the format's
-    parser (e.g. ``pairing``, ``lang``) and are checked against it when the config is read.
-    """
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    format: str
-    path: str | None = None
-    hub_name: str | None = None
-    split: str = "train"
-    data_files: str | list[str] | None = None
-    limit: int | None = Field(default=None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
-    assign_to: SplitName | None = None
-
-    @model_validator(mode="after")
-    def _known_format_and_options(self) -> SourceSpec:
-        try:
-            check_options(self.format, self.options)
-        except DataError as error:
-            raise ValueError(f"{error.field}: {error.message}") from None
-        return self
-
-    def describe(self) -> str:
-        return self.path or f"{self.hub_name or self.format}[{self.split}]"
-
-
-# Below this many rows the reading model featurizes in process faster than Ray Data starts its actors
-# (1,200 quickstart rows: 1.4 s in process, 15 s through Ray Data with 2 actors on 2 cores).
-AUTO_LOCAL_ROWS = 20_000
-
-
-class GazeSpec(BaseModel):
-    """Which gaze predictor fills the ``gaze`` column; ``none`` leaves it empty (text-only models);
-    ``recorded`` reads an eye-tracking study's fixations from ``path`` (``gazerm.data.recorded_join``);
-    ``source`` keeps the gaze the source recorded with its examples (IFLLM; ``data.source_behaviour``)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    predictor: Literal["reading_model", "transformer", "fmv1", "fmv2", "recorded", "source", "none"] = (
-        "reading_model"
-    )
-    path: str | None = Field(
-        default=None,
-        description="transformer: checkpoint directory; fmv1/fmv2: the checkpoint file eyetrackpy publishes; "
-        "recorded: the fixation table (Parquet or CSV)",
-    )
-    base: str | None = Field(
-        default=None,
-        description="fmv1: local t5-small tokenizer directory; fmv2: local roberta-base directory "
-        "(config + tokenizer); nothing is downloaded",
-    )
-    output_scale: float | list[float] | None = Field(
-        default=None,
-        description="trained predictors: divisor(s) of the raw outputs onto the common scale; None: the "
-        "predictor's documented default",
-    )
-    batch_size: int = Field(default=256, gt=0)
-    backend: Literal["auto", "ray", "local"] = Field(
-        default="auto",
-        description="auto: in this process below AUTO_LOCAL_ROWS rows (Ray Data's actors take longer to "
-        "start than a small set takes to featurize), else Ray Data",
-    )
-    workers: int = Field(default=2, gt=0)
-
-    def runs_locally(self, rows: int) -> bool:
-        return self.backend == "local" or (self.backend == "auto" and rows < AUTO_LOCAL_ROWS)
-
-    @model_validator(mode="after")
-    def _paths_fit_the_predictor(self) -> GazeSpec:
-        needs = {
-            "transformer": ("path",),
-            "fmv1": ("path", "base"),
-            "fmv2": ("path", "base"),
-            "recorded": ("path",),
-        }
-        allowed = needs.get(self.predictor, ())
-        missing = [name for name in allowed if not getattr(self, name)]
-        if missing:
-            raise ValueError(f"gaze.predictor={self.predictor} needs gaze.{' and gaze.'.join(missing)}")
-        unused = [name for name in ("path", "base") if getattr(self, name) and name not in allowed]
-        if self.output_scale is not None and self.predictor not in ("transformer", "fmv1", "fmv2"):
-            unused.append("output_scale")
-        if unused:
-            raise ValueError(f"gaze.predictor={self.predictor} takes no gaze.{' or gaze.'.join(unused)}")
-        return self
-
-    def predictor_kwargs(self) -> dict[str, Any]:
-        """What ``GazeFeaturizer``/``build_predictor`` take: the predictor, its paths and output scale."""
-        return {
-            "predictor": self.predictor,
-            "path": self.path,
-            "base": self.base,
-            "output_scale": self.output_scale,
-        }
-
-
-class ImplicitSpec(BaseModel):
-    """Session logs whose behaviour features fill the ``implicit`` column (``gazerm.features.implicit``)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    sessions: list[str] = Field(min_length=1)
-    on_missing: OnMissing = "null"
-
-    def files(self) -> list[Path]:
-        """Every session log, each pattern's matches sorted; a pattern matching no file is an error."""
-        files = []
-        for pattern in self.sessions:
-            matches = sorted(glob.glob(pattern))
-            if not matches:
-                raise DataError(pattern, None, None, "no session log file matches this path or pattern")
-            files += [Path(match) for match in matches]
-        return files
-
-
-class PrepareConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    sources: list[SourceSpec] = Field(min_length=1)
-    output_dir: OutputDir
-    rows_per_shard: int = Field(default=5000, gt=0)
-    splits: dict[str, float] = Field(
-        default_factory=lambda: {"train": 0.9, "validation": 0.05, "test": 0.05},
-        description="fractions of the rows of the sources without assign_to; they sum to 1",
-    )
-    seed: int = 0
-    split_method: SplitMethod = Field(
-        default="hash",
-        description="hash: each prompt's split from a hash of the seed and the prompt, so no prompt is "
-        "in two splits; shuffle: a seeded permutation of the rows cut as datasets' train_test_split "
-        "does (the reference code's split; it splits rows, not prompts); group_kfold: fold `fold` of "
-        "`folds` folds of whole groups is the test split, so no group is in two splits",
-    )
-    group: GroupColumn = Field(
-        default="group", description="group_kfold: the column that groups rows (group: who gave the labels)"
-    )
-    folds: int | None = Field(default=None, ge=2, description="group_kfold: how many folds")
-    fold: int | None = Field(default=None, ge=0, description="group_kfold: the fold that is the test split")
-    pinned_overlap: PinnedOverlap = Field(
-        default="drop",
-        description="an unpinned row whose prompt a pinned source puts in another split: drop (left "
-        "out, counted) or keep (in both splits, counted; what the reference code does)",
-    )
-    on_error: OnError = "raise"
-    filter: LengthFilter = Field(default_factory=LengthFilter)
-    gaze: GazeSpec = Field(default_factory=GazeSpec)
-    implicit: ImplicitSpec | None = None
-
-    @field_validator("splits")
-    @classmethod
-    def _fractions_sum_to_one(cls, splits: dict[str, float]) -> dict[str, float]:
-        unknown = set(splits) - set(SPLITS)
-        if unknown:
-            raise ValueError(f"unknown split names {sorted(unknown)}; use {SPLITS}")
-        if any(not 0 <= f <= 1 for f in splits.values()) or abs(sum(splits.values()) - 1.0) > 1e-6:
-            # `not 0 <= f` also refuses NaN, which compares false with everything and would pass `f < 0`
-            raise ValueError(f"split fractions must be between 0 and 1 and sum to 1, got {splits}")
-        return splits
-
-    @model_validator(mode="after")
-    def _folds_fit_the_method(self) -> PrepareConfig:
-        if self.split_method != "group_kfold":
-            # by value, not model_fields_set: load_config dumps defaults back in before applying overrides
-            defaults = {"group": "group", "folds": None, "fold": None}
-            given = [name for name, default in defaults.items() if getattr(self, name) != default]
-            if given:
-                raise ValueError(f"{', '.join(given)}: only split_method=group_kfold takes them")
-            return self
-        if self.folds is None or self.fold is None or self.fold >= self.folds:
-            raise ValueError("split_method=group_kfold needs folds (at least 2) and fold (0 to folds - 1)")
-        if self.splits.get("test"):
-            raise ValueError(
-                "split_method=group_kfold: the test split is fold `fold`; give splits only the train and "
-                "validation fractions of the other folds' rows (e.g. {train: 0.9, validation: 0.1})"
-            )
-        pinned = [source.describe() for source in self.sources if source.assign_to]
-        if pinned:
-            raise ValueError(f"split_method=group_kfold splits every row by group; {pinned} pin assign_to")
-        return self
-
-    @property
-    def grouped_by(self) -> str | None:
-        """The column every row needs a value in (group_kfold), else None."""
-        return self.group if self.split_method == "group_kfold" else None
 
 
 def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
@@ -268,7 +65,7 @@ def prepare(config: PrepareConfig, force: bool = False) -> Manifest:
 
     examples, pins, quarantined, source_stats = _load_all(config)
     table = examples_to_table(examples)
-    names, splitting = _assign(table, pins, config)  # before features: dropped rows are not featurized
+    names, splitting = split_rows(table, pins, config)  # before features: dropped rows are not featurized
     kept = [i for i, name in enumerate(names) if name is not None]
     if len(kept) < len(names):
         table, names = table.take(kept), [names[i] for i in kept]
@@ -454,83 +251,8 @@ def _load_all(
             }
         )
     if not examples:
-        raise DataError(_inputs(config), None, None, "no usable examples")
+        raise DataError(config.inputs(), None, None, "no usable examples")
     return examples, pins, quarantined, stats
-
-
-def _assign(
-    table: pa.Table, pins: list[str | None], config: PrepareConfig
-) -> tuple[list[str | None], dict[str, Any]]:
-    """Each row's split (None: left out) and the manifest's record of how rows were split.
-
-    Rows of pinned sources go to their source's split; the others are split by the fractions, all of
-    them together (so a left-out row never moves another row's split). An unpinned row whose prompt
-    (with its context) a pinned source puts in another split would be in two splits: ``pinned_overlap``
-    drops or keeps it; either way it is counted, as is every prompt left in more than one split.
-    """
-    keys = prompt_keys(table)
-    free = [i for i, pin in enumerate(pins) if pin is None]
-    names: list[str | None] = list(pins)
-    free_names = _split_free(table, free, keys, config)
-    for i, name in zip(free, free_names, strict=True):
-        names[i] = name
-    pinned: defaultdict[str, set[str]] = defaultdict(set)
-    for key, pin in zip(keys, pins, strict=True):
-        if pin is not None:
-            pinned[key].add(pin)
-    overlap = [i for i in free if pinned.get(keys[i], {names[i]}) - {names[i]}]
-    if config.pinned_overlap == "drop":
-        for i in overlap:
-            names[i] = None
-    in_splits: defaultdict[str, set[str]] = defaultdict(set)
-    for key, name in zip(keys, names, strict=True):
-        if name is not None:
-            in_splits[key].add(name)
-    several = sum(len(splits) > 1 for splits in in_splits.values())
-    record = {
-        "method": config.split_method,
-        "pinned_rows": dict(Counter(pin for pin in pins if pin is not None)),
-        "rows_split_by_fractions": len(free) - (len(overlap) if config.pinned_overlap == "drop" else 0),
-        "pinned_overlap": {"policy": config.pinned_overlap, "rows": len(overlap)},
-        "prompts_in_several_splits": several,
-    }
-    if config.split_method == "group_kfold":
-        record["folds"] = _fold_record(table.column(config.group).to_pylist(), names, config)
-    if overlap:
-        log.warning(
-            "%d rows of unpinned sources share their prompt with a pinned source's other split: %s",
-            len(overlap),
-            "dropped" if config.pinned_overlap == "drop" else "kept (pinned_overlap=keep)",
-        )
-    if several:  # by design under group_kfold: groups (e.g. a study's workers) label the same prompts
-        report = log.info if config.split_method == "group_kfold" else log.warning
-        report("%d prompts are in more than one split (see the manifest's splitting record)", several)
-    return names, record
-
-
-def _inputs(config: PrepareConfig) -> str:
-    return ", ".join(spec.describe() for spec in config.sources)
-
-
-def _split_free(table: pa.Table, free: list[int], keys: list[str], config: PrepareConfig) -> list[str]:
-    """The split of each unpinned row: by prompt (hash), row (shuffle) or group (group_kfold)."""
-    if config.split_method != "group_kfold":
-        return split_names([keys[i] for i in free], config.seed, config.splits, config.split_method)
-    column = table.column(config.group).to_pylist()
-    groups, validation = [column[i] for i in free], config.splits.get("validation", 0.0)
-    try:
-        return group_fold_splits(groups, config.seed, config.folds, config.fold, validation)
-    except ValueError as error:
-        raise DataError(_inputs(config), None, config.group, str(error)) from None
-
-
-def _fold_record(groups: list[str], names: list[str | None], config: PrepareConfig) -> dict[str, Any]:
-    """What the manifest says of a group_kfold split: the column, folds, fold and groups per split."""
-    in_split: defaultdict[str, set[str]] = defaultdict(set)
-    for group, name in zip(groups, names, strict=True):
-        in_split[name].add(group)
-    counts = {name: len(in_split[name]) for name in SPLITS if name in in_split}
-    return {"group": config.group, "folds": config.folds, "fold": config.fold, "groups": counts}
 
 
 def _report_stats(report: SourceReport) -> dict[str, Any]:
@@ -607,50 +329,12 @@ def _quarantine_record(spec: SourceSpec, error: DataError) -> dict[str, Any]:
 
 
 def _add_gaze(table: pa.Table, gaze: GazeSpec) -> pa.Table:
-    """Compute per-word gaze features once: in this process, or in parallel with Ray Data
-    (``GazeSpec.runs_locally``)."""
+    """Per-word gaze features, computed once (in this process or with Ray Data: ``featurize_table``)."""
     if gaze.predictor == "none":
         return table
-    from gazerm.features.featurize import GazeFeaturizer
-
     kwargs = gaze.predictor_kwargs()
-    if gaze.runs_locally(table.num_rows):
-        featurize = GazeFeaturizer(**kwargs)
-        batches = tqdm(
-            _batches(table, gaze.batch_size), desc="gaze features", unit=" batches", mininterval=2.0
-        )
-        return pa.concat_tables([featurize(batch) for batch in batches]).cast(PREFERENCE_SCHEMA)
-
-    import ray.data
-
-    init_ray()
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    dataset = ray.data.from_arrow(_blocks(table, gaze)).map_batches(
-        GazeFeaturizer,
-        fn_constructor_kwargs=kwargs,
-        batch_size=gaze.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=gaze.workers),
-        max_restarts=0,  # a lost featurizer fails prepare (rerun it); no restart from spilled arguments
-    )
-    featurized = []
-    with tqdm(total=table.num_rows, desc="gaze features", unit=" rows", mininterval=2.0) as progress:
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):  # blocks, in order
-            featurized.append(batch)
-            progress.update(batch.num_rows)
-    return pa.concat_tables(featurized).cast(PREFERENCE_SCHEMA)
-
-
-def _blocks(table: pa.Table, gaze: GazeSpec) -> list[pa.Table]:
-    """About ``workers * 2`` blocks of whole batches: Ray Data hands each featurizer actor whole blocks,
-    so a table left as one block would keep every actor but one idle."""
-    batches = math.ceil(table.num_rows / gaze.batch_size)
-    return _batches(table, gaze.batch_size * max(1, math.ceil(batches / (gaze.workers * 2))))
-
-
-def _batches(table: pa.Table, size: int) -> list[pa.Table]:
-    return [table.slice(start, size) for start in range(0, table.num_rows, size)]
+    featurized = featurize_table(table, kwargs, gaze.backend, gaze.batch_size, gaze.workers)
+    return featurized.cast(PREFERENCE_SCHEMA)
 
 
 def _write_quarantine(root: Path, quarantined: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,13 +37,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from gazerm.cache import file_sha256
+from gazerm.data.config import SPLITS, PrepareConfig, SplitMethod
 from gazerm.data.errors import DataError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION
 from gazerm.errors import PathNotFoundError
 
-SplitName = Literal["train", "validation", "test"]
-SPLITS: tuple[str, ...] = get_args(SplitName)
-SplitMethod = Literal["hash", "shuffle", "group_kfold"]
+log = logging.getLogger(__name__)
+
 MANIFEST_NAME = "manifest.json"
 
 
@@ -218,6 +219,77 @@ def assign_splits(
 ) -> dict[str, pa.Table]:
     """Partition rows into splits by prompt hash (or ``shuffle``), keeping input order inside each split."""
     return partition(table, split_names(prompt_keys(table), seed, fractions, method), fractions)
+
+
+def split_rows(
+    table: pa.Table, pins: list[str | None], config: PrepareConfig
+) -> tuple[list[str | None], dict[str, Any]]:
+    """Each row's split (None: left out) and the manifest's record of how rows were split.
+
+    Rows of pinned sources go to their source's split; the others are split by the fractions, all of
+    them together (so a left-out row never moves another row's split). An unpinned row whose prompt
+    (with its context) a pinned source puts in another split would be in two splits: ``pinned_overlap``
+    drops or keeps it; either way it is counted, as is every prompt left in more than one split.
+    """
+    keys = prompt_keys(table)
+    free = [i for i, pin in enumerate(pins) if pin is None]
+    names: list[str | None] = list(pins)
+    free_names = _split_unpinned(table, free, keys, config)
+    for i, name in zip(free, free_names, strict=True):
+        names[i] = name
+    pinned: defaultdict[str, set[str]] = defaultdict(set)
+    for key, pin in zip(keys, pins, strict=True):
+        if pin is not None:
+            pinned[key].add(pin)
+    overlap = [i for i in free if pinned.get(keys[i], {names[i]}) - {names[i]}]
+    if config.pinned_overlap == "drop":
+        for i in overlap:
+            names[i] = None
+    in_splits: defaultdict[str, set[str]] = defaultdict(set)
+    for key, name in zip(keys, names, strict=True):
+        if name is not None:
+            in_splits[key].add(name)
+    several = sum(len(splits) > 1 for splits in in_splits.values())
+    record = {
+        "method": config.split_method,
+        "pinned_rows": dict(Counter(pin for pin in pins if pin is not None)),
+        "rows_split_by_fractions": len(free) - (len(overlap) if config.pinned_overlap == "drop" else 0),
+        "pinned_overlap": {"policy": config.pinned_overlap, "rows": len(overlap)},
+        "prompts_in_several_splits": several,
+    }
+    if config.split_method == "group_kfold":
+        record["folds"] = _fold_record(table.column(config.group).to_pylist(), names, config)
+    if overlap:
+        log.warning(
+            "%d rows of unpinned sources share their prompt with a pinned source's other split: %s",
+            len(overlap),
+            "dropped" if config.pinned_overlap == "drop" else "kept (pinned_overlap=keep)",
+        )
+    if several:  # by design under group_kfold: groups (e.g. a study's workers) label the same prompts
+        report = log.info if config.split_method == "group_kfold" else log.warning
+        report("%d prompts are in more than one split (see the manifest's splitting record)", several)
+    return names, record
+
+
+def _split_unpinned(table: pa.Table, free: list[int], keys: list[str], config: PrepareConfig) -> list[str]:
+    """The split of each unpinned row: by prompt (hash), row (shuffle) or group (group_kfold)."""
+    if config.split_method != "group_kfold":
+        return split_names([keys[i] for i in free], config.seed, config.splits, config.split_method)
+    column = table.column(config.group).to_pylist()
+    groups, validation = [column[i] for i in free], config.splits.get("validation", 0.0)
+    try:
+        return group_fold_splits(groups, config.seed, config.folds, config.fold, validation)
+    except ValueError as error:
+        raise DataError(config.inputs(), None, config.group, str(error)) from None
+
+
+def _fold_record(groups: list[str], names: list[str | None], config: PrepareConfig) -> dict[str, Any]:
+    """What the manifest says of a group_kfold split: the column, folds, fold and groups per split."""
+    in_split: defaultdict[str, set[str]] = defaultdict(set)
+    for group, name in zip(groups, names, strict=True):
+        in_split[name].add(group)
+    counts = {name: len(in_split[name]) for name in SPLITS if name in in_split}
+    return {"group": config.group, "folds": config.folds, "fold": config.fold, "groups": counts}
 
 
 def write_split(table: pa.Table, root: Path, split: str, rows_per_shard: int) -> list[ShardInfo]:

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from gazerm.config import OutputDir, StrictConfig
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import unused_features_problem
 from gazerm.model.config import LossConfig, ModelConfig

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.base import FORMATS, Tie
 from gazerm.data.loaders.dsp import RESPONSE_KEYS
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.prepare import prepare
 from tests.data.util import assert_names, examples, load, only_error, pairs, write_json
 
 PREFIX = "\n\nHuman: Hi\n\nAssistant: Hello.\n\nHuman: Tell me a fact."

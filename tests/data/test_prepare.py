@@ -14,13 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 import gazerm.data.prepare as prepare_module
+from gazerm.data.config import SPLITS, GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
-from gazerm.data.prepare import QUARANTINE_NAME, GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.prepare import QUARANTINE_NAME, prepare
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION
-from gazerm.data.shards import MANIFEST_NAME, SPLITS, Manifest, verify
+from gazerm.data.shards import MANIFEST_NAME, Manifest, verify
 from gazerm.data.synthetic import readability_preferences
 from gazerm.errors import ExistsError
+from gazerm.features import featurize
 from tests.data.util import assert_names, write_jsonl
 
 N_PROMPTS, SETS_PER_PROMPT = 150, 2  # two response sets per prompt: both must land in one split
@@ -307,14 +309,6 @@ def test_local_gaze_fills_five_features_per_word(tmp_path, pairs):
         assert table.column("gaze").null_count == table.column("prompt_gaze").null_count == table.num_rows
 
 
-def test_ray_blocks_are_whole_batches_for_every_worker():
-    table = pa.table({"x": list(range(1000))})
-    blocks = prepare_module._blocks(table, GazeSpec(batch_size=64, workers=2))
-    assert [b.num_rows for b in blocks] == [256, 256, 256, 232]
-    assert pa.concat_tables(blocks).equals(table)
-    assert len(prepare_module._blocks(table.slice(0, 10), GazeSpec(batch_size=64, workers=2))) == 1
-
-
 @pytest.mark.slow  # starts Ray
 def test_ray_backend_writes_the_same_shards_as_local(tmp_path, pairs, ray_local):
     ray_gaze = GazeSpec(predictor="reading_model", backend="ray", batch_size=32, workers=2)
@@ -332,13 +326,10 @@ def test_auto_gaze_backend_featurizes_a_small_set_in_process(tmp_path, pairs, mo
     def no_ray() -> None:
         raise AssertionError("a set this small must not start Ray Data")
 
-    monkeypatch.setattr(prepare_module, "init_ray", no_ray)
+    monkeypatch.setattr(featurize, "init_ray", no_ray)
     manifest = prepare(_config(tmp_path, pairs, gaze=GazeSpec(predictor="reading_model")))
     assert manifest.gaze_source is not None and manifest.rows("train") > 0
     assert GazeSpec().backend == "auto"
-    assert GazeSpec().runs_locally(prepare_module.AUTO_LOCAL_ROWS - 1)
-    assert not GazeSpec().runs_locally(prepare_module.AUTO_LOCAL_ROWS)
-    assert not GazeSpec(backend="ray").runs_locally(10) and GazeSpec(backend="local").runs_locally(10**9)
 
 
 def test_rebuilding_removes_only_what_the_old_manifest_lists(tmp_path, pairs):

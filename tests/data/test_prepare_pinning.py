@@ -20,8 +20,9 @@ import pytest
 
 import gazerm.data.sources as sources
 from gazerm.config import load_config
+from gazerm.data.config import PrepareConfig
 from gazerm.data.loaders.helpsteer2 import ATTRIBUTES
-from gazerm.data.prepare import PrepareConfig, prepare
+from gazerm.data.prepare import prepare
 from gazerm.data.readers import read_hub_records
 from gazerm.data.shards import MANIFEST_NAME, Manifest, shuffled_splits
 from gazerm.errors import ConfigError

@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.prepare import prepare
 from gazerm.data.synthetic import write_gaze_decided_set
 from gazerm.features.base import FEATURE_NAMES
 from gazerm.features.recorded import gaze_from_fixations

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 import gazerm.data.sources as sources
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.base import Tie
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.prepare import prepare
 from gazerm.data.sources import iter_source
 from tests.data.util import assert_names, examples, load, pairs, write_headerless_csv
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gazerm.data.prepare import PrepareConfig, prepare
+from gazerm.data.config import PrepareConfig
+from gazerm.data.prepare import prepare
 from gazerm.evaluate.baselines import longer_response_accuracy
 from tests.data.util import write_jsonl
 

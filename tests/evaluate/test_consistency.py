@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from gazerm.cli import app
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
+from gazerm.data.prepare import prepare
 from gazerm.evaluate.consistency import (
     ALL_SOURCES,
     ConsistencyReport,

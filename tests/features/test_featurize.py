@@ -7,8 +7,15 @@ import pyarrow as pa
 import pytest
 
 from gazerm.data.schema import PREFERENCE_SCHEMA, PreferenceExample, examples_to_table, pairs_from_scores
+from gazerm.features import featurize
 from gazerm.features.base import word_spans
-from gazerm.features.featurize import GazeFeaturizer, build_predictor, unused_features_problem
+from gazerm.features.featurize import (
+    AUTO_LOCAL_ROWS,
+    GazeFeaturizer,
+    build_predictor,
+    runs_locally,
+    unused_features_problem,
+)
 from gazerm.features.reading_model import ReadingTimeModel
 from gazerm.features.transformer import TransformerGazePredictor
 
@@ -113,3 +120,16 @@ def test_a_model_may_not_use_the_features_fmv1_leaves_at_zero() -> None:
         "the fmv1 gaze predictor leaves nFix, FFD, GPT, fixProp at 0: "
         "set model.features_used=[0, 0, 0, 1, 0] (got [0, 1, 0, 1, 0])"
     )
+
+
+def test_auto_featurizes_small_tables_in_process_and_large_ones_with_ray_data():
+    assert runs_locally("auto", AUTO_LOCAL_ROWS - 1) and not runs_locally("auto", AUTO_LOCAL_ROWS)
+    assert not runs_locally("ray", 10) and runs_locally("local", 10**9)
+
+
+def test_ray_blocks_are_whole_batches_for_every_worker():
+    table = pa.table({"x": list(range(1000))})
+    blocks = featurize._blocks(table, batch_size=64, workers=2)
+    assert [b.num_rows for b in blocks] == [256, 256, 256, 232]
+    assert pa.concat_tables(blocks).equals(table)
+    assert len(featurize._blocks(table.slice(0, 10), batch_size=64, workers=2)) == 1

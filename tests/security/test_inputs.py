@@ -22,8 +22,9 @@ import yaml
 from typer.testing import CliRunner
 
 from gazerm.cli import app
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
-from gazerm.data.prepare import QUARANTINE_NAME, GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.prepare import QUARANTINE_NAME, prepare
 from gazerm.data.readers import UnreadableFileError
 from gazerm.data.shards import MANIFEST_NAME
 from gazerm.data.validate import MAX_TEXT_CHARS

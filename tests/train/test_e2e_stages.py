@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.loaders.dsp import RESPONSE_KEYS
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.synthetic import EASY_WORDS, TOPICS, write_readability_preferences
 from gazerm.evaluate.offline import read_split
 from gazerm.track.mlflow_tracking import child_runs

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
+from gazerm.data.prepare import prepare
 from gazerm.data.synthetic import write_readability_lists
 from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.io import load_reward_model

@@ -145,7 +145,7 @@ def test_a_response_key_holds_its_gaze_only_for_a_gaze_model():
 def test_a_model_trained_on_a_releases_own_gaze_scores_text(tmp_path, fusion):
     """``gaze.predictor: source`` (IFLLM's webcam gaze) is recorded gaze: a text-only model scores any text,
     a gaze model needs each response's fixations."""
-    from gazerm.data.prepare import PrepareConfig
+    from gazerm.data.config import PrepareConfig
     from gazerm.score import RewardScorer
     from tests.data.ifllm_fixture import write_behaviour_decided_release
 

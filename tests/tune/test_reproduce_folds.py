@@ -193,12 +193,12 @@ def test_a_control_row_scores_its_rule_on_each_fold_test_split_without_training(
 
 def test_a_reproduction_of_control_rows_only_starts_no_ray_and_resumes(job_file, monkeypatch):
     from gazerm import runtime
-    from gazerm.data import prepare
+    from gazerm.features import featurize
 
     def no_ray(*args, **kwargs):
         raise AssertionError("a control row started Ray")
 
-    for module in (runtime, prepare):  # whether or not an earlier test left a Ray running
+    for module in (runtime, featurize):  # whether or not an earlier test left a Ray running
         monkeypatch.setattr(module, "init_ray", no_ray)
     config = spec(job_file, compare=[["longer", "text-only"]])
     outcome = run_reproduction(config, only=["longer"])
