@@ -80,10 +80,10 @@ DEFAULTS = ["run.num_workers=1", "data.max_length=128"]  # one process: the meas
 
 
 def job_config(overrides: list[str]):
-    from gazerm.config import load_config
+    from gazerm.config import load_config, parse_overrides
     from gazerm.train.config import TrainJobConfig
 
-    return load_config(TrainJobConfig, {}, [*DEFAULTS, *overrides])
+    return load_config(TrainJobConfig, {}, parse_overrides([*DEFAULTS, *overrides]))
 
 
 def measure(overrides: list[str], steps: int) -> float:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gazerm.config import load_config
+from gazerm.config import load_config, parse_overrides
 from gazerm.errors import ConfigError, GazermError
 
 
@@ -116,12 +116,11 @@ def prepare(
     ] = False,
 ) -> None:
     """Load sources, validate, compute gaze features (Ray Data) and write split Parquet shards + manifest."""
-    from gazerm.data.prepare import PrepareConfig
+    from gazerm.data.config import PrepareConfig
     from gazerm.data.prepare import prepare as run_prepare
 
-    settings = load_config(
-        PrepareConfig, config, (overrides or []) + (["on_error=quarantine"] if quarantine else [])
-    )
+    extra = {"on_error": "quarantine"} if quarantine else {}
+    settings = load_config(PrepareConfig, config, parse_overrides(overrides or []) | extra)
     manifest = run_prepare(settings, force=force)
     counts = {split: manifest.rows(split) for split in manifest.splits}
     too_long = sum(source.get("too_long", 0) for source in manifest.sources)
@@ -133,8 +132,8 @@ def _job_config(config: Path | None, overrides: list[str] | None, tracking_uri: 
     """The training job config: a YAML file or the embedded quickstart, plus --set and --tracking-uri."""
     from gazerm.train.config import TrainJobConfig
 
-    extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
-    return load_config(TrainJobConfig, config if config else {}, (overrides or []) + extra)
+    extra = {"tracking.tracking_uri": tracking_uri} if tracking_uri else {}
+    return load_config(TrainJobConfig, config if config else {}, parse_overrides(overrides or []) | extra)
 
 
 @app.command()
@@ -443,7 +442,7 @@ def reproduce(
     paired comparisons over folds. Resumable."""
     from gazerm.tune.reproduce import ReproduceConfig, run_reproduction
 
-    settings = load_config(ReproduceConfig, spec, overrides or [])
+    settings = load_config(ReproduceConfig, spec, parse_overrides(overrides or []))
     outcome = run_reproduction(settings, rows, tracking_uri)
     typer.echo(outcome.report(), nl=False)
 
@@ -458,8 +457,8 @@ def train_staged(
     accuracy of every stage's model on every evaluation set. Re-running skips finished stages."""
     from gazerm.train.stages import StagedJobConfig, run_stages
 
-    extra = [f"base.tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
-    settings = load_config(StagedJobConfig, config, (overrides or []) + extra)
+    extra = {"base.tracking.tracking_uri": tracking_uri} if tracking_uri else {}
+    settings = load_config(StagedJobConfig, config, parse_overrides(overrides or []) | extra)
     outcome = run_stages(settings)
     typer.echo(f"models: {outcome.model_dirs}")
     typer.echo(f"mlflow run: {outcome.parent_run_id} in {outcome.tracking_uri}")

@@ -1,10 +1,13 @@
-"""Typed configs loaded from YAML, with ``key.path=value`` overrides from the command line."""
+"""Typed configs loaded from YAML, with typed ``{"key.path": value}`` overrides (from the command line's
+``--set key.path=value``, parsed once)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -48,41 +51,82 @@ def expand_env(data: Any, origin: str = "<config>") -> Any:
     return _VARIABLE.sub(value, data)
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set ``a.b.c=value`` paths in a nested dict; values parse as YAML (``0.1``, ``[1,2]``, ``true``)."""
-    for override in overrides:
-        key, sep, raw = override.partition("=")
+# Not OmegaConf's dotlist merge (torchtune's route): it merges a mapping into a dict-valued field
+# (data.prepare.splits) instead of replacing it and reads ``${VAR}`` as its own interpolation; setting a
+# path in the dumped config and validating it again is the few lines below.
+def parse_overrides(settings: Sequence[str]) -> dict[str, Any]:
+    """The command line's ``--set a.b.c=value`` strings as ``{"a.b.c": value}``; values parse as YAML
+    (``0.1``, ``[1,2]``, ``true``). The only place gazerm reads an override from a string."""
+    parsed = {}
+    for setting in settings:
+        key, sep, raw = setting.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {override!r} is not of the form key.path=value")
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {override!r}: '{part}' is not a section")
-            node = child
+            raise ConfigError(f"override {setting!r} is not of the form key.path=value")
         try:
-            node[leaf] = yaml.safe_load(raw)
+            parsed[key] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            message = f"override {override!r}: the value is not valid YAML ({_yaml_problem(exc)})"
+            message = f"override {setting!r}: the value is not valid YAML ({_yaml_problem(exc)})"
             raise ConfigError(message) from None
+    return parsed
+
+
+def path_problem(model: type[BaseModel], path: str) -> str | None:
+    """Why ``path`` (``model.lora.r``) names no field of ``model``, or None. Below a dict-valued field
+    (``data.prepare.splits.train``) any key is a path."""
+    return _field(model, path)[1]
+
+
+def _field(model: type[BaseModel], path: str) -> tuple[Any, str | None]:
+    """What the field at ``path`` holds (``_section``'s answer), or why there is no such field."""
+    section: Any = model
+    parts = path.split(".")
+    for index, part in enumerate(parts):
+        if section is dict:
+            return None, None
+        if section is None:
+            return None, f"{'.'.join(parts[:index])!r} is not a section"
+        if part not in section.model_fields:
+            return None, f"{section.__name__} has no field {part!r}"
+        section = _section(section.model_fields[part].annotation)
+    return section, None
+
+
+def _section(annotation: Any) -> type[BaseModel] | type[dict] | None:
+    """What a field holds, ``X | None`` unwrapped: a config class, ``dict`` (a mapping) or None (a value)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for candidate in typing.get_args(annotation) if union else (annotation,):
+        if (typing.get_origin(candidate) or candidate) in (dict, Mapping):
+            return dict
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def with_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> ConfigT:
+    """``config`` with each dotted path set to its typed value (``{"run.seed": 1}``), validated again as a
+    whole: a path that names no field, or a value the config refuses, is a ConfigError naming it."""
+    return _validated(type(config), _overridden(type(config), config.model_dump(mode="json"), overrides))
+
+
+def _overridden(model: type[BaseModel], data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` (a dump of ``model``) with the overrides set. A mapping given for a config section sets its
+    fields one by one (``{"run": {"seed": 1}}`` keeps the other run settings); for a dict-valued field it
+    replaces the dict. A section that is None (``model.lora``) starts from its defaults."""
+    for path, value in overrides.items():
+        section, problem = _field(model, path)
+        if problem:
+            raise ConfigError(f"override {path}: {problem}")
+        if isinstance(value, Mapping) and section not in (None, dict):
+            _overridden(model, data, {f"{path}.{key}": item for key, item in value.items()})
+            continue
+        node = data
+        *parents, leaf = path.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[leaf] = value
     return data
-
-
-def override(path: str, value: Any) -> str:
-    """A ``path=value`` override for ``load_config``; YAML keeps floats such as 1e-05 floats."""
-    return f"{path}={yaml.safe_dump(value, default_flow_style=True)}"
-
-
-def overrides_from(settings: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``load_config`` overrides from a mapping of dotted paths, nested sections or both (what a YAML file
-    or ``--set a.b=1`` gives): ``{"run": {"seed": 1}, "model.fusion": "add"}`` → ``run.seed=1``,
-    ``model.fusion=add``."""
-    found = []
-    for key, value in settings.items():
-        path = f"{prefix}{key}"
-        found += overrides_from(value, f"{path}.") if isinstance(value, Mapping) else [override(path, value)]
-    return found
 
 
 def output_dir_problem(path: str) -> str | None:
@@ -117,10 +161,10 @@ def check_unique(kind: str, names: Sequence[Any]) -> None:
 
 
 def load_config(
-    model: type[ConfigT], source: str | Path | dict[str, Any], overrides: list[str] = ()
+    model: type[ConfigT], source: str | Path | dict[str, Any], overrides: Mapping[str, Any] | None = None
 ) -> ConfigT:
-    """Build ``model`` from a YAML file (or an already-parsed dict) plus overrides; ``${VAR}`` in string
-    values is the environment variable (``expand_env``).
+    """Build ``model`` from a YAML file (or an already-parsed dict) plus typed overrides (``with_overrides``'
+    ``{"a.b": value}``); ``${VAR}`` in string values is the environment variable (``expand_env``).
 
     Overrides land on the config *with its defaults filled in*, so ``--set data.prepare.gaze.backend=local``
     changes one field of the default ``data.prepare`` section instead of replacing the whole section.
@@ -135,7 +179,12 @@ def load_config(
     if overrides:
         with contextlib.suppress(ValidationError):  # an invalid file is reported below, overrides applied
             data = model.model_validate(data).model_dump(mode="json")
-    data = apply_overrides(data, list(overrides))
+        data = _overridden(model, data, overrides)
+    return _validated(model, data, origin)
+
+
+def _validated(model: type[ConfigT], data: dict[str, Any], origin: str = "<config>") -> ConfigT:
+    """``model`` from ``data``; its validation errors as one ConfigError naming ``origin`` and each field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

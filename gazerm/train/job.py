@@ -34,7 +34,7 @@ from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.loop import LoopSettings, summarize_test, train_loop_per_worker
-from gazerm.train.memory import preflight
+from gazerm.train.memory import MemoryCheck, preflight
 from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.progress import follow
@@ -182,17 +182,18 @@ def check_same_layout(checkpoint: str, plan: EpochPlan) -> None:
         )
 
 
-def user_error(error: Exception, config: TrainJobConfig) -> GazermError | None:
+def user_error(error: Exception, memory: MemoryCheck) -> GazermError | None:
     """What the user can fix in a worker group's failure, as one line like any other error rather than
     Ray's wrapped traceback: the first :class:`GazermError` a worker raised (a chat template the tokenizer
-    lacks, LoRA targets the backbone lacks), or a worker killed for running out of memory."""
+    lacks, LoRA targets the backbone lacks), or a worker killed for running out of memory (what the
+    memory policy said before the run, ``memory.if_killed``)."""
     failures = list(getattr(error, "worker_failures", {}).values())
     for failure in failures:
         for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
             if isinstance(candidate, GazermError):
                 return candidate
     if any(_out_of_memory(failure) for failure in failures):
-        return ConfigError(_memory_advice(config))
+        return ConfigError(memory.if_killed)
     return None
 
 
@@ -207,27 +208,6 @@ def _out_of_memory(failure: BaseException) -> bool:
     text = str(failure).lower()
     return any(isinstance(cause, OutOfMemoryError) for cause in causes) or any(
         p in text for p in _MEMORY_KILL
-    )
-
-
-def _memory_advice(config: TrainJobConfig) -> str:
-    run, model = config.run, config.model
-    longest = f"{config.data.max_length} tokens" + (
-        " plus as many gaze slots" if model.fusion == "concat" else ""
-    )
-    if model.fusion == "concat" and model.gaze_layout == "reference":
-        longest += " and 2 separators"
-    same_batch = (
-        f"--set run.micro_batch_size={run.micro_batch_size // 2} --set run.grad_accum={run.grad_accum * 2} "
-        "(the same batch), "
-        if run.micro_batch_size > 1
-        else ""
-    )
-    checkpointing = "" if model.gradient_checkpointing else "--set model.gradient_checkpointing=true, "
-    sharding = "--set run.zero_stage=3, " if run.zero_stage == 2 and not model.init_from else ""
-    return (
-        f"a training worker ran out of memory (micro-batches of {run.micro_batch_size} units, sequences "
-        f"up to {longest}); try {same_batch}{checkpointing}{sharding}or more memory per worker"
     )
 
 
@@ -250,10 +230,11 @@ def run_training(
     if not config.model.is_tiny:
         resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
     check_attention(config.model.attn_implementation)
-    if not os.environ.get("RAY_ADDRESS"):  # the workers run on this machine: will they fit in it?
-        warning = preflight(config)
-        if warning:
-            log.warning(warning)
+    memory = preflight(config, local=not os.environ.get("RAY_ADDRESS"))  # workers on this machine?
+    if memory.refusal:
+        raise ConfigError(memory.refusal)
+    if memory.warning:
+        log.warning(memory.warning)
     output = Storage.of(config.output_dir)
     if not resume:
         output.delete()
@@ -312,7 +293,7 @@ def run_training(
             try:
                 result = trainer.fit()
             except ray.train.WorkerGroupError as error:
-                cause = user_error(error, config)
+                cause = user_error(error, memory)
                 if cause is None:
                     raise
                 raise cause from error

@@ -12,14 +12,16 @@ figures (bf16, CUDA kernels) follow the same accounting but are not calibrated o
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig
 
-from gazerm.config import load_config
+from gazerm.config import with_overrides
 from gazerm.errors import ConfigError
 from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import ModelConfig
@@ -155,12 +157,12 @@ class MemoryEstimate:
 
 @dataclass(frozen=True)
 class FitReport:
-    """An estimate against the memory a worker has, and ``--set`` overrides that would bring it under
-    ``TIGHT`` (or at least under what a worker has) when it is tight or does not fit."""
+    """An estimate against the memory a worker has, and overrides that would bring it under ``TIGHT`` (or
+    at least under what a worker has) when it is tight or does not fit."""
 
     estimate: MemoryEstimate
     available_gib: float
-    suggestion: list[str] | None = None  # None: fits with room, or nothing tried fits
+    suggestion: dict[str, Any] | None = None  # None: fits with room, or nothing tried fits
 
     @property
     def share(self) -> float:
@@ -177,18 +179,22 @@ class FitReport:
     def verdict(self) -> str:
         """One line: fits, tight, or does not fit and what would."""
         needed = f"each worker needs about {self.estimate.total:.1f} of its {self.available_gib:.1f} GiB"
-        fix = "try " + " ".join(f"--set {item}" for item in self.suggestion) if self.suggestion else ""
         if self.tight:  # the estimate is good to about 25%
             return f"tight: {needed} ({self.share:.0%}), close enough to be killed for memory" + (
-                f"; {fix}" if fix else ""
+                f"; {self.fix()}" if self.suggestion else ""
             )
         if self.fits:
             return f"fits: {needed} ({self.share:.0%})"
-        return f"does not fit: {needed}; " + (
-            fix
-            or "no smaller micro-batch, activation checkpointing or ZeRO-3 fits: use fewer workers per node, "
-            "a shorter data.max_length or a bigger node"
-        )
+        return f"does not fit: {needed}; {self.fix()}"
+
+    def fix(self) -> str:
+        """The suggestion as the command line's ``--set`` options, or what is left when nothing tried fits."""
+        if not self.suggestion:
+            return (
+                "no smaller micro-batch, activation checkpointing or ZeRO-3 fits: use fewer workers per "
+                "node, a shorter data.max_length or a bigger node"
+            )
+        return "try " + " ".join(f"--set {path}={json.dumps(v)}" for path, v in self.suggestion.items())
 
 
 def estimate_worker_memory(config: TrainJobConfig) -> MemoryEstimate:
@@ -206,7 +212,10 @@ def estimate_worker_memory(config: TrainJobConfig) -> MemoryEstimate:
     else:
         weights = all_params
     # backward's gradients (reduced bucket by bucket under ZeRO-3) + per partition: fp32 gradients, fp32
-    # master copy (DeepSpeed keeps one under fp32 too) and AdamW's two fp32 moments
+    # master copy (DeepSpeed keeps one under fp32 too) and AdamW's two fp32 moments. Not DeepSpeed's
+    # estimate_zero2/zero3_model_states_mem_needs: they count every parameter as trained (not LoRA's few),
+    # assume bf16 GPU weights (not the CPU's fp32) and a 1.5 buffer factor, and the *_all_live forms print
+    # rather than return.
     grads = trained * param_bytes / (run.num_workers if run.zero_stage == 3 else 1)
     optimizer = trained * 16 / run.num_workers
     sequences = run.micro_batch_size * SEQUENCES_PER_UNIT[config.loss.kind]
@@ -430,7 +439,8 @@ def available_per_worker(
 
 
 def check_fits(config: TrainJobConfig, available_gib: float) -> FitReport:
-    """The estimate against ``available_gib`` per worker, with overrides that fit when it does not."""
+    """gazerm's one memory policy: the estimate against ``available_gib`` per worker, with overrides that
+    fit when it does not (or only just does)."""
     estimate = estimate_worker_memory(config)
     if estimate.total <= TIGHT * available_gib:
         return FitReport(estimate, available_gib)
@@ -438,38 +448,54 @@ def check_fits(config: TrainJobConfig, available_gib: float) -> FitReport:
     return FitReport(estimate, available_gib, suggestion)
 
 
-def suggest(config: TrainJobConfig, available_gib: float) -> list[str] | None:
-    """``path=value`` overrides that fit, trying in turn: a smaller micro-batch with more accumulation (the
-    same global batch), then activation checkpointing, then ZeRO-3 (not with ``model.init_from``); the
-    largest micro-batch that fits at the first step that has one."""
+def suggest(config: TrainJobConfig, available_gib: float) -> dict[str, Any] | None:
+    """Overrides that fit, trying in turn: a smaller micro-batch with more accumulation (the same global
+    batch), then activation checkpointing, then ZeRO-3 (not with ``model.init_from``); the largest
+    micro-batch that fits at the first step that has one."""
     run, model = config.run, config.model
-    steps: list[list[str]] = [[]]
+    steps: list[dict[str, Any]] = [{}]
     if not model.gradient_checkpointing:
-        steps.append(["model.gradient_checkpointing=true"])
+        steps.append({"model.gradient_checkpointing": True})
     if run.zero_stage == 2 and not model.init_from:
-        steps.append([*steps[-1], "run.zero_stage=3"])
+        steps.append({**steps[-1], "run.zero_stage": 3})
     micro = run.micro_batch_size
-    base = config.model_dump(mode="json")
     for changes in steps:
         for size in (d for d in range(micro, 0, -1) if micro % d == 0):
-            batch = [f"run.micro_batch_size={size}", f"run.grad_accum={run.grad_accum * micro // size}"]
-            candidate = [*(batch if size < micro else []), *changes]
-            fits = estimate_worker_memory(load_config(TrainJobConfig, base, candidate)).total <= available_gib
-            if candidate and fits:
+            batch = {"run.micro_batch_size": size, "run.grad_accum": run.grad_accum * micro // size}
+            candidate = {**(batch if size < micro else {}), **changes}
+            if candidate and estimate_worker_memory(with_overrides(config, candidate)).total <= available_gib:
                 return candidate
     return None
 
 
-def preflight(config: TrainJobConfig) -> str | None:
-    """The driver's check before a local run starts Ray: None when the job fits, a warning line when it is
-    tight; a :class:`ConfigError` with the settings that fit when it does not. ``run.memory_check=false``
-    turns it off (an estimate can be wrong for an architecture it was not calibrated on)."""
+KILLED = "a training worker ran out of memory"
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """What the driver needs of the memory policy, decided once before a run starts: why the job is refused
+    (it does not fit), a warning (it only just fits), and the one line to stop with if a worker is killed
+    for memory all the same."""
+
+    refusal: str | None
+    warning: str | None
+    if_killed: str
+
+
+def preflight(config: TrainJobConfig, local: bool) -> MemoryCheck:
+    """The driver's check before it starts Ray. A ``local`` run (its workers share this machine) that does
+    not fit is refused with the settings that fit, and a worker of it killed for memory gets the same
+    verdict. Where the estimate says the job fits (or a cluster's nodes are not known here), a kill gets the
+    same search's settings under what the estimate says a worker needs: the estimate was short.
+    ``run.memory_check=false`` estimates nothing (an estimate can be wrong for an architecture it was not
+    calibrated on)."""
     if not config.run.memory_check:
-        return None
-    report = check_fits(config, available_per_worker(config).gib)
-    if not report.fits:
-        raise ConfigError(
-            f"memory: {report.verdict()} (gazerm plan shows the estimate; run.memory_check=false skips "
-            "this check)"
-        )
-    return f"memory: {report.verdict()}" if report.tight else None
+        return MemoryCheck(None, None, f"{KILLED} (run.memory_check=false: gazerm plan shows the estimate)")
+    report = check_fits(config, available_per_worker(config).gib) if local else None
+    if report is not None and not report.fits:
+        refusal = f"memory: {report.verdict()} (gazerm plan shows the estimate; run.memory_check=false skips "
+        return MemoryCheck(refusal + "this check)", None, f"{KILLED}: {report.verdict()}")
+    warning = f"memory: {report.verdict()}" if report is not None and report.tight else None
+    needed = estimate_worker_memory(config).total
+    short = check_fits(config, needed)  # the same search, under what the estimate says a worker needs
+    return MemoryCheck(None, warning, f"{KILLED} though the estimate is {needed:.1f} GiB; {short.fix()}")

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from gazerm.config import StrictConfig, check_unique, load_config, override
-from gazerm.data.prepare import PrepareConfig
+from gazerm.config import StrictConfig, check_unique, with_overrides
+from gazerm.data.config import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.storage import is_object_store
 from gazerm.table import Table
@@ -113,20 +113,18 @@ class StagedJobConfig(StrictConfig):
         root = Path(self.base.output_dir).resolve()
         jobs = []
         for index, stage in enumerate(self.stages):
-            base = self.base.model_dump(mode="json")
-            base["data"] |= {"dataset_dir": stage.dataset_dir, "prepare": _dump(stage.prepare)}
-            base["tracking"]["tracking_uri"] = tracking_uri or base["tracking"]["tracking_uri"]
-            settings = [
-                override("name", f"{self.base.name}-{stage.name}"),
-                override("output_dir", str(root / stage.name)),
-                *(override(path, value) for path, value in stage.overrides.items()),
-            ]
+            settings = {
+                "data.dataset_dir": stage.dataset_dir,
+                "data.prepare": _dump(stage.prepare),
+                "tracking.tracking_uri": tracking_uri or self.base.tracking.tracking_uri,
+                "name": f"{self.base.name}-{stage.name}",
+                "output_dir": str(root / stage.name),
+                **stage.overrides,
+            }
             if index > 0:
-                settings.append(
-                    override("model.init_from", str(root / self.stages[index - 1].name / MODEL_DIR))
-                )
+                settings["model.init_from"] = str(root / self.stages[index - 1].name / MODEL_DIR)
             try:
-                jobs.append(load_config(TrainJobConfig, base, settings))
+                jobs.append(with_overrides(self.base, settings))
             except ConfigError as error:
                 raise ConfigError(f"stage {stage.name!r}: {error}") from error
         return jobs

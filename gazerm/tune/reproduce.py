@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import Field, model_validator
 from scipy.stats import t as student_t
 
-from gazerm.config import StrictConfig, check_unique, load_config, override, overrides_from
+from gazerm.config import StrictConfig, check_unique, load_config, with_overrides
 from gazerm.errors import ConfigError
 from gazerm.evaluate.baselines import CONTROLS, Control
 from gazerm.storage import is_object_store, write_text_atomic
@@ -96,9 +96,7 @@ class ReproduceConfig(StrictConfig):
             raise ValueError("compare pairs two rows fold by fold: it needs folds")
 
     def base_job(self, tracking_uri: str | None = None) -> TrainJobConfig:
-        settings = overrides_from(self.overrides)
-        if tracking_uri:
-            settings.append(override("tracking.tracking_uri", tracking_uri))
+        settings = self.overrides | ({"tracking.tracking_uri": tracking_uri} if tracking_uri else {})
         job = load_config(TrainJobConfig, self.job, settings)
         if is_object_store(job.output_dir):
             raise ConfigError(f"{self.job}: output_dir must be a local or mounted path to reproduce from")
@@ -145,17 +143,17 @@ def _job(
     initialisation), the best-validation model tested; a row that changes the data (as every fold does)
     prepares it into a directory named by that data's settings (rows with the same data share one)."""
     path = run_path(row.name, fold, seed)
-    settings = [
-        override("name", "-".join([base.name, *path.parts])),
-        override("output_dir", str(root / path)),
-        override("run.seed", seed),
-        override("model.seed", seed),
-        override("run.select", "best"),
-        *overrides_from(row.overrides),
-        *([] if fold is None else [override("data.prepare.fold", fold)]),
-    ]
+    settings = {
+        "name": "-".join([base.name, *path.parts]),
+        "output_dir": str(root / path),
+        "run.seed": seed,
+        "model.seed": seed,
+        "run.select": "best",
+        **row.overrides,
+        **({} if fold is None else {"data.prepare.fold": fold}),
+    }
     try:
-        job = load_config(TrainJobConfig, base.model_dump(mode="json"), settings)
+        job = with_overrides(base, settings)
         if folds is not None:
             check_folds(job, folds, "the job")
     except ConfigError as error:

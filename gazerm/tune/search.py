@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gazerm.config import dump_config, override
+from gazerm.config import dump_config, with_overrides
 from gazerm.errors import ConfigError, ExistsError, GazermError
 from gazerm.runtime import DATA_CPUS
 from gazerm.storage import is_object_store
@@ -90,11 +90,10 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
     init_ray(config.run.num_workers * config.run.cpus_per_worker)
     dataset_dir, manifest = ensure_dataset(config)
     tracking_uri = config.resolved_tracking_uri()
-    base = config.model_dump(mode="json")
-    base["data"] |= {"dataset_dir": str(Path(dataset_dir).resolve()), "prepare": None}
-    base["tracking"]["tracking_uri"] = tracking_uri  # trials live deeper; keep them in the same store
-    fixed = [override(path, value) for path, value in space.fixed.items()]
-    check_values(base, fixed, space, manifest.gaze_predictor)
+    prepared = {"data.dataset_dir": str(Path(dataset_dir).resolve()), "data.prepare": None}
+    # trials live deeper: keep them in the same store
+    base = with_overrides(config, {**prepared, "tracking.tracking_uri": tracking_uri})
+    check_values(base, space.fixed, space, manifest.gaze_predictor)
 
     parent_run_id = start_run(
         tracking_uri, config.tracking.experiment, name, {"search": space.model_dump(mode="json")}, None
@@ -106,7 +105,7 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
     )
     concurrency = space.max_concurrent_trials or derive_concurrency(config.run, ray.cluster_resources())
     trainable = tune.with_parameters(
-        run_trial, base=base, fixed=fixed, search_dir=str(search_dir), parent_run_id=parent_run_id
+        run_trial, base=base, fixed=space.fixed, search_dir=str(search_dir), parent_run_id=parent_run_id
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"CPU": TRIAL_DRIVER_CPUS}),
@@ -127,7 +126,7 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
     return _choose(name, search_dir, tracking_uri, parent_run_id, space)
 
 
-def check_values(base: dict[str, Any], fixed: list[str], space: SearchSpace, predictor: str) -> None:
+def check_values(base: TrainJobConfig, fixed: Mapping[str, Any], space: SearchSpace, predictor: str) -> None:
     """Fail before any trial starts when a listed value (or a range end) does not fit the config or the
     data's gaze (a feature subset the ``predictor`` leaves at 0, e.g. all but TRT with fmv1), or when ASHA
     would stop every trial at ``max_t`` before the job's last step (and model export)."""

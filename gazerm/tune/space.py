@@ -8,12 +8,11 @@ file is read, so a typo fails before any trial starts.
 from __future__ import annotations
 
 import itertools
-import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from gazerm.config import StrictConfig
+from gazerm.config import StrictConfig, path_problem
 from gazerm.features.base import N_FEATURES
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.metric_names import DEFAULT_METRIC
@@ -170,16 +169,5 @@ def all_feature_masks() -> list[list[int]]:
 
 def check_config_path(path: str) -> None:
     """Raise unless ``path`` names a field of the training job config (``model.lora.r``)."""
-    model: type[BaseModel] | None = TrainJobConfig
-    for part in path.split("."):
-        if model is None or part not in model.model_fields:
-            raise ValueError(f"{path!r} is not a field of the training job config")
-        model = _section(model.model_fields[part].annotation)
-
-
-def _section(annotation: Any) -> type[BaseModel] | None:
-    """The config model a field holds (unwrapping ``X | None``), or None for a plain value."""
-    for candidate in typing.get_args(annotation) or (annotation,):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
+    if path_problem(TrainJobConfig, path):
+        raise ValueError(f"{path!r} is not a field of the training job config")

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gazerm.config import load_config, override
+from gazerm.config import with_overrides
 from gazerm.train.config import TrainJobConfig
 
 TRIALS_DIR = "trials"
 
 
 def trial_config(
-    base: Mapping[str, Any], fixed: Sequence[str], sampled: Mapping[str, Any], trial_dir: str, run_name: str
+    base: TrainJobConfig,
+    fixed: Mapping[str, Any],
+    sampled: Mapping[str, Any],
+    trial_dir: str,
+    run_name: str,
 ) -> TrainJobConfig:
     """The job a trial trains: base config, the space's fixed overrides, then the sampled values.
 
     Raises ConfigError naming the field when a value does not fit the config (e.g. a LoRA rank of 0).
     """
-    overrides = [
-        *fixed,
-        *(override(path, value) for path, value in sampled.items()),
-        override("output_dir", trial_dir),
-        override("tracking.run_name", run_name),
-    ]
-    return load_config(TrainJobConfig, dict(base), overrides)
+    overrides = {**fixed, **sampled, "output_dir": trial_dir, "tracking.run_name": run_name}
+    return with_overrides(base, overrides)
 
 
 def run_trial(
-    sampled: dict[str, Any], base: dict[str, Any], fixed: list[str], search_dir: str, parent_run_id: str
+    sampled: dict[str, Any], base: TrainJobConfig, fixed: dict[str, Any], search_dir: str, parent_run_id: str
 ) -> None:
     """Tune's function trainable. Train's reports reach Tune through ``TuneReportCallback``; the
     trial's MLflow run nests under the search's parent run and gets the trial's exported model."""

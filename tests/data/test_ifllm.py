@@ -145,7 +145,7 @@ def test_a_file_path_is_refused(tmp_path):
 
 
 def _prepare_config(dataset, output, **gaze):
-    from gazerm.data.prepare import PrepareConfig
+    from gazerm.data.config import PrepareConfig
 
     return PrepareConfig(
         sources=[
@@ -203,7 +203,8 @@ def test_prepare_with_another_predictor_clears_the_recorded_gaze(tmp_path):
 
 
 def test_gaze_predictor_source_names_a_source_without_gaze(tmp_path):
-    from gazerm.data.prepare import PrepareConfig, prepare
+    from gazerm.data.config import PrepareConfig
+    from gazerm.data.prepare import prepare
     from tests.data.util import write_jsonl
 
     path = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
@@ -221,9 +222,10 @@ def test_gaze_predictor_source_names_a_source_without_gaze(tmp_path):
 )
 def test_the_real_release_prepares_with_behaviour_on_both_responses(tmp_path):
     from gazerm.config import load_config
-    from gazerm.data.prepare import PrepareConfig, prepare
+    from gazerm.data.config import PrepareConfig
+    from gazerm.data.prepare import prepare
 
-    config = load_config(PrepareConfig, "jobs/ifllm_prepare.yaml", [f"output_dir={tmp_path / 'ifllm'}"])
+    config = load_config(PrepareConfig, "jobs/ifllm_prepare.yaml", {"output_dir": str(tmp_path / "ifllm")})
     manifest = prepare(config)
     report = manifest.sources[0]["report"]
     assert report["examples_with_behaviour_on_all_responses"] >= 650

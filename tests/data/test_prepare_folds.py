@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from gazerm.config import load_config
+from gazerm.data.config import PrepareConfig
 from gazerm.data.errors import DataError
-from gazerm.data.prepare import PrepareConfig, prepare
+from gazerm.data.prepare import prepare
 from gazerm.data.shards import MANIFEST_NAME, Manifest, group_fold_splits, group_folds
 from gazerm.errors import ConfigError
 from tests.data.util import study_rows, write_jsonl
@@ -151,4 +152,4 @@ def test_a_pinned_source_is_refused_under_group_kfold(study, tmp_path):
 
 def test_overrides_of_a_hash_config_do_not_count_as_fold_settings(study, tmp_path):
     settings = {"sources": [{"format": "generic", "path": str(study)}], "output_dir": str(tmp_path)}
-    assert load_config(PrepareConfig, settings, ["seed=3"]).folds is None  # defaults are dumped back in
+    assert load_config(PrepareConfig, settings, {"seed": 3}).folds is None  # defaults are dumped back in

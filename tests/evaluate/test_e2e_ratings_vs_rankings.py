@@ -23,17 +23,17 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.job import run_training
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
-SHORT = [
-    "run.max_steps=6",
-    "run.eval_every=6",
-    "run.micro_batch_size=8",
-    "data.max_length=64",
-    "data.prepare.gaze.backend=local",
-]
+SHORT = {
+    "run.max_steps": 6,
+    "run.eval_every": 6,
+    "run.micro_batch_size": 8,
+    "data.max_length": 64,
+    "data.prepare.gaze.backend": "local",
+}
 
 
-def _job(name: str, *overrides: str) -> TrainJobConfig:
-    return load_config(TrainJobConfig, JOBS / name, [*SHORT, *overrides])
+def _job(name: str, overrides: dict | None = None) -> TrainJobConfig:
+    return load_config(TrainJobConfig, JOBS / name, SHORT | (overrides or {}))
 
 
 def test_the_two_jobs_share_their_data_and_differ_in_the_loss():
@@ -54,10 +54,14 @@ def test_ratings_and_rankings_models_are_compared_on_their_data(tmp_path: Path, 
         app, ["demo-data", source, "--kind", "ratings", "--rows", "100", "--seed", "4"]
     )
     assert written.exit_code == 0, written.output
-    tracking = f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking = {"tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
 
-    encoder = ["model.backbone=tiny-bert", "model.fusion=add", "model.lora.target_modules=[query, value]"]
-    ratings = run_training(_job("ratings_rm.yaml", tracking, *encoder))
+    encoder = {
+        "model.backbone": "tiny-bert",
+        "model.fusion": "add",
+        "model.lora.target_modules": ["query", "value"],
+    }
+    ratings = run_training(_job("ratings_rm.yaml", tracking | encoder))
     dataset = _job("ratings_rm.yaml").data.prepare.output_dir
     prepared_at = (Path(dataset) / "manifest.json").stat().st_mtime_ns
     rankings = run_training(_job("rankings_rm.yaml", tracking))

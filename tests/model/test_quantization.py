@@ -17,16 +17,16 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.memory import estimate_worker_memory
 from tests.helpers import SMOLLM2, require_smollm2
 
-QLORA = ["model.quantization=nf4", "run.use_gpu=true", f"model.backbone={SMOLLM2}"]
+QLORA = {"model.quantization": "nf4", "run.use_gpu": True, "model.backbone": SMOLLM2}
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.quantization=nf4"], "needs lora and a pretrained"),  # the tiny default backbone
-        ([*QLORA, "model.lora=null"], "needs lora"),
-        ([*QLORA[:1], QLORA[2]], "run.use_gpu=true"),
-        ([*QLORA, "run.zero_stage=3"], "ZeRO-3 cannot partition 4-bit weights"),
+        ({"model.quantization": "nf4"}, "needs lora and a pretrained"),  # the tiny default backbone
+        (QLORA | {"model.lora": None}, "needs lora"),
+        (QLORA | {"run.use_gpu": False}, "run.use_gpu=true"),
+        (QLORA | {"run.zero_stage": 3}, "ZeRO-3 cannot partition 4-bit weights"),
     ],
 )
 def test_qlora_is_refused_where_it_cannot_run(overrides, message):
@@ -68,7 +68,7 @@ def test_without_bitsandbytes_the_extra_is_named(monkeypatch):
 
 def test_nf4_weights_take_about_a_quarter_of_bf16_in_the_estimate():
     require_smollm2()
-    bf16 = estimate_worker_memory(load_config(TrainJobConfig, {}, QLORA[1:]))
+    bf16 = estimate_worker_memory(load_config(TrainJobConfig, {}, QLORA | {"model.quantization": "none"}))
     nf4 = estimate_worker_memory(load_config(TrainJobConfig, {}, QLORA))
     assert nf4.precision == "nf4" and bf16.precision == "bf16"
     # SmolLM2's tied 28M-parameter embedding stays bf16; its 106M linear weights drop to ~0.56 bytes each

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gazerm.config import load_config
-from gazerm.data.prepare import PrepareConfig
+from gazerm.data.config import PrepareConfig
 from gazerm.errors import ConfigError
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.job import check_prompt_gaze
@@ -107,18 +107,18 @@ def test_the_oasst1_reproduction_trains_and_tests_on_the_reference_codes_labels(
 
 
 def test_overrides_and_errors_name_the_field():
-    config = load_config(TrainJobConfig, {}, ["model.fusion=add", "optim.lr=5e-4", "run.zero_stage=3"])
+    config = load_config(TrainJobConfig, {}, {"model.fusion": "add", "optim.lr": 5e-4, "run.zero_stage": 3})
     assert (config.model.fusion, config.optim.lr, config.run.zero_stage) == ("add", 5e-4, 3)
     with pytest.raises(ConfigError, match=r"run\.zero_stage"):
-        load_config(TrainJobConfig, {}, ["run.zero_stage=1"])
+        load_config(TrainJobConfig, {}, {"run.zero_stage": 1})
     with pytest.raises(ConfigError, match=r"model\.features_used"):
-        load_config(TrainJobConfig, {}, ["model.features_used=[1,1]"])
+        load_config(TrainJobConfig, {}, {"model.features_used": [1, 1]})
     with pytest.raises(ConfigError, match=r"exactly one of data\.dataset_dir"):
-        load_config(TrainJobConfig, {}, ["data.prepare=null"])  # neither shards nor a prepare section
+        load_config(TrainJobConfig, {}, {"data.prepare": None})  # neither shards nor a prepare section
 
 
 def test_override_changes_one_field_of_a_default_section():
-    config = load_config(TrainJobConfig, {}, ["data.prepare.gaze.backend=local"])
+    config = load_config(TrainJobConfig, {}, {"data.prepare.gaze.backend": "local"})
     assert config.data.prepare.gaze.backend == "local"
     assert config.data.prepare == TrainJobConfig().data.prepare.model_copy(
         update={"gaze": TrainJobConfig().data.prepare.gaze.model_copy(update={"backend": "local"})}
@@ -127,7 +127,7 @@ def test_override_changes_one_field_of_a_default_section():
 
 def test_init_from_is_refused_with_zero3_when_the_config_is_read():
     with pytest.raises(ConfigError, match=r"use run\.zero_stage=2"):
-        load_config(TrainJobConfig, {}, ["model.init_from=runs/general/model", "run.zero_stage=3"])
+        load_config(TrainJobConfig, {}, {"model.init_from": "runs/general/model", "run.zero_stage": 3})
 
 
 def test_the_smollm2_job_trains_the_packaged_backbone_with_its_chat_template():
@@ -140,7 +140,7 @@ def test_prepared_shards_replace_the_default_prepare_section():
     """data.dataset_dir alone is enough (no `prepare: null`), from a file or an override; a prepare
     section the user wrote next to it is still a conflict."""
     from_dict = load_config(TrainJobConfig, {"data": {"dataset_dir": "runs/data/x"}})
-    from_override = load_config(TrainJobConfig, {}, ["data.dataset_dir=runs/data/x"])
+    from_override = load_config(TrainJobConfig, {}, {"data.dataset_dir": "runs/data/x"})
     assert from_dict.data.prepare is None and from_override.data.prepare is None
     assert from_override.data.shards_dir == "runs/data/x"
     written = {"sources": [{"format": "generic", "path": "a.jsonl"}], "output_dir": "runs/data/a"}
@@ -150,20 +150,20 @@ def test_prepared_shards_replace_the_default_prepare_section():
 
 def test_packing_parses_and_is_refused_for_an_encoder_when_the_config_is_read():
     assert not TrainJobConfig().data.packing
-    assert load_config(TrainJobConfig, {}, ["data.packing=true"]).data.packing
+    assert load_config(TrainJobConfig, {}, {"data.packing": True}).data.packing
     with pytest.raises(ConfigError, match=r"data\.packing .*tiny-bert is an encoder"):
-        load_config(TrainJobConfig, {}, ["data.packing=true", "model.backbone=tiny-bert"])
-    for trait in ("model.positions=padded", "model.pooling=last_slot"):
+        load_config(TrainJobConfig, {}, {"data.packing": True, "model.backbone": "tiny-bert"})
+    for trait in ({"model.positions": "padded"}, {"model.pooling": "last_slot"}):
         with pytest.raises(ConfigError, match=r"data\.packing drops padding"):
-            load_config(TrainJobConfig, {}, ["data.packing=true", trait])
-    reference = load_config(TrainJobConfig, {}, ["data.packing=true", "model.gaze_layout=reference"])
+            load_config(TrainJobConfig, {}, {"data.packing": True, **trait})
+    reference = load_config(TrainJobConfig, {}, {"data.packing": True, "model.gaze_layout": "reference"})
     assert reference.model.gazes_prompt
 
 
 def test_the_reference_layout_refuses_shards_prepared_before_prompt_gaze(tmp_path):
     manifest = prepare_readability(tmp_path, 40, seed=0, rows_per_shard=100, splits={"train": 1.0})
     root = str(tmp_path / "shards")
-    reference = load_config(TrainJobConfig, {}, ["model.gaze_layout=reference"])
+    reference = load_config(TrainJobConfig, {}, {"model.gaze_layout": "reference"})
     check_prompt_gaze(reference, root, manifest)  # prepared now: the prompt's gaze is there
     check_prompt_gaze(TrainJobConfig(), root, manifest)
     for path in manifest.shard_paths(root, "train"):  # as prepare wrote shards before it stored prompt gaze
@@ -174,8 +174,8 @@ def test_the_reference_layout_refuses_shards_prepared_before_prompt_gaze(tmp_pat
 
 
 def test_the_gaze_predictor_gets_the_paths_it_needs_and_no_others():
-    fmv2 = ["data.prepare.gaze.predictor=fmv2", "data.prepare.gaze.path=fmv2/model.pth"]
-    config = load_config(TrainJobConfig, {}, [*fmv2, "data.prepare.gaze.base=models/roberta-base"])
+    fmv2 = {"data.prepare.gaze.predictor": "fmv2", "data.prepare.gaze.path": "fmv2/model.pth"}
+    config = load_config(TrainJobConfig, {}, fmv2 | {"data.prepare.gaze.base": "models/roberta-base"})
     assert config.data.prepare.gaze.predictor_kwargs() == {
         "predictor": "fmv2",
         "path": "fmv2/model.pth",
@@ -186,15 +186,21 @@ def test_the_gaze_predictor_gets_the_paths_it_needs_and_no_others():
         load_config(TrainJobConfig, {}, fmv2)
     unused = r"gaze\.predictor=reading_model takes no gaze\.base or gaze\.output_scale"
     with pytest.raises(ConfigError, match=unused):
-        load_config(TrainJobConfig, {}, ["data.prepare.gaze.base=x", "data.prepare.gaze.output_scale=100"])
+        load_config(
+            TrainJobConfig, {}, {"data.prepare.gaze.base": "x", "data.prepare.gaze.output_scale": 100}
+        )
 
 
 def test_a_job_on_fmv1_gaze_uses_trt_alone():
-    fmv1 = ["data.prepare.gaze.predictor=fmv1", "data.prepare.gaze.path=fmv1.pt", "data.prepare.gaze.base=t5"]
+    fmv1 = {
+        "data.prepare.gaze.predictor": "fmv1",
+        "data.prepare.gaze.path": "fmv1.pt",
+        "data.prepare.gaze.base": "t5",
+    }
     with pytest.raises(ConfigError, match=r"fmv1 gaze predictor leaves nFix, FFD, GPT, fixProp at 0: set "):
         load_config(TrainJobConfig, {}, fmv1)
-    trt = load_config(TrainJobConfig, {}, [*fmv1, "model.features_used=[0,0,0,1,0]"])
+    trt = load_config(TrainJobConfig, {}, fmv1 | {"model.features_used": [0, 0, 0, 1, 0]})
     assert trt.model.features_used == [0, 0, 0, 1, 0]
-    assert load_config(TrainJobConfig, {}, [*fmv1, "model.fusion=none"]).features_problem("fmv1") is None
+    assert load_config(TrainJobConfig, {}, fmv1 | {"model.fusion": "none"}).features_problem("fmv1") is None
     # Prepared shards: the job checks the predictor their manifest names when it starts.
     assert "fmv1" in TrainJobConfig().features_problem("fmv1")

@@ -7,44 +7,49 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gazerm.config import load_config
-from gazerm.errors import ConfigError
+from gazerm.config import load_config, with_overrides
 from gazerm.model.reward_model import build_reward_model, build_tokenizer
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.memory import Available, check_fits, estimate_worker_memory, preflight
+from gazerm.train.memory import Available, MemoryCheck, check_fits, estimate_worker_memory, preflight
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny-llama wide enough that activations are a good part of a worker's memory, quick to train.
-MEASURED = [
-    "model.tiny.hidden_size=576",
-    "model.tiny.num_heads=9",
-    "model.tiny.num_kv_heads=3",
-    "model.tiny.intermediate_size=1536",
-    "model.tiny.num_layers=4",
-    "run.micro_batch_size=2",
-]
+MEASURED = {
+    "model.tiny.hidden_size": 576,
+    "model.tiny.num_heads": 9,
+    "model.tiny.num_kv_heads": 3,
+    "model.tiny.intermediate_size": 1536,
+    "model.tiny.num_layers": 4,
+    "run.micro_batch_size": 2,
+}
 
 
-def job(*overrides: str) -> TrainJobConfig:
-    return load_config(TrainJobConfig, {}, list(overrides))
+def job(*overrides: dict[str, Any]) -> TrainJobConfig:
+    """The default job with each mapping of overrides applied in turn (a later one wins)."""
+    return load_config(TrainJobConfig, {}, {path: v for part in overrides for path, v in part.items()})
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
-        (),
-        ("loss.lm_loss_coeff=0.5", "model.lora.r=4", "model.lora.target_modules=[q_proj, gate_proj]"),
-        ("model.lora=null", "model.implicit_features=true"),
-        ("model.backbone=tiny-bert", "model.lora.target_modules=[query, key, value]", "model.fusion=add"),
-        ("model.gaze_layout=reference",),
+        {},
+        {"loss.lm_loss_coeff": 0.5, "model.lora.r": 4, "model.lora.target_modules": ["q_proj", "gate_proj"]},
+        {"model.lora": None, "model.implicit_features": True},
+        {
+            "model.backbone": "tiny-bert",
+            "model.lora.target_modules": ["query", "key", "value"],
+            "model.fusion": "add",
+        },
+        {"model.gaze_layout": "reference"},
     ],
     ids=["lora", "lm-head", "full", "encoder", "reference"],
 )
-def test_parameter_counts_are_the_built_models(overrides: tuple[str, ...]):
-    config = job(*overrides)
+def test_parameter_counts_are_the_built_models(overrides: dict[str, Any]):
+    config = job(overrides)
     model = build_reward_model(config.model, build_tokenizer(config.model), config.loss.lm_loss_coeff > 0)
     estimate = estimate_worker_memory(config)
     named = dict(model.named_parameters())
@@ -55,42 +60,45 @@ def test_parameter_counts_are_the_built_models(overrides: tuple[str, ...]):
 
 
 def test_zero3_partitions_the_weights_across_workers():
-    def weights(*overrides: str) -> float:
-        return estimate_worker_memory(job(*MEASURED, *overrides)).weights
+    def weights(overrides: dict[str, Any]) -> float:
+        return estimate_worker_memory(job(MEASURED, overrides)).weights
 
-    assert weights("run.zero_stage=2", "run.num_workers=2") == weights(
-        "run.zero_stage=2", "run.num_workers=8"
+    assert weights({"run.zero_stage": 2, "run.num_workers": 2}) == weights(
+        {"run.zero_stage": 2, "run.num_workers": 8}
     )
     two, eight = (
-        weights("run.zero_stage=3", "run.num_workers=2"),
-        weights("run.zero_stage=3", "run.num_workers=8"),
+        weights({"run.zero_stage": 3, "run.num_workers": 2}),
+        weights({"run.zero_stage": 3, "run.num_workers": 8}),
     )
-    assert eight < two < weights("run.zero_stage=2", "run.num_workers=2")
+    assert eight < two < weights({"run.zero_stage": 2, "run.num_workers": 2})
 
 
 def test_checkpointing_cuts_activations_and_concat_doubles_the_sequence():
-    plain = estimate_worker_memory(job(*MEASURED, "model.fusion=none"))
-    concat = estimate_worker_memory(job(*MEASURED, "model.fusion=concat"))
+    plain = estimate_worker_memory(job(MEASURED, {"model.fusion": "none"}))
+    concat = estimate_worker_memory(job(MEASURED, {"model.fusion": "concat"}))
     checkpointed = estimate_worker_memory(
-        job(*MEASURED, "model.fusion=none", "model.gradient_checkpointing=true")
+        job(MEASURED, {"model.fusion": "none", "model.gradient_checkpointing": True})
     )
     assert concat.sequence_length == 2 * plain.sequence_length == 2 * 128
     assert 2 <= concat.activations / plain.activations < 2.3  # the padding mask grows with the square
     assert checkpointed.activations < plain.activations / 2
-    reference = estimate_worker_memory(job(*MEASURED, "model.fusion=concat", "model.gaze_layout=reference"))
+    reference = estimate_worker_memory(
+        job(MEASURED, {"model.fusion": "concat", "model.gaze_layout": "reference"})
+    )
     assert reference.sequence_length == concat.sequence_length + 2  # <eye/> and </eye>
     assert reference.activations > concat.activations
     assert (
-        plain.sequences == 4 and estimate_worker_memory(job(*MEASURED, "loss.kind=regression")).sequences == 2
+        plain.sequences == 4
+        and estimate_worker_memory(job(MEASURED, {"loss.kind": "regression"})).sequences == 2
     )
 
 
 def test_a_job_that_does_not_fit_gets_overrides_that_fit_with_the_same_global_batch():
-    config = job(*MEASURED, "run.micro_batch_size=16", "run.grad_accum=2")
+    config = job(MEASURED, {"run.micro_batch_size": 16, "run.grad_accum": 2})
     needed = estimate_worker_memory(config).total
     report = check_fits(config, available_gib=needed * 0.6)
     assert not report.fits and report.suggestion
-    fixed = load_config(TrainJobConfig, config.model_dump(mode="json"), report.suggestion)
+    fixed = with_overrides(config, report.suggestion)
     assert estimate_worker_memory(fixed).total <= needed * 0.6
     assert fixed.run.micro_batch_size * fixed.run.grad_accum == 32
     assert "--set run.micro_batch_size=" in report.verdict()
@@ -99,16 +107,51 @@ def test_a_job_that_does_not_fit_gets_overrides_that_fit_with_the_same_global_ba
     assert not hopeless.fits and hopeless.suggestion is None and "bigger node" in hopeless.verdict()
 
 
+def _worker_has(monkeypatch: pytest.MonkeyPatch, gib: float) -> None:
+    monkeypatch.setattr("gazerm.train.memory.available_per_worker", lambda _: Available(gib, ""))
+
+
 def test_preflight_warns_when_tight_and_refuses_what_does_not_fit(monkeypatch: pytest.MonkeyPatch):
-    config = job(*MEASURED, "run.micro_batch_size=8")
+    config = job(MEASURED, {"run.micro_batch_size": 8})
     needed = estimate_worker_memory(config).total
-    monkeypatch.setattr("gazerm.train.memory.available_per_worker", lambda _: Available(needed * 10, ""))
-    assert preflight(config) is None
-    monkeypatch.setattr("gazerm.train.memory.available_per_worker", lambda _: Available(needed / 0.9, ""))
-    assert preflight(config).startswith("memory: tight")
-    monkeypatch.setattr("gazerm.train.memory.available_per_worker", lambda _: Available(needed * 0.6, ""))
-    with pytest.raises(ConfigError, match=r"does not fit.*--set"):
-        preflight(config)
+    _worker_has(monkeypatch, needed * 10)
+    assert preflight(config, local=True).refusal is preflight(config, local=True).warning is None
+    _worker_has(monkeypatch, needed / 0.9)
+    assert preflight(config, local=True).warning.startswith("memory: tight")
+    _worker_has(monkeypatch, needed * 0.6)
+    refusal = preflight(config, local=True).refusal
+    assert refusal.startswith("memory: does not fit") and "--set run.micro_batch_size=" in refusal
+    assert preflight(config, local=False).refusal is None  # a cluster's nodes are not this machine
+
+
+def test_a_kill_for_memory_gets_the_preflights_answer(monkeypatch: pytest.MonkeyPatch):
+    """One policy: where the job does not fit, a worker killed for memory (memory_check=false let it start)
+    is told the very settings the preflight refuses it with; where the estimate said it fits, the same
+    search under the estimate."""
+    config = job(MEASURED, {"run.micro_batch_size": 8, "run.grad_accum": 2})
+    needed = estimate_worker_memory(config).total
+    _worker_has(monkeypatch, needed * 0.6)
+    check = preflight(config, local=True)
+    verdict = check_fits(config, needed * 0.6).verdict()
+    assert check.refusal.startswith(f"memory: {verdict} (")
+    assert check.if_killed == f"a training worker ran out of memory: {verdict}"
+
+    _worker_has(monkeypatch, needed * 10)
+    fits = preflight(config, local=True)
+    under = check_fits(config, needed).suggestion  # settings estimated to need less than the job
+    assert fits.refusal is None and under["run.micro_batch_size"] * under["run.grad_accum"] == 16
+    assert estimate_worker_memory(with_overrides(config, under)).total < needed
+    assert fits.if_killed == (
+        f"a training worker ran out of memory though the estimate is {needed:.1f} GiB; try "
+        + " ".join(f"--set {path}={value}" for path, value in under.items())
+    )
+    assert preflight(config, local=False).if_killed == fits.if_killed
+    unchecked = job(MEASURED, {"run.memory_check": False})
+    assert preflight(unchecked, local=True) == MemoryCheck(
+        None,
+        None,
+        "a training worker ran out of memory (run.memory_check=false: gazerm plan shows the estimate)",
+    )
 
 
 def test_a_process_peak_is_its_own_not_its_parents():
@@ -133,10 +176,11 @@ def test_a_process_peak_is_its_own_not_its_parents():
 def test_the_estimate_is_within_a_quarter_of_a_measured_peak():
     """A real forward, backward and AdamW step under DeepSpeed in a fresh process (the calibration
     benchmark's measurement), against the estimate for one worker."""
-    overrides = [*MEASURED, "model.fusion=concat"]
-    command = [sys.executable, "benchmarks/memory_calibration.py", "--measure", json.dumps(overrides)]
+    overrides = MEASURED | {"model.fusion": "concat"}
+    settings = [f"{path}={json.dumps(value)}" for path, value in overrides.items()]  # its --measure strings
+    command = [sys.executable, "benchmarks/memory_calibration.py", "--measure", json.dumps(settings)]
     done = subprocess.run([*command, "--steps", "3"], cwd=ROOT, capture_output=True, text=True, check=True)
     measured = float(done.stdout.split("PEAK ")[-1])
-    estimate = estimate_worker_memory(job("run.num_workers=1", *overrides))
+    estimate = estimate_worker_memory(job({"run.num_workers": 1}, overrides))
     assert estimate.activations > 0.25 * estimate.total  # the part that is calibrated, not just the baseline
     assert 0.75 <= estimate.total / measured <= 1.25, (estimate.total, measured)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from ray.exceptions import ActorDiedError, OutOfMemoryError
 
 from gazerm.errors import ConfigError
-from gazerm.model.config import ModelConfig
-from gazerm.train.config import RunConfig, TrainJobConfig
 from gazerm.train.job import user_error
+from gazerm.train.memory import MemoryCheck
 
 
 class WorkerGroupFailure(Exception):
@@ -19,29 +18,24 @@ class WorkerGroupFailure(Exception):
         self.worker_failures = dict(enumerate(failures))
 
 
-CONFIG = TrainJobConfig(model=ModelConfig(fusion="concat"), run=RunConfig(micro_batch_size=8, grad_accum=2))
+MEMORY = MemoryCheck(None, None, "a training worker ran out of memory: does not fit: ...")
 
 
-def test_a_worker_killed_for_memory_names_the_cause_and_settings_that_fit():
+def test_a_worker_killed_for_memory_gets_the_memory_policys_line():
     killed = OutOfMemoryError("Task was killed due to the node running low on memory.")
-    cause = user_error(WorkerGroupFailure(RuntimeError("peer lost"), killed), CONFIG)
-    assert isinstance(cause, ConfigError)
-    assert str(cause) == (
-        "a training worker ran out of memory (micro-batches of 8 units, sequences up to 128 tokens plus as "
-        "many gaze slots); try --set run.micro_batch_size=4 --set run.grad_accum=4 (the same batch), "
-        "--set model.gradient_checkpointing=true, --set run.zero_stage=3, or more memory per worker"
-    )
+    cause = user_error(WorkerGroupFailure(RuntimeError("peer lost"), killed), MEMORY)
+    assert isinstance(cause, ConfigError) and str(cause) == MEMORY.if_killed
 
 
 def test_an_actor_death_the_memory_monitor_explains_counts_as_out_of_memory():
     died = ActorDiedError()
     died.error_msg = "The actor died unexpectedly. Task was killed due to the node running low on memory."
-    assert isinstance(user_error(WorkerGroupFailure(died), CONFIG), ConfigError)
+    assert isinstance(user_error(WorkerGroupFailure(died), MEMORY), ConfigError)
 
 
 def test_a_gazerm_error_from_a_worker_comes_first_and_other_failures_stay_bugs():
     config_error = ConfigError("lora targets missing")
     wrapped = RuntimeError("in worker")
     wrapped.__cause__ = config_error
-    assert user_error(WorkerGroupFailure(OutOfMemoryError("oom"), wrapped), CONFIG) is config_error
-    assert user_error(WorkerGroupFailure(RuntimeError("segfault")), CONFIG) is None
+    assert user_error(WorkerGroupFailure(OutOfMemoryError("oom"), wrapped), MEMORY) is config_error
+    assert user_error(WorkerGroupFailure(RuntimeError("segfault")), MEMORY) is None

@@ -26,10 +26,10 @@ def test_implicit_features_lift_accuracy_where_the_text_has_no_signal(tmp_path: 
         app, ["demo-data", "runs/data/implicit", "--kind", "implicit", "--rows", "300"]
     )
     assert written.exit_code == 0, written.output
-    tracking = f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"
-    config = load_config(TrainJobConfig, ROOT / "jobs" / "implicit_ablation.yaml", [tracking])
+    tracking = {"tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    config = load_config(TrainJobConfig, ROOT / "jobs" / "implicit_ablation.yaml", tracking)
     space = load_config(
-        SearchSpace, ROOT / "tune_spaces" / "implicit_ablation.yaml", ["max_concurrent_trials=1"]
+        SearchSpace, ROOT / "tune_spaces" / "implicit_ablation.yaml", {"max_concurrent_trials": 1}
     )
 
     outcome = run_search(config, space)

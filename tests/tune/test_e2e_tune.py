@@ -35,7 +35,7 @@ def test_tiny_search_records_trials_registers_the_best_and_writes_the_ablation(
         run=RunConfig(num_workers=2, micro_batch_size=8),
         tracking=TrackingConfig(tracking_uri=tracking_uri),
     )
-    space = load_config(SearchSpace, TINY, ["max_concurrent_trials=1"])
+    space = load_config(SearchSpace, TINY, {"max_concurrent_trials": 1})
 
     outcome = run_search(config, space)
 

@@ -5,8 +5,6 @@ must find the signal, text alone must not."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from gazerm.config import load_config
@@ -24,10 +22,7 @@ def test_the_shipped_ifllm_table_finds_a_behaviour_signal_and_not_a_text_one(tmp
     spec = load_config(
         ReproduceConfig,
         ROOT / "jobs" / "ifllm_reproduce.yaml",
-        [
-            f"overrides={json.dumps(_small(tmp_path))}",
-            "compare=[[text+implicit, text], [implicit, length]]",
-        ],
+        {"overrides": _small(tmp_path), "compare": [["text+implicit", "text"], ["implicit", "length"]]},
     )
     outcome = run_reproduction(spec, only=["length", "text", "implicit", "text+implicit"])
 

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from gazerm.config import apply_overrides, overrides_from
 from gazerm.errors import ConfigError
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.tune.reproduce import ReproduceConfig, run_reproduction, summarize
@@ -34,10 +33,12 @@ def job_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_overrides_come_from_dotted_paths_and_nested_sections_alike():
-    settings = overrides_from({"run": {"seed": 1, "select": "best"}, "model.lr": 1e-05})
-    assert [setting.split("=")[0] for setting in settings] == ["run.seed", "run.select", "model.lr"]
-    assert apply_overrides({}, settings) == {"run": {"seed": 1, "select": "best"}, "model": {"lr": 1e-05}}
+def test_a_rows_overrides_may_be_dotted_paths_or_nested_sections(job_file):
+    base = spec(job_file).base_job()
+    text_only, concat = (run.job for run in spec(job_file, seeds=[3]).runs(base))
+    assert (text_only.model.fusion, text_only.run.seed, text_only.run.select) == ("none", 3, "best")
+    assert (concat.model.fusion, concat.model.features_used) == ("concat", [0, 0, 0, 1, 0])
+    assert concat.model.lora == base.model.lora  # a nested section sets its fields, not the whole section
 
 
 def test_every_row_and_seed_gets_its_own_job(job_file, tmp_path):

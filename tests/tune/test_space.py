@@ -96,17 +96,17 @@ def test_invalid_spaces_name_the_field(fields: dict, message: str):
 
 
 def test_trial_config_applies_fixed_then_sampled_values():
-    fixed = ["run.max_steps=8", "model.fusion=add"]
+    fixed = {"run.max_steps": 8, "model.fusion": "add"}
     sampled = {"optim.lr": 1e-05, "model.fp_dropout": [0.0, 0.1], "model.fusion": "concat", "model.lora.r": 4}
 
-    config = trial_config(TrainJobConfig().model_dump(mode="json"), fixed, sampled, "/tmp/trial", "s-t1")
+    config = trial_config(TrainJobConfig(), fixed, sampled, "/tmp/trial", "s-t1")
 
     assert config.optim.lr == 1e-05 and isinstance(config.optim.lr, float)
     assert config.model.fp_dropout == (0.0, 0.1) and config.model.fusion == "concat"
     assert (config.model.lora.r, config.run.max_steps) == (4, 8)
     assert (config.output_dir, config.tracking.run_name) == ("/tmp/trial", "s-t1")
     with pytest.raises(ConfigError, match=r"model\.lora\.r"):
-        trial_config(TrainJobConfig().model_dump(mode="json"), [], {"model.lora.r": 0}, "/tmp/t", "t")
+        trial_config(TrainJobConfig(), {}, {"model.lora.r": 0}, "/tmp/t", "t")
 
 
 @pytest.mark.parametrize(
@@ -125,8 +125,8 @@ def test_concurrency_follows_cluster_resources(run: RunConfig, cluster: dict, ex
 
 def test_a_feature_ablation_over_fmv1_gaze_is_refused_before_any_trial():
     """fmv1 predicts TRT only: a search over feature subsets on its data would fail trial after trial."""
-    base = TrainJobConfig().model_dump(mode="json")
+    base = TrainJobConfig()
     with pytest.raises(ConfigError, match=r"tries model\.features_used=\[1, 0, 0, 0, 0\].*fmv1"):
-        check_values(base, [], _space(feature_subsets="all"), "fmv1")
-    check_values(base, [], _space(feature_subsets=[[0, 0, 0, 1, 0]]), "fmv1")  # TRT alone: fine
-    check_values(base, [], _space(feature_subsets="all"), "reading_model")
+        check_values(base, {}, _space(feature_subsets="all"), "fmv1")
+    check_values(base, {}, _space(feature_subsets=[[0, 0, 0, 1, 0]]), "fmv1")  # TRT alone: fine
+    check_values(base, {}, _space(feature_subsets="all"), "reading_model")
