@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gazerm.cli import app
-from gazerm.data.prepare import GazeSpec
+from gazerm.data.config import GazeSpec
 from gazerm.features import fmv_files
 
 CONTENT = {"T5-tokenizer-BiLSTM-TRT-12-concat-3": b"fmv1 weights" * 1000, "model.pth": b"fmv2 weights" * 300}
