@@ -202,7 +202,7 @@ class Trainer:
             saved = json.loads((Path(directory) / STATE_FILE).read_text())
             saved.pop(LISTED, None)
             self.state = TrainerState(**{**saved, "layout": self.state.layout})  # the driver compared them
-        recoveries = self.reporter.count("recoveries") if self.reporter else 0
+        recoveries = self.reporter.count("recoveries") if self.reporter is not None else 0
         self._post(
             note_event(f"resumed at step {self.state.step} (epoch {self.state.epoch}), recovery {recoveries}")
         )
@@ -242,14 +242,14 @@ class Trainer:
         self.engine.backward(loss)
         self.engine.step()
         self._tokens += int(micro.inputs.attention_mask.sum())  # on the CPU still: no device sync
-        if self.reporter:  # rank 0 logs; the others keep no step metrics
+        if self.reporter is not None:  # rank 0 logs; the others keep no step metrics
             self.accumulated.add({"train/loss": loss.detach(), **details})
         if not boundary:
             return False
         self.state.step += 1
         tokens = sum_over_ranks(self._tokens, self.device)  # a collective: every rank takes part
         self._tokens = 0
-        if self.reporter:
+        if self.reporter is not None:
             self._log_step(started, tokens)
         return True
 
@@ -324,7 +324,7 @@ class Trainer:
     def evaluate_and_checkpoint(self, final: bool) -> None:
         metrics = {**self.evaluate(), "step": self.state.step, "epoch": self.state.epoch}
         self._track_best(metrics)
-        if self.reporter:
+        if self.reporter is not None:
             self.reporter.log({k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step)
             self._post(eval_event(self.state.step, overall_metrics(metrics)))
         self._report(metrics, final)
@@ -367,7 +367,7 @@ class Trainer:
             with ray.train.Checkpoint(found[selected]).as_directory() as directory:
                 self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
         metrics = {**self.evaluate("test"), "selected_step": selected}
-        if self.reporter:
+        if self.reporter is not None:
             self.reporter.log(metrics, self.state.step)
             if len(metrics) > 1 or self.config.run.select == "best":
                 self._post(note_event(summarize_test(metrics, self.config.run)))
@@ -387,5 +387,5 @@ class Trainer:
 
     def _post(self, event: Event) -> None:
         """Show ``event`` on the driver's console, without waiting for it."""
-        if self.reporter:
+        if self.reporter is not None:
             self.reporter.post(event)
