@@ -3,8 +3,8 @@
 The model directory records how training built inputs (``inputs.json``: gaze predictor, max_length
 and prompt template); the scorer builds that predictor, predicts word gaze for each response (and, for
 the ``reference`` gaze layout, for each prompt, as ``prepare`` did) and feeds prompt + response through
-the same :class:`SequenceEncoder` and prompt template as training, so a reward here is the reward the
-trained model would have given the same text in a training batch.
+the same input pipeline (``gazerm.model.pipeline``: encoder and prompt template) as training, so a
+reward here is the reward the trained model would have given the same text in a training batch.
 
 Two ways to run it: :func:`score_file` scores one file in this process; :func:`score_dataset` is a
 Ray Data job over a directory of Parquet (or JSONL) files with one model copy per worker actor, for
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,8 @@ from gazerm.features.base import N_FEATURES, WordGaze
 from gazerm.features.featurize import build_predictor
 from gazerm.model.inputs import INPUTS_FILE, InputSpec, PromptResponse, SequenceEncoder
 from gazerm.model.io import load_reward_model, verify_model_dir
-from gazerm.model.templates import Context, build_template
+from gazerm.model.pipeline import InputPipeline
+from gazerm.model.templates import Context
 from gazerm.runtime import init_ray
 from gazerm.storage import is_object_store, open_atomic, staged_dir
 
@@ -65,11 +67,14 @@ class RewardScorer:
             self.predictor = build_predictor(
                 spec["predictor"], spec.get("path"), spec.get("base"), spec.get("output_scale")
             )
-        template = build_template(inputs.template, tokenizer)
-        self.encoder = SequenceEncoder(
-            tokenizer, max_length or inputs.max_length, template, prompt_gaze=config.gazes_prompt
-        )
+        if max_length:
+            inputs = replace(inputs, max_length=max_length)
+        self.pipeline = InputPipeline.from_spec(inputs, tokenizer, config)
         self.batch_size = batch_size
+
+    @property
+    def encoder(self) -> SequenceEncoder:
+        return self.pipeline.encoder
 
     def score(
         self,
@@ -137,7 +142,7 @@ class RewardScorer:
                 prefix, placed = self.encoder.prefix(context, prompt, *_arrays(words))
             behaviour = np.asarray(behaviour or [], dtype=np.float32)
             sequences.append(PromptResponse(prefix, response, spans, features, behaviour, placed))
-        inputs = self.encoder.pad(self.encoder.encode(sequences)).to(self.device)
+        inputs = self.pipeline.inputs(sequences).to(self.device)
         return self.model(**inputs.forward_kwargs()).rewards.float().cpu().numpy()
 
     def _word_gaze(

@@ -21,10 +21,15 @@ from gazerm.data.schema import PreferenceExample, examples_to_table, pairs_from_
 from gazerm.data.synthetic import readability_preferences
 from gazerm.features.featurize import GazeFeaturizer
 from gazerm.model.config import FusionMode, ModelConfig, TinyBackbone
+from gazerm.model.inputs import InputSpec
+from gazerm.model.pipeline import InputPipeline
 from gazerm.model.reward_model import RewardModel, build_reward_model, build_tokenizer
 from gazerm.train.batch import MicroBatch
-from gazerm.train.collate import UnitCollator
+from gazerm.train.collate import UnitCollator, Windows
+from gazerm.train.kinds import LossSpec, loss_kind
 from gazerm.train.units import ToUnits
+
+PAIRWISE = LossSpec(loss_kind("pairwise"))
 
 REPEATS = 3
 LONG_SHARE = 0.08  # responses that are long
@@ -87,13 +92,7 @@ def skewed_units(pairs: int, seed: int = 0) -> pa.Table:
         )
         for i, r in enumerate(readability_preferences(pairs, seed=seed))
     ]
-    return ToUnits("pairwise")(GazeFeaturizer()(examples_to_table(examples)))
-
-
-def collate(units: pa.Table, collator: UnitCollator, window: int) -> list[MicroBatch]:
-    """The trainer's micro-batches: one collator call per window of units."""
-    starts = range(0, units.num_rows, window)
-    return [micro for start in starts for micro in collator(units.slice(start, window))]
+    return ToUnits(PAIRWISE)(GazeFeaturizer()(examples_to_table(examples)))
 
 
 def _seconds(model: RewardModel, micro: MicroBatch, packed: bool) -> float:
@@ -131,8 +130,9 @@ def bench_packing(
     (``tiny``: the shape of a ``tiny-*`` backbone)."""
     config = ModelConfig(backbone=backbone, tiny=tiny, fusion=fusion)
     tokenizer = build_tokenizer(config)
-    collator = UnitCollator(tokenizer, max_length, micro_batch_size, "pairwise")
-    micro_batches = collate(skewed_units(pairs), collator, micro_batch_size * bucket_window)
+    inputs = InputPipeline.from_spec(InputSpec({"predictor": "reading_model"}, max_length), tokenizer, config)
+    collator = UnitCollator(inputs, PAIRWISE, Windows(micro_batch_size, bucket_window))
+    micro_batches = collator.collate(skewed_units(pairs))
     model = build_reward_model(config, tokenizer).eval()  # no dropout: both runs do the same work
     seconds = best_seconds(model, micro_batches)
     masks = [micro.inputs.attention_mask for micro in micro_batches]

@@ -10,8 +10,8 @@ all with the same backbone, LoRA, global batch of pairs, steps, learning rate an
 training on the same tokens of the train split (in its own seeded order). Per system it reports
 real tokens/s over the steps after ``warmup_steps`` (the first steps pay for lazy initialisation),
 time from launch to the end of the first step, peak memory per training process, and the ratios
-``gazerm/trl`` and ``gazerm/plain``. gazerm's step times come from its MLflow run (metric timestamps)
-and its per-step tokens from replaying its seeded data order (``train.order``) on the same shards.
+``gazerm/trl`` and ``gazerm/plain``. gazerm's step times and per-step tokens (``train/tokens``, every
+rank's) come from its MLflow run.
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ from gazerm.data.sources import iter_source
 from gazerm.data.synthetic import readability_preferences
 from gazerm.errors import ConfigError
 from gazerm.model.config import LoraSettings, ModelConfig
-from gazerm.model.inputs import PromptResponse, SequenceEncoder
+from gazerm.model.inputs import InputSpec, PromptResponse
+from gazerm.model.pipeline import InputPipeline
 from gazerm.model.reward_model import build_tokenizer
-from gazerm.model.templates import TemplateKind, build_template
+from gazerm.model.templates import TemplateKind
 from gazerm.table import Table
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
+from gazerm.train.job import input_spec
+from gazerm.train.kinds import LossSpec
 from gazerm.train.memory import estimate_worker_memory
-from gazerm.train.order import EpochPlan, RankStream, list_blocks
 from gazerm.train.units import ToUnits
 
 System = Literal["gazerm", "trl", "plain"]
@@ -150,15 +152,15 @@ def _require_trl() -> None:
 def prepare_dataset(bench: TrainBench, directory: Path) -> Path:
     """Single-turn pairs whose chosen and rejected sides both fit ``max_length`` untruncated, as a
     prepared gazerm dataset (text only) with a train split of at least ``steps × pairs_per_step``."""
-    tokenizer = build_tokenizer(bench.model)
-    template = build_template(bench.template, tokenizer)
-    untruncated = SequenceEncoder(tokenizer, 10**9, template)
+    untruncated = InputPipeline.from_spec(
+        InputSpec({"predictor": "none"}, 10**9, bench.template), build_tokenizer(bench.model), bench.model
+    ).encoder
     # Enough for the train split with room to spare, and a few dozen for gazerm's validation split.
     wanted = int((bench.train_pairs + VALIDATION_PAIRS) / (1 - VALIDATION_SHARE) * 1.2)
     records, seen, invalid = [], 0, []
     for prompt, chosen, rejected in _candidate_pairs(bench, invalid):
         seen += 1
-        prefix = template.prefix(None, prompt)
+        prefix = untruncated.template.prefix(None, prompt)
         sides = untruncated.encode([_text(prefix, chosen), _text(prefix, rejected)])
         if all(len(side["input_ids"]) <= bench.max_length for side in sides):
             records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
@@ -247,44 +249,21 @@ def run_gazerm(bench: TrainBench, dataset: Path, output: Path) -> SystemRun:
     )
     run_id = json.loads((Path(job.output_dir) / RUN_ID_FILE).read_text())["run_id"]
     client = MlflowClient(job.tracking.tracking_uri)
-    steps = sorted(client.get_metric_history(run_id, "train/loss"), key=lambda metric: metric.step)
+    steps = sorted(client.get_metric_history(run_id, "train/tokens"), key=lambda metric: metric.step)
     memory = client.get_metric_history(run_id, "train/peak_memory_gib")
     return SystemRun(
         "gazerm",
         launched,
         [metric.timestamp / 1000 for metric in steps],
-        gazerm_step_tokens(job),
+        [int(metric.value) for metric in steps],
         max(metric.value for metric in memory),
         job.run.num_workers,
         estimate_worker_memory(job).backbone_params,  # counted on the meta device: no weights loaded
     )
 
 
-def gazerm_step_tokens(job: TrainJobConfig) -> list[int]:
-    """The real tokens of each of the job's optimizer steps, summed over ranks: every rank's seeded
-    micro-batches replayed from the same shards, as the workers drew them (``train.order``)."""
-    paths = [str(Path(p).resolve()) for p in _train_shards(job)]
-    plan = EpochPlan.of(list_blocks(paths, job.loss.kind), job)
-    collator = _collator(job)
-    run = job.run
-    needed = run.max_steps * run.grad_accum
-    per_rank = []
-    for rank in range(run.num_workers):
-        stream, tokens, epoch = RankStream(plan, rank, job.loss.kind, 1, collator), [], 0
-        while len(tokens) < needed:
-            tokens += [int(micro.inputs.attention_mask.sum()) for micro in stream.micro_batches(epoch)]
-            epoch += 1
-        per_rank.append(tokens[:needed])
-    per_micro = [sum(column) for column in zip(*per_rank, strict=True)]
-    return [sum(per_micro[step : step + run.grad_accum]) for step in range(0, needed, run.grad_accum)]
-
-
 def _train_shards(job: TrainJobConfig) -> list[str]:
     return Manifest.read(job.data.dataset_dir).shard_paths(job.data.dataset_dir, "train")
-
-
-def _collator(job: TrainJobConfig) -> UnitCollator:
-    return UnitCollator.for_job(job, build_tokenizer(job.model))
 
 
 # -- the baselines ---------------------------------------------------------------------------------
@@ -313,8 +292,10 @@ def run_baseline(bench: TrainBench, system: System, dataset: Path, output: Path)
 def train_token_pairs(job: TrainJobConfig) -> list[tuple[list[int], list[int]]]:
     """The train split's pairs as token ids, encoded exactly as gazerm's collator encodes them."""
     rows = pa.concat_tables([pq.read_table(path) for path in _train_shards(job)])
-    units = ToUnits(job.loss.kind)(rows)
-    encoded = _collator(job).encode_units(units.to_pydict())
+    loss = LossSpec.of(job)
+    inputs = input_spec(job, Manifest.read(job.data.dataset_dir))
+    collator = UnitCollator.for_job(job, inputs, loss, build_tokenizer(job.model))
+    encoded = collator.encode_units(ToUnits(loss)(rows).to_pydict())
     return [(chosen["input_ids"].tolist(), rejected["input_ids"].tolist()) for chosen, rejected in encoded]
 
 

@@ -28,11 +28,12 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from gazerm.errors import ConfigError, ExistsError
 from gazerm.features.base import N_FEATURES, word_spans
-from gazerm.model.inputs import InputSpec, ModelInputs, PromptResponse, SequenceEncoder
+from gazerm.model.inputs import InputSpec, ModelInputs, PromptResponse
 from gazerm.model.io import load_reward_model
+from gazerm.model.pipeline import InputPipeline
 from gazerm.model.remote import GazeRewardConfig, GazeRewardModel
 from gazerm.model.reward_model import RewardModel
-from gazerm.model.templates import build_template, plain_chat_template
+from gazerm.model.templates import plain_chat_template
 from gazerm.storage import staged_dir
 
 ExportKind = Literal["standard", "gazerm"]
@@ -72,11 +73,7 @@ def export_model(
         raise ConfigError(f"dtype {dtype!r}: expected one of {sorted(DTYPES)}")
     model, tokenizer, _ = load_reward_model(model_dir)
     inputs = InputSpec.read(model_dir)
-    template = build_template(inputs.template, tokenizer)
-    encoder = SequenceEncoder(
-        tokenizer, inputs.max_length, template, prompt_gaze=model.model_config.gazes_prompt
-    )
-    probes = _probe_inputs(encoder)
+    probes = probe_inputs(InputPipeline.from_spec(inputs, tokenizer, model.model_config))
     with torch.no_grad():
         expected = model(**probes.forward_kwargs()).rewards.reshape(len(_PROBES), -1)
     _merge_lora(model)
@@ -126,17 +123,17 @@ def standard_blockers(
     return reasons
 
 
-def _probe_inputs(encoder: SequenceEncoder) -> ModelInputs:
-    """Two padded probe sequences through the model's own template, with made-up gaze on every word (the
-    prompt's too, for an encoder that gazes the prompt)."""
+def probe_inputs(pipeline: InputPipeline, probes: tuple[tuple[str, str], ...] = _PROBES) -> ModelInputs:
+    """The (prompt, response) ``probes`` padded through the model's own input pipeline, with made-up gaze
+    on every word (the prompt's too, for a model that gazes the prompt)."""
     sequences = []
-    for prompt, response in _PROBES:
-        prefix, placed = encoder.prefix(None, prompt, *_made_up_gaze(prompt))
-        sequences.append(PromptResponse(prefix, response, *_made_up_gaze(response), prompt=placed))
-    return encoder.pad(encoder.encode(sequences))
+    for prompt, response in probes:
+        prefix, placed = pipeline.encoder.prefix(None, prompt, *made_up_gaze(prompt))
+        sequences.append(PromptResponse(prefix, response, *made_up_gaze(response), prompt=placed))
+    return pipeline.inputs(sequences)
 
 
-def _made_up_gaze(text: str) -> tuple[np.ndarray, np.ndarray]:
+def made_up_gaze(text: str) -> tuple[np.ndarray, np.ndarray]:
     spans = np.asarray(word_spans(text), dtype=np.int64)
     return spans, np.linspace(0.1, 0.9, len(spans) * N_FEATURES, dtype=np.float32).reshape(-1, N_FEATURES)
 

@@ -44,7 +44,7 @@ from gazerm.model.reward_model import RewardModel, RewardOutput, build_reward_mo
 from gazerm.train.batch import MicroBatch
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.kinds import loss_kind
+from gazerm.train.kinds import LossSpec
 from gazerm.train.metric_names import overall_metrics
 from gazerm.train.metrics import EvalTotals, StepAverage
 from gazerm.train.schedule import build_scheduler
@@ -153,10 +153,13 @@ class FrozenTrainer:
     computed), ``train()`` fits the heads, evaluates every ``run.eval_every`` steps and returns the metrics
     of the selected evaluation's heads on validation and test."""
 
-    def __init__(self, config: TrainJobConfig, splits: dict[str, pa.Table]) -> None:
+    def __init__(
+        self, config: TrainJobConfig, splits: dict[str, pa.Table], inputs: InputSpec, loss: LossSpec
+    ) -> None:
         self.config = config
         self.splits = splits
-        self.kind = loss_kind(config.loss.kind)
+        self.inputs = inputs  # what the batches are encoded with and the model is saved with
+        self.loss = loss
 
     def setup(self) -> None:
         config = self.config
@@ -169,9 +172,9 @@ class FrozenTrainer:
             self.heads.append(self.model.implicit_head)
         for head in self.heads:
             head.requires_grad_(True)
-        if self.kind.shift_invariant:
+        if self.loss.kind.shift_invariant:
             self.model.value_head.bias.requires_grad_(False)
-        collator = UnitCollator.for_job(config, self.tokenizer)
+        collator = UnitCollator.for_job(config, self.inputs, self.loss, self.tokenizer)
         cache = FeatureCache(cache_dir("pooled"), model_key(config.model)) if config.model.text else None
         self.model.to(feature_device(config))  # the backbone's forwards: the only heavy work
         self.batches = {
@@ -182,10 +185,7 @@ class FrozenTrainer:
     def _featurize(
         self, split: str, units: pa.Table, collator: UnitCollator, cache: FeatureCache | None
     ) -> list[FeatureBatch]:
-        size = self.config.run.micro_batch_size * self.config.data.bucket_window
-        micro_batches = [
-            micro for start in range(0, units.num_rows, size) for micro in collator(units.slice(start, size))
-        ]
+        micro_batches = collator.collate(units)
         if cache is None:
             return [FeatureBatch(None, micro) for micro in micro_batches]
         with_gaze = self.config.model.fusion != "none"
@@ -234,7 +234,7 @@ class FrozenTrainer:
         for micro_index, batch in enumerate(self._train_order()):
             self._set_train(True)
             output = RewardOutput(batch.rewards(self.model))
-            loss, details = self.kind.loss(output, batch.micro, self.config.loss)
+            loss, details = self.loss.kind.loss(output, batch.micro, self.config.loss)
             (loss / run.grad_accum).backward()
             trained.add({"train/loss": loss.detach(), **details})
             if (micro_index + 1) % run.grad_accum:
@@ -277,7 +277,7 @@ class FrozenTrainer:
         return value, step, [copy.deepcopy(head.state_dict()) for head in self.heads], metrics
 
     def evaluate(self, split: str) -> dict[str, float]:
-        totals = EvalTotals(self.config.loss.kind)
+        totals = EvalTotals(self.loss)
         self._set_train(False)
         with torch.no_grad():
             for batch in self.batches.get(split, []):
@@ -288,8 +288,8 @@ class FrozenTrainer:
         for head in self.heads:
             head.train(mode)
 
-    def save(self, directory: Path, inputs: InputSpec) -> None:
-        save_reward_model(self.model, self.tokenizer, self.config.model, inputs, directory)
+    def save(self, directory: Path) -> None:
+        save_reward_model(self.model, self.tokenizer, self.config.model, self.inputs, directory)
 
 
 def _worse(value: float, best: float, mode: str) -> bool:

@@ -32,7 +32,9 @@ from gazerm.model.io import MANIFEST_FILE, verify_model_dir
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
+from gazerm.train.collate import Windows
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
+from gazerm.train.kinds import LossSpec
 from gazerm.train.loop import LoopSettings, summarize_test, train_loop_per_worker
 from gazerm.train.memory import MemoryCheck, preflight
 from gazerm.train.metrics import StartupClock
@@ -120,10 +122,8 @@ def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str
         output.delete()
     root, manifest = ensure_dataset(config)
     config = fitted_to_data(config, root, manifest)
-    splits = {
-        name: _split_units(manifest.shard_paths(root, name), config.loss.kind, config.model.num_outputs)
-        for name in ("train", *EVALUATED)
-    }
+    loss = LossSpec.of(config)
+    splits = {name: _split_units(manifest.shard_paths(root, name), loss) for name in ("train", *EVALUATED)}
     for split in ("train", "validation"):
         if splits[split].num_rows == 0:
             raise ConfigError(
@@ -143,38 +143,33 @@ def run_frozen_training(config: TrainJobConfig, resume: bool, parent_run_id: str
         "train units",
         flush=True,
     )
-    inputs = input_spec(config, manifest)
     with ended_on_failure(tracking_uri, run_id):
-        trainer = FrozenTrainer(config, splits)
+        trainer = FrozenTrainer(config, splits, input_spec(config, manifest), loss)
         trainer.setup()
         metrics = trainer.train(MetricLogger(tracking_uri, run_id).log)
         print(f"[gazerm] {summarize_test(metrics, config.run)}", flush=True)
-        return _publish_model(
-            lambda local_model: trainer.save(local_model, inputs), metrics, output, tracking_uri, run_id
-        )
+        return _publish_model(trainer.save, metrics, output, tracking_uri, run_id)
 
 
 def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
     """Optimizer steps of the run: ``run.max_steps``, or what ``run.epochs`` epochs give.
 
-    Every rank trains ``plan.micro_batches_per_rank`` micro-batches an epoch (equal split).
+    Every rank trains as many micro-batches an epoch (equal split) as its share of units fills.
     DeepSpeed's accumulation carries over epoch ends, so steps are counted over all epochs'
     micro-batches together.
     """
     run = config.run
-    micro_batches = plan.micro_batches_per_rank
+    micro_batches = Windows.of(config).micro_batches(plan.units_per_rank)
     if micro_batches == 0:
         return 0  # every rank's share is empty, whatever max_steps says
     return run.max_steps or micro_batches * run.epochs // run.grad_accum
 
 
-def check_same_layout(checkpoint: str, plan: EpochPlan) -> None:
+def check_same_layout(checkpoint: str, layout: dict[str, int]) -> None:
     """A resume trains on exactly the units an uninterrupted run would only under the data layout the
-    checkpoint was trained with (seed, workers, batch geometry, the split's blocks)."""
+    checkpoint was trained with (``EpochPlan.layout``: seed, workers, batch geometry, the split's blocks)."""
     saved = json.loads(Storage.of(checkpoint).child(STATE_FILE).read_text()).get("layout") or {}
-    changed = [
-        f"{k}: {saved[k]} then, {v} now" for k, v in plan.layout().items() if k in saved and saved[k] != v
-    ]
+    changed = [f"{k}: {saved[k]} then, {v} now" for k, v in layout.items() if k in saved and saved[k] != v]
     if changed:
         raise ConfigError(
             f"resuming from {checkpoint}: the training data order changed ({'; '.join(changed)}); rerun "
@@ -246,14 +241,16 @@ def run_training(
     startup.mark("ray")
     root, manifest = ensure_dataset(config)
     config = fitted_to_data(config, root, manifest)
-    kind, num_outputs = config.loss.kind, config.model.num_outputs
+    loss = LossSpec.of(config)
     train_paths = [str(Path(p).resolve()) for p in manifest.shard_paths(root, "train")]
-    splits = {name: _split_units(manifest.shard_paths(root, name), kind, num_outputs) for name in EVALUATED}
-    blocks = list_blocks(train_paths, kind, num_outputs)
+    splits = {name: _split_units(manifest.shard_paths(root, name), loss) for name in EVALUATED}
+    blocks = list_blocks(train_paths, loss)
     units = {"train": sum(block.units for block in blocks), "validation": splits["validation"].num_rows}
     for split, count in units.items():
         if count == 0:
-            raise ConfigError(f"{root}: the {split} split has no {kind} training units (loss.kind)")
+            raise ConfigError(
+                f"{root}: the {split} split has no {config.loss.kind} training units (loss.kind)"
+            )
     train_units = units["train"]
     plan = EpochPlan.of(blocks, config)
     startup.mark("data")
@@ -265,7 +262,7 @@ def run_training(
 
     resume_from = latest_checkpoint(output) if resume else None
     if resume_from:
-        check_same_layout(resume_from, plan)  # before the MLflow run is reopened
+        check_same_layout(resume_from, plan.layout(Windows.of(config)))  # before the MLflow run is reopened
     store.result()  # raises what opening the store raised
     run_id = start_run(
         tracking_uri,
@@ -278,9 +275,15 @@ def run_training(
     startup.mark("tracking")
     if resume_from:
         print(f"[gazerm] resuming from {resume_from}", flush=True)
-    inputs = input_spec(config, manifest)
     settings = LoopSettings(
-        total_steps, tracking_uri, run_id, plan.to_dict(), asdict(inputs), resume_from, asdict(startup)
+        total_steps,
+        tracking_uri,
+        run_id,
+        plan.to_dict(),
+        input_spec(config, manifest),
+        loss,
+        resume_from,
+        asdict(startup),
     )
     print(
         f"[gazerm] training {config.name}: {train_units} train units, {total_steps} steps on "
@@ -355,7 +358,7 @@ def _torch_trainer(
         train_loop_per_worker,
         train_loop_config={
             "job": config.model_dump(mode="json"),
-            "settings": asdict(settings),
+            "settings": settings,  # typed: Ray pickles it
             "board": board,
             # Object references, not Ray Datasets: the splits are small, and a Dataset costs every
             # worker a streaming executor's start-up before its first step for no gain.
@@ -392,10 +395,10 @@ def _checkpoint_config(config: TrainJobConfig):
     )
 
 
-def _split_units(paths: list[str], kind: str, num_outputs: int) -> pa.Table:
+def _split_units(paths: list[str], loss: LossSpec) -> pa.Table:
     """An evaluated split's units, built here once: every rank reads all of it, and for a split this
     small a Ray Data pipeline spends more starting its tasks than doing the work."""
-    to_units = ToUnits(kind, num_outputs)
+    to_units = ToUnits(loss)
     if not paths:
         return to_units.schema.empty_table()
     return to_units(pa.concat_tables([pq.read_table(path) for path in paths]))

@@ -1,7 +1,7 @@
 """The Ray Train worker loop: DeepSpeed ZeRO-2/3 over a reward model, fed units in a seeded order.
 
 Every rank runs this function. Rank 0 also streams metrics to MLflow and posts progress to the driver
-(``train.progress``).
+(``train.progress``), through a :class:`~gazerm.train.reporting.Reporter`.
 Checkpoints are ``train.checkpoints``'; the last one also holds the exported reward model: the last
 evaluation's weights or, with ``run.select: best``, the best evaluation's, which then also score the test
 split (``test/*``). Each rank reads its own share of the train split (``train.order``: the same sequence of
@@ -31,7 +31,6 @@ from gazerm.model.inputs import InputSpec, ModelInputs
 from gazerm.model.io import load_weights_into, save_reward_model
 from gazerm.model.reward_model import RewardOutput, build_reward_model, build_tokenizer
 from gazerm.storage import Storage
-from gazerm.track.mlflow_tracking import MetricLogger
 from gazerm.train.batch import MicroBatch
 from gazerm.train.checkpoints import (
     DEEPSPEED_DIR,
@@ -44,11 +43,12 @@ from gazerm.train.checkpoints import (
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import RunConfig, TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config
-from gazerm.train.kinds import LossKind, loss_kind
+from gazerm.train.kinds import LossKind, LossSpec
 from gazerm.train.metric_names import overall_metrics
-from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib
+from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib, sum_over_ranks
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
+from gazerm.train.reporting import Reporter, RunReporter
 from gazerm.train.schedule import build_scheduler
 
 
@@ -66,13 +66,15 @@ class TrainerState:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What the driver works out for the workers: schedule length, where to track, the train blocks."""
+    """What the driver works out for the workers: schedule length, where to track, the train blocks, how
+    the model reads its inputs and what it learns from."""
 
     total_steps: int
     tracking_uri: str
     run_id: str
     plan: dict[str, Any]  # train.order.EpochPlan.to_dict(): the seeded data order every rank derives
-    inputs: dict[str, Any]  # model.inputs.InputSpec as a dict, for the export
+    inputs: InputSpec  # derived once from the data: what batches are encoded with, saved with the model
+    loss: LossSpec  # the job's loss kind, resolved once
     resume_from: str | None = None
     startup: dict[str, Any] = field(default_factory=dict)  # train.metrics.StartupClock as the driver left it
 
@@ -98,46 +100,64 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     "board": the driver's ``ProgressBoard``, "splits": object references to the validation and test units
     by split name}."""
     config = TrainJobConfig.model_validate(loop_config["job"])
-    settings = LoopSettings(**loop_config["settings"])
+    settings: LoopSettings = loop_config["settings"]
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    planned = settings.plan["world_size"]
+    if planned != world_size:
+        raise RuntimeError(f"planned for {planned} ranks, running on {world_size}")
     # Must be set before DeepSpeed is imported: it picks its accelerator once, at import.
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.run.use_gpu else "cpu")
-    Trainer(config, settings, loop_config["board"], loop_config["splits"]).run()
+    reporter = None  # rank 0 speaks for the run
+    if rank == 0:
+        reporter = RunReporter(settings.tracking_uri, settings.run_id, loop_config["board"])
+    trainer = Trainer(config, settings, rank, reporter)
+    trainer.setup({name: ray.get(units) for name, units in loop_config["splits"].items()})
+    trainer.run()
 
 
 class Trainer:
-    """One rank's training run, set up like a torchtune recipe (``_setup_*``), then: restore, train,
-    evaluate, save."""
+    """One rank's training run: built from what it is given (nothing started), ``setup()`` as a
+    torchtune recipe does (engine, collator, train stream), then ``run()``: restore, train, evaluate,
+    save. ``reporter`` is rank 0's, None on the other ranks."""
 
     def __init__(
-        self, config: TrainJobConfig, settings: LoopSettings, board: Any, splits: dict[str, ray.ObjectRef]
+        self, config: TrainJobConfig, settings: LoopSettings, rank: int, reporter: Reporter | None
     ) -> None:
         self.config = config
         self.settings = settings
-        context = ray.train.get_context()
-        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.startup = StartupClock(**settings.startup) if settings.startup else StartupClock(time.time())
-        self.startup.mark("workers")
-        seed_everything(config.run.seed)
-        self.engine = self._setup_engine()
-        self.device = self.engine.device  # every micro-batch goes here before the forward
-        self.collator = self._setup_collator()
-        self.train_stream = self._setup_train_stream()
-        self.state = TrainerState(layout=self.train_stream.plan.layout())
+        self.rank = rank
+        self.reporter = reporter
+        self.state = TrainerState()
         self.accumulated = StepAverage()
-        self._tokens = 0  # text tokens this rank trained on since the last logged step (tokens/s)
-        self._split_units = splits
+        self._tokens = 0  # text tokens this rank trained on since the last logged step
         self._batches: dict[str, list[MicroBatch]] = {}  # collated once per split
-        self.metrics_logger = None
-        self.board = board if self.rank == 0 else None  # rank 0 speaks for the run
-        if self.rank == 0:
-            self.metrics_logger = MetricLogger(settings.tracking_uri, settings.run_id, once_per_step=True)
 
     @property
     def kind(self) -> LossKind:
-        return loss_kind(self.config.loss.kind)
+        return self.settings.loss.kind
+
+    @property
+    def world_size(self) -> int:
+        return self.train_stream.plan.world_size
 
     # -- set-up ----------------------------------------------------------------------------------
-    def _setup_engine(self):
+    def setup(self, splits: dict[str, pa.Table]) -> None:
+        """The engine, the collator and this rank's train stream; ``splits``: the validation and test
+        units, which every rank scores whole."""
+        settings = self.settings
+        self.startup = StartupClock(**settings.startup) if settings.startup else StartupClock(time.time())
+        self.startup.mark("workers")
+        seed_everything(self.config.run.seed)
+        self.tokenizer = build_tokenizer(self.config.model)
+        self.engine = self.build_engine()
+        self.device = self.engine.device  # every micro-batch goes here before the forward
+        self.collator = UnitCollator.for_job(self.config, settings.inputs, settings.loss, self.tokenizer)
+        self.train_stream = RankStream(EpochPlan.from_dict(settings.plan), self.rank, self.collator)
+        self.state = TrainerState(layout=self.train_stream.plan.layout(self.collator.windows))
+        self._split_units = splits
+
+    def build_engine(self) -> Any:
         """The reward model, its optimizer and schedule, wrapped by DeepSpeed (bf16 on GPU, fp32 on CPU)."""
         import deepspeed  # not at module level: DeepSpeed picks its accelerator once, at import
 
@@ -149,7 +169,6 @@ class Trainer:
             # Kept alive while the model is built: from_pretrained then loads each rank's partition
             # only, instead of every rank holding the full hub checkpoint in memory.
             self._hf_deepspeed = HfDeepSpeedConfig(ds_config)
-        self.tokenizer = build_tokenizer(config.model)
         model = build_reward_model(config.model, self.tokenizer, lm_head=config.loss.lm_loss_coeff > 0)
         self.startup.mark("model")
         if config.model.init_from:  # ZeRO-2 only (TrainJobConfig checks): the full model is built here
@@ -169,16 +188,6 @@ class Trainer:
         self.startup.mark("deepspeed")
         return engine
 
-    def _setup_collator(self):
-        return UnitCollator.for_job(self.config, self.tokenizer)
-
-    def _setup_train_stream(self) -> RankStream:
-        plan = EpochPlan.from_dict(self.settings.plan)
-        if plan.world_size != self.world_size:
-            raise RuntimeError(f"planned for {plan.world_size} ranks, running on {self.world_size}")
-        config = self.config
-        return RankStream(plan, self.rank, config.loss.kind, config.model.num_outputs, self.collator)
-
     # -- restore ---------------------------------------------------------------------------------
     def restore(self) -> None:
         """Continue from Ray Train's latest checkpoint (worker-group restart after a failure) or the
@@ -193,7 +202,7 @@ class Trainer:
             saved = json.loads((Path(directory) / STATE_FILE).read_text())
             saved.pop(LISTED, None)
             self.state = TrainerState(**{**saved, "layout": self.state.layout})  # the driver compared them
-        recoveries = self.metrics_logger.count("recoveries") if self.metrics_logger else 0
+        recoveries = self.reporter.count("recoveries") if self.reporter is not None else 0
         self._post(
             note_event(f"resumed at step {self.state.step} (epoch {self.state.epoch}), recovery {recoveries}")
         )
@@ -232,36 +241,39 @@ class Trainer:
         loss, details = self._loss(micro)
         self.engine.backward(loss)
         self.engine.step()
-        if self.metrics_logger:  # rank 0 logs; the others keep no step metrics
+        self._tokens += int(micro.inputs.attention_mask.sum())  # on the CPU still: no device sync
+        if self.reporter is not None:  # rank 0 logs; the others keep no step metrics
             self.accumulated.add({"train/loss": loss.detach(), **details})
-            self._tokens += int(micro.inputs.attention_mask.sum())
         if not boundary:
             return False
         self.state.step += 1
-        if self.metrics_logger:
-            self._log_step(started)
+        tokens = sum_over_ranks(self._tokens, self.device)  # a collective: every rank takes part
+        self._tokens = 0
+        if self.reporter is not None:
+            self._log_step(started, tokens)
         return True
 
-    def _log_step(self, started: tuple[float, int]) -> None:
+    def _log_step(self, started: tuple[float, int], tokens: int) -> None:
+        """Rank 0's step metrics; ``tokens``: the text tokens every rank trained on in this step."""
         now = time.perf_counter()
         elapsed = now - started[0]
         metrics = {
             **self.accumulated.pop(),
             "train/lr": self.engine.get_lr()[0],
-            # This step's rate (rank 0's text tokens × ranks: every rank trains as many micro-batches);
-            # a step after an evaluation also pays for it.
-            "train/tokens_per_s": self._tokens * self.world_size / (now - self._last_logged),
+            "train/tokens": tokens,
+            # This step's rate; a step after an evaluation also pays for it.
+            "train/tokens_per_s": tokens / (now - self._last_logged),
             "train/peak_memory_gib": peak_memory_gib(self.device),  # rank 0's; the ranks are alike
         }
         grad_norm = self.engine.get_global_grad_norm()  # before clipping; None until DeepSpeed has one
         if grad_norm is not None:
             metrics["train/grad_norm"] = float(grad_norm)
-        self._tokens, self._last_logged = 0, now
+        self._last_logged = now
         first = self.state.step == started[1] + 1  # of this attempt
         if first:
             self.startup.mark("first_step")
             metrics.update(self.startup.metrics())
-        self.metrics_logger.log(metrics, self.state.step)
+        self.reporter.log(metrics, self.state.step)
         if first:
             self._post(note_event(self.startup.summary()))
         rate = (self.state.step - started[1]) / elapsed
@@ -293,7 +305,7 @@ class Trainer:
             return {}
         mine = micro_batches[self.rank :: self.world_size]
         rounds = -(-len(micro_batches) // self.world_size)
-        totals = EvalTotals(self.config.loss.kind)
+        totals = EvalTotals(self.settings.loss)
         self.engine.eval()
         with torch.no_grad():
             for index in range(rounds):
@@ -306,19 +318,14 @@ class Trainer:
     def _split_batches(self, split: str) -> list[MicroBatch]:
         """A split's micro-batches, fetched and collated once: the splits never change during a run."""
         if split not in self._batches:
-            units: pa.Table = ray.get(self._split_units[split])
-            size = self.config.run.micro_batch_size * self.config.data.bucket_window
-            windows = (units.slice(start, size) for start in range(0, units.num_rows, size))
-            self._batches[split] = [micro for window in windows for micro in self.collator(window)]
+            self._batches[split] = self.collator.collate(self._split_units[split])
         return self._batches[split]
 
     def evaluate_and_checkpoint(self, final: bool) -> None:
         metrics = {**self.evaluate(), "step": self.state.step, "epoch": self.state.epoch}
         self._track_best(metrics)
-        if self.metrics_logger:
-            self.metrics_logger.log(
-                {k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step
-            )
+        if self.reporter is not None:
+            self.reporter.log({k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step)
             self._post(eval_event(self.state.step, overall_metrics(metrics)))
         self._report(metrics, final)
 
@@ -360,8 +367,8 @@ class Trainer:
             with ray.train.Checkpoint(found[selected]).as_directory() as directory:
                 self.engine.load_checkpoint(str(Path(directory) / DEEPSPEED_DIR), tag="state")
         metrics = {**self.evaluate("test"), "selected_step": selected}
-        if self.metrics_logger:
-            self.metrics_logger.log(metrics, self.state.step)
+        if self.reporter is not None:
+            self.reporter.log(metrics, self.state.step)
             if len(metrics) > 1 or self.config.run.select == "best":
                 self._post(note_event(summarize_test(metrics, self.config.run)))
         return metrics
@@ -373,12 +380,12 @@ class Trainer:
         else:
             state_dict = self.engine.module.state_dict()
         if self.rank == 0:
-            inputs = InputSpec(**self.settings.inputs)
+            inputs = self.collator.pipeline.spec  # what every batch of the run was encoded with
             save_reward_model(
                 self.engine.module, self.tokenizer, self.config.model, inputs, directory, state_dict
             )
 
     def _post(self, event: Event) -> None:
         """Show ``event`` on the driver's console, without waiting for it."""
-        if self.board is not None:
-            self.board.post.remote(event)
+        if self.reporter is not None:
+            self.reporter.post(event)

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gazerm.model.config import LossKindName
 from gazerm.train.batch import UnitLabels
-from gazerm.train.kinds import loss_kind
+from gazerm.train.kinds import LossSpec
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -31,6 +30,18 @@ def peak_memory_gib(device: torch.device) -> float:
     except (OSError, StopIteration):  # not Linux: macOS reports ru_maxrss in bytes
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**30
     return kib / 2**20
+
+
+def sum_over_ranks(value: int, device: torch.device) -> int:
+    """``value`` summed over every rank of the run (itself outside a distributed run); every rank must
+    call it, with a tensor on its backend's device (``device``: the engine's)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    total = torch.tensor(value, dtype=torch.long, device=device)
+    dist.all_reduce(total)
+    return int(total)
 
 
 @dataclass
@@ -80,13 +91,13 @@ class StepAverage:
 class EvalTotals:
     """Running sums per source; ``metrics()`` turns them into ``val/...`` (or ``test/...``) numbers."""
 
-    def __init__(self, kind: LossKindName) -> None:
-        self.kind = loss_kind(kind)
+    def __init__(self, loss: LossSpec) -> None:
+        self.loss = loss
         self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     def add(self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool = False) -> None:
         """``rewards`` from any device; ``labels`` on the CPU."""
-        per_item = self.kind.eval_totals(rewards.detach().float().cpu(), labels, use_margin)
+        per_item = self.loss.kind.eval_totals(rewards.detach().float().cpu(), labels, use_margin)
         for index, source in enumerate(labels.sources):
             totals = self.sums[source]
             totals["count"] += 1
@@ -101,7 +112,7 @@ class EvalTotals:
             return self
         gathered: list[dict[str, dict[str, float]] | None] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, {s: dict(t) for s, t in self.sums.items()})
-        merged = EvalTotals(self.kind.name)
+        merged = EvalTotals(self.loss)
         for sums in gathered:
             for source, totals in (sums or {}).items():
                 for name, value in totals.items():
@@ -123,4 +134,4 @@ class EvalTotals:
         count = totals.get("count", 0.0)
         if not count:
             return {}
-        return {**self.kind.ratios(totals, prefix), f"{prefix}/count": count}
+        return {**self.loss.kind.ratios(totals, prefix), f"{prefix}/count": count}

@@ -13,8 +13,8 @@ Here the driver lists the train split's blocks (Parquet row groups) with their u
    different few each epoch);
 3. each rank reads only the blocks overlapping its range and shuffles its units in chunks of
    ``shuffle_buffer`` units, seeded by (seed, epoch, rank);
-4. the shuffled units are cut into windows of ``micro_batch_size × bucket_window`` units, which the
-   collator turns into length-bucketed micro-batches.
+4. the shuffled units are cut into the collator's windows (``train.collate.Windows``), which it turns
+   into length-bucketed micro-batches.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gazerm.model.config import LossKindName
 from gazerm.train.batch import MicroBatch
-from gazerm.train.collate import UnitCollator
+from gazerm.train.collate import UnitCollator, Windows
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.kinds import loss_kind
+from gazerm.train.kinds import LossSpec
 from gazerm.train.units import ToUnits
 
 # Windows read, shuffled and tokenized ahead of the one being trained on.
@@ -51,42 +50,31 @@ class Block:
     units: int
 
 
-def list_blocks(paths: list[str], kind: LossKindName, num_outputs: int = 1) -> list[Block]:
+def list_blocks(paths: list[str], loss: LossSpec) -> list[Block]:
     """Every row group of ``paths`` with its unit count (label columns only), in file order."""
     blocks = []
-    unit_kind = loss_kind(kind)
-    columns = unit_kind.label_columns(num_outputs)
+    columns = loss.kind.label_columns(loss.num_outputs)
     for path in paths:
         parquet = pq.ParquetFile(path)
         for group in range(parquet.num_row_groups):
             table = parquet.read_row_group(group, columns=columns)
-            blocks.append(Block(path, group, unit_kind.count(table, num_outputs)))
+            blocks.append(Block(path, group, loss.kind.count(table, loss.num_outputs)))
     return blocks
 
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """What every rank agrees on: the blocks, the seed and the batch geometry."""
+    """What every rank agrees on: the blocks, the seed, the ranks and the shuffle buffer."""
 
     blocks: tuple[Block, ...]
     seed: int
     world_size: int
-    micro_batch_size: int
-    bucket_window: int
     shuffle_buffer: int
 
     @classmethod
     def of(cls, blocks: list[Block], config: TrainJobConfig) -> EpochPlan:
         """The plan of a job's train split (one rank per ``run.num_workers``)."""
-        run, data = config.run, config.data
-        return cls(
-            tuple(blocks),
-            run.seed,
-            run.num_workers,
-            run.micro_batch_size,
-            data.bucket_window,
-            data.shuffle_buffer,
-        )
+        return cls(tuple(blocks), config.run.seed, config.run.num_workers, config.data.shuffle_buffer)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "blocks": [asdict(block) for block in self.blocks]}
@@ -95,18 +83,16 @@ class EpochPlan:
     def from_dict(cls, values: dict[str, Any]) -> EpochPlan:
         return cls(**{**values, "blocks": tuple(Block(**block) for block in values["blocks"])})
 
-    def layout(self) -> dict[str, int]:
-        """What decides which unit lands in which micro-batch: a resume is exact only under the same."""
-        geometry = {k: v for k, v in asdict(self).items() if k != "blocks"}
-        return {**geometry, "blocks": len(self.blocks), "units": sum(block.units for block in self.blocks)}
+    def layout(self, windows: Windows) -> dict[str, int]:
+        """What decides which unit lands in which micro-batch, this order and the collator's ``windows``:
+        a resume is exact only under the same."""
+        order = {k: v for k, v in asdict(self).items() if k != "blocks"}
+        blocks = {"blocks": len(self.blocks), "units": sum(block.units for block in self.blocks)}
+        return {**order, **asdict(windows), **blocks}
 
     @property
     def units_per_rank(self) -> int:
         return sum(block.units for block in self.blocks) // self.world_size
-
-    @property
-    def micro_batches_per_rank(self) -> int:
-        return -(-self.units_per_rank // self.micro_batch_size)
 
     def generator(self, *keys: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *keys])
@@ -131,12 +117,10 @@ class RankStream:
     """One rank's micro-batches of an epoch; ``skip`` drops the ones a resumed run already trained on,
     without tokenizing the windows it skips whole."""
 
-    def __init__(
-        self, plan: EpochPlan, rank: int, kind: LossKindName, num_outputs: int, collator: UnitCollator
-    ) -> None:
+    def __init__(self, plan: EpochPlan, rank: int, collator: UnitCollator) -> None:
         self.plan = plan
         self.rank = rank
-        self.to_units = ToUnits(kind, num_outputs)
+        self.to_units = ToUnits(collator.loss)
         self.collator = collator
 
     def micro_batches(self, epoch: int, skip: int = 0) -> Iterator[MicroBatch]:
@@ -146,15 +130,14 @@ class RankStream:
             yield from micro_batches
 
     def _collated(self, epoch: int, skip: int) -> Iterator[list[MicroBatch]]:
-        per_window = self.plan.bucket_window
+        per_window = self.collator.windows.bucket_window
         for index, window in enumerate(self.windows(epoch)):
             if (index + 1) * per_window <= skip:
                 continue  # a full window gives exactly bucket_window micro-batches
             yield self.collator(window)[max(skip - index * per_window, 0) :]
 
     def windows(self, epoch: int) -> Iterator[pa.Table]:
-        size = self.plan.micro_batch_size * self.plan.bucket_window
-        yield from _rechunk(self._shuffled_units(epoch), size)
+        yield from _rechunk(self._shuffled_units(epoch), self.collator.window_size)
 
     def _shuffled_units(self, epoch: int) -> Iterator[pa.Table]:
         generator = self.plan.generator(epoch, self.rank)

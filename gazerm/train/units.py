@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from gazerm.model.config import LossKindName
-from gazerm.train.kinds import loss_kind
+from gazerm.train.kinds import LossSpec
 from gazerm.train.kinds.base import prompt_inputs
 
 
 class ToUnits:
     """Preference-schema rows → the units of one loss kind (Arrow in, Arrow out)."""
 
-    def __init__(self, kind: LossKindName, num_outputs: int = 1) -> None:
-        self.kind = loss_kind(kind)
-        self.num_outputs = num_outputs
-        self.schema = self.kind.schema()
+    def __init__(self, loss: LossSpec) -> None:
+        self.loss = loss
+        self.schema = loss.kind.schema()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         units = []
@@ -29,5 +27,5 @@ class ToUnits:
                 "context": row["context"],
                 **prompt_inputs(row),
             }
-            units.extend({**header, **unit} for unit in self.kind.units(row, self.num_outputs))
+            units.extend({**header, **unit} for unit in self.loss.kind.units(row, self.loss.num_outputs))
         return pa.Table.from_pylist(units, schema=self.schema)

@@ -10,8 +10,8 @@ from gazerm.features.featurize import GazeFeaturizer
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.model.templates import render_prompt
-from gazerm.train.collate import UnitCollator
 from gazerm.train.units import ToUnits
+from tests.train.helpers import loss_spec, make_collator
 
 PROMPT = "Say hi."
 PREFIX = render_prompt(None, PROMPT)
@@ -30,7 +30,7 @@ def chosen_text(words: int) -> str:
 
 def units_window(examples: list[PreferenceExample], kind: str = "pairwise", num_outputs: int = 1):
     """The units of ``examples`` as one window (Arrow table), with predicted gaze."""
-    return ToUnits(kind, num_outputs)(GazeFeaturizer()(examples_to_table(examples)))
+    return ToUnits(loss_spec(kind, num_outputs))(GazeFeaturizer()(examples_to_table(examples)))
 
 
 def example(index: int, responses: list[str], **labels) -> PreferenceExample:
@@ -49,7 +49,7 @@ def unpadded(tokenizer, text: str) -> list[int]:
 
 
 def test_window_is_cut_into_length_sorted_micro_batches(tokenizer, pairwise_batch):
-    micro_batches = UnitCollator(tokenizer, 128, micro_batch_size=2, kind="pairwise")(pairwise_batch)
+    micro_batches = make_collator(tokenizer, 128, micro_batch_size=2, kind="pairwise")(pairwise_batch)
     assert len(micro_batches) == 3  # ceil(5 / 2)
     assert [m.labels.sources for m in micro_batches] == [["u1", "u3"], ["u4", "u2"], ["u0"]]
     for micro in micro_batches:
@@ -67,7 +67,7 @@ def test_window_is_cut_into_length_sorted_micro_batches(tokenizer, pairwise_batc
 
 
 def test_gaze_and_response_masks_cover_the_response_tokens_only(tokenizer, pairwise_batch):
-    for micro in UnitCollator(tokenizer, 128, micro_batch_size=2, kind="pairwise")(pairwise_batch):
+    for micro in make_collator(tokenizer, 128, micro_batch_size=2, kind="pairwise")(pairwise_batch):
         texts = [chosen_text(WORDS[int(s[1:])]) for s in micro.labels.sources] + [REJECTED] * len(
             micro.labels.sources
         )
@@ -89,7 +89,7 @@ def test_gaze_and_response_masks_cover_the_response_tokens_only(tokenizer, pairw
 def test_left_truncation_keeps_the_end_of_the_response(tokenizer):
     response = "The quick brown fox jumps over the lazy dog. Reading times grow with word length."
     batch = units_window([example(0, [response, REJECTED], pairs=[Pair(0, 1)])])
-    (micro,) = UnitCollator(tokenizer, 10, micro_batch_size=4, kind="pairwise")(batch)
+    (micro,) = make_collator(tokenizer, 10, micro_batch_size=4, kind="pairwise")(batch)
     chosen = micro.inputs.input_ids[0]
     assert len(chosen) == 10 and micro.inputs.attention_mask[0].all()
     assert chosen[0] == tokenizer.bos_token_id
@@ -111,7 +111,7 @@ def test_regression_micro_batches_carry_targets(tokenizer, num_outputs):
         "regression",
         num_outputs,
     )
-    micro_batches = UnitCollator(tokenizer, 128, micro_batch_size=2, kind="regression")(batch)
+    micro_batches = make_collator(tokenizer, 128, micro_batch_size=2, kind="regression")(batch)
     assert [m.inputs.input_ids.shape[0] for m in micro_batches] == [2, 1]
     targets = torch.cat([m.labels.targets for m in micro_batches])
     expected = np.array(attributes if num_outputs == 2 else [[0.0], [1.0], [2.0]], dtype=np.float32)[
@@ -125,7 +125,7 @@ def test_listwise_micro_batches_stack_lists_and_index_them(tokenizer):
     batch = units_window(
         [example(0, lists[0], ranking=[1, 2, 0]), example(1, lists[1], pairs=[Pair(0, 1)])], "listwise"
     )
-    (micro,) = UnitCollator(tokenizer, 128, micro_batch_size=2, kind="listwise")(batch)
+    (micro,) = make_collator(tokenizer, 128, micro_batch_size=2, kind="listwise")(batch)
     # The shorter list (by its longest response) comes first; each list's texts in tier order.
     assert micro.labels.list_index.tolist() == [[0, 1, 2], [3, 4, -1]]
     assert micro.labels.tiers.tolist() == [[0, 1, 2], [0, 1, 0]]
@@ -144,8 +144,8 @@ def test_a_collator_that_gazes_the_prompt_adds_the_prompts_tokens_and_nothing_el
         for i, k in enumerate(WORDS[:2])
     ]
     batch = units_window(examples, kind)
-    plain = UnitCollator(tokenizer, 128, micro_batch_size=4, kind=kind)(batch)
-    gazed = UnitCollator(tokenizer, 128, micro_batch_size=4, kind=kind, prompt_gaze=True)(batch)
+    plain = make_collator(tokenizer, 128, micro_batch_size=4, kind=kind)(batch)
+    gazed = make_collator(tokenizer, 128, micro_batch_size=4, kind=kind, prompt_gaze=True)(batch)
     for without, with_prompt in zip(plain, gazed, strict=True):
         assert torch.equal(with_prompt.inputs.input_ids, without.inputs.input_ids)
         inputs, added = with_prompt.inputs, with_prompt.inputs.gaze_mask & ~without.inputs.gaze_mask
@@ -162,6 +162,6 @@ def test_a_collator_that_gazes_the_prompt_adds_the_prompts_tokens_and_nothing_el
         pa.array([[]] * batch.num_rows, pa.list_(pa.int32())),
     )
     for without, no_prompt_gaze in zip(
-        plain, UnitCollator(tokenizer, 128, 4, kind, prompt_gaze=True)(old), strict=True
+        plain, make_collator(tokenizer, 128, 4, kind, prompt_gaze=True)(old), strict=True
     ):
         assert torch.equal(no_prompt_gaze.inputs.gaze_mask, without.inputs.gaze_mask)

@@ -12,12 +12,15 @@ from mlflow.tracking import MlflowClient
 
 from gazerm.cache import CACHE_ENV, cache_dir
 from gazerm.model.config import ModelConfig
+from gazerm.model.inputs import InputSpec
 from gazerm.model.io import load_reward_model
 from gazerm.model.reward_model import RewardModel
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.frozen import FeatureCache, FrozenTrainer, model_key
 from gazerm.train.job import run_frozen_training
+from gazerm.train.kinds import LossSpec
 from tests.helpers import prepare_gaze_decided
+from tests.train.helpers import loss_spec
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +71,14 @@ def test_a_frozen_run_trains_only_the_heads_and_its_model_scores_as_trained(tmp_
     assert sorted(m.step for m in history) == [10, 20, 30]
 
     saved, _, _ = load_reward_model(outcome.model_dir)
-    fresh = FrozenTrainer(config, {})
+    inputs, loss = InputSpec.read(outcome.model_dir), LossSpec.of(config)
+    fresh = FrozenTrainer(config, {}, inputs, loss)
     fresh.setup()  # the untrained model of the same seed
     initial, trained = fresh.model.state_dict(), saved.state_dict()
     changed = {name for name in initial if not torch.equal(initial[name], trained[name])}
     assert changed == {"value_head.weight"}  # projector and backbone untouched, the bias frozen at 0
 
-    trainer = FrozenTrainer(config, {"test": _units(gaze_decided, "test")})
+    trainer = FrozenTrainer(config, {"test": _units(gaze_decided, "test")}, inputs, loss)
     trainer.setup()
     batch = trainer.batches["test"][0]
     with torch.no_grad():
@@ -120,7 +124,7 @@ def _units(dataset: str, split: str):
     from gazerm.data.shards import verify
     from gazerm.train.job import _split_units
 
-    return _split_units(verify(dataset).shard_paths(dataset, split), "pairwise", 1)
+    return _split_units(verify(dataset).shard_paths(dataset, split), loss_spec())
 
 
 def test_a_response_key_holds_its_gaze_only_for_a_gaze_model():

@@ -8,6 +8,7 @@ import torch
 
 from gazerm.train.batch import UnitLabels
 from gazerm.train.metrics import EvalTotals, StartupClock
+from tests.train.helpers import loss_spec
 
 
 def bt_loss(difference: float) -> float:
@@ -16,7 +17,7 @@ def bt_loss(difference: float) -> float:
 
 def pairwise_totals(use_margin: bool) -> EvalTotals:
     """Two micro-batches over sources a and b; reward differences (chosen - rejected) 1, -2, 0.5 | 3."""
-    totals = EvalTotals("pairwise")
+    totals = EvalTotals(loss_spec("pairwise"))
     first = UnitLabels(["a", "b", "a"], margin=torch.tensor([0.5, 0.0, 1.0]))
     totals.add(torch.tensor([2.0, -1.0, 0.5, 1.0, 1.0, 0.0]), first, use_margin)
     totals.add(torch.tensor([4.0, 1.0]), UnitLabels(["b"], margin=torch.tensor([2.0])), use_margin)
@@ -56,7 +57,7 @@ def test_all_reduce_outside_distributed_is_identity():
 
 
 def test_regression_mse_and_mae():
-    scalar = EvalTotals("regression")
+    scalar = EvalTotals(loss_spec("regression"))
     scalar.add(
         torch.tensor([1.0, 2.0, 0.0]),
         UnitLabels(["a", "a", "b"], targets=torch.tensor([[2.0], [2.0], [3.0]])),
@@ -72,7 +73,7 @@ def test_regression_mse_and_mae():
             "val/b/count": 1,
         }
     )
-    attributes = EvalTotals("regression")  # per row: mean over the attributes, then mean over rows
+    attributes = EvalTotals(loss_spec("regression"))  # per row: mean over the attributes, then mean over rows
     attributes.add(
         torch.tensor([[1.0, 3.0], [0.0, 0.0]]),
         UnitLabels(["a", "a"], targets=torch.tensor([[0.0, 1.0], [2.0, 0.0]])),
@@ -82,7 +83,7 @@ def test_regression_mse_and_mae():
 
 
 def test_no_rows_no_metrics():
-    assert EvalTotals("pairwise").metrics() == {}
+    assert EvalTotals(loss_spec("pairwise")).metrics() == {}
 
 
 def test_listwise_accuracy_over_ordered_pairs_and_loss():
@@ -90,7 +91,7 @@ def test_listwise_accuracy_over_ordered_pairs_and_loss():
     has no ordered pair; a 2-list 0,1 with rewards 0,1 gets its pair wrong."""
     from gazerm.model.losses import listwise_loss
 
-    totals = EvalTotals("listwise")
+    totals = EvalTotals(loss_spec("listwise"))
     micro = UnitLabels(
         ["a", "a", "b"],
         list_index=torch.tensor([[0, 1, 2], [3, 4, -1], [5, 6, -1]]),

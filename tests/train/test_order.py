@@ -9,19 +9,19 @@ import pytest
 
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import build_tokenizer
-from gazerm.train.collate import UnitCollator
 from gazerm.train.order import Block, EpochPlan, RankStream, list_blocks, prefetched
+from tests.train.helpers import loss_spec, make_collator
 
 MICRO_BATCH, WINDOW = 2, 2
 
 
 def plan_of(blocks: list[Block], world_size: int = 2, seed: int = 7, shuffle_buffer: int = 8) -> EpochPlan:
-    return EpochPlan(tuple(blocks), seed, world_size, MICRO_BATCH, WINDOW, shuffle_buffer)
+    return EpochPlan(tuple(blocks), seed, world_size, shuffle_buffer)
 
 
 def stream(plan: EpochPlan, rank: int = 0) -> RankStream:
-    collator = UnitCollator(build_tokenizer(ModelConfig()), 64, MICRO_BATCH, "pairwise")
-    return RankStream(plan, rank, "pairwise", 1, collator)
+    collator = make_collator(build_tokenizer(ModelConfig()), 64, MICRO_BATCH, bucket_window=WINDOW)
+    return RankStream(plan, rank, collator)
 
 
 def unit_ids(plan: EpochPlan, epoch: int, rank: int) -> list[str]:
@@ -40,13 +40,13 @@ def micro_batch_keys(micro_batches) -> list[tuple]:
 
 
 def test_blocks_are_row_groups_with_their_unit_counts(train_paths):
-    blocks = list_blocks(train_paths, "pairwise")
+    blocks = list_blocks(train_paths, loss_spec())
     assert len(blocks) == len(train_paths) >= 4
     assert all(block.units > 0 for block in blocks)
 
 
 def test_epochs_differ_and_the_seed_repeats_them(train_paths):
-    blocks = list_blocks(train_paths, "pairwise")
+    blocks = list_blocks(train_paths, loss_spec())
     plan = plan_of(blocks)
     first, second = unit_ids(plan, 0, 0), unit_ids(plan, 1, 0)
     assert first != second and set(first) != set(second)  # another order, and another share of units
@@ -55,7 +55,7 @@ def test_epochs_differ_and_the_seed_repeats_them(train_paths):
 
 
 def test_ranks_get_equal_disjoint_shares_covering_all_but_the_remainder(train_paths):
-    blocks = list_blocks(train_paths, "pairwise")
+    blocks = list_blocks(train_paths, loss_spec())
     total = sum(block.units for block in blocks)
     for world_size in (1, 2, 3):
         plan = plan_of(blocks, world_size=world_size)
@@ -69,7 +69,7 @@ def test_ranks_get_equal_disjoint_shares_covering_all_but_the_remainder(train_pa
 
 def test_the_shuffle_mixes_units_across_blocks(train_paths):
     """Units of one block do not stay together: the buffer (8 units here) shuffles across block bounds."""
-    blocks = list_blocks(train_paths, "pairwise")
+    blocks = list_blocks(train_paths, loss_spec())
     order = unit_ids(plan_of(blocks, world_size=1, shuffle_buffer=10_000), 0, 0)
     block_order = unit_ids(plan_of(blocks, world_size=1, shuffle_buffer=1), 0, 0)
     assert sorted(order) == sorted(block_order) and order != block_order
@@ -78,16 +78,16 @@ def test_the_shuffle_mixes_units_across_blocks(train_paths):
 @pytest.mark.parametrize("stopped_after", [1, 2, 3, 5])
 def test_resuming_at_any_micro_batch_gives_the_uninterrupted_sequence(train_paths, stopped_after):
     """Skipping ``stopped_after`` micro-batches (within or at the end of a window) continues exactly."""
-    plan = plan_of(list_blocks(train_paths, "pairwise"))
+    plan = plan_of(list_blocks(train_paths, loss_spec()))
     uninterrupted = micro_batch_keys(stream(plan).micro_batches(1))
-    assert len(uninterrupted) == plan.micro_batches_per_rank
+    assert len(uninterrupted) == -(-plan.units_per_rank // MICRO_BATCH)
     before = micro_batch_keys(stream(plan).micro_batches(1))[:stopped_after]
     after = micro_batch_keys(stream(plan).micro_batches(1, skip=stopped_after))
     assert before + after == uninterrupted
 
 
 def test_a_changed_shard_is_an_error_not_a_silently_different_order(train_paths, tmp_path: Path):
-    blocks = list_blocks(train_paths, "pairwise")
+    blocks = list_blocks(train_paths, loss_spec())
     wrong = [Block(blocks[0].path, blocks[0].row_group, blocks[0].units + 1), *blocks[1:]]
     with pytest.raises(RuntimeError, match="changed under a running job"):
         list(stream(plan_of(wrong, world_size=1)).windows(0))

@@ -9,6 +9,7 @@ import pytest
 
 from gazerm.errors import ConfigError
 from gazerm.train.checkpoints import STATE_FILE
+from gazerm.train.collate import Windows
 from gazerm.train.config import RunConfig, TrainJobConfig
 from gazerm.train.job import check_same_layout
 from gazerm.train.order import Block, EpochPlan
@@ -22,10 +23,14 @@ def checkpoint(tmp_path: Path, layout: dict | None) -> str:
     return str(tmp_path)
 
 
+def layout(config: TrainJobConfig, blocks: list[Block] = BLOCKS) -> dict[str, int]:
+    return EpochPlan.of(blocks, config).layout(Windows.of(config))
+
+
 def test_the_plan_round_trips_through_the_worker_settings():
     plan = EpochPlan.of(BLOCKS, TrainJobConfig())
     assert EpochPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
-    assert plan.layout() == {
+    assert layout(TrainJobConfig()) == {
         "seed": 0,
         "world_size": 2,
         "micro_batch_size": 16,
@@ -37,13 +42,21 @@ def test_the_plan_round_trips_through_the_worker_settings():
 
 
 def test_a_resume_under_the_same_layout_goes_ahead(tmp_path):
-    plan = EpochPlan.of(BLOCKS, TrainJobConfig())
-    check_same_layout(checkpoint(tmp_path, plan.layout()), plan)
-    check_same_layout(checkpoint(tmp_path, None), plan)  # a checkpoint from before layouts were saved
+    now = layout(TrainJobConfig())
+    check_same_layout(checkpoint(tmp_path, now), now)
+    check_same_layout(checkpoint(tmp_path, None), now)  # a checkpoint from before layouts were saved
 
 
 def test_a_resume_under_another_layout_is_refused_naming_what_changed(tmp_path):
-    saved = EpochPlan.of(BLOCKS, TrainJobConfig()).layout()
-    now = EpochPlan.of([*BLOCKS, Block("c.parquet", 0, 8)], TrainJobConfig(run=RunConfig(num_workers=4)))
+    saved = layout(TrainJobConfig())
+    now = layout(TrainJobConfig(run=RunConfig(num_workers=4)), [*BLOCKS, Block("c.parquet", 0, 8)])
     with pytest.raises(ConfigError, match=r"world_size: 2 then, 4 now; blocks: 2 then, 3 now; units: 64"):
+        check_same_layout(checkpoint(tmp_path, saved), now)
+
+
+def test_a_resume_with_other_windows_is_refused(tmp_path):
+    """The collator's windows decide which units share a micro-batch, as the order does."""
+    saved = layout(TrainJobConfig())
+    now = layout(TrainJobConfig(run=RunConfig(micro_batch_size=8)))
+    with pytest.raises(ConfigError, match=r"micro_batch_size: 16 then, 8 now"):
         check_same_layout(checkpoint(tmp_path, saved), now)

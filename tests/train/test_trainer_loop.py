@@ -1,10 +1,12 @@
-"""The worker loop without Ray or DeepSpeed: a fake engine stands in for ``deepspeed.initialize``'s.
+"""The worker loop without Ray or DeepSpeed: a fake engine stands in for ``deepspeed.initialize``'s and a
+recorder for the MLflow run and the driver's console; the trainer is otherwise set up as a worker sets it up.
 
 - Device placement: every model input and label reaches the engine's device before the forward. The
   engine here lives on the ``meta`` device, so a tensor left on the CPU fails the test as it would fail
   on a GPU.
 - Exact resume: a run interrupted after a checkpoint and resumed from it trains on exactly the
   micro-batches an uninterrupted run trains on.
+- Per-step tokens: ``train/tokens`` is what the step's micro-batches held.
 - Model selection: ``run.select: best`` remembers the best evaluation and, at the end, reloads its
   checkpoint before the test split is scored.
 """
@@ -12,24 +14,31 @@
 from __future__ import annotations
 
 import json
-import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 
+from gazerm.data.schema import Pair, PreferenceExample, examples_to_table
 from gazerm.errors import ConfigError
-from gazerm.model.config import LossConfig, ModelConfig
-from gazerm.model.inputs import ModelInputs
-from gazerm.model.reward_model import RewardOutput, build_tokenizer
+from gazerm.features.featurize import GazeFeaturizer
+from gazerm.model.config import LossConfig
+from gazerm.model.inputs import InputSpec, ModelInputs
+from gazerm.model.reward_model import RewardOutput
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.checkpoints import DEEPSPEED_DIR, LISTED, RAY_RUN_NAME, STATE_FILE, write_file_list
-from gazerm.train.collate import UnitCollator
 from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
+from gazerm.train.kinds import LossSpec
 from gazerm.train.loop import LoopSettings, Trainer, TrainerState
-from gazerm.train.metrics import StartupClock, StepAverage
-from gazerm.train.order import EpochPlan, RankStream, list_blocks
+from gazerm.train.order import Block, EpochPlan, list_blocks
+from gazerm.train.progress import Event
+from gazerm.train.units import ToUnits
+
+UNUSED_BLOCKS = [Block("never-read.parquet", 0, 8)]  # for trainers that train on nothing
 
 
 class FakeEngine:
@@ -48,6 +57,7 @@ class FakeEngine:
         self.crash_after = crash_after
         self.micro_steps = 0
         self.forwards: list[tuple] = []
+        self.tokens: list[int] = []
         self.packed: list[bool] = []
 
     def __call__(self, **inputs: torch.Tensor) -> RewardOutput:
@@ -61,6 +71,7 @@ class FakeEngine:
         self.forwards.append(
             tuple(inputs["input_ids"].flatten().tolist()) if self.device.type == "cpu" else ()
         )
+        self.tokens.append(int(inputs["attention_mask"].sum()) if self.device.type == "cpu" else 0)
         self.packed.append(inputs["packed"])
         rows, length = inputs["input_ids"].shape
         rewards = torch.linspace(0, 1, rows, device=self.output_device)
@@ -83,21 +94,76 @@ class FakeEngine:
     def get_lr(self) -> list[float]:
         return [0.0]
 
+    def get_global_grad_norm(self) -> float | None:
+        return None
+
     def load_checkpoint(self, directory: str, tag: str) -> None:
         self.loaded = (directory, tag)
 
 
-def bare_trainer(config: TrainJobConfig, engine: FakeEngine, total_steps: int = 1) -> Trainer:
-    """A Trainer with the fake engine, as ``Trainer.__init__`` leaves one (less Ray, DeepSpeed, MLflow)."""
-    trainer = Trainer.__new__(Trainer)
-    trainer.config, trainer.settings = config, LoopSettings(total_steps, "", "", {}, {})
-    trainer.rank, trainer.world_size = 0, 2
-    trainer.engine, trainer.device = engine, engine.device
-    trainer.state, trainer.accumulated, trainer._tokens = TrainerState(), StepAverage(), 0
-    trainer.metrics_logger, trainer.board = None, None
-    trainer.startup = StartupClock(time.time())
-    trainer._batches = {"validation": [], "test": []}  # collated already: no object store here
+class Recorder:
+    """The reporter a test reads back: metrics by step, counters, events."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, dict[str, float]]] = []
+        self.counts: Counter[str] = Counter()
+        self.events: list[Event] = []
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        self.logged.append((step, dict(metrics)))
+
+    def count(self, key: str) -> int:
+        self.counts[key] += 1
+        return self.counts[key]
+
+    def post(self, event: Event) -> None:
+        self.events.append(event)
+
+    def series(self, name: str) -> list[float]:
+        return [metrics[name] for _, metrics in self.logged if name in metrics]
+
+
+class FakeEngineTrainer(Trainer):
+    """The trainer with ``engine`` where DeepSpeed's would be; everything else is set up for real."""
+
+    def __init__(self, *args, engine: FakeEngine, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fake_engine = engine
+
+    def build_engine(self) -> FakeEngine:
+        return self.fake_engine
+
+
+def set_up(
+    config: TrainJobConfig,
+    engine: FakeEngine,
+    total_steps: int = 1,
+    blocks: list[Block] = UNUSED_BLOCKS,
+    splits: dict[str, pa.Table] | None = None,
+) -> FakeEngineTrainer:
+    """Rank 0's trainer, set up as a worker's is: the driver's settings, then ``setup`` (no units to score
+    unless ``splits`` has them)."""
+    loss = LossSpec.of(config)
+    plan = EpochPlan.of(blocks, config)
+    settings = LoopSettings(
+        total_steps, "", "", plan.to_dict(), InputSpec({"predictor": "reading_model"}, max_length=512), loss
+    )
+    trainer = FakeEngineTrainer(config, settings, 0, Recorder(), engine=engine)
+    empty = ToUnits(loss).schema.empty_table()
+    trainer.setup({"validation": empty, "test": empty, **(splits or {})})
     return trainer
+
+
+def units(kind: str) -> pa.Table:
+    """Two examples' units of ``kind`` (pairwise: 2, regression: 4, listwise: 2), with predicted gaze."""
+    examples = [
+        PreferenceExample(
+            f"u{i}", "f.jsonl", i, "Say hi.", [text, "No."], "pairwise", pairs=[Pair(0, 1)], scores=[1.0, 0.0]
+        )
+        for i, text in enumerate(["Hello there, friend.", "Hi."])
+    ]
+    loss = LossSpec.of(TrainJobConfig(loss=LossConfig(kind=kind)))
+    return ToUnits(loss)(GazeFeaturizer()(examples_to_table(examples)))
 
 
 def inputs(rows: int, length: int = 6) -> ModelInputs:
@@ -130,7 +196,7 @@ MICRO_BATCHES = {
     ],
 )
 def test_every_input_and_label_reaches_the_engine_device(kind, loss):
-    trainer = bare_trainer(TrainJobConfig(loss=loss), FakeEngine("meta"))
+    trainer = set_up(TrainJobConfig(loss=loss), FakeEngine("meta"))
     value, details = trainer._loss(MICRO_BATCHES[kind])  # the engine asserts the inputs' device
     assert value.device.type == "meta" and all(d.device.type == "meta" for d in details.values())
 
@@ -138,18 +204,18 @@ def test_every_input_and_label_reaches_the_engine_device(kind, loss):
 @pytest.mark.parametrize("kind", ["pairwise", "regression", "listwise"])
 def test_evaluation_inputs_reach_the_engine_device(kind):
     engine = FakeEngine("meta", output_device="cpu")  # rewards come back readable; inputs are checked
-    trainer = bare_trainer(TrainJobConfig(loss=LossConfig(kind=kind)), engine)
-    trainer._batches["validation"] = [MICRO_BATCHES[kind]]
-    assert trainer.evaluate()["val/count"] == MICRO_BATCHES[kind].labels.num_units
+    validation = units(kind)
+    trainer = set_up(TrainJobConfig(loss=LossConfig(kind=kind)), engine, splits={"validation": validation})
+    assert trainer.evaluate()["val/count"] == validation.num_rows
 
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_data_packing_reaches_training_and_evaluation_forwards(packing):
     engine = FakeEngine()
-    trainer = bare_trainer(TrainJobConfig(data=DataConfig(packing=packing)), engine)
+    config = TrainJobConfig(data=DataConfig(packing=packing))
+    trainer = set_up(config, engine, splits={"validation": units("pairwise")})
     trainer._loss(MICRO_BATCHES["pairwise"])
-    trainer._batches["validation"] = [MICRO_BATCHES["pairwise"]]
-    trainer.evaluate()
+    trainer.evaluate()  # both units in one micro-batch
     assert engine.packed == [packing, packing]
 
 
@@ -160,45 +226,64 @@ def test_a_micro_batch_moves_every_tensor():
     assert MICRO_BATCHES["listwise"].inputs.gaze.device.type == "cpu"  # a copy; the original stays
 
 
-def run_loop(config: TrainJobConfig, stream: RankStream, engine: FakeEngine, total: int, saved: list):
+def run_loop(
+    config: TrainJobConfig, blocks: list[Block], engine: FakeEngine, total: int, saved: list
+) -> FakeEngineTrainer:
     """``Trainer.run`` with checkpoints kept in ``saved`` (newest last) and restored from there."""
-    trainer = bare_trainer(config, engine, total)
-    trainer.train_stream = stream
+    trainer = set_up(config, engine, total, blocks)
     trainer.evaluate_and_checkpoint = lambda final: saved.append(TrainerState(**asdict(trainer.state)))
     trainer.restore = lambda: setattr(
         trainer, "state", TrainerState(**asdict(saved[-1])) if saved else trainer.state
     )
     trainer.run()
+    return trainer
+
+
+def small_windows(accumulation: int) -> TrainJobConfig:
+    return TrainJobConfig(
+        data=DataConfig(bucket_window=2, shuffle_buffer=6),
+        run=RunConfig(micro_batch_size=2, grad_accum=accumulation, eval_every=3, seed=11),
+    )
 
 
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_a_resumed_run_trains_on_exactly_the_uninterrupted_sequence(train_paths, accumulation):
-    config = TrainJobConfig(run=RunConfig(micro_batch_size=2, grad_accum=accumulation, eval_every=3))
-    plan = EpochPlan(tuple(list_blocks(train_paths, "pairwise")), 11, 2, 2, 2, 6)
-    collator = UnitCollator(build_tokenizer(ModelConfig()), 64, 2, "pairwise")
-    stream = RankStream(plan, 0, "pairwise", 1, collator)
-    total = plan.micro_batches_per_rank * 2 // accumulation + 1  # into a third epoch
+    config = small_windows(accumulation)
+    blocks = list_blocks(train_paths, LossSpec.of(config))
+    per_epoch = -(-EpochPlan.of(blocks, config).units_per_rank // 2)  # micro-batches of 2 units
+    total = per_epoch * 2 // accumulation + 1  # into a third epoch
 
     whole = FakeEngine(accumulation=accumulation)
-    run_loop(config, stream, whole, total, [])
+    run_loop(config, blocks, whole, total, [])
     assert len(whole.forwards) == total * accumulation
 
     saved: list[TrainerState] = []
     crashed = FakeEngine(accumulation=accumulation, crash_after=len(whole.forwards) - 5)
     with pytest.raises(KeyboardInterrupt):
-        run_loop(config, stream, crashed, total, saved)
+        run_loop(config, blocks, crashed, total, saved)
     checkpoint = saved[-1]
     assert checkpoint.epoch >= 1 and checkpoint.step % config.run.eval_every == 0
     resumed = FakeEngine(accumulation=accumulation)
-    run_loop(config, stream, resumed, total, saved)
+    run_loop(config, blocks, resumed, total, saved)
 
     trained_before = checkpoint.step * accumulation  # micro-batches up to the checkpoint
     assert crashed.forwards[:trained_before] + resumed.forwards == whole.forwards
 
 
+def test_each_step_logs_the_tokens_of_its_micro_batches(train_paths):
+    config = small_windows(accumulation=2)
+    engine = FakeEngine(accumulation=2)
+    trainer = run_loop(config, list_blocks(train_paths, LossSpec.of(config)), engine, 5, [])
+    per_step = [engine.tokens[i] + engine.tokens[i + 1] for i in range(0, 10, 2)]
+    assert trainer.reporter.series("train/tokens") == per_step and min(per_step) > 0
+    assert len(set(per_step)) > 1  # real counts, not one number repeated
+    assert [event["kind"] for event in trainer.reporter.events].count("step") == 5
+
+
 def selecting(tmp_path: Path, mode: str = "max") -> Trainer:
     run = RunConfig(select="best", select_metric="val/accuracy", select_mode=mode)
-    return bare_trainer(TrainJobConfig(output_dir=str(tmp_path), run=run), FakeEngine(output_device="cpu"))
+    config = TrainJobConfig(output_dir=str(tmp_path), run=run)
+    return set_up(config, FakeEngine(output_device="cpu"), splits={"test": units("pairwise")})
 
 
 @pytest.mark.parametrize(
@@ -234,7 +319,6 @@ def test_the_best_checkpoint_is_reloaded_before_the_test_split_is_scored(tmp_pat
     best = _checkpoint(tmp_path, 20)
     _checkpoint(tmp_path, 40)
     trainer.state.step, trainer.state.best_step = 40, 20
-    trainer._batches["test"] = [MICRO_BATCHES["pairwise"]]
     metrics = trainer._select_and_test()
     assert trainer.engine.loaded == (str(best / DEEPSPEED_DIR), "state")
     assert metrics["selected_step"] == 20 and metrics["test/count"] == 2
@@ -242,7 +326,7 @@ def test_the_best_checkpoint_is_reloaded_before_the_test_split_is_scored(tmp_pat
 
 
 def test_the_last_evaluation_needs_no_reload(tmp_path):
-    trainer = bare_trainer(TrainJobConfig(output_dir=str(tmp_path)), FakeEngine())
+    trainer = set_up(TrainJobConfig(output_dir=str(tmp_path)), FakeEngine())
     trainer.state.step = 40
     assert trainer._select_and_test() == {"selected_step": 40}  # no test units, nothing loaded
     assert not hasattr(trainer.engine, "loaded")

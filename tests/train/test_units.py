@@ -12,6 +12,7 @@ from gazerm.features.reading_model import ReadingTimeModel
 from gazerm.train.kinds.listwise import list_tiers
 from gazerm.train.order import list_blocks
 from gazerm.train.units import ToUnits
+from tests.train.helpers import loss_spec
 
 CONTEXT = [
     {"role": "system", "content": "Be brief."},
@@ -58,7 +59,7 @@ def flat_gaze(text: str) -> tuple[list[int], list[float]]:
 def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
     rated, plain = rated_example(), pairwise_example()
     table = GazeFeaturizer()(examples_to_table([rated, plain]))
-    units = ToUnits("pairwise")(table).to_pylist()
+    units = ToUnits(loss_spec("pairwise"))(table).to_pylist()
 
     def unit(example, chosen, rejected, margin):
         chosen_spans, chosen_features = flat_gaze(example.responses[chosen])
@@ -96,7 +97,7 @@ def test_pairwise_units_carry_both_texts_their_gaze_and_the_margin():
 
 
 def test_units_without_gaze_have_empty_gaze_lists():
-    units = ToUnits("pairwise")(examples_to_table([pairwise_example()])).to_pylist()
+    units = ToUnits(loss_spec("pairwise"))(examples_to_table([pairwise_example()])).to_pylist()
     assert [(u["chosen_spans"], u["chosen_features"], u["rejected_spans"]) for u in units] == [([], [], [])]
     assert [(u["prompt_spans"], u["prompt_features"]) for u in units] == [([], [])]
 
@@ -105,14 +106,15 @@ def test_shards_written_before_prompt_gaze_give_units_without_it(tmp_path):
     table = GazeFeaturizer()(examples_to_table([rated_example(), pairwise_example()]))
     old = table.drop_columns(["prompt_gaze"])
     pq.write_table(old, tmp_path / "old.parquet")
-    units = ToUnits("pairwise")(pq.read_table(tmp_path / "old.parquet")).to_pylist()
+    units = ToUnits(loss_spec("pairwise"))(pq.read_table(tmp_path / "old.parquet")).to_pylist()
     assert units and all(u["prompt_spans"] == u["prompt_features"] == [] for u in units)
     assert units[0]["chosen_spans"] == flat_gaze(RESPONSES[0])[0]  # the responses' gaze is still there
 
 
 def test_regression_units_from_scores():
     table = GazeFeaturizer()(examples_to_table([rated_example(), pairwise_example()]))
-    units = ToUnits("regression")(table).to_pylist()  # the pairwise-only example has no scores: no units
+    # The pairwise-only example has no scores: no units.
+    units = ToUnits(loss_spec("regression"))(table).to_pylist()
     assert [(u["text"], u["targets"]) for u in units] == [
         (RESPONSES[0], [3.0]),
         (RESPONSES[1], [1.0]),
@@ -126,12 +128,12 @@ def test_regression_units_from_scores():
 def test_regression_units_from_attribute_scores(num_outputs):
     attributes = [[float(10 * i + k) for k in range(num_outputs)] for i in range(3)]
     table = examples_to_table([rated_example(attribute_scores=attributes)])
-    units = ToUnits("regression", num_outputs)(table).to_pylist()
+    units = ToUnits(loss_spec("regression", num_outputs))(table).to_pylist()
     assert [u["targets"] for u in units] == attributes
     with pytest.raises(
         ValueError, match=f"has {num_outputs} attribute scores but the model has num_outputs=3"
     ):
-        ToUnits("regression", 3)(table)
+        ToUnits(loss_spec("regression", 3))(table)
 
 
 @pytest.mark.parametrize(
@@ -153,8 +155,8 @@ def test_block_unit_counts_match_the_units_to_units_yields(tmp_path, kind, num_o
         ("regression", 2): 3 + 3,
         ("listwise", 1): 2 + 1,  # the rated and the pairwise example; the tie orders nothing
     }[(kind, num_outputs)]
-    produced = sum(ToUnits(kind, num_outputs)(pq.read_table(path)).num_rows for path in paths)
-    blocks = list_blocks(paths, kind, num_outputs)
+    produced = sum(ToUnits(loss_spec(kind, num_outputs))(pq.read_table(path)).num_rows for path in paths)
+    blocks = list_blocks(paths, loss_spec(kind, num_outputs))
     assert [(block.path, block.row_group) for block in blocks] == [
         (paths[0], 0),
         (paths[0], 1),
@@ -184,7 +186,7 @@ def test_list_tiers(example, expected):
 
 def test_listwise_units_carry_each_list_with_its_gaze_and_tiers():
     table = GazeFeaturizer()(examples_to_table([ranked_example(), rated_example(scores=[1.0, 1.0, 1.0])]))
-    (unit,) = ToUnits("listwise")(table).to_pylist()  # the all-tied example gives none
+    (unit,) = ToUnits(loss_spec("listwise"))(table).to_pylist()  # the all-tied example gives none
     order = [2, 0, 1]
     assert unit["texts"] == [RESPONSES[i] for i in order]
     assert unit["tiers"] == [0, 1, 2]
@@ -199,12 +201,12 @@ def test_units_carry_each_response_implicit_features_or_none():
     implicit = [[0.1 * k + i for k in range(N_IMPLICIT)] for i in range(2)] + [None]  # response 2: no logs
     table = table.set_column(table.schema.get_field_index("implicit"), "implicit", pa.array([implicit]))
     expected = [pytest.approx(values) if values else [] for values in implicit]
-    pairs = ToUnits("pairwise")(table).to_pylist()
+    pairs = ToUnits(loss_spec("pairwise"))(table).to_pylist()
     assert [(u["chosen_implicit"], u["rejected_implicit"]) for u in pairs] == [
         (expected[0], expected[1]),
         (expected[0], expected[2]),
         (expected[2], expected[1]),
     ]
-    assert [u["implicit"] for u in ToUnits("regression")(table).to_pylist()] == expected
-    (listed,) = ToUnits("listwise")(table).to_pylist()
+    assert [u["implicit"] for u in ToUnits(loss_spec("regression"))(table).to_pylist()] == expected
+    (listed,) = ToUnits(loss_spec("listwise"))(table).to_pylist()
     assert listed["implicit"] == [expected[0], expected[2], expected[1]]  # scores 3 > 2 > 1
