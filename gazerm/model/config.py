@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -18,6 +18,18 @@ Positions = Literal["attended", "padded"]
 LossKindName = Literal["pairwise", "regression", "listwise"]  # gazerm.train.kinds: one object each
 AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 Quantization = Literal["none", "nf4"]
+Fidelity = Literal["gazerm", "reference"]
+SeparatorInit = Literal["mean", "normal"]
+
+# What ``fidelity: reference`` sets where the config leaves a field out: the paper's official code
+# (peft 0.10, trl 0.9.6, transformers 4.40) read line by line; each can still be set alone.
+REFERENCE_DEFAULTS = {
+    "gaze_layout": "reference",
+    "positions": "padded",
+    "pooling": "last_slot",
+    "train_gaze": False,
+    "separator_init": "normal",
+}
 
 
 class LoraSettings(StrictConfig):
@@ -57,7 +69,16 @@ class ModelConfig(StrictConfig):
     code does (projector LayerNorms, gaze over prompt and response, ``<eye/>``/``</eye>`` separators around
     the concat block, every token offset under add). ``positions: padded`` and ``pooling: last_slot``
     reproduce two more traits of that code, which make a row's reward depend on how its batch is padded.
+
+    ``fidelity: reference`` defaults every field of ``REFERENCE_DEFAULTS`` to what that code does (fields the
+    config sets keep their value), so one switch trains the way the paper's numbers were produced.
     """
+
+    fidelity: Fidelity = Field(
+        default="gazerm",
+        description="'reference': default gaze_layout, positions, pooling, train_gaze and separator_init to "
+        "the paper's official code's (REFERENCE_DEFAULTS)",
+    )
 
     backbone: str = "tiny-llama"
     tokenizer: str | None = Field(default=None, description="None: local tokenizer for tiny-*, else backbone")
@@ -77,6 +98,16 @@ class ModelConfig(StrictConfig):
         default="attended",
         description="'padded': position ids count every slot of the padded row, padding and masked gaze "
         "slots included (the reference code's position_ids=None), so text positions depend on the batch",
+    )
+    train_gaze: bool = Field(
+        default=True,
+        description="false: the gaze projector and the <eye/> </eye> separators keep their initial "
+        "weights (the reference's peft SEQ_CLS model trains only LoRA and the score head)",
+    )
+    separator_init: SeparatorInit = Field(
+        default="mean",
+        description="how the reference concat layout's <eye/> </eye> start: 'mean' token embedding, or "
+        "'normal' N(0, initializer_range), as new embedding rows under transformers 4.40 (the reference)",
     )
     features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)
@@ -120,6 +151,13 @@ class ModelConfig(StrictConfig):
         description="exported gazerm model dir whose weights start training (staged/domain RMs "
         "continue from a general one); its architecture must match this config",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fidelity_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("fidelity") == "reference":
+            return {**REFERENCE_DEFAULTS, **data}
+        return data
 
     @field_validator("features_used")
     @classmethod

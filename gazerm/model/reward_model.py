@@ -72,13 +72,15 @@ class RewardModel(nn.Module):
                 config.features_used, config.fp_hidden, hidden, config.fp_dropout, layer_norms=reference
             )
         )
-        # The reference concat layout's <eye/> and </eye> embeddings: learned like the projector (outside
-        # the backbone, so LoRA never freezes them) and saved with it; they start as the mean token embedding.
+        # The reference concat layout's <eye/> and </eye> embeddings: outside the backbone (so LoRA never
+        # freezes them) and saved with the projector; learned unless ``train_gaze`` is false.
         self.separators = (
-            nn.Parameter(mean_embedding(self.transformer.get_input_embeddings()).expand(2, -1).clone())
+            nn.Parameter(self._separator_init(config), requires_grad=config.train_gaze)
             if reference and config.fusion == "concat"
             else None
         )
+        if self.projector is not None and not config.train_gaze:
+            self.projector.requires_grad_(False)
         self.value_head = nn.Linear(hidden, config.num_outputs)
         self.implicit_head = (
             ImplicitHead(
@@ -90,6 +92,16 @@ class RewardModel(nn.Module):
         # Small init keeps initial rewards near 0, so the first pairwise losses sit near log 2 (as OpenRLHF).
         nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
         nn.init.zeros_(self.value_head.bias)
+
+    def _separator_init(self, config: ModelConfig) -> torch.Tensor:
+        """``(2, H)``: the mean token embedding twice, or (``separator_init: normal``) two rows drawn as
+        transformers 4.40 draws new embedding rows, N(0, initializer_range): the reference's frozen
+        ``<eye/>``/``</eye>`` token rows."""
+        embeddings = self.transformer.get_input_embeddings()
+        if config.separator_init == "mean":
+            return mean_embedding(embeddings).expand(2, -1).clone()
+        std = getattr(self.transformer.config, "initializer_range", 0.02)
+        return torch.randn(2, embeddings.embedding_dim, dtype=embeddings.weight.dtype) * std
 
     @property
     def hf_model(self) -> PreTrainedModel:
