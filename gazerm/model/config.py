@@ -20,6 +20,8 @@ AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 Quantization = Literal["none", "nf4"]
 Fidelity = Literal["gazerm", "reference"]
 SeparatorInit = Literal["mean", "normal"]
+PadToken = Literal["eos", "new"]
+PairForward = Literal["joint", "separate"]
 
 # What ``fidelity: reference`` sets where the config leaves a field out: the paper's official code
 # (peft 0.10, trl 0.9.6, transformers 4.40) read line by line; each can still be set alone.
@@ -29,6 +31,8 @@ REFERENCE_DEFAULTS = {
     "pooling": "last_slot",
     "train_gaze": False,
     "separator_init": "normal",
+    "pad_token": "new",
+    "pair_forward": "separate",
 }
 
 
@@ -76,8 +80,8 @@ class ModelConfig(StrictConfig):
 
     fidelity: Fidelity = Field(
         default="gazerm",
-        description="'reference': default gaze_layout, positions, pooling, train_gaze and separator_init to "
-        "the paper's official code's (REFERENCE_DEFAULTS)",
+        description="'reference': default gaze_layout, positions, pooling, train_gaze, separator_init, "
+        "pad_token and pair_forward to the paper's official code's (REFERENCE_DEFAULTS)",
     )
 
     backbone: str = "tiny-llama"
@@ -108,6 +112,16 @@ class ModelConfig(StrictConfig):
         default="mean",
         description="how the reference concat layout's <eye/> </eye> start: 'mean' token embedding, or "
         "'normal' N(0, initializer_range), as new embedding rows under transformers 4.40 (the reference)",
+    )
+    pad_token: PadToken = Field(
+        default="eos",
+        description="a tokenizer without a pad token pads with: 'eos', or a 'new' <PAD> token, a new "
+        "embedding row drawn N(0, initializer_range) (the reference, whose last-slot reward reads that row)",
+    )
+    pair_forward: PairForward = Field(
+        default="joint",
+        description="'separate': chosen and rejected rows run as two forwards, each padded to its own "
+        "longest row (trl's RewardTrainer), not as one batch padded to the pair's longest",
     )
     features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)

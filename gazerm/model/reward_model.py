@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import (
@@ -123,13 +124,20 @@ class RewardModel(nn.Module):
         implicit: torch.Tensor | None = None,
         implicit_mask: torch.Tensor | None = None,
         packed: bool = False,
+        groups: int = 1,
     ) -> RewardOutput:
         """``input_ids``/``attention_mask`` ``(B, T)``; ``gaze`` ``(B, T, 5)`` float and ``gaze_mask``
         ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``); ``implicit``
         ``(B, implicit_dim)`` and ``implicit_mask`` ``(B,)`` for a model with ``implicit_features``
         (without them every response is scored as one without session logs). ``packed``: the backbone
         runs on the attended slots only (``gazerm.model.packing``); same outputs, no compute on padding.
-        A model without a text term (``text: false``) never runs the backbone."""
+        A model without a text term (``text: false``) never runs the backbone. ``groups`` > 1 cuts the
+        rows into that many consecutive equal groups and runs each as its own forward, padded to its own
+        longest row (right padding cut back; ``model.pair_forward: separate``)."""
+        if groups > 1:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "gaze": gaze}
+            inputs |= {"gaze_mask": gaze_mask, "implicit": implicit, "implicit_mask": implicit_mask}
+            return self._grouped(groups, inputs, return_lm_logits=return_lm_logits, packed=packed)
         if not self.model_config.text:
             return RewardOutput(self.head_rewards(None, implicit, implicit_mask))
         fused = self._fused(input_ids, attention_mask, gaze, gaze_mask)
@@ -142,6 +150,27 @@ class RewardModel(nn.Module):
         rewards = self.head_rewards(pooled, implicit, implicit_mask)
         lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None
         return RewardOutput(rewards, lm_logits)
+
+    def _grouped(self, groups: int, inputs: dict[str, torch.Tensor | None], **options: bool) -> RewardOutput:
+        """:meth:`forward` once per group of rows, each cut to its longest attended row; the outputs
+        concatenated in row order (LM logits zero-padded back to the batch's length)."""
+        rows, length = inputs["input_ids"].shape
+        if rows % groups:
+            raise ValueError(f"{rows} rows cannot be cut into {groups} equal groups")
+        outputs = []
+        for group in range(groups):
+            part = slice(group * rows // groups, (group + 1) * rows // groups)
+            longest = int(inputs["attention_mask"][part].sum(-1).max())
+            cut = {
+                name: _rows(value, part, longest if name in _TOKEN_ALIGNED else None)
+                for name, value in inputs.items()
+            }
+            outputs.append(self.forward(**cut, **options))
+        rewards = torch.cat([output.rewards for output in outputs])
+        if outputs[0].lm_logits is None:
+            return RewardOutput(rewards)
+        logits = [F.pad(o.lm_logits, (0, 0, 0, length - o.lm_logits.shape[1])) for o in outputs]
+        return RewardOutput(rewards, torch.cat(logits))
 
     def pooled_features(
         self,
@@ -230,6 +259,17 @@ class RewardModel(nn.Module):
         return lm_head(text_hidden)
 
 
+# forward's arguments with a token axis, which a group's forward cuts to its longest row
+_TOKEN_ALIGNED = ("input_ids", "attention_mask", "gaze", "gaze_mask")
+
+
+def _rows(value: torch.Tensor | None, part: slice, length: int | None) -> torch.Tensor | None:
+    """``value``'s rows ``part``, cut to ``length`` slots where it has a token axis."""
+    if value is None:
+        return None
+    return value[part] if length is None else value[part][:, :length]
+
+
 def mean_embedding(embeddings: nn.Module) -> torch.Tensor:
     """``(H,)`` the mean of an embedding matrix's rows, detached; gathered first where DeepSpeed ZeRO-3
     has partitioned it (``from_pretrained`` under ``HfDeepSpeedConfig``)."""
@@ -247,6 +287,9 @@ def is_encoder(config: PretrainedConfig) -> bool:
     return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+NEW_PAD_TOKEN = "<PAD>"  # model.pad_token: new, the reference's own padding token
+
+
 def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
     """The local tokenizer for ``tiny-*`` (no tokenizer set), else the hub/local one, with a pad token."""
     if config.is_tiny and config.tokenizer is None:
@@ -254,6 +297,8 @@ def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
     name = config.tokenizer or config.backbone
     source = resolve_backbone(name)
     tokenizer = AutoTokenizer.from_pretrained(source.path)
+    if tokenizer.pad_token is None and config.pad_token == "new":
+        tokenizer.add_special_tokens({"pad_token": NEW_PAD_TOKEN})  # build_reward_model adds its row
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer {name!r} has neither pad nor eos token")
@@ -276,12 +321,28 @@ def build_reward_model(
             backbone = _tiny_backbone(config, tokenizer, lm_head)
         else:
             backbone = load_backbone(config, config.backbone, lm_head)
+        add_token_rows(backbone, len(tokenizer))
         if config.gradient_checkpointing:
             _enable_checkpointing(backbone)
         if config.lora is not None:
             check_lora_targets(backbone, config.lora.target_modules, config.backbone)
             backbone = get_peft_model(backbone, lora_config(config.lora))
         return RewardModel(backbone, config)
+
+
+def add_token_rows(model: PreTrainedModel, vocabulary: int) -> None:
+    """Grow the embedding matrix to a tokenizer that added tokens (``model.pad_token: new``), the new rows
+    drawn N(0, initializer_range) as transformers 4.40 drew them (the reference), not from the mean of
+    the old rows as transformers does now."""
+    rows = model.get_input_embeddings().num_embeddings
+    if vocabulary <= rows:
+        return
+    model.resize_token_embeddings(vocabulary, mean_resizing=False)
+    std = getattr(model.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if layer is not None:
+                layer.weight[rows:].normal_(0.0, std)
 
 
 def _enable_checkpointing(model: PreTrainedModel) -> None:
@@ -382,7 +443,8 @@ def _tiny_backbone(config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_h
         "num_attention_heads": tiny.num_heads,
         "intermediate_size": tiny.intermediate_size,
         "max_position_embeddings": tiny.max_position_embeddings,
-        "pad_token_id": tokenizer.pad_token_id,
+        # model.pad_token: new draws the pad row like any other (the reference's <PAD>), not as zeros
+        "pad_token_id": None if config.pad_token == "new" else tokenizer.pad_token_id,
     }
     if arch.config_cls is not BertConfig:
         hf_config.update(

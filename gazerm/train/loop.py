@@ -274,6 +274,7 @@ class Trainer:
             **inputs.to(self.device).forward_kwargs(),
             return_lm_logits=self.config.loss.lm_loss_coeff > 0,
             packed=self.config.data.packing,
+            groups=self.kind.forward_groups(self.config.model),
         )
 
     def _loss(self, micro: MicroBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -6,18 +6,20 @@ import pytest
 import torch
 
 from gazerm.model.config import REFERENCE_DEFAULTS, ModelConfig
-from gazerm.model.reward_model import build_reward_model
+from gazerm.model.reward_model import NEW_PAD_TOKEN, build_reward_model, build_tokenizer
+from gazerm.model.tokenizers import build_local_tokenizer
+from gazerm.train.kinds import loss_kind
 from tests.model.conftest import make_batch, tiny_config, tokenizer_for
 
 
 def test_the_switch_defaults_every_part_to_the_reference_and_a_set_field_wins():
-    config = ModelConfig(fidelity="reference", positions="attended")
-    assert config.positions == "attended"
+    config = ModelConfig(fidelity="reference", pair_forward="joint")
+    assert config.pair_forward == "joint"
     for name, value in REFERENCE_DEFAULTS.items():
-        if name != "positions":
+        if name != "pair_forward":
             assert getattr(config, name) == value, name
     plain = ModelConfig()
-    assert (plain.train_gaze, plain.separator_init, plain.gaze_layout) == (True, "mean", "gazerm")
+    assert (plain.train_gaze, plain.pad_token, plain.pair_forward) == (True, "eos", "joint")
 
 
 def reference_model(tokenizers, fusion: str = "concat", **overrides):
@@ -47,3 +49,42 @@ def test_reference_separators_are_drawn_like_new_embedding_rows_not_the_mean(tok
     mean = model.transformer.get_input_embeddings().weight.mean(0)
     assert not torch.allclose(model.separators[0], mean)
     assert 0.01 < float(model.separators.detach().std()) < 0.03  # 128 draws of N(0, 0.02)
+
+
+def test_a_tokenizer_without_pad_gets_a_new_pad_row_drawn_n_0_002(tmp_path):
+    local = build_local_tokenizer("llama")
+    local.pad_token = None
+    local.save_pretrained(tmp_path)
+    config = tiny_config(tokenizer=str(tmp_path), fidelity="reference")
+    tokenizer = build_tokenizer(config)
+    assert tokenizer.pad_token == NEW_PAD_TOKEN and tokenizer.pad_token_id == len(local)
+    model = build_reward_model(config, tokenizer)
+    rows = model.transformer.get_input_embeddings().weight
+    assert rows.shape[0] == len(tokenizer)
+    assert 0.005 < float(rows[-1].detach().std()) < 0.04  # 64 draws of N(0, 0.02)
+    assert tiny_config(tokenizer=str(tmp_path)).pad_token == "eos"
+    assert build_tokenizer(tiny_config(tokenizer=str(tmp_path))).pad_token == local.eos_token
+
+
+def test_separate_pair_forwards_score_each_side_padded_to_its_own_longest_row(tokenizers):
+    """Chosen rows short, rejected rows long: joint padding gives the chosen rows more padding slots, which
+    the reference's last-slot reward reads; two forwards give each side only its own padding."""
+    tokenizer = tokenizer_for(tokenizers, "tiny-llama")
+    texts = [
+        "Human: hi? Assistant: fox.",
+        "Human: hi? Assistant: The dog.",
+        *["Human: How do I bake bread at home? Assistant: Mix flour, water, yeast and salt."] * 2,
+    ]
+    batch = make_batch(tokenizer, texts)
+    model = reference_model(tokenizers).eval()
+    assert loss_kind("pairwise").forward_groups(model.model_config) == 2
+    with torch.no_grad():
+        grouped = model(**batch, groups=2).rewards
+        joint = model(**batch).rewards
+        chosen_length = int(batch["attention_mask"][:2].sum(-1).max())
+        chosen = model(**{k: v[:2, :chosen_length] for k, v in batch.items()}).rewards
+        rejected = model(**{k: v[2:] for k, v in batch.items()}).rewards
+    torch.testing.assert_close(grouped, torch.cat([chosen, rejected]))
+    assert not torch.allclose(grouped[:2], joint[:2])
+    torch.testing.assert_close(grouped[2:], joint[2:])
+    assert loss_kind("pairwise").forward_groups(ModelConfig()) == 1
