@@ -22,6 +22,8 @@ Fidelity = Literal["gazerm", "reference"]
 SeparatorInit = Literal["mean", "normal"]
 PadToken = Literal["eos", "new"]
 PairForward = Literal["joint", "separate"]
+HeadKind = Literal["gazerm", "reference"]
+Precision = Literal["bf16", "fp32"]
 
 # What ``fidelity: reference`` sets where the config leaves a field out: the paper's official code
 # (peft 0.10, trl 0.9.6, transformers 4.40) read line by line; each can still be set alone.
@@ -33,6 +35,8 @@ REFERENCE_DEFAULTS = {
     "separator_init": "normal",
     "pad_token": "new",
     "pair_forward": "separate",
+    "head": "reference",
+    "precision": "fp32",
 }
 
 
@@ -81,7 +85,7 @@ class ModelConfig(StrictConfig):
     fidelity: Fidelity = Field(
         default="gazerm",
         description="'reference': default gaze_layout, positions, pooling, train_gaze, separator_init, "
-        "pad_token and pair_forward to the paper's official code's (REFERENCE_DEFAULTS)",
+        "pad_token, pair_forward, head and precision to the paper's official code's (REFERENCE_DEFAULTS)",
     )
 
     backbone: str = "tiny-llama"
@@ -122,6 +126,16 @@ class ModelConfig(StrictConfig):
         default="joint",
         description="'separate': chosen and rejected rows run as two forwards, each padded to its own "
         "longest row (trl's RewardTrainer), not as one batch padded to the pair's longest",
+    )
+    head: HeadKind = Field(
+        default="gazerm",
+        description="'gazerm': Linear with bias, weights N(0, 1/(H+1)); 'reference': "
+        "Linear(H, out, bias=False), N(0, 0.02), a transformers *ForSequenceClassification score layer",
+    )
+    precision: Precision = Field(
+        default="bf16",
+        description="what trainable and non-quantised weights train in on GPUs: 'bf16' (DeepSpeed bf16), or "
+        "'fp32' (the reference: no mixed precision; NF4 weights still compute in bf16). CPUs train in fp32",
     )
     features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)

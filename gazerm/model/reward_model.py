@@ -82,7 +82,7 @@ class RewardModel(nn.Module):
         )
         if self.projector is not None and not config.train_gaze:
             self.projector.requires_grad_(False)
-        self.value_head = nn.Linear(hidden, config.num_outputs)
+        self.value_head = nn.Linear(hidden, config.num_outputs, bias=config.head == "gazerm")
         self.implicit_head = (
             ImplicitHead(
                 config.implicit_dim or N_IMPLICIT, config.fp_hidden, config.num_outputs, config.fp_dropout[0]
@@ -90,9 +90,18 @@ class RewardModel(nn.Module):
             if config.implicit_features
             else None
         )
-        # Small init keeps initial rewards near 0, so the first pairwise losses sit near log 2 (as OpenRLHF).
-        nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
-        nn.init.zeros_(self.value_head.bias)
+        if config.head == "gazerm":
+            # Small init keeps first rewards near 0: the first pairwise losses sit near log 2 (as OpenRLHF).
+            nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
+            nn.init.zeros_(self.value_head.bias)
+        else:  # a *ForSequenceClassification score layer, as transformers initialises it
+            nn.init.normal_(self.value_head.weight, std=0.02)
+
+    def freeze_head_bias(self) -> None:
+        """Keep the value head's bias (where it has one) at 0: a loss that sees only reward differences
+        gives it no signal (``LossKind.shift_invariant``)."""
+        if self.value_head.bias is not None:
+            self.value_head.bias.requires_grad_(False)
 
     def _separator_init(self, config: ModelConfig) -> torch.Tensor:
         """``(2, H)``: the mean token embedding twice, or (``separator_init: normal``) two rows drawn as
@@ -410,7 +419,7 @@ def load_backbone(config: ModelConfig, source: str | Path, lm_head: bool) -> Pre
 
 def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
     """``from_pretrained``'s arguments for ``model.quantization``: the reference's 4-bit NF4 (bf16 compute,
-    no double quantisation), placed whole on this worker's GPU."""
+    no double quantisation), placed whole on this worker's GPU; the other weights in ``model.precision``."""
     if config.quantization == "none":
         return {}
     if not torch.cuda.is_available():
@@ -430,7 +439,7 @@ def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
             bnb_4bit_use_double_quant=False,
         ),
         "device_map": {"": torch.cuda.current_device()},
-        "torch_dtype": torch.bfloat16,
+        "torch_dtype": torch.float32 if config.precision == "fp32" else torch.bfloat16,
     }
 
 

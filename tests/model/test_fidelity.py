@@ -19,7 +19,12 @@ def test_the_switch_defaults_every_part_to_the_reference_and_a_set_field_wins():
         if name != "pair_forward":
             assert getattr(config, name) == value, name
     plain = ModelConfig()
-    assert (plain.train_gaze, plain.pad_token, plain.pair_forward) == (True, "eos", "joint")
+    assert (plain.train_gaze, plain.head, plain.pair_forward, plain.precision) == (
+        True,
+        "gazerm",
+        "joint",
+        "bf16",
+    )
 
 
 def reference_model(tokenizers, fusion: str = "concat", **overrides):
@@ -40,7 +45,7 @@ def test_an_optimiser_step_in_reference_mode_leaves_the_projector_and_separators
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert not any(name.startswith(("projector.", "separators")) for name in changed)
     assert "value_head.weight" in changed and any("lora_B" in name for name in changed)
-    assert all("lora_" in name or name.startswith("value_head.") for name in changed)
+    assert all("lora_" in name or name == "value_head.weight" for name in changed)
 
 
 def test_reference_separators_are_drawn_like_new_embedding_rows_not_the_mean(tokenizers):
@@ -49,6 +54,13 @@ def test_reference_separators_are_drawn_like_new_embedding_rows_not_the_mean(tok
     mean = model.transformer.get_input_embeddings().weight.mean(0)
     assert not torch.allclose(model.separators[0], mean)
     assert 0.01 < float(model.separators.detach().std()) < 0.03  # 128 draws of N(0, 0.02)
+
+
+def test_the_reference_head_is_a_bias_free_score_layer_drawn_n_0_002(tokenizers):
+    model = reference_model(tokenizers)
+    assert model.value_head.bias is None
+    assert 0.01 < float(model.value_head.weight.detach().std()) < 0.03
+    model.freeze_head_bias()  # nothing to freeze, no error
 
 
 def test_a_tokenizer_without_pad_gets_a_new_pad_row_drawn_n_0_002(tmp_path):
