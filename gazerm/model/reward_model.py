@@ -330,7 +330,7 @@ def build_reward_model(
             backbone = _tiny_backbone(config, tokenizer, lm_head)
         else:
             backbone = load_backbone(config, config.backbone, lm_head)
-        add_token_rows(backbone, len(tokenizer))
+        add_token_rows(backbone, len(tokenizer), config.seed)
         if config.gradient_checkpointing:
             _enable_checkpointing(backbone)
         if config.lora is not None:
@@ -339,19 +339,22 @@ def build_reward_model(
         return RewardModel(backbone, config)
 
 
-def add_token_rows(model: PreTrainedModel, vocabulary: int) -> None:
+def add_token_rows(model: PreTrainedModel, vocabulary: int, seed: int) -> None:
     """Grow the embedding matrix to a tokenizer that added tokens (``model.pad_token: new``), the new rows
     drawn N(0, initializer_range) as transformers 4.40 drew them (the reference), not from the mean of
-    the old rows as transformers does now."""
+    the old rows as transformers does now. Drawn from ``seed`` alone, so loading a saved model whose
+    backbone was not saved (LoRA on a hub backbone) draws the same frozen rows again."""
     rows = model.get_input_embeddings().num_embeddings
     if vocabulary <= rows:
         return
     model.resize_token_embeddings(vocabulary, mean_resizing=False)
     std = getattr(model.config, "initializer_range", 0.02)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
             if layer is not None:
-                layer.weight[rows:].normal_(0.0, std)
+                drawn = torch.randn(vocabulary - rows, layer.weight.shape[1], generator=generator) * std
+                layer.weight[rows:] = drawn.to(layer.weight)
 
 
 def _enable_checkpointing(model: PreTrainedModel) -> None:

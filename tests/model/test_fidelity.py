@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaModel
 
 from gazerm.model.config import REFERENCE_DEFAULTS, ModelConfig
+from gazerm.model.io import load_reward_model, save_reward_model
 from gazerm.model.reward_model import NEW_PAD_TOKEN, build_reward_model, build_tokenizer
 from gazerm.model.tokenizers import build_local_tokenizer
 from gazerm.train.kinds import loss_kind
+from tests.helpers import TEXT_ONLY_INPUTS
 from tests.model.conftest import make_batch, tiny_config, tokenizer_for
 
 
@@ -76,6 +79,30 @@ def test_a_tokenizer_without_pad_gets_a_new_pad_row_drawn_n_0_002(tmp_path):
     assert 0.005 < float(rows[-1].detach().std()) < 0.04  # 64 draws of N(0, 0.02)
     assert tiny_config(tokenizer=str(tmp_path)).pad_token == "eos"
     assert build_tokenizer(tiny_config(tokenizer=str(tmp_path))).pad_token == local.eos_token
+
+
+def test_a_saved_lora_model_on_a_backbone_it_does_not_save_draws_the_same_pad_row_again(tmp_path):
+    """LoRA over a directory (hub-like) backbone saves no backbone; the <PAD> row its last-slot reward reads
+    is drawn from the seed again on load."""
+    local = build_local_tokenizer("llama")
+    local.pad_token = None
+    backbone = tmp_path / "backbone"
+    local.save_pretrained(backbone)
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
+    LlamaModel(LlamaConfig(vocab_size=len(local), num_hidden_layers=1, **shape)).save_pretrained(backbone)
+    config = ModelConfig(backbone=str(backbone), fidelity="reference", seed=3)
+    tokenizer = build_tokenizer(config)
+    model = build_reward_model(config, tokenizer).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:  # what training changes (LoRA B is zero at init)
+                parameter.add_(0.05)
+    batch = make_batch(tokenizer)  # rows of two lengths: the shorter one's reward is read from a <PAD> slot
+    save_reward_model(model, tokenizer, config, TEXT_ONLY_INPUTS, tmp_path / "rm")
+    assert not (tmp_path / "rm" / "backbone").exists()
+    loaded, _, _ = load_reward_model(tmp_path / "rm")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).rewards, model(**batch).rewards, rtol=0, atol=0)
 
 
 def test_separate_pair_forwards_score_each_side_padded_to_its_own_longest_row(tokenizers):
