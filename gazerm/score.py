@@ -67,7 +67,11 @@ class RewardScorer:
             )
         template = build_template(inputs.template, tokenizer)
         self.encoder = SequenceEncoder(
-            tokenizer, max_length or inputs.max_length, template, prompt_gaze=config.gazes_prompt
+            tokenizer,
+            max_length or inputs.max_length,
+            template,
+            prompt_gaze=config.gazes_prompt,
+            truncation_side=config.truncation_side,
         )
         self.batch_size = batch_size
 

@@ -24,6 +24,7 @@ PadToken = Literal["eos", "new"]
 PairForward = Literal["joint", "separate"]
 HeadKind = Literal["gazerm", "reference"]
 Precision = Literal["bf16", "fp32"]
+TruncationSide = Literal["left", "right"]
 
 # What ``fidelity: reference`` sets where the config leaves a field out: the paper's official code
 # (peft 0.10, trl 0.9.6, transformers 4.40) read line by line; each can still be set alone.
@@ -37,6 +38,7 @@ REFERENCE_DEFAULTS = {
     "pair_forward": "separate",
     "head": "reference",
     "precision": "fp32",
+    "truncation_side": "right",
 }
 
 
@@ -84,8 +86,9 @@ class ModelConfig(StrictConfig):
 
     fidelity: Fidelity = Field(
         default="gazerm",
-        description="'reference': default gaze_layout, positions, pooling, train_gaze, separator_init, "
-        "pad_token, pair_forward, head and precision to the paper's official code's (REFERENCE_DEFAULTS)",
+        description="'reference': every field of REFERENCE_DEFAULTS (gaze_layout, positions, pooling, "
+        "train_gaze, separator_init, pad_token, pair_forward, head, precision, truncation_side) not set "
+        "defaults to what the paper's official code does",
     )
 
     backbone: str = "tiny-llama"
@@ -136,6 +139,11 @@ class ModelConfig(StrictConfig):
         default="bf16",
         description="what trainable and non-quantised weights train in on GPUs: 'bf16' (DeepSpeed bf16), or "
         "'fp32' (the reference: no mixed precision; NF4 weights still compute in bf16). CPUs train in fp32",
+    )
+    truncation_side: TruncationSide = Field(
+        default="left",
+        description="which end of a text longer than data.max_length goes: 'left' keeps the response's end "
+        "(the token a decoder's reward is read from); 'right' cuts the end (the reference's tokenizer)",
     )
     features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)

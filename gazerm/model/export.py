@@ -74,7 +74,11 @@ def export_model(
     inputs = InputSpec.read(model_dir)
     template = build_template(inputs.template, tokenizer)
     encoder = SequenceEncoder(
-        tokenizer, inputs.max_length, template, prompt_gaze=model.model_config.gazes_prompt
+        tokenizer,
+        inputs.max_length,
+        template,
+        prompt_gaze=model.model_config.gazes_prompt,
+        truncation_side=model.model_config.truncation_side,
     )
     probes = _probe_inputs(encoder)
     with torch.no_grad():

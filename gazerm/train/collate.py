@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from gazerm.model.config import LossKindName
+from gazerm.model.config import LossKindName, TruncationSide
 from gazerm.model.inputs import SequenceEncoder
 from gazerm.model.templates import PromptTemplate, build_template
 from gazerm.train.batch import MicroBatch
@@ -38,8 +38,9 @@ class UnitCollator:
         kind: LossKindName,
         template: PromptTemplate | None = None,
         prompt_gaze: bool = False,
+        truncation_side: TruncationSide = "left",
     ) -> None:
-        self.encoder = SequenceEncoder(tokenizer, max_length, template, prompt_gaze)
+        self.encoder = SequenceEncoder(tokenizer, max_length, template, prompt_gaze, truncation_side)
         self.micro_batch_size = micro_batch_size
         self.kind = loss_kind(kind)
 
@@ -53,6 +54,7 @@ class UnitCollator:
             config.loss.kind,
             build_template(config.data.template, tokenizer),
             prompt_gaze=config.model.gazes_prompt,
+            truncation_side=config.model.truncation_side,
         )
 
     def encode_units(self, window: Window) -> list[list[Encoded]]:
