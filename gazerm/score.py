@@ -72,6 +72,7 @@ class RewardScorer:
             template,
             prompt_gaze=config.gazes_prompt,
             truncation_side=config.truncation_side,
+            gaze_spread=config.gaze_spread,
         )
         self.batch_size = batch_size
 

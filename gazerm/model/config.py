@@ -25,6 +25,7 @@ PairForward = Literal["joint", "separate"]
 HeadKind = Literal["gazerm", "reference"]
 Precision = Literal["bf16", "fp32"]
 TruncationSide = Literal["left", "right"]
+GazeSpread = Literal["additive", "all"]
 
 # What ``fidelity: reference`` sets where the config leaves a field out: the paper's official code
 # (peft 0.10, trl 0.9.6, transformers 4.40) read line by line; each can still be set alone.
@@ -39,6 +40,7 @@ REFERENCE_DEFAULTS = {
     "head": "reference",
     "precision": "fp32",
     "truncation_side": "right",
+    "gaze_spread": "all",
 }
 
 
@@ -87,8 +89,8 @@ class ModelConfig(StrictConfig):
     fidelity: Fidelity = Field(
         default="gazerm",
         description="'reference': every field of REFERENCE_DEFAULTS (gaze_layout, positions, pooling, "
-        "train_gaze, separator_init, pad_token, pair_forward, head, precision, truncation_side) not set "
-        "defaults to what the paper's official code does",
+        "train_gaze, separator_init, pad_token, pair_forward, head, precision, truncation_side, gaze_spread) "
+        "not set defaults to what the paper's official code does",
     )
 
     backbone: str = "tiny-llama"
@@ -144,6 +146,11 @@ class ModelConfig(StrictConfig):
         default="left",
         description="which end of a text longer than data.max_length goes: 'left' keeps the response's end "
         "(the token a decoder's reward is read from); 'right' cuts the end (the reference's tokenizer)",
+    )
+    gaze_spread: GazeSpread = Field(
+        default="additive",
+        description="how a word's gaze spreads over its tokens: 'additive' divides the sums (nFix, GPT, TRT) "
+        "by its token count and copies FFD and fixProp; 'all' divides all five (the reference's GazeAdd)",
     )
     features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)

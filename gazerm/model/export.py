@@ -79,6 +79,7 @@ def export_model(
         template,
         prompt_gaze=model.model_config.gazes_prompt,
         truncation_side=model.model_config.truncation_side,
+        gaze_spread=model.model_config.gaze_spread,
     )
     probes = _probe_inputs(encoder)
     with torch.no_grad():

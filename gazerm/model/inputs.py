@@ -21,7 +21,7 @@ from jinja2 import TemplateError
 from gazerm.errors import GazermError, PathNotFoundError
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
-from gazerm.model.config import TruncationSide
+from gazerm.model.config import GazeSpread, TruncationSide
 from gazerm.model.templates import Context, PlainTemplate, PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class SequenceEncoder:
     The text is ``prefix + response + template.suffix``. Long inputs are truncated from the left, so
     the end of the response (the token the reward is pooled from in decoder models) is always kept;
     ``truncation_side="right"`` cuts their end instead (``ModelConfig.truncation_side``, the reference's).
+    ``gaze_spread`` says how a word's gaze spreads over its tokens (``gazerm.features.alignment``).
     """
 
     def __init__(
@@ -117,8 +118,10 @@ class SequenceEncoder:
         template: PromptTemplate | None = None,
         prompt_gaze: bool = False,
         truncation_side: TruncationSide = "left",
+        gaze_spread: GazeSpread = "additive",
     ) -> None:
         self.tokenizer = tokenizer
+        self.divide_all = gaze_spread == "all"
         self.tokenizer.truncation_side = truncation_side
         self.truncation_side = truncation_side
         self.max_length = max_length
@@ -227,6 +230,7 @@ class SequenceEncoder:
                 sequence.spans.reshape(-1, 2),
                 sequence.features.reshape(-1, N_FEATURES),
                 char_shift=len(sequence.prefix),
+                divide_all=self.divide_all,
             )
             if self.prompt_gaze and sequence.prompt is not None:
                 prompt_gaze, prompt_mask = token_gaze(
@@ -234,6 +238,7 @@ class SequenceEncoder:
                     sequence.prompt.spans.reshape(-1, 2),
                     sequence.prompt.features.reshape(-1, N_FEATURES),
                     char_shift=sequence.prompt.start,
+                    divide_all=self.divide_all,
                 )
                 gaze[prompt_mask], gaze_mask = prompt_gaze[prompt_mask], gaze_mask | prompt_mask
             response_start = len(sequence.prefix)

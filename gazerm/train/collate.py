@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from gazerm.model.config import LossKindName, TruncationSide
+from gazerm.model.config import GazeSpread, LossKindName, TruncationSide
 from gazerm.model.inputs import SequenceEncoder
 from gazerm.model.templates import PromptTemplate, build_template
 from gazerm.train.batch import MicroBatch
@@ -39,8 +39,11 @@ class UnitCollator:
         template: PromptTemplate | None = None,
         prompt_gaze: bool = False,
         truncation_side: TruncationSide = "left",
+        gaze_spread: GazeSpread = "additive",
     ) -> None:
-        self.encoder = SequenceEncoder(tokenizer, max_length, template, prompt_gaze, truncation_side)
+        self.encoder = SequenceEncoder(
+            tokenizer, max_length, template, prompt_gaze, truncation_side, gaze_spread
+        )
         self.micro_batch_size = micro_batch_size
         self.kind = loss_kind(kind)
 
@@ -55,6 +58,7 @@ class UnitCollator:
             build_template(config.data.template, tokenizer),
             prompt_gaze=config.model.gazes_prompt,
             truncation_side=config.model.truncation_side,
+            gaze_spread=config.model.gaze_spread,
         )
 
     def encode_units(self, window: Window) -> list[list[Encoded]]:
