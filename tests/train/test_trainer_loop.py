@@ -49,6 +49,7 @@ class FakeEngine:
         self.micro_steps = 0
         self.forwards: list[tuple] = []
         self.packed: list[bool] = []
+        self.groups: list[int] = []
 
     def __call__(self, **inputs: torch.Tensor) -> RewardOutput:
         if self.crash_after is not None and len(self.forwards) == self.crash_after:
@@ -62,6 +63,7 @@ class FakeEngine:
             tuple(inputs["input_ids"].flatten().tolist()) if self.device.type == "cpu" else ()
         )
         self.packed.append(inputs["packed"])
+        self.groups.append(inputs["groups"])
         rows, length = inputs["input_ids"].shape
         rewards = torch.linspace(0, 1, rows, device=self.output_device)
         lm = inputs["return_lm_logits"]
@@ -151,6 +153,20 @@ def test_data_packing_reaches_training_and_evaluation_forwards(packing):
     trainer._batches["validation"] = [MICRO_BATCHES["pairwise"]]
     trainer.evaluate()
     assert engine.packed == [packing, packing]
+
+
+@pytest.mark.parametrize(
+    ("kind", "pair_forward", "groups"),
+    [("pairwise", "separate", 2), ("pairwise", "joint", 1), ("regression", "separate", 1)],
+)
+def test_separate_pair_forwards_reach_training_and_evaluation_forwards(kind, pair_forward, groups):
+    engine = FakeEngine()
+    config = TrainJobConfig(model=ModelConfig(pair_forward=pair_forward), loss=LossConfig(kind=kind))
+    trainer = bare_trainer(config, engine)
+    trainer._loss(MICRO_BATCHES[kind])
+    trainer._batches["validation"] = [MICRO_BATCHES[kind]]
+    trainer.evaluate()
+    assert engine.groups == [groups, groups]
 
 
 def test_a_micro_batch_moves_every_tensor():
