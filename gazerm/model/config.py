@@ -160,7 +160,7 @@ class ModelConfig(StrictConfig):
     quantization: Quantization = Field(
         default="none",
         description="'nf4': QLoRA, the frozen backbone loaded in 4-bit NF4 (bitsandbytes, CUDA GPUs only; "
-        "needs lora), LoRA and heads trained in bf16 as the paper's reference does",
+        "needs lora), as the paper's reference does; LoRA and heads train in model.precision",
     )
     attn_implementation: AttentionImplementation = Field(
         default="sdpa", description="'flash_attention_2' needs flash-attn (GPU); 'eager' for debugging"
