@@ -230,6 +230,7 @@ def _architecture(model: RewardModel) -> dict[str, object]:
         "gaze_layout": None if model.projector is None else config.gaze_layout,
         "projector": None if model.projector is None else (config.features_used, config.fp_hidden),
         "num_outputs": config.num_outputs,
+        "head_bias": model.value_head.bias is not None,
         "implicit_head": None
         if model.implicit_head is None
         else (model.implicit_head.in_features, config.fp_hidden),
