@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from gazerm.config import StrictConfig
 from gazerm.features.base import N_FEATURES
@@ -202,6 +202,21 @@ class ModelConfig(StrictConfig):
             return {**REFERENCE_DEFAULTS, **data}
         return data
 
+    @model_serializer(mode="wrap")
+    def _without_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A dump leaves out the fields left to ``fidelity`` (not set, or under ``reference`` set to its
+        value): overrides land on a dumped config (``gazerm.config.load_config``), so ``--set
+        model.fidelity=reference`` then switches them too, while a field the config set keeps its value."""
+        data = handler(self)
+        reference = self.fidelity == "reference"
+        implied = REFERENCE_DEFAULTS if reference else _GAZERM_DEFAULTS
+
+        def left_to_fidelity(key: str) -> bool:
+            explicit = key in self.model_fields_set and not reference
+            return key in implied and data[key] == implied[key] and not explicit
+
+        return {key: value for key, value in data.items() if not left_to_fidelity(key)}
+
     @field_validator("features_used")
     @classmethod
     def _flags(cls, value: list[int]) -> list[int]:
@@ -264,6 +279,9 @@ class ModelConfig(StrictConfig):
         """Whether outputs depend on the padding slots (``positions: padded`` or ``pooling: last_slot``):
         such a model cannot run packed, where padding is dropped."""
         return self.positions == "padded" or self.pooling == "last_slot"
+
+
+_GAZERM_DEFAULTS = {name: ModelConfig.model_fields[name].default for name in REFERENCE_DEFAULTS}
 
 
 class LossConfig(StrictConfig):

@@ -6,10 +6,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaModel
 
+from gazerm.config import load_config
 from gazerm.model.config import REFERENCE_DEFAULTS, ModelConfig
 from gazerm.model.io import load_reward_model, save_reward_model
 from gazerm.model.reward_model import NEW_PAD_TOKEN, build_reward_model, build_tokenizer
 from gazerm.model.tokenizers import build_local_tokenizer
+from gazerm.train.config import TrainJobConfig
 from gazerm.train.kinds import loss_kind
 from tests.helpers import TEXT_ONLY_INPUTS
 from tests.model.conftest import make_batch, tiny_config, tokenizer_for
@@ -28,6 +30,22 @@ def test_the_switch_defaults_every_part_to_the_reference_and_a_set_field_wins():
         "joint",
         "bf16",
     )
+
+
+def test_a_set_override_of_the_switch_moves_every_field_the_config_left_to_it():
+    """Overrides land on a dumped config (gazerm.config.load_config): the dump leaves out what the
+    switch implies, so --set model.fidelity=reference switches those fields and keeps one set apart."""
+    base = {"model": {"fusion": "add", "head": "reference", "train_gaze": True}}
+    config = load_config(TrainJobConfig, base, ["model.fidelity=reference"]).model
+    assert (config.pair_forward, config.gaze_layout, config.train_gaze, config.head) == (
+        "separate",
+        "reference",
+        True,
+        "reference",
+    )
+    back = load_config(TrainJobConfig, {"model": config.model_dump(mode="json")}, ["model.fidelity=gazerm"])
+    assert (back.model.pair_forward, back.model.train_gaze, back.model.head) == ("joint", True, "gazerm")
+    assert ModelConfig.model_validate(config.model_dump(mode="json")) == config
 
 
 def reference_model(tokenizers, fusion: str = "concat", **overrides):
