@@ -10,7 +10,8 @@ module maps it onto the tokens a model actually sees. The rule:
   tokens made of whitespace only overlap no word.
 - ``nFix``, ``GPT`` and ``TRT`` are sums over a word's fixations, so they are divided equally
   over the word's tokens: summed back over the tokens they give the word's value, whatever the
-  tokenizer. ``FFD`` (a single duration) and ``fixProp`` (a share of readers) are copied.
+  tokenizer. ``FFD`` (a single duration) and ``fixProp`` (a share of readers) are copied, unless
+  ``divide_all`` (the paper's code divides all five, ``ModelConfig.gaze_spread: all``).
 - Tokens overlapping no word — special tokens, the prompt (everything before ``char_shift``),
   whitespace — get zeros and ``mask=False``.
 
@@ -64,6 +65,7 @@ def token_gaze(
     spans: Sequence[Sequence[int]] | np.ndarray,
     features: np.ndarray,
     char_shift: int = 0,
+    divide_all: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(T, 5) float32 token features and (T,) bool mask of the tokens that carry gaze (see module doc)."""
     word = token_word_index(offsets, spans, char_shift)
@@ -74,7 +76,7 @@ def token_gaze(
     owners = word[mask]
     values = np.asarray(features, dtype=np.float32)[owners]
     pieces = np.bincount(owners, minlength=len(features))[owners].astype(np.float32)
-    values[:, ADDITIVE_FEATURES] /= pieces[:, None]
+    values[:, slice(None) if divide_all else ADDITIVE_FEATURES] /= pieces[:, None]
     out[mask] = values
     return out, mask
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from gazerm.config import StrictConfig
 from gazerm.features.base import N_FEATURES
@@ -18,6 +18,30 @@ Positions = Literal["attended", "padded"]
 LossKindName = Literal["pairwise", "regression", "listwise"]  # gazerm.train.kinds: one object each
 AttentionImplementation = Literal["sdpa", "flash_attention_2", "eager"]
 Quantization = Literal["none", "nf4"]
+Fidelity = Literal["gazerm", "reference"]
+SeparatorInit = Literal["mean", "normal"]
+PadToken = Literal["eos", "new"]
+PairForward = Literal["joint", "separate"]
+HeadKind = Literal["gazerm", "reference"]
+Precision = Literal["bf16", "fp32"]
+TruncationSide = Literal["left", "right"]
+GazeSpread = Literal["additive", "all"]
+
+# What ``fidelity: reference`` sets where the config leaves a field out: the paper's official code
+# (peft 0.10, trl 0.9.6, transformers 4.40) read line by line; each can still be set alone.
+REFERENCE_DEFAULTS = {
+    "gaze_layout": "reference",
+    "positions": "padded",
+    "pooling": "last_slot",
+    "train_gaze": False,
+    "separator_init": "normal",
+    "pad_token": "new",
+    "pair_forward": "separate",
+    "head": "reference",
+    "precision": "fp32",
+    "truncation_side": "right",
+    "gaze_spread": "all",
+}
 
 
 class LoraSettings(StrictConfig):
@@ -57,7 +81,17 @@ class ModelConfig(StrictConfig):
     code does (projector LayerNorms, gaze over prompt and response, ``<eye/>``/``</eye>`` separators around
     the concat block, every token offset under add). ``positions: padded`` and ``pooling: last_slot``
     reproduce two more traits of that code, which make a row's reward depend on how its batch is padded.
+
+    ``fidelity: reference`` defaults every field of ``REFERENCE_DEFAULTS`` to what that code does (fields the
+    config sets keep their value), so one switch trains the way the paper's numbers were produced.
     """
+
+    fidelity: Fidelity = Field(
+        default="gazerm",
+        description="'reference': every field of REFERENCE_DEFAULTS (gaze_layout, positions, pooling, "
+        "train_gaze, separator_init, pad_token, pair_forward, head, precision, truncation_side, gaze_spread) "
+        "not set defaults to what the paper's official code does",
+    )
 
     backbone: str = "tiny-llama"
     tokenizer: str | None = Field(default=None, description="None: local tokenizer for tiny-*, else backbone")
@@ -79,6 +113,46 @@ class ModelConfig(StrictConfig):
         description="'padded': position ids count every slot of the padded row, padding and masked gaze "
         "slots included (the reference code's position_ids=None), so text positions depend on the batch",
     )
+    train_gaze: bool = Field(
+        default=True,
+        description="false: the gaze projector and the <eye/> </eye> separators keep their initial "
+        "weights (the reference's peft SEQ_CLS model trains only LoRA and the score head)",
+    )
+    separator_init: SeparatorInit = Field(
+        default="mean",
+        description="how the reference concat layout's <eye/> </eye> start: 'mean' token embedding, or "
+        "'normal' N(0, initializer_range), as new embedding rows under transformers 4.40 (the reference)",
+    )
+    pad_token: PadToken = Field(
+        default="eos",
+        description="a tokenizer without a pad token pads with: 'eos', or a 'new' <PAD> token, a new "
+        "embedding row drawn N(0, initializer_range) (the reference, whose last-slot reward reads that row)",
+    )
+    pair_forward: PairForward = Field(
+        default="joint",
+        description="'separate': chosen and rejected rows run as two forwards, each padded to its own "
+        "longest row (trl's RewardTrainer), not as one batch padded to the pair's longest",
+    )
+    head: HeadKind = Field(
+        default="gazerm",
+        description="'gazerm': Linear with bias, weights N(0, 1/(H+1)); 'reference': "
+        "Linear(H, out, bias=False), N(0, 0.02), a transformers *ForSequenceClassification score layer",
+    )
+    precision: Precision = Field(
+        default="bf16",
+        description="what trainable and non-quantised weights train in on GPUs: 'bf16' (DeepSpeed bf16), or "
+        "'fp32' (the reference: no mixed precision; NF4 weights still compute in bf16). CPUs train in fp32",
+    )
+    truncation_side: TruncationSide = Field(
+        default="left",
+        description="which end of a text longer than data.max_length goes: 'left' keeps the response's end "
+        "(the token a decoder's reward is read from); 'right' cuts the end (the reference's tokenizer)",
+    )
+    gaze_spread: GazeSpread = Field(
+        default="additive",
+        description="how a word's gaze spreads over its tokens: 'additive' divides the sums (nFix, GPT, TRT) "
+        "by its token count and copies FFD and fixProp; 'all' divides all five (the reference's GazeAdd)",
+    )
     features_used: list[int] = Field(default_factory=lambda: [1] * N_FEATURES)
     fp_dropout: tuple[float, float] = (0.1, 0.3)
     fp_hidden: int = Field(default=128, gt=0)
@@ -87,8 +161,7 @@ class ModelConfig(StrictConfig):
     quantization: Quantization = Field(
         default="none",
         description="'nf4': QLoRA, the frozen backbone loaded in 4-bit NF4 (bitsandbytes, CUDA GPUs only; "
-        "needs lora; the paper's reference code's settings), LoRA and heads trained in bf16 (the reference "
-        "code: fp32)",
+        "needs lora), as the paper's reference does; LoRA and heads train in model.precision",
     )
     attn_implementation: AttentionImplementation = Field(
         default="sdpa", description="'flash_attention_2' needs flash-attn (GPU); 'eager' for debugging"
@@ -122,6 +195,28 @@ class ModelConfig(StrictConfig):
         description="exported gazerm model dir whose weights start training (staged/domain RMs "
         "continue from a general one); its architecture must match this config",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fidelity_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("fidelity") == "reference":
+            return {**REFERENCE_DEFAULTS, **data}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A dump leaves out the fields left to ``fidelity`` (not set, or under ``reference`` set to its
+        value): overrides land on a dumped config (``gazerm.config.load_config``), so ``--set
+        model.fidelity=reference`` then switches them too, while a field the config set keeps its value."""
+        data = handler(self)
+        reference = self.fidelity == "reference"
+        implied = REFERENCE_DEFAULTS if reference else _GAZERM_DEFAULTS
+
+        def left_to_fidelity(key: str) -> bool:
+            explicit = key in self.model_fields_set and not reference
+            return key in implied and data[key] == implied[key] and not explicit
+
+        return {key: value for key, value in data.items() if not left_to_fidelity(key)}
 
     @field_validator("features_used")
     @classmethod
@@ -185,6 +280,9 @@ class ModelConfig(StrictConfig):
         """Whether outputs depend on the padding slots (``positions: padded`` or ``pooling: last_slot``):
         such a model cannot run packed, where padding is dropped."""
         return self.positions == "padded" or self.pooling == "last_slot"
+
+
+_GAZERM_DEFAULTS = {name: ModelConfig.model_fields[name].default for name in REFERENCE_DEFAULTS}
 
 
 class LossConfig(StrictConfig):

@@ -111,7 +111,7 @@ def standard_blockers(
         reasons.append("it adds an implicit-feedback term")
     if model.pooling != "last":
         reasons.append(f"it pools the {model.pooling!r} token(s), a score layer reads the last one")
-    if bool(model.value_head.bias.detach().ne(0).any()):
+    if model.value_head.bias is not None and bool(model.value_head.bias.detach().ne(0).any()):
         reasons.append("its value head has a bias (a ratings model), a score layer has none")
     if not has_classifier:
         reasons.append(

@@ -21,6 +21,7 @@ from jinja2 import TemplateError
 from gazerm.errors import GazermError, PathNotFoundError
 from gazerm.features.alignment import token_gaze
 from gazerm.features.base import N_FEATURES
+from gazerm.model.config import GazeSpread, TruncationSide
 from gazerm.model.templates import Context, PlainTemplate, PromptTemplate
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,9 @@ class SequenceEncoder:
     prompt's tokens inside the prefix. Earlier context turns and the template's own text get none.
 
     The text is ``prefix + response + template.suffix``. Long inputs are truncated from the left, so
-    the end of the response (the token the reward is pooled from in decoder models) is always kept.
+    the end of the response (the token the reward is pooled from in decoder models) is always kept;
+    ``truncation_side="right"`` cuts their end instead (``ModelConfig.truncation_side``, the reference's).
+    ``gaze_spread`` says how a word's gaze spreads over its tokens (``gazerm.features.alignment``).
     """
 
     def __init__(
@@ -114,9 +117,13 @@ class SequenceEncoder:
         max_length: int,
         template: PromptTemplate | None = None,
         prompt_gaze: bool = False,
+        truncation_side: TruncationSide = "left",
+        gaze_spread: GazeSpread = "additive",
     ) -> None:
         self.tokenizer = tokenizer
-        self.tokenizer.truncation_side = "left"
+        self.divide_all = gaze_spread == "all"
+        self.tokenizer.truncation_side = truncation_side
+        self.truncation_side = truncation_side
         self.max_length = max_length
         self.template = template or PlainTemplate()
         self.prompt_gaze = prompt_gaze
@@ -174,7 +181,8 @@ class SequenceEncoder:
         keep = self.max_length + TRIM_SLACK
         turns = list(context) if context else []
         rendered, offsets = prefix_offsets(turns, prompt)
-        if len(offsets) > keep and turns:
+        trims = self.truncation_side == "left"  # right truncation keeps the prefix's start: nothing to drop
+        if trims and len(offsets) > keep and turns:
             dropped, most = 0, len(turns)  # the most leading turns that can go, by bisection
             while dropped < most:
                 middle = (dropped + most + 1) // 2
@@ -188,7 +196,7 @@ class SequenceEncoder:
                     most = middle - 1
             turns = turns[dropped:]
             rendered, offsets = prefix_offsets(turns, prompt)
-        if len(offsets) > keep:
+        if trims and len(offsets) > keep:
             cut = offsets[len(offsets) - keep][0]  # every character before it is truncated away
             if turns:
                 first = turns[0]["content"]
@@ -222,6 +230,7 @@ class SequenceEncoder:
                 sequence.spans.reshape(-1, 2),
                 sequence.features.reshape(-1, N_FEATURES),
                 char_shift=len(sequence.prefix),
+                divide_all=self.divide_all,
             )
             if self.prompt_gaze and sequence.prompt is not None:
                 prompt_gaze, prompt_mask = token_gaze(
@@ -229,6 +238,7 @@ class SequenceEncoder:
                     sequence.prompt.spans.reshape(-1, 2),
                     sequence.prompt.features.reshape(-1, N_FEATURES),
                     char_shift=sequence.prompt.start,
+                    divide_all=self.divide_all,
                 )
                 gaze[prompt_mask], gaze_mask = prompt_gaze[prompt_mask], gaze_mask | prompt_mask
             response_start = len(sequence.prefix)

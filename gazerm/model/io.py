@@ -42,7 +42,7 @@ from gazerm.config import dump_config, load_config
 from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.config import ModelConfig
 from gazerm.model.inputs import InputSpec
-from gazerm.model.reward_model import RewardModel, load_backbone
+from gazerm.model.reward_model import RewardModel, add_token_rows, load_backbone
 from gazerm.storage import staged_dir
 
 FORMAT_VERSION = 1
@@ -187,6 +187,7 @@ def load_reward_model(directory: str | Path) -> tuple[RewardModel, PreTrainedTok
     tokenizer = AutoTokenizer.from_pretrained(str(src / "tokenizer"))
     has_backbone = "backbone/" in required_parts(config)
     backbone = load_backbone(config, src / "backbone" if has_backbone else config.backbone, meta["lm_head"])
+    add_token_rows(backbone, len(tokenizer), config.seed)  # a new <PAD> of a backbone not saved
     if config.lora is not None:
         backbone = PeftModel.from_pretrained(backbone, str(src / "adapter"))
     with torch.random.fork_rng(devices=[]):  # head init is overwritten below; keep the caller's RNG as is
@@ -229,6 +230,7 @@ def _architecture(model: RewardModel) -> dict[str, object]:
         "gaze_layout": None if model.projector is None else config.gaze_layout,
         "projector": None if model.projector is None else (config.features_used, config.fp_hidden),
         "num_outputs": config.num_outputs,
+        "head_bias": model.value_head.bias is not None,
         "implicit_head": None
         if model.implicit_head is None
         else (model.implicit_head.in_features, config.fp_hidden),

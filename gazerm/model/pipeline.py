@@ -17,8 +17,9 @@ from gazerm.model.templates import build_template
 
 @dataclass(frozen=True)
 class InputPipeline:
-    """A model's input spec and the encoder it gives: the template it names, its token budget, and the
-    prompt's gaze where the model's layout reads it (``ModelConfig.gazes_prompt``)."""
+    """A model's input spec and the encoder it gives: the template it names, its token budget, the
+    prompt's gaze where the model's layout reads it (``ModelConfig.gazes_prompt``), and the truncation
+    side and gaze spreading its config names."""
 
     spec: InputSpec
     encoder: SequenceEncoder
@@ -26,7 +27,14 @@ class InputPipeline:
     @classmethod
     def from_spec(cls, spec: InputSpec, tokenizer: Any, model_config: ModelConfig) -> InputPipeline:
         template = build_template(spec.template, tokenizer)
-        encoder = SequenceEncoder(tokenizer, spec.max_length, template, prompt_gaze=model_config.gazes_prompt)
+        encoder = SequenceEncoder(
+            tokenizer,
+            spec.max_length,
+            template,
+            prompt_gaze=model_config.gazes_prompt,
+            truncation_side=model_config.truncation_side,
+            gaze_spread=model_config.gaze_spread,
+        )
         return cls(spec, encoder)
 
     def inputs(self, sequences: list[PromptResponse]) -> ModelInputs:

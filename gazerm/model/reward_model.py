@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import (
@@ -72,14 +73,16 @@ class RewardModel(nn.Module):
                 config.features_used, config.fp_hidden, hidden, config.fp_dropout, layer_norms=reference
             )
         )
-        # The reference concat layout's <eye/> and </eye> embeddings: learned like the projector (outside
-        # the backbone, so LoRA never freezes them) and saved with it; they start as the mean token embedding.
+        # The reference concat layout's <eye/> and </eye> embeddings: outside the backbone (so LoRA never
+        # freezes them) and saved with the projector; learned unless ``train_gaze`` is false.
         self.separators = (
-            nn.Parameter(mean_embedding(self.transformer.get_input_embeddings()).expand(2, -1).clone())
+            nn.Parameter(self._separator_init(config), requires_grad=config.train_gaze)
             if reference and config.fusion == "concat"
             else None
         )
-        self.value_head = nn.Linear(hidden, config.num_outputs)
+        if self.projector is not None and not config.train_gaze:
+            self.projector.requires_grad_(False)
+        self.value_head = nn.Linear(hidden, config.num_outputs, bias=config.head == "gazerm")
         self.implicit_head = (
             ImplicitHead(
                 config.implicit_dim or N_IMPLICIT, config.fp_hidden, config.num_outputs, config.fp_dropout[0]
@@ -87,9 +90,28 @@ class RewardModel(nn.Module):
             if config.implicit_features
             else None
         )
-        # Small init keeps initial rewards near 0, so the first pairwise losses sit near log 2 (as OpenRLHF).
-        nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
-        nn.init.zeros_(self.value_head.bias)
+        if config.head == "gazerm":
+            # Small init keeps first rewards near 0: the first pairwise losses sit near log 2 (as OpenRLHF).
+            nn.init.normal_(self.value_head.weight, std=1 / (hidden + 1))
+            nn.init.zeros_(self.value_head.bias)
+        else:  # a *ForSequenceClassification score layer, as transformers initialises it
+            nn.init.normal_(self.value_head.weight, std=0.02)
+
+    def freeze_head_bias(self) -> None:
+        """Keep the value head's bias (where it has one) at 0: a loss that sees only reward differences
+        gives it no signal (``LossKind.shift_invariant``)."""
+        if self.value_head.bias is not None:
+            self.value_head.bias.requires_grad_(False)
+
+    def _separator_init(self, config: ModelConfig) -> torch.Tensor:
+        """``(2, H)``: the mean token embedding twice, or (``separator_init: normal``) two rows drawn as
+        transformers 4.40 draws new embedding rows, N(0, initializer_range): the reference's frozen
+        ``<eye/>``/``</eye>`` token rows."""
+        embeddings = self.transformer.get_input_embeddings()
+        if config.separator_init == "mean":
+            return mean_embedding(embeddings).expand(2, -1).clone()
+        std = getattr(self.transformer.config, "initializer_range", 0.02)
+        return torch.randn(2, embeddings.embedding_dim, dtype=embeddings.weight.dtype) * std
 
     @property
     def hf_model(self) -> PreTrainedModel:
@@ -111,13 +133,20 @@ class RewardModel(nn.Module):
         implicit: torch.Tensor | None = None,
         implicit_mask: torch.Tensor | None = None,
         packed: bool = False,
+        groups: int = 1,
     ) -> RewardOutput:
         """``input_ids``/``attention_mask`` ``(B, T)``; ``gaze`` ``(B, T, 5)`` float and ``gaze_mask``
         ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``); ``implicit``
         ``(B, implicit_dim)`` and ``implicit_mask`` ``(B,)`` for a model with ``implicit_features``
         (without them every response is scored as one without session logs). ``packed``: the backbone
         runs on the attended slots only (``gazerm.model.packing``); same outputs, no compute on padding.
-        A model without a text term (``text: false``) never runs the backbone."""
+        A model without a text term (``text: false``) never runs the backbone. ``groups`` > 1 cuts the
+        rows into that many consecutive equal groups and runs each as its own forward, padded to its own
+        longest row (right padding cut back; ``model.pair_forward: separate``)."""
+        if groups > 1:
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "gaze": gaze}
+            inputs |= {"gaze_mask": gaze_mask, "implicit": implicit, "implicit_mask": implicit_mask}
+            return self._grouped(groups, inputs, return_lm_logits=return_lm_logits, packed=packed)
         if not self.model_config.text:
             return RewardOutput(self.head_rewards(None, implicit, implicit_mask))
         fused = self._fused(input_ids, attention_mask, gaze, gaze_mask)
@@ -130,6 +159,27 @@ class RewardModel(nn.Module):
         rewards = self.head_rewards(pooled, implicit, implicit_mask)
         lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None
         return RewardOutput(rewards, lm_logits)
+
+    def _grouped(self, groups: int, inputs: dict[str, torch.Tensor | None], **options: bool) -> RewardOutput:
+        """:meth:`forward` once per group of rows, each cut to its longest attended row; the outputs
+        concatenated in row order (LM logits zero-padded back to the batch's length)."""
+        rows, length = inputs["input_ids"].shape
+        if rows % groups:
+            raise ValueError(f"{rows} rows cannot be cut into {groups} equal groups")
+        outputs = []
+        for group in range(groups):
+            part = slice(group * rows // groups, (group + 1) * rows // groups)
+            longest = int(inputs["attention_mask"][part].sum(-1).max())
+            cut = {
+                name: _rows(value, part, longest if name in _TOKEN_ALIGNED else None)
+                for name, value in inputs.items()
+            }
+            outputs.append(self.forward(**cut, **options))
+        rewards = torch.cat([output.rewards for output in outputs])
+        if outputs[0].lm_logits is None:
+            return RewardOutput(rewards)
+        logits = [F.pad(o.lm_logits, (0, 0, 0, length - o.lm_logits.shape[1])) for o in outputs]
+        return RewardOutput(rewards, torch.cat(logits))
 
     def pooled_features(
         self,
@@ -218,6 +268,17 @@ class RewardModel(nn.Module):
         return lm_head(text_hidden)
 
 
+# forward's arguments with a token axis, which a group's forward cuts to its longest row
+_TOKEN_ALIGNED = ("input_ids", "attention_mask", "gaze", "gaze_mask")
+
+
+def _rows(value: torch.Tensor | None, part: slice, length: int | None) -> torch.Tensor | None:
+    """``value``'s rows ``part``, cut to ``length`` slots where it has a token axis."""
+    if value is None:
+        return None
+    return value[part] if length is None else value[part][:, :length]
+
+
 def mean_embedding(embeddings: nn.Module) -> torch.Tensor:
     """``(H,)`` the mean of an embedding matrix's rows, detached; gathered first where DeepSpeed ZeRO-3
     has partitioned it (``from_pretrained`` under ``HfDeepSpeedConfig``)."""
@@ -235,6 +296,9 @@ def is_encoder(config: PretrainedConfig) -> bool:
     return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
+NEW_PAD_TOKEN = "<PAD>"  # model.pad_token: new, the reference's own padding token
+
+
 def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
     """The local tokenizer for ``tiny-*`` (no tokenizer set), else the hub/local one, with a pad token."""
     if config.is_tiny and config.tokenizer is None:
@@ -242,6 +306,8 @@ def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
     name = config.tokenizer or config.backbone
     source = resolve_backbone(name)
     tokenizer = AutoTokenizer.from_pretrained(source.path)
+    if tokenizer.pad_token is None and config.pad_token == "new":
+        tokenizer.add_special_tokens({"pad_token": NEW_PAD_TOKEN})  # build_reward_model adds its row
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"tokenizer {name!r} has neither pad nor eos token")
@@ -264,12 +330,31 @@ def build_reward_model(
             backbone = _tiny_backbone(config, tokenizer, lm_head)
         else:
             backbone = load_backbone(config, config.backbone, lm_head)
+        add_token_rows(backbone, len(tokenizer), config.seed)
         if config.gradient_checkpointing:
             _enable_checkpointing(backbone)
         if config.lora is not None:
             check_lora_targets(backbone, config.lora.target_modules, config.backbone)
             backbone = get_peft_model(backbone, lora_config(config.lora))
         return RewardModel(backbone, config)
+
+
+def add_token_rows(model: PreTrainedModel, vocabulary: int, seed: int) -> None:
+    """Grow the embedding matrix to a tokenizer that added tokens (``model.pad_token: new``), the new rows
+    drawn N(0, initializer_range) as transformers 4.40 drew them (the reference), not from the mean of
+    the old rows as transformers does now. Drawn from ``seed`` alone, so loading a saved model whose
+    backbone was not saved (LoRA on a hub backbone) draws the same frozen rows again."""
+    rows = model.get_input_embeddings().num_embeddings
+    if vocabulary <= rows:
+        return
+    model.resize_token_embeddings(vocabulary, mean_resizing=False)
+    std = getattr(model.config, "initializer_range", 0.02)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if layer is not None:
+                drawn = torch.randn(vocabulary - rows, layer.weight.shape[1], generator=generator) * std
+                layer.weight[rows:] = drawn.to(layer.weight)
 
 
 def _enable_checkpointing(model: PreTrainedModel) -> None:
@@ -337,7 +422,7 @@ def load_backbone(config: ModelConfig, source: str | Path, lm_head: bool) -> Pre
 
 def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
     """``from_pretrained``'s arguments for ``model.quantization``: the reference's 4-bit NF4 (bf16 compute,
-    no double quantisation), placed whole on this worker's GPU."""
+    no double quantisation), placed whole on this worker's GPU; the other weights in ``model.precision``."""
     if config.quantization == "none":
         return {}
     if not torch.cuda.is_available():
@@ -357,7 +442,7 @@ def quantization_kwargs(config: ModelConfig) -> dict[str, Any]:
             bnb_4bit_use_double_quant=False,
         ),
         "device_map": {"": torch.cuda.current_device()},
-        "torch_dtype": torch.bfloat16,
+        "torch_dtype": torch.float32 if config.precision == "fp32" else torch.bfloat16,
     }
 
 
@@ -370,7 +455,8 @@ def _tiny_backbone(config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_h
         "num_attention_heads": tiny.num_heads,
         "intermediate_size": tiny.intermediate_size,
         "max_position_embeddings": tiny.max_position_embeddings,
-        "pad_token_id": tokenizer.pad_token_id,
+        # model.pad_token: new draws the pad row like any other (the reference's <PAD>), not as zeros
+        "pad_token_id": None if config.pad_token == "new" else tokenizer.pad_token_id,
     }
     if arch.config_cls is not BertConfig:
         hf_config.update(

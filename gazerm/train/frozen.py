@@ -173,7 +173,7 @@ class FrozenTrainer:
         for head in self.heads:
             head.requires_grad_(True)
         if self.loss.kind.shift_invariant:
-            self.model.value_head.bias.requires_grad_(False)
+            self.model.freeze_head_bias()
         collator = UnitCollator.for_job(config, self.inputs, self.loss, self.tokenizer)
         cache = FeatureCache(cache_dir("pooled"), model_key(config.model)) if config.model.text else None
         self.model.to(feature_device(config))  # the backbone's forwards: the only heavy work

@@ -162,7 +162,7 @@ class Trainer:
         import deepspeed  # not at module level: DeepSpeed picks its accelerator once, at import
 
         config = self.config
-        ds_config = deepspeed_config(config, bf16=config.run.use_gpu)
+        ds_config = deepspeed_config(config, bf16=config.run.use_gpu and config.model.precision == "bf16")
         if config.run.zero_stage == 3:
             from transformers.integrations import HfDeepSpeedConfig
 
@@ -174,7 +174,7 @@ class Trainer:
         if config.model.init_from:  # ZeRO-2 only (TrainJobConfig checks): the full model is built here
             load_weights_into(model, config.model.init_from)
         if self.kind.shift_invariant:
-            model.value_head.bias.requires_grad_(False)
+            model.freeze_head_bias()
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.optim.lr,
@@ -286,6 +286,7 @@ class Trainer:
             **inputs.to(self.device).forward_kwargs(),
             return_lm_logits=self.config.loss.lm_loss_coeff > 0,
             packed=self.config.data.packing,
+            groups=self.kind.forward_groups(self.config.model),
         )
 
     def _loss(self, micro: MicroBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -108,6 +108,18 @@ def test_additive_measures_sum_back_to_the_word(style: str) -> None:
     np.testing.assert_allclose(totals, FEATURES[:, [0, 2, 3]].sum(axis=0), rtol=1e-5)
 
 
+def test_divide_all_spreads_every_measure_over_a_words_tokens_as_the_reference_does() -> None:
+    offsets = [(0, 0), (0, 3), (3, 6), (6, 8), (9, 12)]  # BOS, "bre"+"ado"+"ne" = word 0, "two" = word 1
+    spans = [(0, 8), (9, 12)]
+    words = np.array([[3, 90, 300, 240, 0.6], [1, 50, 50, 50, 0.3]], np.float32)
+    gazerm, mask = token_gaze(offsets, spans, words)
+    reference, same_mask = token_gaze(offsets, spans, words, divide_all=True)
+    assert mask.tolist() == same_mask.tolist() == [False, True, True, True, True]
+    np.testing.assert_allclose(reference[1:4], np.repeat(words[:1] / 3, 3, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(reference[4], words[1], rtol=1e-6)  # one token: its word's values
+    np.testing.assert_allclose(gazerm[1, [1, 4]], words[0, [1, 4]])  # FFD, fixProp copied by default
+
+
 def test_no_words_or_only_special_tokens_carry_no_gaze() -> None:
     features, mask = token_gaze([(0, 0), (0, 4), (0, 0)], [], np.zeros((0, 5), np.float32))
     assert features.shape == (3, 5) and not features.any() and not mask.any()

@@ -55,6 +55,7 @@ def test_pooling_is_the_new_configs_and_weights_still_carry_over(tmp_path, token
         ({}, {"fp_hidden": 64}, False, "projector: saved"),
         ({"gaze_layout": "reference"}, {}, False, "gaze_layout: saved 'reference', configured 'gazerm'"),
         ({}, {}, True, "lm_head: saved False, configured True"),
+        ({"head": "reference"}, {}, False, "head_bias: saved False, configured True"),
     ],
 )
 def test_another_architecture_is_refused_naming_it(tmp_path, tokenizers, saved, configured, lm_head, named):

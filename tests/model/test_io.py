@@ -38,6 +38,7 @@ def trained_looking(config, tokenizer, lm_head: bool = False) -> RewardModel:
         ("tiny-llama", {"lora": None}, True),
         ("tiny-mistral", {"fusion": "add"}, True),
         ("tiny-llama", {"gaze_layout": "reference"}, False),
+        ("tiny-llama", {"fidelity": "reference"}, False),  # a bias-free head, frozen projector
         ("tiny-mistral", {"fusion": "add", "gaze_layout": "reference", "lora": None}, True),
         ("tiny-bert", {"fusion": "none", "lora": None}, False),
         ("tiny-bert", {"num_outputs": 2}, False),

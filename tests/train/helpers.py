@@ -23,8 +23,10 @@ def make_collator(
     kind: str = "pairwise",
     prompt_gaze: bool = False,
     bucket_window: int = 1,
+    **model_fields: Any,
 ) -> UnitCollator:
-    """A collator whose model gazes the prompt (the reference layout) when ``prompt_gaze``."""
-    model = ModelConfig(gaze_layout="reference" if prompt_gaze else "gazerm")
+    """A collator whose model gazes the prompt (the reference layout) when ``prompt_gaze``; ``model_fields``
+    set other fields of its model's config."""
+    model = ModelConfig(gaze_layout="reference" if prompt_gaze else "gazerm", **model_fields)
     inputs = InputPipeline.from_spec(InputSpec({"predictor": "reading_model"}, max_length), tokenizer, model)
     return UnitCollator(inputs, loss_spec(kind), Windows(micro_batch_size, bucket_window))

@@ -102,6 +102,17 @@ def test_left_truncation_keeps_the_end_of_the_response(tokenizer):
     assert micro.labels.margin.tolist() == [0.0]
 
 
+def test_right_truncation_keeps_the_start_as_the_reference_does(tokenizer):
+    response = "The quick brown fox jumps over the lazy dog. Reading times grow with word length."
+    batch = units_window([example(0, [response, REJECTED], pairs=[Pair(0, 1)])])
+    collate = make_collator(tokenizer, 10, micro_batch_size=4, truncation_side="right")
+    (micro,) = collate(batch)
+    chosen = micro.inputs.input_ids[0]
+    full = tokenizer(PREFIX + response)["input_ids"]
+    assert chosen.tolist() == full[:10]  # BOS and the prompt first; the response's end is cut
+    assert not micro.inputs.response_mask[0, :3].any()
+
+
 @pytest.mark.parametrize("num_outputs", [1, 2])
 def test_regression_micro_batches_carry_targets(tokenizer, num_outputs):
     responses = [chosen_text(5), chosen_text(2), chosen_text(3)]

@@ -26,7 +26,7 @@ import torch
 from gazerm.data.schema import Pair, PreferenceExample, examples_to_table
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import GazeFeaturizer
-from gazerm.model.config import LossConfig
+from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.inputs import InputSpec, ModelInputs
 from gazerm.model.reward_model import RewardOutput
 from gazerm.train.batch import MicroBatch, UnitLabels
@@ -59,6 +59,7 @@ class FakeEngine:
         self.forwards: list[tuple] = []
         self.tokens: list[int] = []
         self.packed: list[bool] = []
+        self.groups: list[int] = []
 
     def __call__(self, **inputs: torch.Tensor) -> RewardOutput:
         if self.crash_after is not None and len(self.forwards) == self.crash_after:
@@ -73,6 +74,7 @@ class FakeEngine:
         )
         self.tokens.append(int(inputs["attention_mask"].sum()) if self.device.type == "cpu" else 0)
         self.packed.append(inputs["packed"])
+        self.groups.append(inputs["groups"])
         rows, length = inputs["input_ids"].shape
         rewards = torch.linspace(0, 1, rows, device=self.output_device)
         lm = inputs["return_lm_logits"]
@@ -217,6 +219,19 @@ def test_data_packing_reaches_training_and_evaluation_forwards(packing):
     trainer._loss(MICRO_BATCHES["pairwise"])
     trainer.evaluate()  # both units in one micro-batch
     assert engine.packed == [packing, packing]
+
+
+@pytest.mark.parametrize(
+    ("kind", "pair_forward", "groups"),
+    [("pairwise", "separate", 2), ("pairwise", "joint", 1), ("regression", "separate", 1)],
+)
+def test_separate_pair_forwards_reach_training_and_evaluation_forwards(kind, pair_forward, groups):
+    engine = FakeEngine()
+    config = TrainJobConfig(model=ModelConfig(pair_forward=pair_forward), loss=LossConfig(kind=kind))
+    trainer = set_up(config, engine, splits={"validation": units(kind)})
+    trainer._loss(MICRO_BATCHES[kind])
+    trainer.evaluate()
+    assert engine.groups == [groups, groups]
 
 
 def test_a_micro_batch_moves_every_tensor():

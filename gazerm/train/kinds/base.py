@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import torch
 
 from gazerm.data.schema import TURN_TYPE
-from gazerm.model.config import LossConfig
+from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.inputs import PromptGaze, PromptResponse, SequenceEncoder
 from gazerm.train.batch import MicroBatch, UnitLabels
 
@@ -161,6 +161,10 @@ class LossKind(ABC):
         self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool
     ) -> dict[str, torch.Tensor]:
         """Per unit, what validation sums (CPU tensors of length B)."""
+
+    def forward_groups(self, model: ModelConfig) -> int:
+        """How many separate forwards a micro-batch's rows run as (``RewardModel.forward``'s ``groups``)."""
+        return 1
 
     def ratios(self, totals: dict[str, float], prefix: str) -> dict[str, float]:
         """The validation metrics from summed totals."""

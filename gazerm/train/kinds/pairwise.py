@@ -15,7 +15,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from gazerm.model.config import LossConfig
+from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.inputs import PromptGaze, SequenceEncoder
 from gazerm.model.losses import lm_loss, pairwise_loss
 from gazerm.train.batch import MicroBatch, UnitLabels
@@ -77,6 +77,11 @@ class Pairwise(LossKind):
         inputs = encoder.pad([units[row][side] for side in range(len(SIDES)) for row in rows])
         margin = torch.tensor([window["margin"][row] for row in rows], dtype=torch.float32)
         return MicroBatch(inputs, UnitLabels([str(window["source"][row]) for row in rows], margin=margin))
+
+    def forward_groups(self, model: ModelConfig) -> int:
+        """2 with ``model.pair_forward: separate``: chosen rows, then rejected rows, each padded to its own
+        longest (trl's RewardTrainer, which the reference trains with)."""
+        return len(SIDES) if model.pair_forward == "separate" else 1
 
     def loss(
         self, output: RewardOutput, micro: MicroBatch, config: LossConfig
