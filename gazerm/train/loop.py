@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray
 import ray.train
 import torch
+import transformers
 
 from gazerm.errors import ConfigError
 from gazerm.model.inputs import InputSpec, ModelInputs
@@ -89,12 +88,6 @@ def summarize_test(metrics: dict[str, float], run: RunConfig) -> str:
     return f"test split with the model of {chosen}: {scores or 'no test units'}"
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; ``loop_config`` = {"job": TrainJobConfig as dict, "settings": LoopSettings,
     "board": the driver's ``ProgressBoard``, "splits": object references to the validation and test units
@@ -148,7 +141,7 @@ class Trainer:
         settings = self.settings
         self.startup = StartupClock(**settings.startup) if settings.startup else StartupClock(time.time())
         self.startup.mark("workers")
-        seed_everything(self.config.run.seed)
+        transformers.set_seed(self.config.run.seed)  # Python, NumPy and torch (every device)
         self.tokenizer = build_tokenizer(self.config.model)
         self.engine = self.build_engine()
         self.device = self.engine.device  # every micro-batch goes here before the forward
