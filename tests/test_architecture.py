@@ -70,3 +70,23 @@ def test_the_cycle_finder_finds_a_cycle():
     graph = {"data": {"features": "x"}, "features": {"model": "y"}, "model": {"data": "z"}}
     assert find_cycle(graph) == ["data", "features", "model", "data"]
     assert find_cycle({"train": {"model": "a"}, "model": {"features": "b"}}) is None
+
+
+def test_the_prepare_configs_are_imported_from_their_home():
+    """``gazerm.data.config`` holds the prepare configs; ``gazerm.data.prepare`` only uses them, so an
+    import of one from there would break when prepare stops importing it."""
+    home = "gazerm.data.config"
+    defined = {
+        node.name
+        for node in ast.parse((PACKAGE / "data" / "config.py").read_text()).body
+        if isinstance(node, ast.ClassDef | ast.FunctionDef)
+    }
+    elsewhere = []
+    for root in ("gazerm", "tests", "benchmarks"):
+        for path in sorted((PACKAGE.parent / root).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gazerm."):
+                    names = {alias.name for alias in node.names} & defined
+                    if node.module != home and names:
+                        elsewhere.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {sorted(names)}")
+    assert elsewhere == [], f"import these from {home}: {elsewhere}"

@@ -61,7 +61,7 @@ def _texts(count: int) -> list[str]:
 
 
 def bench_gaze(count: int) -> Result:
-    from gazerm.data.prepare import GazeSpec
+    from gazerm.data.config import GazeSpec
     from gazerm.features.featurize import build_predictor
 
     predictor = build_predictor(GazeSpec().predictor)

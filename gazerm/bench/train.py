@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
-from gazerm.data.prepare import GazeSpec, PrepareConfig, SourceSpec, prepare
+from gazerm.data.prepare import prepare
 from gazerm.data.schema import PreferenceExample
 from gazerm.data.shards import Manifest
 from gazerm.data.sources import iter_source
