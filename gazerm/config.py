@@ -56,12 +56,14 @@ def expand_env(data: Any, origin: str = "<config>") -> Any:
 # path in the dumped config and validating it again is the few lines below.
 def parse_overrides(settings: Sequence[str]) -> dict[str, Any]:
     """The command line's ``--set a.b.c=value`` strings as ``{"a.b.c": value}``; values parse as YAML
-    (``0.1``, ``[1,2]``, ``true``). The only place gazerm reads an override from a string."""
+    (``0.1``, ``[1,2]``, ``true``). Overrides apply in order, so a key given twice is where and as its
+    last ``--set`` gives it. The only place gazerm reads an override from a string."""
     parsed = {}
     for setting in settings:
         key, sep, raw = setting.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {setting!r} is not of the form key.path=value")
+        parsed.pop(key, None)
         try:
             parsed[key] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:

@@ -77,3 +77,12 @@ def test_command_line_strings_parse_once_into_typed_values():
         parse_overrides(["run.seed"])
     with pytest.raises(ConfigError, match=r"'run.seed=\[1': the value is not valid YAML"):
         parse_overrides(["run.seed=[1"])
+
+
+def test_a_repeated_key_is_set_where_and_as_it_was_last_given():
+    """Overrides apply in order: a repeated key kept at its first place would be undone by what was given
+    between (here ``model.lora=null`` after the last ``model.lora.r``)."""
+    parsed = parse_overrides(["run.seed=1", "optim.lr=0.1", "run.seed=2"])
+    assert list(parsed.items()) == [("optim.lr", 0.1), ("run.seed", 2)]
+    given = parse_overrides(["model.lora.r=4", "model.lora=null", "model.lora.r=8"])
+    assert load_config(TrainJobConfig, {}, given).model.lora.r == 8
