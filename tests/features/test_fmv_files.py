@@ -125,6 +125,7 @@ def test_the_published_addresses_are_eyetrackpys():
     assert fmv_files.PUBLISHED["fmv1"].published_url == (
         "https://drive.google.com/uc?id=1_skRPxLzlY3d68bKk1cf656pYFc--URt"
     )
-    assert fmv_files.PUBLISHED["fmv2"].url(None) == fmv_files.DRIVE_DOWNLOAD.format(
-        id="1CTiali54Q7zsT25ciY0y0sIIf2jZVbZG"
+    assert fmv_files.PUBLISHED["fmv2"].url(None) == (
+        "https://drive.usercontent.google.com/download?id=1CTiali54Q7zsT25ciY0y0sIIf2jZVbZG"
+        "&export=download&confirm=t"
     )
