@@ -13,6 +13,7 @@ import typer
 
 from gazerm.config import load_config, parse_overrides
 from gazerm.errors import ConfigError, GazermError
+from gazerm.features.fmv_published import PUBLISHED
 
 
 class _Commands(typer.Typer):
@@ -470,9 +471,7 @@ gaze_app = _Commands(
 app.add_typer(gaze_app, name="gaze")
 
 
-class PublishedPredictor(str, Enum):
-    fmv1 = "fmv1"
-    fmv2 = "fmv2"
+PublishedPredictor = Enum("PublishedPredictor", {name: name for name in PUBLISHED}, type=str)
 
 
 @gaze_app.command("download")

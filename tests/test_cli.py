@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from gazerm.cli import app
+from gazerm.cli import PublishedPredictor, app
+from gazerm.features.fmv_published import PUBLISHED
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_every_subcommand():
@@ -17,6 +22,15 @@ def test_help_lists_every_subcommand():
     commands = ["demo-data", "prepare", "train", "train-staged", "score", "rerank", "winrate", "consistency"]
     for command in [*commands, "export", "evaluate", "serve", "tune", "select", "gaze", "bench"]:
         assert command in result.output
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """Each command imports what it runs on when it runs: the command line itself (its help, the choices
+    of ``gaze download``) loads no numpy, pyarrow, torch or Ray."""
+    code = "import sys, gazerm.cli; print(sorted({'numpy', 'pyarrow', 'torch', 'ray'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert (loaded.returncode, loaded.stdout.strip()) == (0, "[]"), loaded.stderr
+    assert [choice.value for choice in PublishedPredictor] == list(PUBLISHED) == ["fmv1", "fmv2"]
 
 
 def test_bad_override_is_a_clear_error():
