@@ -62,7 +62,8 @@ def download(
     progress: bool = True,
 ) -> Downloaded:
     """Fetch ``predictor``'s file into ``directory`` and write the ``gaze:`` block that uses it
-    (``directory/gaze-<predictor>.yaml``, ``base`` its ``gaze.base``: default ``models/<base model>``)."""
+    (``directory/gaze-<predictor>.yaml``, ``base`` its ``gaze.base``: default ``models/<base model>``). Its
+    ``gaze.path`` is absolute: prepare reads a relative one from where it runs, not from beside the YAML."""
     if predictor not in PUBLISHED:
         raise ConfigError(
             f"no published file for gaze predictor {predictor!r}; choose one of {list(PUBLISHED)}"
@@ -73,7 +74,7 @@ def download(
     reused = expected is not None and target.is_file() and file_sha256(target) == expected
     digest = expected if reused else _fetch(published.url(mirror), target, expected, trust_new, progress)
     config = Path(directory) / f"gaze-{predictor}.yaml"
-    write_text_atomic(config, gaze_block(published, target, base))
+    write_text_atomic(config, gaze_block(published, target.resolve(), base))
     return Downloaded(target, digest, expected is not None, reused, config)
 
 

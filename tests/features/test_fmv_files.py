@@ -65,10 +65,19 @@ def test_download_writes_the_file_and_a_gaze_block_that_reads_it(mirror, tmp_pat
     assert _files(directory) == sorted([name, f"gaze-{predictor}.yaml"])  # no temporary file left
     block = yaml.safe_load((directory / f"gaze-{predictor}.yaml").read_text())
     spec = GazeSpec.model_validate(block["gaze"])
-    assert (spec.predictor, spec.path) == (predictor, (directory / name).as_posix())
+    assert (spec.predictor, spec.path) == (predictor, (directory / name).resolve().as_posix())
     assert spec.base == f"models/{'t5-small' if predictor == 'fmv1' else 'roberta-base'}"
     assert DIGEST[name] in result.output and "gaze:" in result.output
     assert ("features_used: [0, 0, 0, 1, 0]" in result.output) == (predictor == "fmv1")
+
+
+def test_the_gaze_block_of_a_relative_directory_names_the_file_from_anywhere(mirror, tmp_path, monkeypatch):
+    url, _, _ = mirror
+    monkeypatch.chdir(tmp_path)
+    assert _download("fmv2", "models/fmv2", "--sha256", DIGEST["model.pth"], "--mirror", url).exit_code == 0
+    monkeypatch.chdir(tmp_path / "models")  # e.g. prepare run from beside the YAML
+    path = Path(yaml.safe_load(Path("fmv2/gaze-fmv2.yaml").read_text())["gaze"]["path"])
+    assert path.is_absolute() and path.read_bytes() == CONTENT["model.pth"]
 
 
 def test_a_pinned_digest_is_checked_and_a_verified_file_is_reused(mirror, tmp_path, monkeypatch):
