@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import yaml
 from tqdm import tqdm
@@ -103,22 +105,37 @@ def _fetch(url: str, target: Path, expected: str | None, trust_new: bool, progre
                 f"{url} answered with a web page, not the file (Google Drive's warning or quota page): "
                 f"fetch it in a browser and rerun with --mirror file:///<its directory>; nothing written"
             )
-        size = response.headers.get("Content-Length")
+        size = response.headers.get("Content-Length", "")
+        declared = int(size) if size.isdigit() else None
         digest = hashlib.sha256()
         bar = tqdm(
-            total=int(size) if size else None,
+            total=declared,
             unit="B",
             unit_scale=True,
             desc=target.name,
             disable=not progress,
         )
-        with bar, open_atomic_binary(target) as stream:
-            while chunk := response.read(CHUNK):
+        with bar, open_atomic_binary(target) as stream:  # raising in here discards the file
+            for chunk in _body(url, response, declared):
                 digest.update(chunk)
                 stream.write(chunk)
                 bar.update(len(chunk))
-            _accept(url, digest.hexdigest(), expected, trust_new)  # raising here discards the file
+            _accept(url, digest.hexdigest(), expected, trust_new)
     return digest.hexdigest()
+
+
+def _body(url: str, response: BinaryIO, declared: int | None) -> Iterator[bytes]:
+    """The response's body in chunks, all ``declared`` bytes of it: a connection that closes early reads as
+    the end of the body (``http.client`` returns b"" rather than raising), so the count is checked here."""
+    received = 0
+    while chunk := response.read(CHUNK):
+        received += len(chunk)
+        yield chunk
+    if declared is not None and received != declared:
+        raise DownloadError(
+            f"{url}: the server declared {declared} bytes and sent {received} before the connection "
+            "closed; nothing written"
+        )
 
 
 def _accept(url: str, digest: str, expected: str | None, trust_new: bool) -> None:

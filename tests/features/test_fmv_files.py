@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,32 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
+class _BreakingOff(BaseHTTPRequestHandler):
+    """Declares a body of 1,000,000 bytes, sends 1,000 and ends the connection."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        self.wfile.write(b"x" * 1000)
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _serve(handler) -> Iterator[str]:
+    """Run ``handler`` on a local port while the caller's block runs; its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def mirror(tmp_path):
     """The URL of a server holding the two published files under their names; its handler class."""
@@ -38,12 +66,8 @@ def mirror(tmp_path):
     for name, data in CONTENT.items():
         (served / name).write_bytes(data)
     handler = type("Handler", (_Handler,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", handler, served
-    server.shutdown()
-    server.server_close()
+    with _serve(functools.partial(handler, directory=str(served))) as url:
+        yield url, handler, served
 
 
 def _download(*args: str):
@@ -121,6 +145,14 @@ def test_a_missing_file_or_a_web_page_is_a_clear_error(mirror, tmp_path):
     handler.content_type = "text/html"  # what Drive sends instead of a file it will not serve
     page = _download("fmv1", str(tmp_path / "d"), "--mirror", url, "--trust-new")
     assert page.exit_code == 2 and "web page" in page.output
+    assert _files(tmp_path / "d") == []
+
+
+def test_a_download_cut_short_is_refused_and_leaves_nothing(tmp_path):
+    with _serve(_BreakingOff) as url:
+        cut = _download("fmv2", str(tmp_path / "d"), "--mirror", url, "--trust-new")
+    assert cut.exit_code == 2, cut.output
+    assert "declared 1000000 bytes and sent 1000" in cut.output and "nothing written" in cut.output
     assert _files(tmp_path / "d") == []
 
 
