@@ -17,6 +17,7 @@ offline cluster's file server, ``file:///path`` to an eyetrackpy install's copy,
 from __future__ import annotations
 
 import hashlib
+import http.client
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -126,9 +127,18 @@ def _fetch(url: str, target: Path, expected: str | None, trust_new: bool, progre
 
 def _body(url: str, response: BinaryIO, declared: int | None) -> Iterator[bytes]:
     """The response's body in chunks, all ``declared`` bytes of it: a connection that closes early reads as
-    the end of the body (``http.client`` returns b"" rather than raising), so the count is checked here."""
+    the end of the body (``http.client`` returns b"" rather than raising), so the count is checked here; one
+    that breaks off (reset, timed out, a chunk cut short) is a DownloadError too."""
     received = 0
-    while chunk := response.read(CHUNK):
+    while True:
+        try:
+            chunk = response.read(CHUNK)
+        except (OSError, http.client.HTTPException) as error:
+            raise DownloadError(
+                f"{url}: the download broke off ({type(error).__name__}: {error}); nothing written"
+            ) from None
+        if not chunk:
+            break
         received += len(chunk)
         yield chunk
     if declared is not None and received != declared:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -33,14 +35,25 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 class _BreakingOff(BaseHTTPRequestHandler):
-    """Declares a body of 1,000,000 bytes, sends 1,000 and ends the connection."""
+    """Declares a body of 1,000,000 bytes (``chunked``: a chunk of 2,000), sends 1,000 and ends the
+    connection: closes it, or with ``reset`` resets it."""
+
+    ending = "close"
 
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", "1000000")
-        self.end_headers()
+        if self.ending == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"7d0\r\n")
+        else:
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
         self.wfile.write(b"x" * 1000)
+        if self.ending == "reset":  # linger 0: closing sends RST, not FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
         self.close_connection = True
 
     def log_message(self, *args):
@@ -153,6 +166,18 @@ def test_a_download_cut_short_is_refused_and_leaves_nothing(tmp_path):
         cut = _download("fmv2", str(tmp_path / "d"), "--mirror", url, "--trust-new")
     assert cut.exit_code == 2, cut.output
     assert "declared 1000000 bytes and sent 1000" in cut.output and "nothing written" in cut.output
+    assert _files(tmp_path / "d") == []
+
+
+@pytest.mark.parametrize(
+    ("ending", "error"), [("reset", "ConnectionResetError"), ("chunked", "IncompleteRead")]
+)
+def test_a_connection_that_breaks_off_is_a_clear_error(tmp_path, ending, error):
+    handler = type("Handler", (_BreakingOff,), {"ending": ending})
+    with _serve(handler) as url:
+        broken = _download("fmv2", str(tmp_path / "d"), "--mirror", url, "--trust-new")
+    assert broken.exit_code == 2, broken.output
+    assert f"broke off ({error}" in broken.output and "nothing written" in broken.output
     assert _files(tmp_path / "d") == []
 
 
