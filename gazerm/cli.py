@@ -485,7 +485,7 @@ def gaze_download(
         ),
     ] = None,
     sha256: Annotated[
-        str | None, typer.Option("--sha256", help="Expected SHA-256 of the file (overrides the pinned one).")
+        str | None, typer.Option("--sha256", help="Expected SHA-256 of the file (must agree with a pin).")
     ] = None,
     trust_new: Annotated[
         bool, typer.Option("--trust-new", help="Keep a file that has no pinned or given SHA-256.")

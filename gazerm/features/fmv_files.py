@@ -6,9 +6,10 @@ ahead of any job, so that prepare never downloads (``gazerm.features.fmv_common`
 temporary file beside the target, hashed on the way, and renamed into place only when the SHA-256 is
 the expected one, so a failed or tampered download leaves nothing behind.
 
-The expected digest is the pinned one below or ``sha256=`` given by the caller. ``PINNED_SHA256`` is
-empty until someone records the digests of a real download; until then an unpinned file is refused
-(its digest is printed so it can be checked and passed on) unless the caller trusts it explicitly.
+The expected digest is the pinned one below or ``sha256=`` given by the caller (which must agree with a
+pin: it adds a check, it cannot replace one). ``PINNED_SHA256`` is empty until someone records the
+digests of a real download; until then an unpinned file is refused (its digest is printed so it can be
+checked and passed on) unless the caller trusts it explicitly: trust on first use.
 
 ``mirror`` replaces Drive by a directory or URL holding the files under their published names (an
 offline cluster's file server, ``file:///path`` to an eyetrackpy install's copy, a test server).
@@ -82,11 +83,17 @@ def download(
 
 
 def _expected(predictor: str, sha256: str | None) -> str | None:
+    pinned = PINNED_SHA256.get(predictor)
     if sha256 is None:
-        return PINNED_SHA256.get(predictor)
+        return pinned
     digest = sha256.strip().lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise ConfigError(f"--sha256: expected 64 hex digits, got {sha256!r}")
+    if pinned is not None and digest != pinned:
+        raise ConfigError(
+            f"--sha256 {digest} is not the digest pinned for {predictor} ({pinned}, PINNED_SHA256 in "
+            "gazerm/features/fmv_files.py): a file with another digest is not the published one"
+        )
     return digest
 
 

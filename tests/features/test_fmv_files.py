@@ -127,6 +127,19 @@ def test_a_pinned_digest_is_checked_and_a_verified_file_is_reused(mirror, tmp_pa
     assert yaml.safe_load((tmp_path / "gaze-fmv2.yaml").read_text())["gaze"]["base"] == "rb"
 
 
+def test_a_given_digest_cannot_replace_a_pinned_one(mirror, tmp_path, monkeypatch):
+    url, _, _ = mirror
+    monkeypatch.setattr(fmv_files, "PINNED_SHA256", {"fmv2": "f" * 64})  # say the mirror's file is not it
+    other = _download("fmv2", str(tmp_path / "d"), "--sha256", DIGEST["model.pth"], "--mirror", url)
+    assert other.exit_code == 2 and f"is not the digest pinned for fmv2 ({'f' * 64}" in other.output
+    assert _files(tmp_path / "d") == []
+    monkeypatch.setattr(fmv_files, "PINNED_SHA256", {"fmv2": DIGEST["model.pth"]})
+    agreeing = _download(
+        "fmv2", str(tmp_path / "d"), "--sha256", DIGEST["model.pth"].upper(), "--mirror", url
+    )
+    assert agreeing.exit_code == 0 and (tmp_path / "d" / "model.pth").read_bytes() == CONTENT["model.pth"]
+
+
 def test_a_wrong_digest_is_refused_and_leaves_nothing(mirror, tmp_path, monkeypatch):
     url, _, _ = mirror
     directory = tmp_path / "fmv1"
