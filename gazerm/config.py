@@ -78,6 +78,14 @@ def path_problem(model: type[BaseModel], path: str) -> str | None:
     return _field(model, path)[1]
 
 
+def mapping_above(model: type[BaseModel], path: str) -> str | None:
+    """The dict-valued field that ``path`` is a key inside (``data.prepare.splits`` for
+    ``data.prepare.splits.train``), or None."""
+    parts = path.split(".")
+    prefixes = (".".join(parts[:end]) for end in range(1, len(parts)))
+    return next((prefix for prefix in prefixes if _field(model, prefix)[0] is dict), None)
+
+
 def _field(model: type[BaseModel], path: str) -> tuple[Any, str | None]:
     """What the field at ``path`` holds (``_section``'s answer), or why there is no such field."""
     section: Any = model

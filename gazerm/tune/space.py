@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from gazerm.config import StrictConfig, path_problem
+from gazerm.config import StrictConfig, mapping_above, path_problem
 from gazerm.features.base import N_FEATURES
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.metric_names import DEFAULT_METRIC
@@ -168,6 +168,13 @@ def all_feature_masks() -> list[list[int]]:
 
 
 def check_config_path(path: str) -> None:
-    """Raise unless ``path`` names a field of the training job config (``model.lora.r``)."""
+    """Raise unless ``path`` names a field of the training job config (``model.lora.r``). A key inside a
+    dict-valued field is not one: each trial would set that key alone beside the mapping's others (a
+    ``data.prepare.splits`` whose fractions then no longer sum to one fails every trial)."""
     if path_problem(TrainJobConfig, path):
         raise ValueError(f"{path!r} is not a field of the training job config")
+    mapping = mapping_above(TrainJobConfig, path)
+    if mapping:
+        raise ValueError(
+            f"{path!r} is a key inside the mapping {mapping!r}: search over whole {mapping} values"
+        )

@@ -60,6 +60,11 @@ def test_shipped_spaces_parse_and_tiny_makes_four_trials():
         ),
         ({"fixed": {"model.lora.rank": 4}}, "fixed: .*'model.lora.rank' is not a field"),
         (
+            {"params": {"data.prepare.splits.train": {"type": "choice", "values": [0.7, 0.8]}}},
+            "params: .*'data.prepare.splits.train' is a key inside the mapping 'data.prepare.splits': "
+            "search over whole data.prepare.splits values",
+        ),
+        (
             {"params": {"optim.lr": {"type": "loguniform", "low": 0, "high": 1e-3}}},
             r"params.optim.lr.loguniform.low: Input should be greater than 0",
         ),
