@@ -181,14 +181,14 @@ def user_error(error: Exception, memory: MemoryCheck) -> GazermError | None:
     """What the user can fix in a worker group's failure, as one line like any other error rather than
     Ray's wrapped traceback: the first :class:`GazermError` a worker raised (a chat template the tokenizer
     lacks, LoRA targets the backbone lacks), or a worker killed for running out of memory (what the
-    memory policy said before the run, ``memory.if_killed``)."""
+    memory policy says, ``memory.if_killed()``)."""
     failures = list(getattr(error, "worker_failures", {}).values())
     for failure in failures:
         for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
             if isinstance(candidate, GazermError):
                 return candidate
     if any(_out_of_memory(failure) for failure in failures):
-        return ConfigError(memory.if_killed)
+        return ConfigError(memory.if_killed())
     return None
 
 

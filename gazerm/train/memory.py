@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -438,10 +439,12 @@ def available_per_worker(
     )
 
 
-def check_fits(config: TrainJobConfig, available_gib: float) -> FitReport:
+def check_fits(
+    config: TrainJobConfig, available_gib: float, estimate: MemoryEstimate | None = None
+) -> FitReport:
     """gazerm's one memory policy: the estimate against ``available_gib`` per worker, with overrides that
-    fit when it does not (or only just does)."""
-    estimate = estimate_worker_memory(config)
+    fit when it does not (or only just does). ``estimate``: ``config``'s, where the caller has it."""
+    estimate = estimate or estimate_worker_memory(config)
     if estimate.total <= TIGHT * available_gib:
         return FitReport(estimate, available_gib)
     suggestion = suggest(config, TIGHT * available_gib) or suggest(config, available_gib)
@@ -475,27 +478,41 @@ KILLED = "a training worker ran out of memory"
 class MemoryCheck:
     """What the driver needs of the memory policy, decided once before a run starts: why the job is refused
     (it does not fit), a warning (it only just fits), and the one line to stop with if a worker is killed
-    for memory all the same."""
+    for memory all the same (``if_killed()``, worked out only then: it may search settings, estimating
+    the job many times, and a cluster job's driver may not read the backbone's config)."""
 
     refusal: str | None
     warning: str | None
-    if_killed: str
+    if_killed: Callable[[], str]
 
 
 def preflight(config: TrainJobConfig, local: bool) -> MemoryCheck:
     """The driver's check before it starts Ray. A ``local`` run (its workers share this machine) that does
     not fit is refused with the settings that fit, and a worker of it killed for memory gets the same
-    verdict. Where the estimate says the job fits (or a cluster's nodes are not known here), a kill gets the
-    same search's settings under what the estimate says a worker needs: the estimate was short.
-    ``run.memory_check=false`` estimates nothing (an estimate can be wrong for an architecture it was not
-    calibrated on)."""
+    verdict. Where the estimate says the job fits (or a cluster's nodes are not known here, and nothing is
+    estimated before the run), a kill gets the same search's settings under what the estimate says a worker
+    needs: the estimate was short. ``run.memory_check=false`` estimates nothing (an estimate can be wrong
+    for an architecture it was not calibrated on)."""
     if not config.run.memory_check:
-        return MemoryCheck(None, None, f"{KILLED} (run.memory_check=false: gazerm plan shows the estimate)")
+        unchecked = f"{KILLED} (run.memory_check=false: gazerm plan shows the estimate)"
+        return MemoryCheck(None, None, lambda: unchecked)
     report = check_fits(config, available_per_worker(config).gib) if local else None
     if report is not None and not report.fits:
-        refusal = f"memory: {report.verdict()} (gazerm plan shows the estimate; run.memory_check=false skips "
-        return MemoryCheck(refusal + "this check)", None, f"{KILLED}: {report.verdict()}")
+        verdict = report.verdict()
+        refusal = f"memory: {verdict} (gazerm plan shows the estimate; run.memory_check=false skips "
+        return MemoryCheck(refusal + "this check)", None, lambda: f"{KILLED}: {verdict}")
     warning = f"memory: {report.verdict()}" if report is not None and report.tight else None
-    needed = estimate_worker_memory(config).total
-    short = check_fits(config, needed)  # the same search, under what the estimate says a worker needs
-    return MemoryCheck(None, warning, f"{KILLED} though the estimate is {needed:.1f} GiB; {short.fix()}")
+    estimate = report.estimate if report is not None else None
+    return MemoryCheck(None, warning, functools.partial(_killed_though_it_fits, config, estimate))
+
+
+def _killed_though_it_fits(config: TrainJobConfig, estimate: MemoryEstimate | None) -> str:
+    """A kill for memory where the estimate (``estimate``, or made now) said the job fits: the same search's
+    settings under what the estimate says a worker needs. Without an estimate (a backbone config this
+    machine cannot read), the kill alone."""
+    try:
+        estimate = estimate or estimate_worker_memory(config)
+    except ConfigError as error:
+        return f"{KILLED} (no memory estimate on this machine: {error})"
+    short = check_fits(config, estimate.total, estimate)
+    return f"{KILLED} though the estimate is {estimate.total:.1f} GiB; {short.fix()}"

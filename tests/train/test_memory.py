@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from gazerm.config import load_config, with_overrides
+from gazerm.errors import ConfigError
 from gazerm.model.reward_model import build_reward_model, build_tokenizer
+from gazerm.train import memory
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.memory import Available, MemoryCheck, check_fits, estimate_worker_memory, preflight
+from gazerm.train.memory import Available, check_fits, estimate_worker_memory, preflight
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny-llama wide enough that activations are a good part of a worker's memory, quick to train.
@@ -134,23 +136,49 @@ def test_a_kill_for_memory_gets_the_preflights_answer(monkeypatch: pytest.Monkey
     check = preflight(config, local=True)
     verdict = check_fits(config, needed * 0.6).verdict()
     assert check.refusal.startswith(f"memory: {verdict} (")
-    assert check.if_killed == f"a training worker ran out of memory: {verdict}"
+    assert check.if_killed() == f"a training worker ran out of memory: {verdict}"
 
     _worker_has(monkeypatch, needed * 10)
     fits = preflight(config, local=True)
     under = check_fits(config, needed).suggestion  # settings estimated to need less than the job
     assert fits.refusal is None and under["run.micro_batch_size"] * under["run.grad_accum"] == 16
     assert estimate_worker_memory(with_overrides(config, under)).total < needed
-    assert fits.if_killed == (
+    assert fits.if_killed() == (
         f"a training worker ran out of memory though the estimate is {needed:.1f} GiB; try "
         + " ".join(f"--set {path}={value}" for path, value in under.items())
     )
-    assert preflight(config, local=False).if_killed == fits.if_killed
-    unchecked = job(MEASURED, {"run.memory_check": False})
-    assert preflight(unchecked, local=True) == MemoryCheck(
+    assert preflight(config, local=False).if_killed() == fits.if_killed()
+    unchecked = preflight(job(MEASURED, {"run.memory_check": False}), local=True)
+    assert (unchecked.refusal, unchecked.warning, unchecked.if_killed()) == (
         None,
         None,
         "a training worker ran out of memory (run.memory_check=false: gazerm plan shows the estimate)",
+    )
+
+
+def test_a_cluster_job_is_estimated_only_when_a_worker_is_killed(monkeypatch: pytest.MonkeyPatch):
+    """The driver of a cluster job estimates nothing before the run (its nodes are not this machine), so a
+    backbone config it cannot read (gated, offline) does not stop a job the workers can run; a local job is
+    estimated once."""
+    config = job(MEASURED)
+    estimated = []
+    real = memory.estimate_worker_memory
+    monkeypatch.setattr(memory, "estimate_worker_memory", lambda c: estimated.append(c) or real(c))
+    _worker_has(monkeypatch, real(config).total * 10)
+    local = preflight(config, local=True)
+    remote = preflight(config, local=False)
+    assert len(estimated) == 1
+    assert remote.if_killed() == local.if_killed()
+
+    def unreadable(_: TrainJobConfig):
+        raise ConfigError("model.backbone='org/gated': its config cannot be read: 401")
+
+    monkeypatch.setattr(memory, "estimate_worker_memory", unreadable)
+    remote = preflight(config, local=False)
+    assert remote.refusal is remote.warning is None
+    assert remote.if_killed() == (
+        "a training worker ran out of memory (no memory estimate on this machine: "
+        "model.backbone='org/gated': its config cannot be read: 401)"
     )
 
 

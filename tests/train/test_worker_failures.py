@@ -18,13 +18,13 @@ class WorkerGroupFailure(Exception):
         self.worker_failures = dict(enumerate(failures))
 
 
-MEMORY = MemoryCheck(None, None, "a training worker ran out of memory: does not fit: ...")
+MEMORY = MemoryCheck(None, None, lambda: "a training worker ran out of memory: does not fit: ...")
 
 
 def test_a_worker_killed_for_memory_gets_the_memory_policys_line():
     killed = OutOfMemoryError("Task was killed due to the node running low on memory.")
     cause = user_error(WorkerGroupFailure(RuntimeError("peer lost"), killed), MEMORY)
-    assert isinstance(cause, ConfigError) and str(cause) == MEMORY.if_killed
+    assert isinstance(cause, ConfigError) and str(cause) == MEMORY.if_killed()
 
 
 def test_an_actor_death_the_memory_monitor_explains_counts_as_out_of_memory():
