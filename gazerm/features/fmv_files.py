@@ -4,7 +4,10 @@ eyetrackpy (``data_generator/fixations_predictor/models/model_manager.py``) down
 a Google Drive id with ``gdown`` on first use. ``gazerm gaze download`` fetches the same files once,
 ahead of any job, so that prepare never downloads (``gazerm.features.fmv_common``): streamed into a
 temporary file beside the target, hashed on the way, and renamed into place only when the SHA-256 is
-the expected one, so a failed or tampered download leaves nothing behind.
+the expected one, so a failed or tampered download leaves nothing behind. A complete download with no
+digest to check it against waits under a hidden name (``_unverified``), which prepare never reads, so
+that once its printed digest is checked, passing it takes that copy instead of fetching hundreds of MB
+again.
 
 The expected digest is the pinned one below or ``sha256=`` given by the caller (which must agree with a
 pin: it adds a check, it cannot replace one). ``PINNED_SHA256`` is empty until someone records the
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -44,7 +48,8 @@ PINNED_SHA256: dict[str, str] = {}
 
 
 class DownloadError(GazermError, OSError):
-    """A file that could not be fetched, or whose content is not the expected one; nothing was written."""
+    """A file that could not be fetched, or whose content is not the expected one; nothing was written
+    under its name."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def download(
     published = PUBLISHED[predictor]
     expected = _expected(predictor, sha256)
     target = Path(directory) / published.name
-    reused = expected is not None and target.is_file() and file_sha256(target) == expected
+    reused = _reuse(target, expected)
     digest = expected if reused else _fetch(published.url(mirror), target, expected, trust_new, progress)
     config = Path(directory) / f"gaze-{predictor}.yaml"
     write_text_atomic(config, gaze_block(published, target.resolve(), base))
@@ -99,6 +104,7 @@ def _expected(predictor: str, sha256: str | None) -> str | None:
 
 def _fetch(url: str, target: Path, expected: str | None, trust_new: bool, progress: bool) -> str:
     """Stream ``url`` to ``target`` (renamed into place only if its digest is accepted); its digest."""
+    kept = _unverified(target)
     try:
         response = urllib.request.urlopen(url, timeout=60)
     except urllib.error.HTTPError as error:
@@ -123,13 +129,33 @@ def _fetch(url: str, target: Path, expected: str | None, trust_new: bool, progre
             desc=target.name,
             disable=not progress,
         )
-        with bar, open_atomic_binary(target) as stream:  # raising in here discards the file
+        with bar, open_atomic_binary(kept) as stream:  # raising in here discards the file
             for chunk in _body(url, response, declared):
                 digest.update(chunk)
                 stream.write(chunk)
                 bar.update(len(chunk))
-            _accept(url, digest.hexdigest(), expected, trust_new)
+    _accept(url, digest.hexdigest(), expected, trust_new, kept)
+    os.replace(kept, target)
     return digest.hexdigest()
+
+
+def _unverified(target: Path) -> Path:
+    """Where a complete download of ``target`` waits while no digest vouches for it."""
+    return target.with_name(f".unverified-{target.name}")
+
+
+def _reuse(target: Path, expected: str | None) -> bool:
+    """Whether ``target`` already holds the file with the ``expected`` digest, or a download kept aside for
+    want of a digest does (it is then renamed into place)."""
+    if expected is None:
+        return False
+    if target.is_file() and file_sha256(target) == expected:
+        return True
+    kept = _unverified(target)
+    if kept.is_file() and file_sha256(kept) == expected:
+        os.replace(kept, target)
+        return True
+    return False
 
 
 def _body(url: str, response: BinaryIO, declared: int | None) -> Iterator[bytes]:
@@ -155,13 +181,17 @@ def _body(url: str, response: BinaryIO, declared: int | None) -> Iterator[bytes]
         )
 
 
-def _accept(url: str, digest: str, expected: str | None, trust_new: bool) -> None:
+def _accept(url: str, digest: str, expected: str | None, trust_new: bool, kept: Path) -> None:
+    """Raise unless the download ``kept`` aside has the ``expected`` digest (else it is deleted) or, with no
+    digest expected, is trusted (else it stays aside)."""
     if expected is not None and digest != expected:
+        kept.unlink()
         raise DownloadError(f"{url}: sha256 {digest}, expected {expected}; nothing written")
     if expected is None and not trust_new:
         raise DownloadError(
             f"{url}: no sha256 is pinned for this file and none was given; its sha256 is {digest}. "
-            "Check it, then rerun with --sha256 <digest> (or --trust-new); nothing written"
+            f"Check it, then rerun with --sha256 <digest> (it takes the copy kept aside in {kept}, "
+            "without fetching it again) or --trust-new; nothing written under the file's name"
         )
 
 

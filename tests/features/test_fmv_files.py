@@ -157,10 +157,28 @@ def test_an_unpinned_file_is_refused_with_its_digest_unless_trusted(mirror, tmp_
     refused = _download("fmv2", str(tmp_path / "d"), "--mirror", url)
     assert refused.exit_code == 2
     assert f"its sha256 is {DIGEST['model.pth']}" in refused.output and "--trust-new" in refused.output
-    assert _files(tmp_path / "d") == []
+    assert _files(tmp_path / "d") == [".unverified-model.pth"]  # not under the name a gaze config reads
     trusted = _download("fmv2", str(tmp_path / "d"), "--mirror", url, "--trust-new")
     assert trusted.exit_code == 0 and "record it" in trusted.output
     assert (tmp_path / "d" / "model.pth").read_bytes() == CONTENT["model.pth"]
+    assert _files(tmp_path / "d") == ["gaze-fmv2.yaml", "model.pth"]
+
+
+def test_the_checked_digest_takes_the_refused_download_without_fetching_it_again(mirror, tmp_path):
+    url, _, served = mirror
+    directory = tmp_path / "d"
+    assert _download("fmv2", str(directory), "--mirror", url).exit_code == 2
+    (directory / ".unverified-model.pth").write_bytes(b"changed since")  # not the digest given: fetched
+    fetched = _download("fmv2", str(directory), "--mirror", url, "--sha256", DIGEST["model.pth"])
+    assert fetched.exit_code == 0 and (directory / "model.pth").read_bytes() == CONTENT["model.pth"]
+
+    (directory / "model.pth").unlink()
+    assert _download("fmv2", str(directory), "--mirror", url).exit_code == 2
+    (served / "model.pth").unlink()  # so what is taken now cannot be fetched
+    taken = _download("fmv2", str(directory), "--mirror", url, "--sha256", DIGEST["model.pth"])
+    assert taken.exit_code == 0 and "already there" in taken.output
+    assert (directory / "model.pth").read_bytes() == CONTENT["model.pth"]
+    assert _files(directory) == ["gaze-fmv2.yaml", "model.pth"]
 
 
 def test_a_missing_file_or_a_web_page_is_a_clear_error(mirror, tmp_path):
