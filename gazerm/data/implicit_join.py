@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from gazerm.cache import file_sha256
 from gazerm.data.config import OnMissing
 from gazerm.data.errors import DataError
 from gazerm.data.loaders.sessions import read_session_log
 from gazerm.data.schema import PREFERENCE_SCHEMA
-from gazerm.data.shards import file_sha256
 from gazerm.features.implicit import (
     IMPLICIT_FEATURE_NAMES,
     N_IMPLICIT,

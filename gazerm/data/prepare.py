@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from gazerm.config import output_dir_problem
+from gazerm.cache import file_sha256
 from gazerm.data.config import SPLITS, GazeSpec, OnError, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import add_implicit, session_hashes
@@ -25,7 +26,6 @@ from gazerm.data.schema import PREFERENCE_SCHEMA, SCHEMA_VERSION, PreferenceExam
 from gazerm.data.shards import (
     MANIFEST_NAME,
     Manifest,
-    file_sha256,
     partition,
     split_rows,
     tree_sha256,

@@ -19,8 +19,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from gazerm.cache import file_sha256
 from gazerm.data.errors import DataError
-from gazerm.data.shards import file_sha256
 from gazerm.features.base import N_FEATURES, WordGaze
 from gazerm.features.featurize import gaze_column, set_column
 from gazerm.features.recorded import gaze_from_fixations

@@ -27,7 +27,8 @@ from gazerm.data.readers import Record, read_records, require
 from gazerm.errors import ConfigError
 from gazerm.evaluate.bestofn import check_candidates, check_prompt
 from gazerm.evaluate.offline import score_rows
-from gazerm.score import Context, RewardScorer
+from gazerm.model.templates import Context
+from gazerm.score import RewardScorer
 from gazerm.table import Table
 
 CONFIDENCE = 0.95

@@ -11,12 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gazerm.cache import file_sha256
 from gazerm.data.config import SPLITS, GazeSpec, ImplicitSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import add_implicit
 from gazerm.data.prepare import prepare
 from gazerm.data.schema import PreferenceExample, examples_to_table
-from gazerm.data.shards import MANIFEST_NAME, Manifest, file_sha256
+from gazerm.data.shards import MANIFEST_NAME, Manifest
 from gazerm.data.synthetic import write_implicit_feedback_set
 from gazerm.features.implicit import IMPLICIT_FEATURE_NAMES, IMPLICIT_SCALES, N_IMPLICIT
 from tests.data.util import assert_names, write_jsonl
