@@ -14,8 +14,8 @@ import pyarrow as pa
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from gazerm.config import output_dir_problem
 from gazerm.cache import file_sha256
+from gazerm.config import output_dir_problem
 from gazerm.data.config import SPLITS, GazeSpec, OnError, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
 from gazerm.data.implicit_join import add_implicit, session_hashes
