@@ -44,7 +44,10 @@ class DataConfig(StrictConfig):
     max_length: int = Field(default=128, gt=8)
     bucket_window: int = Field(default=8, ge=1, description="micro-batches sorted by length together")
     template: TemplateKind = Field(
-        default="plain", description="'chat': the tokenizer's chat template (instruct backbones)"
+        default="plain",
+        description="'chat': the tokenizer's chat template (instruct backbones); 'reference_chat': what the "
+        "paper's reference code reads (gazerm.model.templates): that template, or ChatML with its two tokens "
+        "where the tokenizer has none (Llama-3 base), with the tokenizer's BOS on top",
     )
     shuffle_buffer: int = Field(
         default=10_000, ge=1, description="units each rank shuffles together (after a seeded block order)"

@@ -164,7 +164,7 @@ class FrozenTrainer:
     def setup(self) -> None:
         config = self.config
         torch.manual_seed(config.run.seed)
-        self.tokenizer = build_tokenizer(config.model)
+        self.tokenizer = build_tokenizer(config.model, self.inputs.template)
         self.model = build_reward_model(config.model, self.tokenizer).eval()
         self.model.requires_grad_(False)
         self.heads = [self.model.value_head] if config.model.text else []

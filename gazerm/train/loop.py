@@ -146,7 +146,7 @@ class Trainer:
         self.startup = StartupClock(**settings.startup) if settings.startup else StartupClock(time.time())
         self.startup.mark("workers")
         transformers.set_seed(self.config.run.seed)  # Python, NumPy and torch (every device)
-        self.tokenizer = build_tokenizer(self.config.model)
+        self.tokenizer = build_tokenizer(self.config.model, settings.inputs.template)
         self.engine = self.build_engine()
         self.device = self.engine.device  # every micro-batch goes here before the forward
         self.collator = UnitCollator.for_job(self.config, settings.inputs, settings.loss, self.tokenizer)
