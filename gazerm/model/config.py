@@ -103,14 +103,17 @@ class ModelConfig(StrictConfig):
     reproduce two more traits of that code, which make a row's reward depend on how its batch is padded.
 
     ``fidelity: reference`` defaults every field of ``REFERENCE_DEFAULTS`` to what that code does (fields the
-    config sets keep their value), so one switch trains the way the paper's numbers were produced.
+    config sets keep their value) and, through the job config, the run's selection and schedule
+    (``gazerm.train.config.REFERENCE_RUN_DEFAULTS``); with ``data.template: reference_chat`` for what its
+    tokenizer reads, that is how the paper's numbers were produced, less what the README lists.
     """
 
     fidelity: Fidelity = Field(
         default="gazerm",
         description="'reference': every field of REFERENCE_DEFAULTS (gaze_layout, positions, pooling, "
         "train_gaze, separator_init, pad_token, pair_forward, head, precision, truncation_side, gaze_spread) "
-        "not set defaults to what the paper's official code does",
+        "and of the job's REFERENCE_RUN_DEFAULTS (run selection, schedule horizon) not set defaults to what "
+        "the paper's official code does",
     )
 
     backbone: str = "tiny-llama"
