@@ -404,4 +404,5 @@ def _split_units(paths: list[str], loss: LossSpec) -> pa.Table:
 
 
 def _final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    """The final report's numbers, less the rank Ray kept checkpoints by (no metric of the model's)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != SELECT_RANK}

@@ -326,13 +326,16 @@ class Trainer:
         false`` unless the step is one of every ``run.eval_every``'s."""
         run = self.config.run
         metrics: dict[str, float] = {"step": self.state.step, "epoch": self.state.epoch}
+        rank = -1
         if not final or run.final_eval or self.state.step % run.eval_every == 0:
             metrics.update(self.evaluate())
-            metrics[SELECT_RANK] = self._track_best(metrics)
+            rank = self._track_best(metrics)
             if self.reporter is not None:
                 self.reporter.log({k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step)
                 self._post(eval_event(self.state.step, overall_metrics(metrics)))
-        self._report({SELECT_RANK: -1, **metrics}, final)
+        if run.select == "best":  # what Ray ranks this checkpoint by (job._checkpoint_config)
+            metrics[SELECT_RANK] = rank
+        self._report(metrics, final)
 
     def _track_best(self, metrics: dict[str, float]) -> int:
         """Remember the best evaluation so far (``run.select: best``, ties as ``run.select_ties`` says).
