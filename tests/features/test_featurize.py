@@ -5,8 +5,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
+from gazerm.data.config import GazeSpec
 from gazerm.data.schema import PREFERENCE_SCHEMA, PreferenceExample, examples_to_table, pairs_from_scores
+from gazerm.errors import ConfigError
 from gazerm.features import featurize
 from gazerm.features.base import word_spans
 from gazerm.features.featurize import (
@@ -136,12 +139,6 @@ def test_ray_blocks_are_whole_batches_for_every_worker():
 
 
 def test_raw_negative_outputs_are_an_fmv_predictors_option_only():
-    from pydantic import ValidationError
-
-    from gazerm.data.config import GazeSpec
-    from gazerm.errors import ConfigError
-    from gazerm.features.featurize import build_predictor
-
     with pytest.raises(ConfigError, match="clip_negative=false applies to fmv1 and fmv2"):
         build_predictor("reading_model", clip_negative=False)
     with pytest.raises(ValidationError, match=r"takes no gaze\.clip_negative"):

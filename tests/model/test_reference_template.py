@@ -17,7 +17,7 @@ import numpy as np
 from gazerm.model.config import ModelConfig
 from gazerm.model.inputs import InputSpec, PromptResponse
 from gazerm.model.pipeline import InputPipeline
-from gazerm.model.reward_model import NEW_PAD_TOKEN
+from gazerm.model.reward_model import NEW_PAD_TOKEN, build_reward_model, build_tokenizer
 from gazerm.model.templates import CHATML_TOKENS, prepare_tokenizer
 from gazerm.model.tokenizers import build_local_tokenizer
 
@@ -57,8 +57,6 @@ def test_a_tokenizer_with_a_chat_template_keeps_it_and_gets_no_new_tokens():
 
 
 def test_the_model_built_on_a_reference_chat_tokenizer_has_rows_for_its_new_tokens():
-    from gazerm.model.reward_model import build_reward_model, build_tokenizer
-
     config = ModelConfig(fidelity="reference", lora=None)
     tokenizer = build_tokenizer(config, "reference_chat")
     assert tokenizer.chat_template and all(t in tokenizer.get_vocab() for t in CHATML_TOKENS)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from gazerm.config import load_config
-from gazerm.train.config import REFERENCE_RUN_DEFAULTS, TrainJobConfig
+from gazerm.model.config import ModelConfig
+from gazerm.train.config import REFERENCE_RUN_DEFAULTS, RunConfig, TrainJobConfig
 from gazerm.train.schedule import build_scheduler, schedule_steps
 
 
@@ -38,9 +39,6 @@ def test_a_set_override_of_the_switch_moves_the_run_fields_left_to_it():
 
 
 def test_a_run_section_given_as_a_config_object_takes_the_switch_too():
-    from gazerm.model.config import ModelConfig
-    from gazerm.train.config import RunConfig
-
     config = TrainJobConfig(model=ModelConfig(fidelity="reference"), run=RunConfig(select_ties="later"))
     assert (config.run.select_ties, config.run.final_eval, config.run.eval_every) == ("later", False, 64)
 
