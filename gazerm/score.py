@@ -65,7 +65,11 @@ class RewardScorer:
             self.predictor = None
         else:
             self.predictor = build_predictor(
-                spec["predictor"], spec.get("path"), spec.get("base"), spec.get("output_scale")
+                spec["predictor"],
+                spec.get("path"),
+                spec.get("base"),
+                spec.get("output_scale"),
+                spec.get("clip_negative", True),
             )
         if max_length:
             inputs = replace(inputs, max_length=max_length)

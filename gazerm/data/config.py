@@ -80,6 +80,11 @@ class GazeSpec(StrictConfig):
         description="trained predictors: divisor(s) of the raw outputs onto the common scale; None: the "
         "predictor's documented default",
     )
+    clip_negative: bool = Field(
+        default=True,
+        description="fmv1/fmv2: negative outputs set to 0 (no reading measure is negative); false: passed on "
+        "raw as eyetrackpy and the paper's reference code do (with output_scale: 1, its raw values)",
+    )
     batch_size: int = Field(default=256, gt=0)
     backend: GazeBackend = Field(
         default="auto",
@@ -103,6 +108,8 @@ class GazeSpec(StrictConfig):
         unused = [name for name in ("path", "base") if getattr(self, name) and name not in allowed]
         if self.output_scale is not None and self.predictor not in ("transformer", "fmv1", "fmv2"):
             unused.append("output_scale")
+        if not self.clip_negative and self.predictor not in ("fmv1", "fmv2"):
+            unused.append("clip_negative")
         if unused:
             raise ValueError(f"gaze.predictor={self.predictor} takes no gaze.{' or gaze.'.join(unused)}")
         return self
@@ -114,6 +121,7 @@ class GazeSpec(StrictConfig):
             "path": self.path,
             "base": self.base,
             "output_scale": self.output_scale,
+            "clip_negative": self.clip_negative,
         }
 
 

@@ -1,42 +1,48 @@
 """Leaving out rows whose texts are too long, as the paper's reference code does before it splits.
 
 The reference (``utils/dataset_proceser.py``: ``filter_df_lenght_columns``, run by
-``_preprocess_convert_chat`` with ``main.py``'s ``--max_length``, 10,000) renders a pair's prompt +
-chosen and prompt + rejected each as one user and one assistant turn with the backbone tokenizer's
-chat template (``apply_chat_template(tokenize=False, add_generation_prompt=False)``) and drops the
-pair when the two strings together have *more* than ``max_length`` characters (exactly 10,000 stays).
-It does so on each hub split it loads, before it cuts validation from train, so the test split is
-filtered too. ``prepare`` does the same per source, before any split, and counts what it drops.
+``_preprocess_convert_chat`` with ``main.py``'s ``--max_length``, 10,000) renders a pair's conversation
+ending in the chosen response and the one ending in the rejected response with the backbone tokenizer's
+chat template (``apply_chat_template(tokenize=False, add_generation_prompt=False)``) and drops the pair
+when the two strings together have *more* than ``max_length`` characters (exactly 10,000 stays). Each
+conversation is every turn the reference keeps: the prompt and the response for HelpSteer2 and OASST1,
+and for hh-rlhf all earlier turns too (``split_text_human_assistant``), so gazerm counts a row's
+``context`` turns in each string as well. It filters each hub split it loads, before it cuts validation
+from train, so the test split is filtered too. ``prepare`` does the same per source, before any split,
+and counts what it drops.
 
-A row with more than two responses counts all of them (a pair's rule, summed over its responses);
-earlier context turns are not counted (the reference's pairs have none).
+The limit is a pair's: a row of more than two responses (rankings, ratings) stays only if every pair of
+its responses passes, that is if its two longest strings together do, since any two of them can become
+a training pair; a single response is counted alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from gazerm.config import StrictConfig
 from gazerm.data.schema import PreferenceExample
 from gazerm.errors import ConfigError
 
+Turns = list[dict[str, str]]
 
-class LengthFilter(BaseModel):
+
+class LengthFilter(StrictConfig):
     """``filter`` in a prepare config."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_pair_chars: int | None = Field(
         default=None,
         gt=0,
-        description="leave out a row whose prompt + response texts, one per response, together have more "
-        "characters than this (the reference: 10000); None: keep every row",
+        description="leave out a row any two of whose conversations (context + prompt + a response) together "
+        "have more characters than this (the reference: 10000); None: keep every row",
     )
     chat_template: str | None = Field(
         default=None,
-        description="tokenizer (hub name or local directory) whose chat template renders each prompt + "
-        "response before counting, as the reference counts; None: the bare prompt and response",
+        description="tokenizer whose chat template renders each conversation before counting, as the "
+        "reference counts: a local directory, or a hub name, whose tokenizer files (not the weights) "
+        "prepare then downloads (or reads from the Hugging Face cache); None: the bare turn texts",
     )
 
     @model_validator(mode="after")
@@ -53,25 +59,26 @@ class LengthFilter(BaseModel):
         length = _chat_length(self.chat_template) if self.chat_template else _bare_length
 
         def over(example: PreferenceExample) -> bool:
-            return sum(length(example.prompt, response) for response in example.responses) > limit
+            head = [*example.context, {"role": "user", "content": example.prompt}]
+            lengths = sorted(length([*head, {"role": "assistant", "content": r}]) for r in example.responses)
+            return sum(lengths[-2:]) > limit
 
         return over
 
 
-def _bare_length(prompt: str, response: str) -> int:
-    return len(prompt) + len(response)
+def _bare_length(turns: Turns) -> int:
+    return sum(len(turn["content"]) for turn in turns)
 
 
-def _chat_length(name: str) -> Callable[[str, str], int]:
-    """The length of a prompt and a response rendered by ``name``'s chat template."""
+def _chat_length(name: str) -> Callable[[Turns], int]:
+    """The length of a conversation rendered by ``name``'s chat template."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(name)
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(f"filter.chat_template: tokenizer {name!r} has no chat template")
 
-    def length(prompt: str, response: str) -> int:
-        turns = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    def length(turns: Turns) -> int:
         return len(tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=False))
 
     return length

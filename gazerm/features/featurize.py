@@ -34,12 +34,19 @@ AUTO_LOCAL_ROWS = 20_000
 
 
 def build_predictor(
-    name: str, path: str | None = None, base: str | None = None, output_scale: OutputScale = None
+    name: str,
+    path: str | None = None,
+    base: str | None = None,
+    output_scale: OutputScale = None,
+    clip_negative: bool = True,
 ) -> GazePredictor:
     """The predictor called ``name``. ``transformer`` needs ``path``, a local checkpoint directory;
     ``fmv1``/``fmv2`` need ``path``, the checkpoint file eyetrackpy publishes, and ``base``, the local
     directory of the model it builds on. ``output_scale`` overrides the divisor that brings a trained
-    predictor's outputs onto the common scale (each predictor's module documents its default)."""
+    predictor's outputs onto the common scale (each predictor's module documents its default);
+    ``clip_negative=False`` passes an fmv predictor's negative outputs on, as eyetrackpy does."""
+    if not clip_negative and name not in EYETRACKPY_PREDICTORS:
+        raise ConfigError(f"gaze.clip_negative=false applies to fmv1 and fmv2, not the {name} predictor")
     if name == "reading_model":
         from gazerm.features.reading_model import ReadingTimeModel
 
@@ -59,10 +66,10 @@ def build_predictor(
         if name == "fmv1":
             from gazerm.features.fmv1 import Fmv1GazePredictor
 
-            return Fmv1GazePredictor(path, base, output_scale=output_scale)
+            return Fmv1GazePredictor(path, base, output_scale=output_scale, clip_negative=clip_negative)
         from gazerm.features.fmv2 import Fmv2GazePredictor
 
-        return Fmv2GazePredictor(path, base, output_scale=output_scale)
+        return Fmv2GazePredictor(path, base, output_scale=output_scale, clip_negative=clip_negative)
     raise ConfigError(f"unknown gaze predictor {name!r}; choose one of {PREDICTORS}")
 
 
@@ -89,8 +96,9 @@ class GazeFeaturizer:
         path: str | None = None,
         base: str | None = None,
         output_scale: OutputScale = None,
+        clip_negative: bool = True,
     ) -> None:
-        self.predictor = build_predictor(predictor, path, base, output_scale)
+        self.predictor = build_predictor(predictor, path, base, output_scale, clip_negative)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         responses = batch.column("responses").to_pylist()

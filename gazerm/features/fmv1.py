@@ -22,7 +22,8 @@ backward LSTM's values for shorter rows; the paper's reward code predicts one te
 Scale: the training targets were not milliseconds but the bin (0, 1, …, 11) of a word's TRT among 12
 quantiles of TRT averaged over readers (after dividing by each corpus's mean). ``output_scale``
 divides the outputs; its default 11 maps the bins onto [0, 1], a TRT percentile rather than ms/800.
-Negative outputs are clipped to 0; eyetrackpy passes the raw regression output on.
+Negative outputs are clipped to 0; eyetrackpy passes the raw regression output on, as
+``clip_negative=False`` does.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from gazerm.features.alignment import first_tokens, offsets_tokenizer, word_valu
 from gazerm.features.base import FEATURE_NAMES, N_FEATURES, WordGaze
 from gazerm.features.fmv_common import (
     existing,
+    floored,
     joined_words,
     load_strict,
     output_divisors,
@@ -92,6 +94,7 @@ class Fmv1GazePredictor:
         checkpoint: str | Path,
         base: str | Path,
         output_scale: float | None = None,
+        clip_negative: bool = True,
         batch_size: int = 32,
         device: str | None = None,
     ) -> None:
@@ -112,6 +115,7 @@ class Fmv1GazePredictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.output_scale = float(output_divisors(output_scale, TRT_BINS_SCALE)[TRT])
+        self.clip_negative = clip_negative
         self.batch_size = batch_size
 
     def predict(self, texts: list[str]) -> list[WordGaze]:
@@ -126,7 +130,7 @@ class Fmv1GazePredictor:
             outputs = self._forward(encoded["input_ids"])
             for i, offsets, values in zip(batch, encoded["offset_mapping"], outputs, strict=True):
                 trt = word_values(values, first_tokens(offsets, words[i][2]))
-                results[i].features[:, TRT] = np.clip(trt / self.output_scale, 0.0, None)
+                results[i].features[:, TRT] = floored(trt / self.output_scale, self.clip_negative)
         return results
 
     @torch.inference_mode()

@@ -23,7 +23,8 @@ scaled to 0–100 (fixProp is the percentage of readers; the others are divided 
 neither eyetrackpy nor the training code gives, so milliseconds cannot be recovered).
 ``output_scale`` divides the outputs; its default 100 maps that range onto [0, 1], gazerm's common
 scale (``gazerm.features.base``), and makes fixProp exactly a proportion. Negative outputs are
-clipped to 0 (no reading measure is negative); eyetrackpy passes them on unclipped.
+clipped to 0 (no reading measure is negative); eyetrackpy passes them on unclipped, as
+``clip_negative=False`` does.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gazerm.features.alignment import first_tokens, offsets_tokenizer, word_valu
 from gazerm.features.base import N_FEATURES, WordGaze
 from gazerm.features.fmv_common import (
     existing,
+    floored,
     joined_words,
     load_strict,
     output_divisors,
@@ -75,6 +77,7 @@ class Fmv2GazePredictor:
         checkpoint: str | Path,
         base: str | Path,
         output_scale: float | Sequence[float] | None = None,
+        clip_negative: bool = True,
         window: int = 512,
         overlap: int = 50,
         batch_size: int = 16,
@@ -98,6 +101,7 @@ class Fmv2GazePredictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         self.output_scale = output_divisors(output_scale, CMCL_SCALE)
+        self.clip_negative = clip_negative
         self.window, self.overlap, self.batch_size = window, overlap, batch_size
         self.pad_id = config.pad_token_id  # RoBERTa numbers positions from the tokens that are not this
 
@@ -113,7 +117,8 @@ class Fmv2GazePredictor:
         outputs = self.token_outputs([np.asarray(ids) for ids in encoded["input_ids"]])
         for i, offsets, values in zip(todo, encoded["offset_mapping"], outputs, strict=True):
             first = first_tokens(offsets, words[i][2])
-            results[i].features[:] = np.clip(word_values(values, first) / self.output_scale, 0.0, None)
+            scaled = word_values(values, first) / self.output_scale
+            results[i].features[:] = floored(scaled, self.clip_negative)
         return results
 
     def token_outputs(self, sequences: list[np.ndarray]) -> list[np.ndarray]:

@@ -79,6 +79,12 @@ def output_divisors(value: float | Sequence[float] | None, default: float | Sequ
     return np.broadcast_to(scale, (N_FEATURES,)).copy()
 
 
+def floored(values: np.ndarray, clip_negative: bool) -> np.ndarray:
+    """``values`` with negatives set to 0 (no reading measure is negative), or as they are: the raw
+    outputs eyetrackpy and the paper's reference code pass on (``gaze.clip_negative: false``)."""
+    return np.maximum(values, 0.0) if clip_negative else values
+
+
 def joined_words(text: str, prefix: str = "") -> tuple[list[tuple[int, int]], str, np.ndarray]:
     """``text``'s word spans, the words joined by single spaces after ``prefix`` (what the predictor
     reads) and (n_words, 2) spans of the words in that joined string."""

@@ -44,6 +44,26 @@ REFERENCE_DEFAULTS = {
 }
 
 
+def field_defaults(config: type[StrictConfig], names: Any) -> dict[str, Any]:
+    """The class defaults of the fields ``names``: what a field left to ``fidelity: gazerm`` takes."""
+    return {name: config.model_fields[name].default for name in names}
+
+
+def without_implied(
+    data: dict[str, Any], config: StrictConfig, implied: dict[str, Any], reference: bool
+) -> dict[str, Any]:
+    """``data`` (a dump of ``config``) less the fields left to the fidelity switch: those at the value
+    ``implied`` (the fidelity's defaults) gives them, unless, under ``gazerm``, the config set them.
+    Overrides land on a dumped config (``gazerm.config.with_overrides``), so ``--set
+    model.fidelity=reference`` then switches them too, while a field the config set keeps its value."""
+
+    def left_to_fidelity(key: str) -> bool:
+        explicit = key in config.model_fields_set and not reference
+        return key in implied and data[key] == implied[key] and not explicit
+
+    return {key: value for key, value in data.items() if not left_to_fidelity(key)}
+
+
 class LoraSettings(StrictConfig):
     r: int = Field(default=8, gt=0)
     alpha: int = Field(default=16, gt=0)
@@ -83,14 +103,17 @@ class ModelConfig(StrictConfig):
     reproduce two more traits of that code, which make a row's reward depend on how its batch is padded.
 
     ``fidelity: reference`` defaults every field of ``REFERENCE_DEFAULTS`` to what that code does (fields the
-    config sets keep their value), so one switch trains the way the paper's numbers were produced.
+    config sets keep their value) and, through the job config, the run's selection and schedule
+    (``gazerm.train.config.REFERENCE_RUN_DEFAULTS``); with ``data.template: reference_chat`` for what its
+    tokenizer reads, that is how the paper's numbers were produced, less what the README lists.
     """
 
     fidelity: Fidelity = Field(
         default="gazerm",
         description="'reference': every field of REFERENCE_DEFAULTS (gaze_layout, positions, pooling, "
         "train_gaze, separator_init, pad_token, pair_forward, head, precision, truncation_side, gaze_spread) "
-        "not set defaults to what the paper's official code does",
+        "and of the job's REFERENCE_RUN_DEFAULTS (run selection, schedule horizon) not set defaults to what "
+        "the paper's official code does",
     )
 
     backbone: str = "tiny-llama"
@@ -205,18 +228,9 @@ class ModelConfig(StrictConfig):
 
     @model_serializer(mode="wrap")
     def _without_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """A dump leaves out the fields left to ``fidelity`` (not set, or under ``reference`` set to its
-        value): overrides land on a dumped config (``gazerm.config.load_config``), so ``--set
-        model.fidelity=reference`` then switches them too, while a field the config set keeps its value."""
-        data = handler(self)
         reference = self.fidelity == "reference"
         implied = REFERENCE_DEFAULTS if reference else _GAZERM_DEFAULTS
-
-        def left_to_fidelity(key: str) -> bool:
-            explicit = key in self.model_fields_set and not reference
-            return key in implied and data[key] == implied[key] and not explicit
-
-        return {key: value for key, value in data.items() if not left_to_fidelity(key)}
+        return without_implied(handler(self), self, implied, reference)
 
     @field_validator("features_used")
     @classmethod
@@ -282,7 +296,7 @@ class ModelConfig(StrictConfig):
         return self.positions == "padded" or self.pooling == "last_slot"
 
 
-_GAZERM_DEFAULTS = {name: ModelConfig.model_fields[name].default for name in REFERENCE_DEFAULTS}
+_GAZERM_DEFAULTS = field_defaults(ModelConfig, REFERENCE_DEFAULTS)
 
 
 class LossConfig(StrictConfig):

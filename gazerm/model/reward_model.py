@@ -43,6 +43,7 @@ from gazerm.model.implicit_head import ImplicitHead
 from gazerm.model.packing import pack, unpack
 from gazerm.model.pooling import pool
 from gazerm.model.projector import GazeProjector
+from gazerm.model.templates import TemplateKind, prepare_tokenizer
 from gazerm.model.tokenizers import build_local_tokenizer
 
 
@@ -299,10 +300,16 @@ def is_encoder(config: PretrainedConfig) -> bool:
 NEW_PAD_TOKEN = "<PAD>"  # model.pad_token: new, the reference's own padding token
 
 
-def build_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
-    """The local tokenizer for ``tiny-*`` (no tokenizer set), else the hub/local one, with a pad token."""
+def build_tokenizer(config: ModelConfig, template: TemplateKind = "plain") -> PreTrainedTokenizerFast:
+    """The local tokenizer for ``tiny-*`` (no tokenizer set), else the hub/local one, with a pad token and
+    what ``template`` (the job's ``data.template``) needs of it (``templates.prepare_tokenizer``)."""
     if config.is_tiny and config.tokenizer is None:
-        return build_local_tokenizer("bert" if config.backbone == "tiny-bert" else "llama")
+        local = build_local_tokenizer("bert" if config.backbone == "tiny-bert" else "llama")
+        return prepare_tokenizer(template, local)
+    return prepare_tokenizer(template, _hub_tokenizer(config))
+
+
+def _hub_tokenizer(config: ModelConfig) -> PreTrainedTokenizerFast:
     name = config.tokenizer or config.backbone
     source = resolve_backbone(name)
     tokenizer = AutoTokenizer.from_pretrained(source.path)

@@ -3,6 +3,12 @@
 - ``plain``: the Human/Assistant transcript HH-RLHF and DSP use (``\\n\\nHuman: …\\n\\nAssistant: `` +
   response), for base backbones and for models trained that way.
 - ``chat``: the tokenizer's own chat template (instruct backbones), the response as the assistant turn.
+- ``reference_chat``: what the paper's reference code reads (``reward_model_base._load_tokenizer`` and its
+  ``tokenizer(text)`` of ``apply_chat_template(..., tokenize=False)``): the tokenizer's chat template or,
+  where it has none (Llama-3 base), transformers 4.40's default ChatML one with ``<|im_start|>`` and
+  ``<|im_end|>`` added as special tokens (``build_tokenizer`` adds them, before the model grows its
+  embeddings), tokenized with the tokenizer's own special tokens on top of the template's: an extra
+  ``BOS`` (Llama-3: ``<|begin_of_text|>`` before ChatML; Mistral: a second ``<s>``).
 
 Either way the model input is ``prefix + response + suffix`` with the response copied verbatim, so its
 words keep their character offsets shifted by ``len(prefix)`` and word gaze aligns to its tokens.
@@ -16,7 +22,7 @@ from typing import Any, Literal, NamedTuple
 
 from gazerm.errors import ConfigError
 
-TemplateKind = Literal["plain", "chat"]
+TemplateKind = Literal["plain", "chat", "reference_chat"]
 Context = list[dict[str, str]] | None
 
 _PLAIN_SPEAKERS = {"user": "Human", "human": "Human", "prompter": "Human", "assistant": "Assistant"}
@@ -118,7 +124,34 @@ class ChatTemplate:
         return prefix, suffix
 
 
-PromptTemplate = PlainTemplate | ChatTemplate
+class ReferenceChatTemplate(ChatTemplate):
+    """The chat template with the tokenizer's special tokens added too, as the reference tokenizes."""
+
+    kind: TemplateKind = "reference_chat"
+    add_special_tokens = True
+
+
+PromptTemplate = PlainTemplate | ChatTemplate  # ReferenceChatTemplate is a ChatTemplate
+
+# transformers 4.40's PreTrainedTokenizerBase.default_chat_template (removed since), which the reference
+# falls back to for a tokenizer without a chat template, and the tokens it adds from it.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CHATML_TOKENS = ["<|im_start|>", "<|im_end|>"]
+
+
+def prepare_tokenizer(kind: TemplateKind, tokenizer: Any) -> Any:
+    """``tokenizer`` with what template ``kind`` needs of it before a model is built on it:
+    ``reference_chat`` gives a tokenizer without a chat template the ChatML one and its two tokens (new
+    embedding rows, after a new ``<PAD>`` as in the reference; their order there follows a ``set``'s, this
+    one is fixed)."""
+    if kind == "reference_chat" and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = CHATML_TEMPLATE
+        tokenizer.add_special_tokens({"additional_special_tokens": CHATML_TOKENS})
+    return tokenizer
 
 
 def plain_chat_template(tokenizer: Any) -> str:
@@ -138,4 +171,6 @@ def plain_chat_template(tokenizer: Any) -> str:
 
 
 def build_template(kind: TemplateKind, tokenizer: Any) -> PromptTemplate:
+    if kind == "reference_chat":
+        return ReferenceChatTemplate(tokenizer)
     return ChatTemplate(tokenizer) if kind == "chat" else PlainTemplate()

@@ -5,15 +5,15 @@ a tiny random-init Llama trained on the synthetic readability set with 2 CPU wor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from gazerm.config import OutputDir, StrictConfig
 from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import unused_features_problem
-from gazerm.model.config import LossConfig, ModelConfig
+from gazerm.model.config import LossConfig, ModelConfig, field_defaults, without_implied
 from gazerm.model.templates import TemplateKind
 from gazerm.storage import is_object_store
 from gazerm.train.metric_names import DEFAULT_METRIC
@@ -44,7 +44,10 @@ class DataConfig(StrictConfig):
     max_length: int = Field(default=128, gt=8)
     bucket_window: int = Field(default=8, ge=1, description="micro-batches sorted by length together")
     template: TemplateKind = Field(
-        default="plain", description="'chat': the tokenizer's chat template (instruct backbones)"
+        default="plain",
+        description="'chat': the tokenizer's chat template (instruct backbones); 'reference_chat': what the "
+        "paper's reference code reads (gazerm.model.templates): that template, or ChatML with its two tokens "
+        "where the tokenizer has none (Llama-3 base), with the tokenizer's BOS on top",
     )
     shuffle_buffer: int = Field(
         default=10_000, ge=1, description="units each rank shuffles together (after a seeded block order)"
@@ -78,6 +81,12 @@ class OptimConfig(StrictConfig):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
     max_grad_norm: float = Field(default=1.0, gt=0)
+    schedule_horizon: Literal["trained", "full_batches"] = Field(
+        default="trained",
+        description="the steps the schedule spans: those the run trains, or 'full_batches': train units // "
+        "(micro_batch_size x num_workers x grad_accum) x epochs, leaving out each epoch's short last batch "
+        "(the reference's n // batch_size x epochs, past which its cosine rises again); run.max_steps: those",
+    )
 
 
 class RunConfig(StrictConfig):
@@ -90,6 +99,11 @@ class RunConfig(StrictConfig):
     epochs: int = Field(default=2, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; overrides epochs")
     eval_every: int = Field(default=20, ge=1, description="optimizer steps between evaluations + checkpoints")
+    final_eval: bool = Field(
+        default=True,
+        description="evaluate after the last step too; false: only every eval_every steps (as a transformers "
+        "Trainer does), the last step's weights then checkpointed without validation metrics",
+    )
     keep_checkpoints: int = Field(default=2, ge=1)
     max_failures: int = Field(
         default=3,
@@ -105,11 +119,34 @@ class RunConfig(StrictConfig):
     )
     select_metric: str = Field(default=DEFAULT_METRIC, pattern=r"^val/", description="a val/ metric")
     select_mode: Literal["max", "min"] = "max"
+    select_ties: Literal["later", "earlier"] = Field(
+        default="later",
+        description="which of two evaluations with the same select_metric is best: the later, or 'earlier' "
+        "(a later one must be strictly better, as a transformers Trainer's load_best_model_at_end)",
+    )
+    accuracy_ties: Literal["half", "correct"] = Field(
+        default="half",
+        description="what a tie of the rewards counts as in validation and test accuracy: half right, or "
+        "'correct' (trl's compute_accuracy: argmax picks the chosen response of a tie)",
+    )
     memory_check: bool = Field(
         default=True,
         description="estimate each worker's peak memory before a local run starts and refuse a job that "
         "does not fit (gazerm plan shows the estimate); false: skip",
     )
+
+    @property
+    def tie_credit(self) -> float:
+        """What a tie of the rewards adds to an accuracy's count of right orderings (``accuracy_ties``)."""
+        return 1.0 if self.accuracy_ties == "correct" else 0.5
+
+    def improves(self, value: float, best: float | None) -> bool:
+        """Whether an evaluation scoring ``value`` on ``select_metric`` replaces the best so far."""
+        if best is None:
+            return True
+        if value == best:
+            return self.select_ties == "later"
+        return value > best if self.select_mode == "max" else value < best
 
 
 class TrackingConfig(StrictConfig):
@@ -120,7 +157,32 @@ class TrackingConfig(StrictConfig):
     run_name: str | None = None
 
 
+# What ``model.fidelity: reference`` sets in the run's other sections where the config leaves a field out:
+# the reference's selection and schedule (trl 0.9.6's RewardTrainer on a transformers 4.40 Trainer, its
+# README's --logging_steps 64, its cosine_scheduler_with_min_lr_ratio over n // batch_size x epochs).
+REFERENCE_RUN_DEFAULTS = {
+    "run": {
+        "eval_every": 64,
+        "final_eval": False,
+        "select": "best",
+        "select_metric": "val/accuracy",
+        "select_mode": "max",
+        "select_ties": "earlier",
+        "accuracy_ties": "correct",
+    },
+    "optim": {"schedule_horizon": "full_batches"},
+}
+
+
 class TrainJobConfig(StrictConfig):
+    """A training job: data, model, loss, optimiser, run and tracking.
+
+    ``model.fidelity`` is a model field (a saved model keeps it) while selection and schedule are the
+    run's, so the switch reaches them here: under ``reference`` every field of ``REFERENCE_RUN_DEFAULTS``
+    the ``run:`` and ``optim:`` sections leave out takes the reference's value, as ``ModelConfig`` does
+    for its own fields, and a dump leaves such fields out the same way (``without_implied``).
+    """
+
     name: str = "quickstart"
     output_dir: OutputDir = "runs/quickstart"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -129,6 +191,31 @@ class TrainJobConfig(StrictConfig):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fidelity_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or _fidelity(data.get("model")) != "reference":
+            return data
+        data = dict(data)
+        for section, defaults in REFERENCE_RUN_DEFAULTS.items():
+            given = data.get(section) or {}
+            if isinstance(given, StrictConfig):
+                unset = {k: v for k, v in defaults.items() if k not in given.model_fields_set}
+                data[section] = given.model_copy(update=unset)
+            else:
+                data[section] = {**defaults, **given}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _without_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        reference = self.model.fidelity == "reference"
+        for section, defaults in REFERENCE_RUN_DEFAULTS.items():
+            config = getattr(self, section)
+            implied = defaults if reference else field_defaults(type(config), defaults)
+            data[section] = without_implied(data[section], config, implied, reference)
+        return data
 
     @model_validator(mode="after")
     def _init_from_needs_zero2(self) -> TrainJobConfig:
@@ -181,3 +268,8 @@ class TrainJobConfig(StrictConfig):
         root = Path(self.output_dir).resolve().parent
         root.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def _fidelity(model: Any) -> str | None:
+    """``model.fidelity`` of a model section given as a dict or a ModelConfig."""
+    return model.fidelity if isinstance(model, ModelConfig) else (model or {}).get("fidelity")

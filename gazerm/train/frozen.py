@@ -47,7 +47,7 @@ from gazerm.train.config import TrainJobConfig
 from gazerm.train.kinds import LossSpec
 from gazerm.train.metric_names import overall_metrics
 from gazerm.train.metrics import EvalTotals, StepAverage
-from gazerm.train.schedule import build_scheduler
+from gazerm.train.schedule import build_scheduler, schedule_steps
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class FrozenTrainer:
     def setup(self) -> None:
         config = self.config
         torch.manual_seed(config.run.seed)
-        self.tokenizer = build_tokenizer(config.model)
+        self.tokenizer = build_tokenizer(config.model, self.inputs.template)
         self.model = build_reward_model(config.model, self.tokenizer).eval()
         self.model.requires_grad_(False)
         self.heads = [self.model.value_head] if config.model.text else []
@@ -227,7 +227,8 @@ class FrozenTrainer:
         total = run.max_steps or len(self.batches["train"]) * run.epochs // run.grad_accum
         if total == 0:
             raise ConfigError("the train split gives no step of this batch configuration")
-        scheduler = build_scheduler(optimizer, self.config, total)
+        units = sum(batch.micro.labels.num_units for batch in self.batches["train"])
+        scheduler = build_scheduler(optimizer, self.config, schedule_steps(self.config, total, units))
         best: Selected | None = None
         trained = StepAverage()  # logged with each evaluation: a step takes less than an MLflow call
         step = 0
@@ -244,13 +245,14 @@ class FrozenTrainer:
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            if step % run.eval_every == 0 or step == total:
+            if step % run.eval_every == 0 or (step == total and run.final_eval):
                 metrics = self.evaluate("validation")
                 log_metrics({**trained.pop(), **metrics}, step)
                 best = self._better(best, metrics, step)
             if step == total:
                 break
-        assert best is not None  # the last step always evaluates
+        if best is None:  # no evaluation (run.final_eval: false, fewer steps than eval_every): the last heads
+            best = self._selected(0.0, step, {})
         _, selected, state, validation = best
         for head, saved in zip(self.heads, state, strict=True):
             head.load_state_dict(saved)
@@ -266,18 +268,21 @@ class FrozenTrainer:
 
     def _better(self, best: Selected | None, metrics: dict[str, float], step: int) -> Selected:
         """The best evaluation so far (``run.select``: the last, or the best by ``select_metric``, a tie
-        going to the later one as in a Ray Train job)."""
+        going where ``run.select_ties`` says, as in a Ray Train job)."""
         run = self.config.run
         if run.select == "best" and run.select_metric not in metrics:
             named = sorted(overall_metrics(metrics, "val/"))
             raise ConfigError(f"run.select_metric={run.select_metric!r} is not one of this run's {named}")
         value = metrics.get(run.select_metric, 0.0)
-        if best is not None and run.select == "best" and _worse(value, best[0], run.select_mode):
+        if best is not None and run.select == "best" and not run.improves(value, best[0]):
             return best
+        return self._selected(value, step, metrics)
+
+    def _selected(self, value: float, step: int, metrics: dict[str, float]) -> Selected:
         return value, step, [copy.deepcopy(head.state_dict()) for head in self.heads], metrics
 
     def evaluate(self, split: str) -> dict[str, float]:
-        totals = EvalTotals(self.loss)
+        totals = EvalTotals(self.loss, self.config.run.tie_credit)
         self._set_train(False)
         with torch.no_grad():
             for batch in self.batches.get(split, []):
@@ -290,7 +295,3 @@ class FrozenTrainer:
 
     def save(self, directory: Path) -> None:
         save_reward_model(self.model, self.tokenizer, self.config.model, self.inputs, directory)
-
-
-def _worse(value: float, best: float, mode: str) -> bool:
-    return value < best if mode == "max" else value > best

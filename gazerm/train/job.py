@@ -35,7 +35,7 @@ from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest
 from gazerm.train.collate import Windows
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.kinds import LossSpec
-from gazerm.train.loop import LoopSettings, summarize_test, train_loop_per_worker
+from gazerm.train.loop import SELECT_RANK, LoopSettings, summarize_test, train_loop_per_worker
 from gazerm.train.memory import MemoryCheck, preflight
 from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
@@ -347,8 +347,9 @@ def _torch_trainer(
     ``output_dir/ray``, the validation and test units in the object store for every rank to read whole
     (in the same order: each rank scores every world_size-th micro-batch of them, see
     ``Trainer.evaluate``). The train split is not handed over at all: each rank reads its seeded share
-    itself (``train.order``). With ``run.select: best`` Ray keeps the best checkpoints by the selection
-    metric (and always the latest, to resume from).
+    itself (``train.order``). With ``run.select: best`` Ray keeps the checkpoints of the evaluations that
+    were the best when they ran, by ``run.select_metric`` and ``run.select_ties`` (the loop's
+    ``SELECT_RANK``), the latest best first, and always the latest checkpoint, to resume from.
     """
     import ray
     import ray.train
@@ -389,9 +390,7 @@ def _checkpoint_config(config: TrainJobConfig):
     if run.select == "last":
         return ray.train.CheckpointConfig(num_to_keep=run.keep_checkpoints)
     return ray.train.CheckpointConfig(
-        num_to_keep=run.keep_checkpoints,
-        checkpoint_score_attribute=run.select_metric,
-        checkpoint_score_order=run.select_mode,
+        num_to_keep=run.keep_checkpoints, checkpoint_score_attribute=SELECT_RANK, checkpoint_score_order="max"
     )
 
 
@@ -405,4 +404,5 @@ def _split_units(paths: list[str], loss: LossSpec) -> pa.Table:
 
 
 def _final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    """The final report's numbers, less the rank Ray kept checkpoints by (no metric of the model's)."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != SELECT_RANK}

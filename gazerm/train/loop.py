@@ -48,7 +48,10 @@ from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_mem
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
 from gazerm.train.reporting import Reporter, RunReporter
-from gazerm.train.schedule import build_scheduler
+from gazerm.train.schedule import build_scheduler, schedule_steps
+
+# The reported metric Ray ranks checkpoints by under run.select: best (Trainer._track_best).
+SELECT_RANK = "select_rank"
 
 
 @dataclass
@@ -61,6 +64,7 @@ class TrainerState:
     layout: dict[str, int] = field(default_factory=dict)  # EpochPlan.layout() the run trained under
     best_step: int | None = None  # run.select=best: the evaluation best by run.select_metric so far
     best_value: float | None = None
+    best_rank: int = 0  # how many evaluations were the best when they ran: Ray ranks checkpoints by it
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ class Trainer:
         self.startup = StartupClock(**settings.startup) if settings.startup else StartupClock(time.time())
         self.startup.mark("workers")
         transformers.set_seed(self.config.run.seed)  # Python, NumPy and torch (every device)
-        self.tokenizer = build_tokenizer(self.config.model)
+        self.tokenizer = build_tokenizer(self.config.model, settings.inputs.template)
         self.engine = self.build_engine()
         self.device = self.engine.device  # every micro-batch goes here before the forward
         self.collator = UnitCollator.for_job(self.config, settings.inputs, settings.loss, self.tokenizer)
@@ -174,7 +178,9 @@ class Trainer:
             betas=config.optim.betas,
             weight_decay=config.optim.weight_decay,
         )
-        scheduler = build_scheduler(optimizer, config, self.settings.total_steps)
+        units = EpochPlan.from_dict(self.settings.plan).units_per_rank
+        horizon = schedule_steps(config, self.settings.total_steps, units)
+        scheduler = build_scheduler(optimizer, config, horizon)
         engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
         )
@@ -299,7 +305,7 @@ class Trainer:
             return {}
         mine = micro_batches[self.rank :: self.world_size]
         rounds = -(-len(micro_batches) // self.world_size)
-        totals = EvalTotals(self.settings.loss)
+        totals = EvalTotals(self.settings.loss, self.config.run.tie_credit)
         self.engine.eval()
         with torch.no_grad():
             for index in range(rounds):
@@ -316,25 +322,38 @@ class Trainer:
         return self._batches[split]
 
     def evaluate_and_checkpoint(self, final: bool) -> None:
-        metrics = {**self.evaluate(), "step": self.state.step, "epoch": self.state.epoch}
-        self._track_best(metrics)
-        if self.reporter is not None:
-            self.reporter.log({k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step)
-            self._post(eval_event(self.state.step, overall_metrics(metrics)))
+        """Evaluate and checkpoint; the last step's checkpoint skips the evaluation under ``run.final_eval:
+        false`` unless the step is one of every ``run.eval_every``'s."""
+        run = self.config.run
+        metrics: dict[str, float] = {"step": self.state.step, "epoch": self.state.epoch}
+        rank = -1
+        if not final or run.final_eval or self.state.step % run.eval_every == 0:
+            metrics.update(self.evaluate())
+            rank = self._track_best(metrics)
+            if self.reporter is not None:
+                self.reporter.log({k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step)
+                self._post(eval_event(self.state.step, overall_metrics(metrics)))
+        if run.select == "best":  # what Ray ranks this checkpoint by (job._checkpoint_config)
+            metrics[SELECT_RANK] = rank
         self._report(metrics, final)
 
-    def _track_best(self, metrics: dict[str, float]) -> None:
-        """Remember the best evaluation so far (``run.select: best``); its checkpoint is one Ray keeps.
-        A tie goes to the later evaluation, as in Ray's ranking (which keeps the later of equals)."""
+    def _track_best(self, metrics: dict[str, float]) -> int:
+        """Remember the best evaluation so far (``run.select: best``, ties as ``run.select_ties`` says).
+        Returns the rank Ray keeps this evaluation's checkpoint by: one more than the last best's if it is
+        the best now, else -1, so Ray keeps the checkpoint this rule picks (ranking by the metric itself,
+        Ray would keep the later of two equal scores whatever the rule)."""
         run = self.config.run
         if run.select != "best":
-            return
+            return -1
         if run.select_metric not in metrics:
             named = sorted(overall_metrics(metrics, "val/"))
             raise ConfigError(f"run.select_metric={run.select_metric!r} is not one of this run's {named}")
-        value, best = metrics[run.select_metric], self.state.best_value
-        if best is None or (value >= best if run.select_mode == "max" else value <= best):
-            self.state.best_step, self.state.best_value = self.state.step, value
+        value = metrics[run.select_metric]
+        if not run.improves(value, self.state.best_value):
+            return -1
+        self.state.best_step, self.state.best_value = self.state.step, value
+        self.state.best_rank += 1
+        return self.state.best_rank
 
     def _report(self, metrics: dict[str, float], final: bool) -> None:
         with tempfile.TemporaryDirectory(prefix="gazerm-ckpt-") as directory:

@@ -91,13 +91,15 @@ class StepAverage:
 class EvalTotals:
     """Running sums per source; ``metrics()`` turns them into ``val/...`` (or ``test/...``) numbers."""
 
-    def __init__(self, loss: LossSpec) -> None:
+    def __init__(self, loss: LossSpec, tie_credit: float = 0.5) -> None:
         self.loss = loss
+        self.tie_credit = tie_credit  # what a tie of two rewards counts as in accuracy (run.accuracy_ties)
         self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
     def add(self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool = False) -> None:
         """``rewards`` from any device; ``labels`` on the CPU."""
-        per_item = self.loss.kind.eval_totals(rewards.detach().float().cpu(), labels, use_margin)
+        rewards = rewards.detach().float().cpu()
+        per_item = self.loss.kind.eval_totals(rewards, labels, use_margin, self.tie_credit)
         for index, source in enumerate(labels.sources):
             totals = self.sums[source]
             totals["count"] += 1
@@ -112,7 +114,7 @@ class EvalTotals:
             return self
         gathered: list[dict[str, dict[str, float]] | None] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, {s: dict(t) for s, t in self.sums.items()})
-        merged = EvalTotals(self.loss)
+        merged = EvalTotals(self.loss, self.tie_credit)
         for sums in gathered:
             for source, totals in (sums or {}).items():
                 for name, value in totals.items():

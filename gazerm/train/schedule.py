@@ -26,3 +26,13 @@ def build_scheduler(
     if optim.scheduler == "linear":
         return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     return get_constant_schedule_with_warmup(optimizer, warmup)
+
+
+def schedule_steps(config: TrainJobConfig, trained: int, units_per_rank: int) -> int:
+    """The steps the schedule spans (``optim.schedule_horizon``): the ``trained`` ones, or under
+    ``full_batches`` the full batches of a rank's ``units_per_rank`` units times the epochs, as the
+    reference's n // batch_size x epochs (one GPU, no accumulation there); ``run.max_steps`` sets it too."""
+    run = config.run
+    if config.optim.schedule_horizon == "trained" or run.max_steps is not None:
+        return trained
+    return units_per_rank // (run.micro_batch_size * run.grad_accum) * run.epochs

@@ -5,8 +5,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
+from gazerm.data.config import GazeSpec
 from gazerm.data.schema import PREFERENCE_SCHEMA, PreferenceExample, examples_to_table, pairs_from_scores
+from gazerm.errors import ConfigError
 from gazerm.features import featurize
 from gazerm.features.base import word_spans
 from gazerm.features.featurize import (
@@ -133,3 +136,12 @@ def test_ray_blocks_are_whole_batches_for_every_worker():
     assert [b.num_rows for b in blocks] == [256, 256, 256, 232]
     assert pa.concat_tables(blocks).equals(table)
     assert len(featurize._blocks(table.slice(0, 10), batch_size=64, workers=2)) == 1
+
+
+def test_raw_negative_outputs_are_an_fmv_predictors_option_only():
+    with pytest.raises(ConfigError, match="clip_negative=false applies to fmv1 and fmv2"):
+        build_predictor("reading_model", clip_negative=False)
+    with pytest.raises(ValidationError, match=r"takes no gaze\.clip_negative"):
+        GazeSpec(predictor="reading_model", clip_negative=False)
+    spec = GazeSpec(predictor="fmv2", path="m.pth", base="roberta", clip_negative=False)
+    assert spec.predictor_kwargs()["clip_negative"] is False

@@ -113,6 +113,13 @@ def test_outputs_are_divided_onto_the_common_scale(fmv2_constant: Path, roberta_
             Fmv2GazePredictor(fmv2_constant, roberta_base, output_scale=bad)
 
 
+def test_raw_outputs_pass_negatives_on_as_the_reference_reads_them(fmv2_constant: Path, roberta_base: Path):
+    """``output_scale: 1`` and ``clip_negative: false``: the raw outputs eyetrackpy gives the reference."""
+    raw = Fmv2GazePredictor(fmv2_constant, roberta_base, output_scale=1.0, clip_negative=False)
+    np.testing.assert_allclose(raw.predict(["Bake."])[0].features, [FMV2_BIAS], rtol=1e-6)
+    assert FMV2_BIAS[-1] < 0  # kept negative
+
+
 def test_the_state_dict_round_trips_strictly(fmv2_random: Path, roberta_base: Path, tmp_path: Path) -> None:
     saved = torch.load(fmv2_random, weights_only=True)
     assert "decoder.0.weight" in saved and "roberta.pooler.dense.weight" in saved  # eyetrackpy's names

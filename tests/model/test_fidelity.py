@@ -43,9 +43,8 @@ def test_a_set_override_of_the_switch_moves_every_field_the_config_left_to_it():
         True,
         "reference",
     )
-    back = load_config(
-        TrainJobConfig, {"model": config.model_dump(mode="json")}, {"model.fidelity": "gazerm"}
-    )
+    dumped = {"model": config.model_dump(mode="json")}
+    back = load_config(TrainJobConfig, dumped, {"model.fidelity": "gazerm"})
     assert (back.model.pair_forward, back.model.train_gaze, back.model.head) == ("joint", True, "gazerm")
     assert ModelConfig.model_validate(config.model_dump(mode="json")) == config
 

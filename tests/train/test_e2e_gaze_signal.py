@@ -3,8 +3,8 @@ people read them (``write_gaze_decided_set``, recorded fixations), a text-only r
 chance and GazeConcat and GazeAdd learn the preference. The proof that the fusion path learns from gaze
 at all, through the whole system: recorded fixations → prepare → Ray Train + DeepSpeed → MLflow.
 
-The GazeConcat run also selects its model by validation accuracy (``run.select: best``) and scores the
-test split with it.
+The GazeConcat run also selects its model by validation accuracy (``run.select: best``, a tie keeping the
+earlier evaluation as the reference does) and scores the test split with it.
 """
 
 from __future__ import annotations
@@ -55,10 +55,13 @@ def test_gaze_add_learns_what_only_gaze_shows(tmp_path, gaze_decided, ray_local)
 
 def test_gaze_concat_learns_it_and_its_best_model_scores_the_test_split(tmp_path, gaze_decided, ray_local):
     dataset, manifest = gaze_decided
-    outcome, client = train(tmp_path, dataset, "concat", select="best")
+    # The reference's rule: a later evaluation must be strictly better (Ray keeps that checkpoint too).
+    outcome, client = train(
+        tmp_path, dataset, "concat", select="best", select_ties="earlier", keep_checkpoints=1
+    )
     history = sorted(client.get_metric_history(outcome.run_id, "val/accuracy"), key=lambda m: m.step)
     assert [m.step for m in history] == [8, 16, 24]
-    best = max(history, key=lambda m: (m.value, m.step))  # ties go to the later evaluation
+    best = max(history, key=lambda m: (m.value, -m.step))  # ties go to the earlier evaluation
     assert best.value >= 0.85
     assert outcome.metrics["selected_step"] == best.step
     assert outcome.metrics["test/count"] == manifest.rows("test")  # every test pair, once

@@ -87,6 +87,19 @@ def test_a_frozen_run_trains_only_the_heads_and_its_model_scores_as_trained(tmp_
     torch.testing.assert_close(scored, from_cache, rtol=0, atol=1e-5)
 
 
+def test_without_a_final_evaluation_the_last_step_is_not_evaluated_nor_selected(tmp_path, gaze_decided):
+    config = job(tmp_path, gaze_decided, "strict", fusion="concat")
+    config.run = config.run.model_copy(
+        update={"max_steps": 25, "final_eval": False, "select_ties": "earlier"}
+    )
+    outcome = run_frozen_training(config, resume=True, parent_run_id=None)
+    history = MlflowClient(outcome.tracking_uri).get_metric_history(outcome.run_id, "val/accuracy")
+    assert sorted(m.step for m in history) == [10, 20]
+    values = {m.step: m.value for m in history}
+    best = 20 if values[20] > values[10] else 10  # a tie keeps the earlier evaluation
+    assert outcome.metrics["selected_step"] == best
+
+
 def test_features_are_computed_once_per_response_across_runs(tmp_path, gaze_decided, forwards):
     first = job(tmp_path, gaze_decided, "text-a", fusion="none")
     run_frozen_training(first, resume=True, parent_run_id=None)

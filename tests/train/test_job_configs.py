@@ -49,6 +49,13 @@ def test_paper_configs_are_the_reference_runs(name, backbone, predictor, feature
     assert (optim.scheduler, optim.warmup_ratio, optim.min_lr_ratio) == ("cosine", 0.01, 0.7)
     assert (run.num_workers * run.micro_batch_size * run.grad_accum, run.epochs, run.eval_every) == (8, 2, 64)
     assert (run.select, run.select_metric, run.use_gpu, run.zero_stage) == ("best", "val/accuracy", True, 2)
+    # ... in the reference's mode, reading what the reference reads
+    assert (model.fidelity, config.data.template, run.final_eval, run.select_ties) == (
+        "reference",
+        "reference_chat",
+        False,
+        "earlier",
+    )
 
 
 @pytest.mark.parametrize("name", ["paper_helpsteer2_reproduce.yaml", "paper_oasst1_reproduce.yaml"])
@@ -57,6 +64,8 @@ def test_paper_reproductions_load_and_share_prepared_data(name):
     runs = config.runs(config.base_job())
     assert len(runs) == len(config.rows) * 3 and {row.name for row in config.rows} >= {"baseline"}
     assert {run.job.model.fusion for run in runs} == {"none", "concat", "add"}
+    modes = {(run.job.model.fidelity, run.job.data.template) for run in runs}
+    assert modes == {("reference", "reference_chat")}
     assert len({run.job.data.prepare.output_dir for run in runs}) == 2  # one per gaze predictor
     assert config.published_source is None  # the paper's tables were not found: no number is shown
 

@@ -39,6 +39,14 @@ def test_pairwise_accuracy_loss_and_margin_per_source_and_overall():
     assert metrics == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(("tie_credit", "accuracy"), [(0.5, 0.5), (1.0, 2 / 3)])
+def test_a_tie_counts_as_run_accuracy_ties_says(tie_credit, accuracy):
+    """Differences 0, -1, 0.5: one right, one wrong, one tie (trl's argmax picks the chosen of a tie)."""
+    totals = EvalTotals(loss_spec("pairwise"), tie_credit)
+    totals.add(torch.tensor([1.0, 0.0, 2.0, 1.0, 1.0, 1.5]), UnitLabels(["a"] * 3, margin=torch.zeros(3)))
+    assert totals.metrics()["val/accuracy"] == pytest.approx(accuracy)
+
+
 def test_margin_enters_the_loss_only():
     with_margin, without = (
         pairwise_totals(use_margin=True).metrics(),

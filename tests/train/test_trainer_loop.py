@@ -32,8 +32,9 @@ from gazerm.model.reward_model import RewardOutput
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.checkpoints import DEEPSPEED_DIR, LISTED, RAY_RUN_NAME, STATE_FILE, write_file_list
 from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
+from gazerm.train.job import _checkpoint_config
 from gazerm.train.kinds import LossSpec
-from gazerm.train.loop import LoopSettings, Trainer, TrainerState
+from gazerm.train.loop import SELECT_RANK, LoopSettings, Trainer, TrainerState
 from gazerm.train.order import Block, EpochPlan, list_blocks
 from gazerm.train.progress import Event
 from gazerm.train.units import ToUnits
@@ -295,22 +296,67 @@ def test_each_step_logs_the_tokens_of_its_micro_batches(train_paths):
     assert [event["kind"] for event in trainer.reporter.events].count("step") == 5
 
 
-def selecting(tmp_path: Path, mode: str = "max") -> Trainer:
-    run = RunConfig(select="best", select_metric="val/accuracy", select_mode=mode)
+def selecting(tmp_path: Path, mode: str = "max", ties: str = "later") -> Trainer:
+    run = RunConfig(select="best", select_metric="val/accuracy", select_mode=mode, select_ties=ties)
     config = TrainJobConfig(output_dir=str(tmp_path), run=run)
     return set_up(config, FakeEngine(output_device="cpu"), splits={"test": units("pairwise")})
 
 
 @pytest.mark.parametrize(
-    ("mode", "values", "best"),
-    [("max", [0.5, 0.75, 0.75, 0.6], 30), ("min", [0.5, 0.25, 0.4, 0.25], 40)],
+    ("mode", "ties", "values", "best", "ranks"),
+    [
+        ("max", "later", [0.5, 0.75, 0.75, 0.6], 30, [1, 2, 3, -1]),
+        ("min", "later", [0.5, 0.25, 0.4, 0.25], 40, [1, 2, -1, 3]),
+        ("max", "earlier", [0.5, 0.75, 0.75, 0.6], 20, [1, 2, -1, -1]),  # the reference's strict rule
+        ("min", "earlier", [0.5, 0.25, 0.4, 0.25], 20, [1, 2, -1, -1]),
+    ],
 )
-def test_the_best_evaluation_is_remembered_ties_to_the_later(tmp_path, mode, values, best):
-    trainer = selecting(tmp_path, mode)
+def test_the_best_evaluation_is_remembered_ties_as_the_run_says(tmp_path, mode, ties, values, best, ranks):
+    trainer = selecting(tmp_path, mode, ties)
+    reported = []
     for step, value in enumerate(values, start=1):
         trainer.state.step = 10 * step
-        trainer._track_best({"val/accuracy": value, "val/loss": 1.0})
+        reported.append(trainer._track_best({"val/accuracy": value, "val/loss": 1.0}))
     assert (trainer.state.best_step, trainer.state.best_value) == (best, values[best // 10 - 1])
+    # Ray keeps the checkpoints of the highest ranks: the best evaluation's is the highest.
+    assert reported == ranks and reported[best // 10 - 1] == max(reported)
+
+
+def reporting(tmp_path: Path, run: RunConfig, total: int, train_paths: list[str]) -> list[dict[str, float]]:
+    """The metrics of each checkpoint a run of ``total`` steps reports (every validation scores 0.5)."""
+    config = TrainJobConfig(output_dir=str(tmp_path), data=DataConfig(bucket_window=2), run=run)
+    trainer = set_up(config, FakeEngine(), total, list_blocks(train_paths, LossSpec.of(config)))
+    trainer.evaluate = lambda split="validation": {"val/accuracy": 0.5, "val/count": 2.0}
+    trainer.restore = lambda: None  # a fresh run: no Ray checkpoint to ask for
+    reports = []
+    trainer._report = lambda metrics, final: reports.append(metrics)
+    trainer.run()
+    return reports
+
+
+@pytest.mark.parametrize(
+    ("final_eval", "total", "reports"),
+    [
+        (True, 5, [(2, True), (4, True), (5, True)]),
+        (False, 5, [(2, True), (4, True), (5, False)]),  # the last step checkpointed, not evaluated
+        (False, 4, [(2, True), (4, True)]),  # ... unless it is one of every eval_every's
+    ],
+)
+def test_the_last_step_is_evaluated_as_run_final_eval_says(tmp_path, train_paths, final_eval, total, reports):
+    run = RunConfig(micro_batch_size=2, eval_every=2, final_eval=final_eval)
+    reported = reporting(tmp_path, run, total, train_paths)
+    assert [(metrics["step"], "val/accuracy" in metrics) for metrics in reported] == reports
+    assert not any(SELECT_RANK in metrics for metrics in reported)  # run.select: last, Ray ranks nothing
+
+
+def test_ray_keeps_checkpoints_by_the_rank_the_run_reports(tmp_path, train_paths):
+    """Equal accuracies under select_ties: earlier: the first evaluation ranks highest, so Ray keeps its
+    checkpoint, where ranking by the accuracy itself it would keep the later of equals."""
+    run = RunConfig(micro_batch_size=2, eval_every=2, final_eval=False, select="best", select_ties="earlier")
+    reported = reporting(tmp_path, run, 5, train_paths)
+    assert [(metrics["step"], metrics[SELECT_RANK]) for metrics in reported] == [(2, 1), (4, -1), (5, -1)]
+    ray_config = _checkpoint_config(TrainJobConfig(run=run))
+    assert (ray_config.checkpoint_score_attribute, ray_config.checkpoint_score_order) == (SELECT_RANK, "max")
 
 
 def test_a_selection_metric_the_run_lacks_is_named(tmp_path):

@@ -68,11 +68,12 @@ def prompt_inputs(row: Row) -> dict[str, list]:
     }
 
 
-def tie_counts_half(difference: torch.Tensor) -> torch.Tensor:
-    """1 where the better response's reward is higher, 0.5 where the rewards tie, else 0: the rule of
-    every accuracy gazerm reports (offline evaluation, controls), so a model that cannot tell two responses
-    apart (an implicit-only model on two responses nobody read) scores chance, not zero."""
-    return (difference > 0).float() + 0.5 * (difference == 0).float()
+def ordered_right(difference: torch.Tensor, tie_credit: float = 0.5) -> torch.Tensor:
+    """1 where the better response's reward is higher, ``tie_credit`` where the rewards tie, else 0. Half is
+    the rule of every accuracy gazerm reports unless ``run.accuracy_ties`` says otherwise (offline
+    evaluation, controls), so a model that cannot tell two responses apart (an implicit-only model on two
+    responses nobody read) scores chance, not zero or one."""
+    return (difference > 0).float() + tie_credit * (difference == 0).float()
 
 
 def floats(values: Any) -> np.ndarray:
@@ -158,9 +159,10 @@ class LossKind(ABC):
 
     @abstractmethod
     def eval_totals(
-        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool
+        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool, tie_credit: float = 0.5
     ) -> dict[str, torch.Tensor]:
-        """Per unit, what validation sums (CPU tensors of length B)."""
+        """Per unit, what validation sums (CPU tensors of length B); ``tie_credit``: what a tie of two
+        rewards counts as in an accuracy (``ordered_right``)."""
 
     def forward_groups(self, model: ModelConfig) -> int:
         """How many separate forwards a micro-batch's rows run as (``RewardModel.forward``'s ``groups``)."""

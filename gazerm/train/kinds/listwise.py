@@ -28,8 +28,8 @@ from gazerm.train.kinds.base import (
     Row,
     Window,
     floats,
+    ordered_right,
     response_inputs,
-    tie_counts_half,
 )
 
 if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
@@ -130,14 +130,14 @@ class Listwise(LossKind):
         return listwise_loss(scores, micro.labels.tiers, mask), {}
 
     def eval_totals(
-        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool
+        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool, tie_credit: float = 0.5
     ) -> dict[str, torch.Tensor]:
         """Per list: its loss, its ordered pairs (i in a better tier than j) and how many of them the
         rewards order right."""
         scores, mask = list_scores(rewards, labels.list_index)
         tiers = labels.tiers
         ordered = mask[:, :, None] & mask[:, None, :] & (tiers[:, :, None] < tiers[:, None, :])
-        right = ordered * tie_counts_half(scores[:, :, None] - scores[:, None, :])
+        right = ordered * ordered_right(scores[:, :, None] - scores[:, None, :], tie_credit)
         return {
             "loss": -listwise_log_likelihood(scores, tiers, mask),
             "pairs": ordered.sum((1, 2)).float(),

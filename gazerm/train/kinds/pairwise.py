@@ -25,9 +25,9 @@ from gazerm.train.kinds.base import (
     Row,
     Window,
     encode_side,
+    ordered_right,
     response_fields,
     response_inputs,
-    tie_counts_half,
 )
 
 if TYPE_CHECKING:  # the model module pulls in transformers; kinds only pass its output along
@@ -89,7 +89,7 @@ class Pairwise(LossKind):
         half = micro.labels.num_units
         chosen, rejected = output.rewards[:half], output.rewards[half:]
         loss = pairwise_loss(chosen, rejected, micro.labels.margin if config.use_margin else None)
-        details = {"train/accuracy": tie_counts_half(chosen - rejected).mean().detach()}
+        details = {"train/accuracy": ordered_right(chosen - rejected).mean().detach()}
         if config.lm_loss_coeff > 0:
             inputs = micro.inputs
             language = lm_loss(output.lm_logits[:half], inputs.input_ids[:half], inputs.response_mask[:half])
@@ -98,13 +98,13 @@ class Pairwise(LossKind):
         return loss, details
 
     def eval_totals(
-        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool
+        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool, tie_credit: float = 0.5
     ) -> dict[str, torch.Tensor]:
         half = labels.num_units
         difference = rewards[:half] - rewards[half:]
         margin = labels.margin.float() if use_margin else torch.zeros_like(difference)
         return {
-            "correct": tie_counts_half(difference),
+            "correct": ordered_right(difference, tie_credit),
             "loss": -F.logsigmoid(difference - margin),
             "margin": difference,
         }

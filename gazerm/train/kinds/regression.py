@@ -82,7 +82,7 @@ class Regression(LossKind):
         return regression_loss(output.rewards, micro.labels.targets.view_as(output.rewards)), {}
 
     def eval_totals(
-        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool
+        self, rewards: torch.Tensor, labels: UnitLabels, use_margin: bool, tie_credit: float = 0.5
     ) -> dict[str, torch.Tensor]:
         targets = labels.targets.float().view_as(rewards)
         error = (rewards - targets).view(labels.num_units, -1)
