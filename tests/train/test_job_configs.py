@@ -190,6 +190,7 @@ def test_the_gaze_predictor_gets_the_paths_it_needs_and_no_others():
         "path": "fmv2/model.pth",
         "base": "models/roberta-base",
         "output_scale": None,
+        "clip_negative": True,
     }
     with pytest.raises(ConfigError, match=r"gaze\.predictor=fmv2 needs gaze\.base"):
         load_config(TrainJobConfig, {}, fmv2)
