@@ -13,6 +13,9 @@ from pathlib import Path
 
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a local head node
 VERBOSE_ENV = "GAZERM_VERBOSE"  # "1": show the workers' and the libraries' own output (``gazerm -v``)
+DASHBOARD_ENV = "GAZERM_RAY_DASHBOARD"  # "1": a local Ray also starts its dashboard (off by default)
+# Ray Train's preemption watcher is one more actor process per run; a local Ray has no preemptible nodes.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"  # "token": every Ray process and client demands the cluster's token
 AUTH_TOKEN_ENV, AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"  # where Ray reads the token
@@ -99,7 +102,12 @@ def _start_local(num_cpus: int, options: dict[str, object]) -> None:
     """A local Ray whose processes are told its address (and whether output is verbose). With two jobs'
     local instances on one host, Ray's own helpers that look "the" cluster up from inside (Ray Train's
     placement-group cleaner) would find both and fail; so the GCS port is chosen here and passed to
-    every process as ``RAY_ADDRESS``."""
+    every process as ``RAY_ADDRESS``.
+
+    Only what a job on this machine uses is started: the dashboard (a dozen Python processes whose start
+    competes with the training workers' for the CPUs, seconds on a small machine) only when
+    ``GAZERM_RAY_DASHBOARD=1`` asks for it, no preemption watcher, and no idle workers prestarted for the
+    driver (started without the job's ``runtime_env``, no task or actor of the job can use them)."""
     import ray
     from ray._private.services import get_node_ip_address
 
@@ -107,9 +115,17 @@ def _start_local(num_cpus: int, options: dict[str, object]) -> None:
     port = free_port()
     address = f"{get_node_ip_address()}:{port}"
     os.environ[GCS_PORT_ENV] = str(port)
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # read by the Train controller, which inherits it
     try:
         env_vars = {"RAY_ADDRESS": address, VERBOSE_ENV: os.environ.get(VERBOSE_ENV, "0")}
-        ray.init(num_cpus=num_cpus, runtime_env={"env_vars": env_vars}, **options)
+        dashboard = os.environ.get(DASHBOARD_ENV) == "1"
+        ray.init(
+            num_cpus=num_cpus,
+            runtime_env={"env_vars": env_vars},
+            include_dashboard=dashboard,
+            _system_config={"prestart_worker_first_driver": False},
+            **options,
+        )
     finally:
         del os.environ[GCS_PORT_ENV]
 

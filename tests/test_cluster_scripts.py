@@ -242,6 +242,25 @@ def test_local_ray_uses_token_auth_with_a_private_token(tmp_path: Path, monkeypa
     assert os.environ[runtime.AUTH_MODE_ENV] == "disabled" and not token.exists()
 
 
+@pytest.mark.parametrize("asked", [False, True])
+def test_a_local_ray_starts_its_dashboard_only_when_asked(tmp_path: Path, monkeypatch, asked: bool) -> None:
+    """A local job needs neither the dashboard (a dozen processes starting beside the training workers)
+    nor Ray Train's preemption watcher; GAZERM_RAY_DASHBOARD=1 brings the dashboard back."""
+    import ray
+
+    from gazerm import runtime
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the token file goes there
+    monkeypatch.setenv(runtime.PREEMPTION_WATCHER_ENV, "")  # recorded, so the test's value is undone after
+    monkeypatch.delenv(runtime.PREEMPTION_WATCHER_ENV)
+    monkeypatch.setenv(runtime.DASHBOARD_ENV, "1" if asked else "0")
+    seen = {}
+    watcher = runtime.PREEMPTION_WATCHER_ENV
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs, watcher=os.environ.get(watcher)))
+    runtime._start_local(1, {})
+    assert seen["include_dashboard"] is asked and seen["watcher"] == "0"
+
+
 def test_ray_floor_has_token_authentication() -> None:
     import tomllib
     from packaging.requirements import Requirement
