@@ -97,7 +97,7 @@ def measure(overrides: list[str], steps: int) -> float:
     from gazerm.model.losses import pairwise_loss
     from gazerm.model.reward_model import build_reward_model, build_tokenizer
     from gazerm.runtime import free_port
-    from gazerm.train.deepspeed_config import deepspeed_config
+    from gazerm.train.deepspeed_config import deepspeed_config, skip_compiled_ops
     from gazerm.train.metrics import peak_memory_gib
 
     config = job_config(overrides)
@@ -105,6 +105,7 @@ def measure(overrides: list[str], steps: int) -> float:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1"
     )
     torch.distributed.init_process_group("gloo")
+    skip_compiled_ops()  # as the training workers do
     torch.manual_seed(0)
     tokenizer = build_tokenizer(config.model)
     lm = config.loss.lm_loss_coeff > 0

@@ -31,3 +31,19 @@ def deepspeed_config(config: TrainJobConfig, bf16: bool) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def skip_compiled_ops() -> None:
+    """Tell DeepSpeed that none of its compiled (JIT-built) ops is available, before it starts.
+
+    On every start DeepSpeed's communication backend probes every op builder it knows (compiler
+    subprocesses, accelerator queries) and builds its shared-memory all-reduce kernel: loaded from
+    ``~/.cache/torch_extensions`` when built before, compiled from C++ otherwise (minutes on 2 busy
+    cores, and by every new machine, container or CI runner). gazerm's training uses none of them:
+    torch's AdamW, no offload, and that kernel serves only tensor-parallel inference
+    (``inference_all_reduce``), so gradients go through ``torch.distributed`` (gloo, NCCL) either way.
+    ``deepspeed.ops.__compatible_ops__`` is where DeepSpeed records the probe; it reads it only there.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__ = {}

@@ -41,7 +41,7 @@ from gazerm.train.checkpoints import (
 )
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import RunConfig, TrainJobConfig
-from gazerm.train.deepspeed_config import deepspeed_config
+from gazerm.train.deepspeed_config import deepspeed_config, skip_compiled_ops
 from gazerm.train.kinds import LossKind, LossSpec
 from gazerm.train.metric_names import overall_metrics
 from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib, sum_over_ranks
@@ -158,6 +158,7 @@ class Trainer:
         """The reward model, its optimizer and schedule, wrapped by DeepSpeed (bf16 on GPU, fp32 on CPU)."""
         import deepspeed  # not at module level: DeepSpeed picks its accelerator once, at import
 
+        skip_compiled_ops()
         config = self.config
         ds_config = deepspeed_config(config, bf16=config.run.use_gpu and config.model.precision == "bf16")
         if config.run.zero_stage == 3:
