@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import polars as pl
-import pymovements as pm
-from pymovements.measure.reading import compute_reading_measures
 
 from gazerm.features.base import FEATURE_NAMES, WordGaze, normalise, word_spans
 
@@ -44,6 +42,8 @@ def detect_fixations(
     ``dispersion_threshold`` is in pixels (about 1° of visual angle on a typical reading setup)
     and ``minimum_duration`` in ms; the shortest reading fixations last about 50 ms (Rayner 1998).
     """
+    import pymovements as pm  # here, not at module level: see gaze_from_fixations
+
     gaze = pm.Gaze(
         samples.select(*group_columns, "time", "x", "y"),
         trial_columns=list(group_columns),
@@ -95,6 +95,10 @@ def gaze_from_fixations(
     ``word_idx``, fixations are placed on words through ``aois`` (see :data:`AOI_COLUMNS`);
     fixations outside every word box are left out of all measures, as pymovements does.
     """
+    # pymovements (with scipy and scikit-learn) takes seconds to import; the training workers reach this
+    # module through the data config (train.config → data.prepare) and never call it.
+    from pymovements.measure.reading import compute_reading_measures
+
     if "word_idx" not in fixations.columns:
         if aois is None:
             raise ValueError("fixations have no word_idx column, so word AOIs (aois=...) are needed")
