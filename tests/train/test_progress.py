@@ -52,10 +52,13 @@ def test_a_terminal_gets_a_bar_that_follows_the_steps_and_keeps_notes_above_it()
 
 @pytest.mark.slow
 def test_events_posted_to_the_board_reach_the_driver_and_a_silent_start_is_explained(ray_local, monkeypatch):
-    monkeypatch.setattr(progress, "QUIET_START_S", 1.0)
+    monkeypatch.setattr(progress, "QUIET_START_S", 0.0)  # said after the first poll that hears nothing
     out = io.StringIO()
     with progress.follow(total_steps=2, out=out) as board:
-        time.sleep(2.5)  # nothing posted yet: the workers may wait for resources
+        deadline = time.monotonic() + 60
+        while progress.WAITING not in out.getvalue():  # nothing posted: the workers may wait for resources
+            assert time.monotonic() < deadline, "no word on the silent start"
+            time.sleep(0.05)
         board.post.remote(step_event(1, loss=0.5, tokens_per_s=10.0, steps_per_s=1.0))
         board.post.remote(eval_event(2, {"val/accuracy": 0.75}))
     lines = out.getvalue().splitlines()
