@@ -98,13 +98,15 @@ def test_the_command_line_trains_the_default_backbone(tmp_path, monkeypatch):
 def test_only_pairs_that_fit_are_kept_and_every_system_gets_the_same_tokens(tmp_path):
     bench = TrainBench(steps=4, pairs_per_step=4, output_dir=str(tmp_path))
     case = Case(160, False, Batching(2, 1))
-    dataset = prepare_dataset(bench, 160, tmp_path / "data")
+    dataset = prepare_dataset(bench, 160, tmp_path / "max-length-160" / "data")
     pairs = train_token_pairs(gazerm_job(bench, case, dataset, tmp_path))
     assert len(pairs) >= bench.train_pairs
     lengths = [len(side) for pair in pairs for side in pair]
     assert max(lengths) <= 160  # nothing had to be truncated …
     assert min(lengths) < max(lengths)  # … and the pairs are real text of varying length
-    written = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    written = [
+        json.loads(line) for line in (tmp_path / "max-length-160" / "pairs.jsonl").read_text().splitlines()
+    ]
     assert len(written) >= len(pairs)
 
 

@@ -258,6 +258,7 @@ def prepare_dataset(bench: TrainBench, max_length: int, directory: Path) -> Path
     if len(records) < bench.train_pairs:
         _too_few(len(records), max_length, bench)
     pairs_file = directory.parent / "pairs.jsonl"
+    pairs_file.parent.mkdir(parents=True, exist_ok=True)
     pairs_file.write_text("".join(json.dumps(record) + "\n" for record in records))
     print(f"[bench] {len(records)} of {seen} pairs read fit {max_length} tokens", flush=True)
     if invalid:
