@@ -145,8 +145,13 @@ def test_bench_train_runs_all_three_systems(ray_local, tmp_path, monkeypatch, ca
     bench = TrainBench(steps=4, warmup_steps=1, pairs_per_step=4, output_dir=str(tmp_path))
     results = run_train_bench(bench)
 
-    printed = capsys.readouterr().out
-    assert "| gazerm | 256 | off | 1 x 2 |" in printed and "| trl | 256 | pads | 1 x 4 |" in printed
+    table = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines() if line[:2] == "| "]
+    assert [[cell.strip() for cell in row[:4]] for row in table[1:]] == [
+        ["gazerm", "256", "off", "1 x 2"],
+        ["gazerm", "256", "on", "1 x 2"],
+        ["trl", "256", "pads", "1 x 4"],
+        ["plain", "256", "pads", "1 x 4"],
+    ]
     cases = results["cases"]
     assert [(c["run"]["system"], c["case"]["packing"]) for c in cases] == [
         ("gazerm", False),
