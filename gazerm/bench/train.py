@@ -1,17 +1,20 @@
 """``gazerm bench train``: gazerm's training path against TRL's ``RewardTrainer`` and a plain PyTorch loop.
 
-One dataset of single-turn pairs that all fit ``max_length`` (neither side truncates or drops anything)
-is prepared once. Then, in turn and each in its own process:
+For each of ``max_lengths``, one dataset of single-turn pairs that all fit it (neither side truncates or
+drops anything) is prepared once. Then, in turn and each in its own process:
 
-- ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion);
-- ``trl`` and ``plain``: ``gazerm.bench.baselines``;
+- ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion), once per
+  ``data.packing`` setting asked for;
+- ``trl`` and ``plain``: ``gazerm.bench.baselines`` (both pad);
 
-all with the same backbone, LoRA, global batch of pairs, steps, learning rate and seed, every one
-training on the same tokens of the train split (in its own seeded order). Per system it reports
-real tokens/s over the steps after ``warmup_steps`` (the first steps pay for lazy initialisation),
-time from launch to the end of the first step, peak memory per training process, and the ratios
-``gazerm/trl`` and ``gazerm/plain``. gazerm's step times and per-step tokens (``train/tokens``, every
-rank's) come from its MLflow run.
+all with the same backbone, LoRA, global batch of pairs, micro-batch and accumulation, steps, learning
+rate and seed, every one training on the same tokens of the train split (in its own seeded order). The
+micro-batch is ``gazerm plan``'s: the largest that fits a worker's memory, accumulated up to the global
+batch; where not even one pair fits, the benchmark is refused before anything runs. Per system and case
+it reports real tokens/s over the steps after ``warmup_steps`` (the first steps pay for lazy
+initialisation), time from launch to the end of the first step, peak memory per training process, and
+the ratios ``gazerm/trl`` and ``gazerm/plain``. gazerm's step times and per-step tokens
+(``train/tokens``, every rank's) come from its MLflow run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +41,7 @@ from gazerm.data.shards import Manifest
 from gazerm.data.sources import iter_source
 from gazerm.data.synthetic import readability_preferences
 from gazerm.errors import ConfigError
+from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig
 from gazerm.model.inputs import InputSpec, PromptResponse
 from gazerm.model.pipeline import InputPipeline
@@ -48,11 +52,15 @@ from gazerm.train.collate import UnitCollator
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.job import input_spec
 from gazerm.train.kinds import LossSpec
-from gazerm.train.memory import estimate_worker_memory
+from gazerm.train.memory import FitReport, available_per_worker, check_fits, estimate_worker_memory
 from gazerm.train.units import ToUnits
 
 System = Literal["gazerm", "trl", "plain"]
 SYSTEMS: tuple[System, ...] = ("gazerm", "trl", "plain")
+Packing = Literal["off", "on", "both"]
+PACKINGS: dict[Packing, tuple[bool, ...]] = {"off": (False,), "on": (True,), "both": (False, True)}
+# The backbone the benchmark trains by default: a real one, when its package is installed.
+REAL_BACKBONE, TINY_BACKBONE = "smollm2-135m-instruct", "tiny-llama"
 _EMPTY = np.zeros(0, dtype=np.float32)  # no word gaze: the benchmark is text-only
 # gazerm's job needs a validation split; it is scored once, after the last measured step.
 VALIDATION_SHARE, VALIDATION_PAIRS = 0.1, 32
@@ -61,16 +69,17 @@ DENSE_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0,
 
 
 class TrainBench(BaseModel):
-    """What every system trains: backbone, text template, token budget, batch geometry, steps."""
+    """What every system trains: backbone, text template, token budgets, batch geometry, steps."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    backbone: str = "tiny-llama"
+    backbone: str = TINY_BACKBONE
     template: TemplateKind = "plain"
     data: str | None = Field(default=None, description="a preference file; None: synthetic pairs")
     data_format: str = "generic"
-    max_length: int = Field(default=256, gt=8)
-    pairs_per_step: int = Field(default=16, ge=1)
+    max_lengths: list[Annotated[int, Field(gt=8)]] = Field(default_factory=lambda: [256], min_length=1)
+    packing: Packing = Field(default="both", description="gazerm's data.packing: off, on, or a run of each")
+    pairs_per_step: int = Field(default=16, ge=1, description="the global batch")
     steps: int = Field(default=12, ge=2)
     warmup_steps: int = Field(default=2, ge=1)
     workers: int = Field(default=2, ge=1, description="gazerm's Ray Train workers")
@@ -101,6 +110,69 @@ class TrainBench(BaseModel):
         return self.pairs_per_step * self.steps
 
 
+def default_backbone() -> str:
+    """The real backbone when its package is installed (its weights are dequantised once, on first use);
+    else the tiny random one, with a printed note."""
+    try:
+        resolve_backbone(REAL_BACKBONE)
+    except ConfigError as error:
+        print(f"[bench] note: {error}; benchmarking {TINY_BACKBONE} (random weights) instead", flush=True)
+        return TINY_BACKBONE
+    return REAL_BACKBONE
+
+
+@dataclass(frozen=True)
+class Batching:
+    """One optimizer step's pairs: ``micro`` per forward pass (per gazerm worker), ``accum`` of them."""
+
+    micro: int
+    accum: int
+
+
+@dataclass(frozen=True)
+class Case:
+    """One token budget and gazerm's packing setting (the baselines always pad) at the batching that fits."""
+
+    max_length: int
+    packing: bool
+    batching: Batching
+
+
+def fitting_batching(report: FitReport, micro: int) -> Batching:
+    """The micro-batch × accumulation ``gazerm plan``'s verdict on a ``micro``-pair micro-batch leads to:
+    its suggested smaller micro-batch (the same pairs per step), or ``micro`` itself where that fits.
+    Refused where only activation checkpointing or ZeRO-3 would fit, or nothing: every system trains
+    without them."""
+    suggestion = report.suggestion or {}
+    if set(suggestion) == {"run.micro_batch_size", "run.grad_accum"}:
+        return Batching(suggestion["run.micro_batch_size"], suggestion["run.grad_accum"])
+    if report.fits:
+        return Batching(micro, 1)
+    raise ConfigError(
+        "not even one pair per micro-batch fits without activation checkpointing or ZeRO-3, which the "
+        f"benchmark does not use: lower --max-length or --workers (memory: {report.verdict()})"
+    )
+
+
+def plan_batching(bench: TrainBench, max_length: int) -> Batching:
+    """``gazerm plan`` on gazerm's job at ``max_length`` with the whole per-worker share of the global batch
+    in one micro-batch, and the batching its verdict leads to (see :func:`fitting_batching`)."""
+    micro = bench.pairs_per_step // bench.workers
+    unplanned = Case(max_length, packing=False, batching=Batching(micro, 1))
+    job = gazerm_job(bench, unplanned, Path(bench.output_dir, "data"), Path(bench.output_dir))
+    report = check_fits(job, available_per_worker(job).gib)
+    try:
+        batching = fitting_batching(report, micro)
+    except ConfigError as error:
+        raise ConfigError(f"gazerm bench train at max_length {max_length}: {error}") from None
+    print(
+        f"[bench] max_length {max_length}, {micro} pairs per worker: {report.verdict()}: "
+        f"micro-batch {batching.micro} x {batching.accum} accumulated",
+        flush=True,
+    )
+    return batching
+
+
 @dataclass
 class SystemRun:
     """One system's run: launch time, each optimizer step's end and real tokens, its peak memory."""
@@ -122,21 +194,37 @@ class SystemRun:
         return self.step_times[0] - self.launched
 
 
+@dataclass
+class CaseRun:
+    """A system's run of one case (the baselines' pad, whatever the case's packing)."""
+
+    case: Case
+    run: SystemRun
+
+
 def run_train_bench(bench: TrainBench) -> dict[str, object]:
-    """Prepare the dataset, run every system in turn, print the table and ratios; returns them for JSON."""
+    """Plan every case's batching (refusing before anything runs where none fits), prepare each token
+    budget's dataset, run every system in turn, print the table and ratios; returns them for JSON."""
     if "trl" in bench.systems:
         _require_trl()
     output = Path(bench.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    dataset = prepare_dataset(bench, output / "data")
-    runs = {}
-    for system in bench.systems:
-        print(f"[bench] {system}: training {bench.steps} steps of {bench.pairs_per_step} pairs …", flush=True)
-        runs[system] = (
-            run_gazerm(bench, dataset, output)
-            if system == "gazerm"
-            else run_baseline(bench, system, dataset, output)
-        )
+    plans = {max_length: plan_batching(bench, max_length) for max_length in bench.max_lengths}
+    runs = []
+    for max_length, batching in plans.items():
+        directory = output / f"max-length-{max_length}"
+        dataset = prepare_dataset(bench, max_length, directory / "data")
+        for system in bench.systems:
+            packings = PACKINGS[bench.packing] if system == "gazerm" else (False,)
+            for packing in packings:
+                case = Case(max_length, packing, batching)
+                print(f"[bench] {system}, {_describe(system, case)}: {bench.steps} steps …", flush=True)
+                run = (
+                    run_gazerm(bench, case, dataset, directory)
+                    if system == "gazerm"
+                    else run_baseline(bench, system, case, dataset, directory)
+                )
+                runs.append(CaseRun(case, run))
     return report(bench, runs)
 
 
@@ -150,7 +238,7 @@ def _require_trl() -> None:
 
 
 # -- the dataset -----------------------------------------------------------------------------------
-def prepare_dataset(bench: TrainBench, directory: Path) -> Path:
+def prepare_dataset(bench: TrainBench, max_length: int, directory: Path) -> Path:
     """Single-turn pairs whose chosen and rejected sides both fit ``max_length`` untruncated, as a
     prepared gazerm dataset (text only) with a train split of at least ``steps × pairs_per_step``."""
     untruncated = InputPipeline.from_spec(
@@ -163,15 +251,16 @@ def prepare_dataset(bench: TrainBench, directory: Path) -> Path:
         seen += 1
         prefix = untruncated.template.prefix(None, prompt)
         sides = untruncated.encode([_text(prefix, chosen), _text(prefix, rejected)])
-        if all(len(side["input_ids"]) <= bench.max_length for side in sides):
+        if all(len(side["input_ids"]) <= max_length for side in sides):
             records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
         if len(records) == wanted:
             break
     if len(records) < bench.train_pairs:
-        _too_few(len(records), bench)
+        _too_few(len(records), max_length, bench)
     pairs_file = directory.parent / "pairs.jsonl"
+    pairs_file.parent.mkdir(parents=True, exist_ok=True)
     pairs_file.write_text("".join(json.dumps(record) + "\n" for record in records))
-    print(f"[bench] {len(records)} of {seen} pairs read fit {bench.max_length} tokens", flush=True)
+    print(f"[bench] {len(records)} of {seen} pairs read fit {max_length} tokens", flush=True)
     if invalid:
         print(f"[bench] {len(invalid)} invalid rows left out, the first: {invalid[0]}", flush=True)
     manifest = prepare(
@@ -184,13 +273,13 @@ def prepare_dataset(bench: TrainBench, directory: Path) -> Path:
         )
     )
     if manifest.rows("train") < bench.train_pairs:
-        _too_few(manifest.rows("train"), bench)
+        _too_few(manifest.rows("train"), max_length, bench)
     return directory
 
 
-def _too_few(found: int, bench: TrainBench) -> None:
+def _too_few(found: int, max_length: int, bench: TrainBench) -> None:
     raise ConfigError(
-        f"only {found} training pairs fit {bench.max_length} tokens, {bench.train_pairs} are needed: "
+        f"only {found} training pairs fit {max_length} tokens, {bench.train_pairs} are needed: "
         "raise max_length, lower steps or pairs_per_step, or add data"
     )
 
@@ -215,18 +304,25 @@ def _candidate_pairs(bench: TrainBench, invalid: list[DataError]):
 
 
 # -- gazerm ----------------------------------------------------------------------------------------
-def gazerm_job(bench: TrainBench, dataset: Path, output: Path) -> TrainJobConfig:
-    """``gazerm train``'s config for the benchmark: the same global batch over ``workers`` ranks."""
+def gazerm_job(bench: TrainBench, case: Case, dataset: Path, output: Path) -> TrainJobConfig:
+    """``gazerm train``'s config for the benchmark: the same global batch over ``workers`` ranks, each
+    accumulating ``case.batching``'s micro-batches."""
     return TrainJobConfig(
         name="bench-gazerm",
-        output_dir=str(output / "gazerm"),
-        data=DataConfig(dataset_dir=str(dataset), max_length=bench.max_length, template=bench.template),
+        output_dir=str(output / f"gazerm-packing-{_on(case.packing)}"),
+        data=DataConfig(
+            dataset_dir=str(dataset),
+            max_length=case.max_length,
+            template=bench.template,
+            packing=case.packing,
+        ),
         model=bench.model,
         optim=OptimConfig(lr=bench.lr, scheduler="constant", warmup_ratio=0.0),
         run=RunConfig(
             num_workers=bench.workers,
             use_gpu=bench.gpu,
-            micro_batch_size=bench.pairs_per_step // bench.workers,
+            micro_batch_size=case.batching.micro,
+            grad_accum=case.batching.accum,
             max_steps=bench.steps,
             eval_every=bench.steps + 1,  # one evaluation, after the last measured step
             seed=bench.seed,
@@ -237,16 +333,17 @@ def gazerm_job(bench: TrainBench, dataset: Path, output: Path) -> TrainJobConfig
     )
 
 
-def run_gazerm(bench: TrainBench, dataset: Path, output: Path) -> SystemRun:
+def run_gazerm(bench: TrainBench, case: Case, dataset: Path, output: Path) -> SystemRun:
     from mlflow.tracking import MlflowClient
 
     from gazerm.track.mlflow_tracking import RUN_ID_FILE
 
-    job = gazerm_job(bench, dataset, output)
-    config_file = output / "gazerm.yaml"
+    job = gazerm_job(bench, case, dataset, output)
+    name = Path(job.output_dir).name
+    config_file = output / f"{name}.yaml"
     config_file.write_text(yaml.safe_dump(job.model_dump(mode="json")))
     launched = _run_logged(
-        [sys.executable, "-m", "gazerm", "train", str(config_file), "--fresh"], output / "gazerm.log"
+        [sys.executable, "-m", "gazerm", "train", str(config_file), "--fresh"], output / f"{name}.log"
     )
     run_id = json.loads((Path(job.output_dir) / RUN_ID_FILE).read_text())["run_id"]
     client = MlflowClient(job.tracking.tracking_uri)
@@ -268,15 +365,17 @@ def _train_shards(job: TrainJobConfig) -> list[str]:
 
 
 # -- the baselines ---------------------------------------------------------------------------------
-def run_baseline(bench: TrainBench, system: System, dataset: Path, output: Path) -> SystemRun:
+def run_baseline(bench: TrainBench, system: System, case: Case, dataset: Path, output: Path) -> SystemRun:
+    """A baseline in its own process, at gazerm's micro-batch, accumulating the whole global batch."""
     pairs_file = output / "pairs.tokens.json"
     if not pairs_file.exists():
-        pairs_file.write_text(json.dumps(train_token_pairs(gazerm_job(bench, dataset, output))))
+        pairs_file.write_text(json.dumps(train_token_pairs(gazerm_job(bench, case, dataset, output))))
     spec = {
         "system": system,
         "model": bench.model.model_dump(mode="json"),
         "pairs": str(pairs_file),
         "pairs_per_step": bench.pairs_per_step,
+        "micro_batch": case.batching.micro,
         "steps": bench.steps,
         "lr": bench.lr,
         "max_grad_norm": OptimConfig().max_grad_norm,
@@ -301,54 +400,85 @@ def train_token_pairs(job: TrainJobConfig) -> list[tuple[list[int], list[int]]]:
 
 
 def _run_logged(command: list[str], log: Path) -> float:
-    """Run ``command`` with its output in ``log``; returns when it was launched (wall clock)."""
+    """Run ``command`` with its output in ``log``; returns when it was launched (wall clock). A refusal
+    (exit 2: a ``GazermError``, such as gazerm's memory check) is one line, a crash the log's end."""
     launched = time.time()
     with log.open("w") as handle:
         finished = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False)
-    if finished.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(
-            f"{' '.join(command[2:4])} failed (exit {finished.returncode}); end of {log}:\n{tail}"
-        )
-    return launched
+    if finished.returncode == 0:
+        return launched
+    lines = log.read_text().splitlines(keepends=True)
+    what = f"{' '.join(command[2:4])} failed (exit {finished.returncode})"
+    refusals = [line.strip() for line in lines if line.startswith("error: ")]
+    if finished.returncode == 2 and refusals:
+        raise ConfigError(f"{what}: {refusals[-1].removeprefix('error: ')} (log: {log})")
+    raise RuntimeError(f"{what}; end of {log}:\n{''.join(lines[-15:])}")
 
 
 # -- the report ------------------------------------------------------------------------------------
-def report(bench: TrainBench, runs: dict[System, SystemRun]) -> dict[str, object]:
+def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
+    """One row per system × max_length × packing; gazerm's rows carry its ratios to the baselines at the
+    same max_length."""
     warmup = bench.warmup_steps
-    rates = {system: run.tokens_per_s(warmup) for system, run in runs.items()}
     peak = _peak_flops(bench) if bench.gpu else None
-    header = ["system", "tokens/s", "first step (s)", "peak memory per process (GiB)", "processes"]
-    rows = []
-    for system, run in runs.items():
+    rates = [entry.run.tokens_per_s(warmup) for entry in runs]
+    baseline = {
+        (entry.run.system, entry.case.max_length): rate
+        for entry, rate in zip(runs, rates, strict=True)
+        if entry.run.system != "gazerm"
+    }
+    header = [
+        "system",
+        "max length",
+        "packing",
+        "micro x accum",
+        "tokens/s",
+        "first step (s)",
+        "peak GiB per process",
+        "processes",
+        "gazerm/trl",
+        "gazerm/plain",
+    ]
+    rows, cases = [], []
+    for entry, rate in zip(runs, rates, strict=True):
+        run, case = entry.run, entry.case
+        ratios = {}
+        if run.system == "gazerm":
+            ratios = {
+                f"gazerm/{other}": rate / baseline[other, case.max_length]
+                for other in ("trl", "plain")
+                if (other, case.max_length) in baseline
+            }
+        accum = case.batching.accum * (1 if run.system == "gazerm" else bench.workers)
         row = [
-            system,
-            f"{rates[system]:,.0f}",
+            run.system,
+            case.max_length,
+            _on(case.packing) if run.system == "gazerm" else "pads",
+            f"{case.batching.micro} x {accum}",
+            f"{rate:,.0f}",
             f"{run.time_to_first_step:.1f}",
             f"{run.peak_memory_gib:.2f}",
             run.processes,
+            *(f"{ratios[name]:.2f}x" if name in ratios else "" for name in ("gazerm/trl", "gazerm/plain")),
         ]
         if peak:
-            row.append(f"{6 * run.parameters * rates[system] / peak:.1%}")
+            row.append(f"{6 * run.parameters * rate / peak:.1%}")
         rows.append(row)
+        cases.append({**asdict(entry), "tokens_per_s": rate, "ratios": ratios})
     print(
         f"\n{bench.backbone}, LoRA r {bench.lora.r}, {bench.pairs_per_step} pairs/step, {bench.steps} steps "
-        f"({warmup} warm-up), max_length {bench.max_length}, {'GPU' if bench.gpu else 'CPU'}"
+        f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}"
     )
     print(Table([*header, *(["MFU"] if peak else [])], rows).markdown())
-    ratios = {
-        f"gazerm/{other}": rates["gazerm"] / rates[other]
-        for other in ("trl", "plain")
-        if "gazerm" in rates and other in rates
-    }
-    for name, ratio in ratios.items():
-        print(f"{name}: {ratio:.2f}x")
-    return {
-        "bench": bench.model_dump(mode="json"),
-        "tokens_per_s": rates,
-        "ratios": ratios,
-        "runs": {system: asdict(run) for system, run in runs.items()},
-    }
+    return {"bench": bench.model_dump(mode="json"), "cases": cases}
+
+
+def _on(packing: bool) -> str:
+    return "on" if packing else "off"
+
+
+def _describe(system: System, case: Case) -> str:
+    return f"max_length {case.max_length}" + (f", packing {_on(case.packing)}" if system == "gazerm" else "")
 
 
 def _peak_flops(bench: TrainBench) -> float:
