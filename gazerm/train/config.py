@@ -7,13 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
-from gazerm.config import OutputDir, StrictConfig
+from gazerm.config import OutputDir, StrictConfig, left_to_switch
 from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import unused_features_problem
-from gazerm.model.config import LossConfig, ModelConfig, field_defaults, without_implied
+from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.templates import TemplateKind
 from gazerm.storage import is_object_store
 from gazerm.train.metric_names import DEFAULT_METRIC
@@ -180,7 +187,7 @@ class TrainJobConfig(StrictConfig):
     ``model.fidelity`` is a model field (a saved model keeps it) while selection and schedule are the
     run's, so the switch reaches them here: under ``reference`` every field of ``REFERENCE_RUN_DEFAULTS``
     the ``run:`` and ``optim:`` sections leave out takes the reference's value, as ``ModelConfig`` does
-    for its own fields, and a dump leaves such fields out the same way (``without_implied``).
+    for its own fields, and a dump for overrides leaves such fields out the same way (``left_to_switch``).
     """
 
     name: str = "quickstart"
@@ -192,29 +199,36 @@ class TrainJobConfig(StrictConfig):
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _fidelity_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or _fidelity(data.get("model")) != "reference":
-            return data
-        data = dict(data)
-        for section, defaults in REFERENCE_RUN_DEFAULTS.items():
-            given = data.get(section) or {}
-            if isinstance(given, StrictConfig):
-                unset = {k: v for k, v in defaults.items() if k not in given.model_fields_set}
-                data[section] = given.model_copy(update=unset)
-            else:
-                data[section] = {**defaults, **given}
-        return data
+    def _fidelity_defaults(
+        cls, data: Any, handler: ModelWrapValidatorHandler[TrainJobConfig]
+    ) -> TrainJobConfig:
+        """Fill the sections' fields ``model.fidelity: reference`` implies, kept out of each section's
+        ``model_fields_set`` as ``ModelConfig`` keeps its own."""
+        filled: dict[str, dict[str, Any]] = {}
+        if isinstance(data, dict) and _fidelity(data.get("model")) == "reference":
+            data = dict(data)
+            for section, defaults in REFERENCE_RUN_DEFAULTS.items():
+                given = data.get(section) or {}
+                if isinstance(given, StrictConfig):
+                    filled[section] = {k: v for k, v in defaults.items() if k not in given.model_fields_set}
+                    data[section] = given.model_copy(update=filled[section])
+                else:
+                    filled[section] = {k: v for k, v in defaults.items() if k not in given}
+                    data[section] = {**given, **filled[section]}
+        config = handler(data)
+        for section, names in filled.items():
+            getattr(config, section).__pydantic_fields_set__ -= names.keys()
+        return config
 
     @model_serializer(mode="wrap")
-    def _without_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _for_overrides(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
         data = handler(self)
-        reference = self.model.fidelity == "reference"
         for section, defaults in REFERENCE_RUN_DEFAULTS.items():
-            config = getattr(self, section)
-            implied = defaults if reference else field_defaults(type(config), defaults)
-            data[section] = without_implied(data[section], config, implied, reference)
+            data[section] = left_to_switch(data[section], getattr(self, section), defaults, info)
         return data
 
     @model_validator(mode="after")

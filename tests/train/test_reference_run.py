@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gazerm.config import load_config
+from gazerm.config import load_config, with_overrides
 from gazerm.model.config import ModelConfig
 from gazerm.train.config import REFERENCE_RUN_DEFAULTS, RunConfig, TrainJobConfig
 from gazerm.train.schedule import build_scheduler, schedule_steps
@@ -32,9 +32,8 @@ def test_a_set_override_of_the_switch_moves_the_run_fields_left_to_it():
     config = load_config(TrainJobConfig, {"run": {"keep_checkpoints": 3}}, {"model.fidelity": "reference"})
     assert (config.run.select, config.run.final_eval, config.run.keep_checkpoints) == ("best", False, 3)
     assert config.optim.schedule_horizon == "full_batches"
-    dumped = config.model_dump(mode="json")
-    assert TrainJobConfig.model_validate(dumped) == config
-    back = load_config(TrainJobConfig, dumped, {"model.fidelity": "gazerm"})
+    assert TrainJobConfig.model_validate(config.model_dump(mode="json")) == config
+    back = with_overrides(config, {"model.fidelity": "gazerm"})
     assert (back.run.select, back.run.eval_every, back.optim.schedule_horizon) == ("last", 20, "trained")
 
 
