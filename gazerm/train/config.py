@@ -23,7 +23,7 @@ from gazerm.features.featurize import unused_features_problem
 from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.templates import TemplateKind
 from gazerm.storage import is_object_store
-from gazerm.train.metric_names import DEFAULT_METRIC
+from gazerm.train.metric_names import DEFAULT_METRIC, KIND_METRICS
 
 QUICKSTART_DATA = "runs/data/readability.jsonl"
 
@@ -230,6 +230,19 @@ class TrainJobConfig(StrictConfig):
         for section, defaults in REFERENCE_RUN_DEFAULTS.items():
             data[section] = left_to_switch(data[section], getattr(self, section), defaults, info)
         return data
+
+    @model_validator(mode="after")
+    def _select_metric_the_loss_reports(self) -> TrainJobConfig:
+        """``run.select: best`` (``model.fidelity: reference``'s default) ranks by a metric the loss kind
+        must report: else the first evaluation would fail, hours into a run."""
+        reported = KIND_METRICS[self.loss.kind]
+        if self.run.select == "best" and self.run.select_metric.rsplit("/", 1)[-1] not in reported:
+            named = ", ".join(f"val/{name}" for name in reported)
+            raise ValueError(
+                f"run.select_metric={self.run.select_metric!r}: a {self.loss.kind} loss reports {named}; "
+                "set run.select_metric to one of them (and run.select_mode: min for an error or a loss)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _init_from_needs_zero2(self) -> TrainJobConfig:

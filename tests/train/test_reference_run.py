@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import pytest
 import torch
+from pydantic import ValidationError
 
 from gazerm.config import load_config, with_overrides
 from gazerm.model.config import ModelConfig
 from gazerm.train.config import REFERENCE_RUN_DEFAULTS, RunConfig, TrainJobConfig
+from gazerm.train.kinds import KINDS
+from gazerm.train.metric_names import KIND_METRICS
 from gazerm.train.schedule import build_scheduler, schedule_steps
 
 
@@ -40,6 +45,25 @@ def test_a_set_override_of_the_switch_moves_the_run_fields_left_to_it():
 def test_a_run_section_given_as_a_config_object_takes_the_switch_too():
     config = TrainJobConfig(model=ModelConfig(fidelity="reference"), run=RunConfig(select_ties="later"))
     assert (config.run.select_ties, config.run.final_eval, config.run.eval_every) == ("later", False, 64)
+
+
+def test_a_selection_metric_the_loss_kind_does_not_report_is_refused_before_the_run():
+    regression = {"model": {"fidelity": "reference"}, "loss": {"kind": "regression"}}
+    with pytest.raises(ValidationError, match=r"select_metric='val/accuracy'.*val/mse, val/mae"):
+        TrainJobConfig.model_validate(regression)
+    chosen = TrainJobConfig.model_validate(
+        {**regression, "run": {"select_metric": "val/mse", "select_mode": "min"}}
+    )
+    assert chosen.run.select_metric == "val/mse"
+    assert (
+        TrainJobConfig.model_validate({"loss": {"kind": "regression"}}).run.select == "last"
+    )  # ranks nothing
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_metrics_a_config_checks_are_those_each_loss_kind_reports(kind):
+    totals = defaultdict(float, count=1.0)
+    assert {name.split("/")[1] for name in KINDS[kind].ratios(totals, "val")} == set(KIND_METRICS[kind])
 
 
 @pytest.mark.parametrize(
