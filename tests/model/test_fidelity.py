@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaModel
 
 from gazerm.config import load_config, with_overrides
@@ -138,6 +139,8 @@ def test_a_saved_lora_model_on_a_backbone_it_does_not_save_draws_the_same_pad_ro
     batch = make_batch(tokenizer)  # rows of two lengths: the shorter one's reward is read from a <PAD> slot
     save_reward_model(model, tokenizer, config, TEXT_ONLY_INPUTS, tmp_path / "rm")
     assert not (tmp_path / "rm" / "backbone").exists()
+    adapter = load_file(tmp_path / "rm" / "adapter" / "adapter_model.safetensors")
+    assert adapter and not any("embed_tokens" in name for name in adapter)  # the resized matrix is not saved
     loaded, _, _ = load_reward_model(tmp_path / "rm")
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).rewards, model(**batch).rewards, rtol=0, atol=0)
