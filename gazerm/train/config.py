@@ -91,8 +91,9 @@ class OptimConfig(StrictConfig):
     schedule_horizon: Literal["trained", "full_batches"] = Field(
         default="trained",
         description="the steps the schedule spans: those the run trains, or 'full_batches': train units // "
-        "(micro_batch_size x num_workers x grad_accum) x epochs, leaving out each epoch's short last batch "
-        "(the reference's n // batch_size x epochs, past which its cosine rises again); run.max_steps: those",
+        "(micro_batch_size x num_workers) x epochs, leaving out each epoch's short last batch and, as the "
+        "reference (n // batch_size x epochs, past which its cosine rises again), blind to grad_accum; "
+        "run.max_steps: those",
     )
 
 

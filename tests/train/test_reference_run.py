@@ -70,10 +70,10 @@ def test_the_metrics_a_config_checks_are_those_each_loss_kind_reports(kind):
     ("horizon", "units", "expected"),
     [("trained", 100, 26), ("full_batches", 100, 24), ("full_batches", 96, 24)],  # 100 // 8 * 2
 )
-def test_the_schedule_spans_the_reference_horizon(horizon, units, expected):
-    config = TrainJobConfig.model_validate(
-        {"optim": {"schedule_horizon": horizon}, "run": {"micro_batch_size": 8, "epochs": 2}}
-    )
+@pytest.mark.parametrize("grad_accum", [1, 2])  # the reference's horizon leaves accumulation out
+def test_the_schedule_spans_the_reference_horizon(horizon, units, expected, grad_accum):
+    run = {"micro_batch_size": 8, "epochs": 2, "grad_accum": grad_accum}
+    config = TrainJobConfig.model_validate({"optim": {"schedule_horizon": horizon}, "run": run})
     trained = 26  # ceil(100 / 8) x 2, what a run on 100 units trains
     assert schedule_steps(config, trained, units) == expected
 
