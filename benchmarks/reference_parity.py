@@ -35,8 +35,9 @@ from safetensors.torch import save_file
 
 from gazerm.features.base import FEATURE_NAMES, N_FEATURES
 from gazerm.model.config import LoraSettings, ModelConfig
-from gazerm.model.inputs import SequenceEncoder
+from gazerm.model.inputs import InputSpec, SequenceEncoder
 from gazerm.model.losses import pairwise_loss
+from gazerm.model.pipeline import InputPipeline
 from gazerm.model.reward_model import RewardModel, build_reward_model, build_tokenizer
 from gazerm.model.tokenizers import build_local_tokenizer
 
@@ -163,7 +164,8 @@ def gazerm_model(case: Case, backbone: Path) -> tuple[RewardModel, SequenceEncod
         ),
     )
     tokenizer = build_tokenizer(config)
-    return build_reward_model(config, tokenizer), SequenceEncoder(tokenizer, 1024)
+    spec = InputSpec({"predictor": "none"}, max_length=1024)
+    return build_reward_model(config, tokenizer), InputPipeline.from_spec(spec, tokenizer, config).encoder
 
 
 def case_inputs(case: Case, encoder: SequenceEncoder, seed: int) -> dict[str, list]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, SerializationInfo, ValidationError
 
 from gazerm.errors import ConfigError
 
@@ -112,10 +112,30 @@ def _section(annotation: Any) -> type[BaseModel] | type[dict] | None:
     return None
 
 
+# The serialization context ``with_overrides`` and ``load_config`` dump a config with before applying
+# overrides: fields a fidelity switch fills and the config did not set are left out, so an override of the
+# switch (``--set model.fidelity=reference``) moves them too. Every other dump is complete.
+_OMIT = "omit_implied"
+OMIT_IMPLIED = {_OMIT: True}
+
+
+def left_to_switch(
+    data: dict[str, Any], config: BaseModel, switched: Mapping[str, Any], info: SerializationInfo
+) -> dict[str, Any]:
+    """``data`` (a dump of ``config``) less, when dumped for overrides (``OMIT_IMPLIED``), the fields of
+    ``switched`` that the config left to its fidelity switch."""
+    if not (info.context or {}).get(_OMIT):
+        return data
+    return {
+        key: value for key, value in data.items() if key not in switched or key in config.model_fields_set
+    }
+
+
 def with_overrides(config: ConfigT, overrides: Mapping[str, Any]) -> ConfigT:
     """``config`` with each dotted path set to its typed value (``{"run.seed": 1}``), validated again as a
     whole: a path that names no field, or a value the config refuses, is a ConfigError naming it."""
-    return _validated(type(config), _overridden(type(config), config.model_dump(mode="json"), overrides))
+    dumped = config.model_dump(mode="json", context=OMIT_IMPLIED)
+    return _validated(type(config), _overridden(type(config), dumped, overrides))
 
 
 def _overridden(model: type[BaseModel], data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -188,7 +208,7 @@ def load_config(
     data = expand_env(data, origin)
     if overrides:
         with contextlib.suppress(ValidationError):  # an invalid file is reported below, overrides applied
-            data = model.model_validate(data).model_dump(mode="json")
+            data = model.model_validate(data).model_dump(mode="json", context=OMIT_IMPLIED)
         data = _overridden(model, data, overrides)
     return _validated(model, data, origin)
 

@@ -13,8 +13,9 @@ from gazerm.cli import app
 from gazerm.data.errors import DataError
 from gazerm.features.base import WordGaze, word_spans
 from gazerm.features.reading_model import ReadingTimeModel
-from gazerm.model.inputs import InputSpec, PromptResponse, SequenceEncoder
+from gazerm.model.inputs import InputSpec, PromptResponse
 from gazerm.model.io import save_reward_model
+from gazerm.model.pipeline import InputPipeline
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.model.templates import render_prompt
 from gazerm.score import RewardScorer, score_file
@@ -71,7 +72,8 @@ def training_rewards(model, tokenizer, recorded: dict[int, WordGaze] | None = No
     """What the model gives ``ROWS`` built as training builds them: predicted gaze for each response (or
     the ``recorded`` one) and, for the reference layout, each prompt (none beside a recorded response)."""
     recorded = recorded or {}
-    encoder = SequenceEncoder(tokenizer, MAX_LENGTH, prompt_gaze=model.model_config.gazes_prompt)
+    spec = InputSpec({"predictor": "reading_model"}, MAX_LENGTH)  # the scorer reads at MAX_LENGTH
+    encoder = InputPipeline.from_spec(spec, tokenizer, model.model_config).encoder
     predictor = ReadingTimeModel()
     sequences = []
     for index, (row, prompt_gaze) in enumerate(

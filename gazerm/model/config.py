@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from gazerm.config import StrictConfig
+from gazerm.config import StrictConfig, left_to_switch
 from gazerm.features.base import N_FEATURES
 
 TINY_BACKBONES = ("tiny-llama", "tiny-mistral", "tiny-bert")
@@ -42,26 +50,6 @@ REFERENCE_DEFAULTS = {
     "truncation_side": "right",
     "gaze_spread": "all",
 }
-
-
-def field_defaults(config: type[StrictConfig], names: Any) -> dict[str, Any]:
-    """The class defaults of the fields ``names``: what a field left to ``fidelity: gazerm`` takes."""
-    return {name: config.model_fields[name].default for name in names}
-
-
-def without_implied(
-    data: dict[str, Any], config: StrictConfig, implied: dict[str, Any], reference: bool
-) -> dict[str, Any]:
-    """``data`` (a dump of ``config``) less the fields left to the fidelity switch: those at the value
-    ``implied`` (the fidelity's defaults) gives them, unless, under ``gazerm``, the config set them.
-    Overrides land on a dumped config (``gazerm.config.with_overrides``), so ``--set
-    model.fidelity=reference`` then switches them too, while a field the config set keeps its value."""
-
-    def left_to_fidelity(key: str) -> bool:
-        explicit = key in config.model_fields_set and not reference
-        return key in implied and data[key] == implied[key] and not explicit
-
-    return {key: value for key, value in data.items() if not left_to_fidelity(key)}
 
 
 class LoraSettings(StrictConfig):
@@ -219,18 +207,23 @@ class ModelConfig(StrictConfig):
         "continue from a general one); its architecture must match this config",
     )
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _fidelity_defaults(cls, data: Any) -> Any:
+    def _fidelity_defaults(cls, data: Any, handler: ModelWrapValidatorHandler[ModelConfig]) -> ModelConfig:
+        """Fill what ``fidelity: reference`` implies, kept out of ``model_fields_set``: the set fields are
+        then the config's own in both modes, which a dump for overrides keeps (``left_to_switch``)."""
+        filled: dict[str, Any] = {}
         if isinstance(data, dict) and data.get("fidelity") == "reference":
-            return {**REFERENCE_DEFAULTS, **data}
-        return data
+            filled = {key: value for key, value in REFERENCE_DEFAULTS.items() if key not in data}
+        config = handler({**data, **filled} if filled else data)
+        config.__pydantic_fields_set__ -= filled.keys()
+        return config
 
     @model_serializer(mode="wrap")
-    def _without_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        reference = self.fidelity == "reference"
-        implied = REFERENCE_DEFAULTS if reference else _GAZERM_DEFAULTS
-        return without_implied(handler(self), self, implied, reference)
+    def _for_overrides(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        return left_to_switch(handler(self), self, REFERENCE_DEFAULTS, info)
 
     @field_validator("features_used")
     @classmethod
@@ -294,9 +287,6 @@ class ModelConfig(StrictConfig):
         """Whether outputs depend on the padding slots (``positions: padded`` or ``pooling: last_slot``):
         such a model cannot run packed, where padding is dropped."""
         return self.positions == "padded" or self.pooling == "last_slot"
-
-
-_GAZERM_DEFAULTS = field_defaults(ModelConfig, REFERENCE_DEFAULTS)
 
 
 class LossConfig(StrictConfig):

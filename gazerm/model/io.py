@@ -87,7 +87,9 @@ def _write_model(
         k.removeprefix(_BACKBONE_PREFIX): v for k, v in weights.items() if k.startswith(_BACKBONE_PREFIX)
     }
     if isinstance(model.backbone, PeftModel):
-        model.backbone.save_pretrained(str(out / "adapter"), state_dict=backbone)
+        # Rows a tokenizer added (model.pad_token: new) are frozen and drawn again from model.seed on load
+        # (reward_model.add_token_rows): peft's "auto" would save the whole resized matrix, after a hub call.
+        model.backbone.save_pretrained(str(out / "adapter"), state_dict=backbone, save_embedding_layers=False)
         backbone = _without_lora(backbone)
     if config.is_tiny or (config.lora is None and not config.frozen):
         model.hf_model.save_pretrained(str(out / "backbone"), state_dict=backbone)

@@ -8,6 +8,7 @@ next-token logits from the *same* forward pass.
 from __future__ import annotations
 
 import importlib.util
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,12 +285,18 @@ def mean_embedding(embeddings: nn.Module) -> torch.Tensor:
     """``(H,)`` the mean of an embedding matrix's rows, detached; gathered first where DeepSpeed ZeRO-3
     has partitioned it (``from_pretrained`` under ``HfDeepSpeedConfig``)."""
     weight = embeddings.weight
-    if hasattr(weight, "ds_id"):
-        import deepspeed
+    with gathered(weight):
+        return weight.detach().mean(0).clone()
 
-        with deepspeed.zero.GatheredParameters(weight):
-            return weight.detach().mean(0).clone()
-    return weight.detach().mean(0)
+
+def gathered(weight: nn.Parameter, modifier_rank: int | None = None) -> AbstractContextManager[Any]:
+    """Where DeepSpeed ZeRO-3 has partitioned ``weight`` (each rank holds a ``[0]``-shaped slice), gather
+    it whole for the block; ``modifier_rank`` is the rank whose writes are kept. Else a no-op."""
+    if not hasattr(weight, "ds_id"):
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(weight, modifier_rank=modifier_rank)
 
 
 def is_encoder(config: PretrainedConfig) -> bool:
@@ -357,10 +364,11 @@ def add_token_rows(model: PreTrainedModel, vocabulary: int, seed: int) -> None:
     model.resize_token_embeddings(vocabulary, mean_resizing=False)
     std = getattr(model.config, "initializer_range", 0.02)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
-            if layer is not None:
-                drawn = torch.randn(vocabulary - rows, layer.weight.shape[1], generator=generator) * std
+    for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if layer is not None:
+            width = getattr(layer.weight, "ds_shape", layer.weight.shape)[1]  # ZeRO-3: the full shape
+            drawn = torch.randn(vocabulary - rows, width, generator=generator) * std
+            with gathered(layer.weight, modifier_rank=0), torch.no_grad():  # every rank draws the same rows
                 layer.weight[rows:] = drawn.to(layer.weight)
 
 

@@ -7,16 +7,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
-from gazerm.config import OutputDir, StrictConfig
+from gazerm.config import OutputDir, StrictConfig, left_to_switch
 from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import unused_features_problem
-from gazerm.model.config import LossConfig, ModelConfig, field_defaults, without_implied
+from gazerm.model.config import LossConfig, ModelConfig
 from gazerm.model.templates import TemplateKind
 from gazerm.storage import is_object_store
-from gazerm.train.metric_names import DEFAULT_METRIC
+from gazerm.train.metric_names import DEFAULT_METRIC, KIND_METRICS
 
 QUICKSTART_DATA = "runs/data/readability.jsonl"
 
@@ -84,8 +91,9 @@ class OptimConfig(StrictConfig):
     schedule_horizon: Literal["trained", "full_batches"] = Field(
         default="trained",
         description="the steps the schedule spans: those the run trains, or 'full_batches': train units // "
-        "(micro_batch_size x num_workers x grad_accum) x epochs, leaving out each epoch's short last batch "
-        "(the reference's n // batch_size x epochs, past which its cosine rises again); run.max_steps: those",
+        "(micro_batch_size x num_workers) x epochs, leaving out each epoch's short last batch and, as the "
+        "reference (n // batch_size x epochs, past which its cosine rises again), blind to grad_accum; "
+        "run.max_steps: those",
     )
 
 
@@ -180,7 +188,7 @@ class TrainJobConfig(StrictConfig):
     ``model.fidelity`` is a model field (a saved model keeps it) while selection and schedule are the
     run's, so the switch reaches them here: under ``reference`` every field of ``REFERENCE_RUN_DEFAULTS``
     the ``run:`` and ``optim:`` sections leave out takes the reference's value, as ``ModelConfig`` does
-    for its own fields, and a dump leaves such fields out the same way (``without_implied``).
+    for its own fields, and a dump for overrides leaves such fields out the same way (``left_to_switch``).
     """
 
     name: str = "quickstart"
@@ -192,30 +200,50 @@ class TrainJobConfig(StrictConfig):
     run: RunConfig = Field(default_factory=RunConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _fidelity_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or _fidelity(data.get("model")) != "reference":
-            return data
-        data = dict(data)
-        for section, defaults in REFERENCE_RUN_DEFAULTS.items():
-            given = data.get(section) or {}
-            if isinstance(given, StrictConfig):
-                unset = {k: v for k, v in defaults.items() if k not in given.model_fields_set}
-                data[section] = given.model_copy(update=unset)
-            else:
-                data[section] = {**defaults, **given}
-        return data
+    def _fidelity_defaults(
+        cls, data: Any, handler: ModelWrapValidatorHandler[TrainJobConfig]
+    ) -> TrainJobConfig:
+        """Fill the sections' fields ``model.fidelity: reference`` implies, kept out of each section's
+        ``model_fields_set`` as ``ModelConfig`` keeps its own."""
+        filled: dict[str, dict[str, Any]] = {}
+        if isinstance(data, dict) and _fidelity(data.get("model")) == "reference":
+            data = dict(data)
+            for section, defaults in REFERENCE_RUN_DEFAULTS.items():
+                given = data.get(section) or {}
+                if isinstance(given, StrictConfig):
+                    filled[section] = {k: v for k, v in defaults.items() if k not in given.model_fields_set}
+                    data[section] = given.model_copy(update=filled[section])
+                else:
+                    filled[section] = {k: v for k, v in defaults.items() if k not in given}
+                    data[section] = {**given, **filled[section]}
+        config = handler(data)
+        for section, names in filled.items():
+            getattr(config, section).__pydantic_fields_set__ -= names.keys()
+        return config
 
     @model_serializer(mode="wrap")
-    def _without_implied(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _for_overrides(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
         data = handler(self)
-        reference = self.model.fidelity == "reference"
         for section, defaults in REFERENCE_RUN_DEFAULTS.items():
-            config = getattr(self, section)
-            implied = defaults if reference else field_defaults(type(config), defaults)
-            data[section] = without_implied(data[section], config, implied, reference)
+            data[section] = left_to_switch(data[section], getattr(self, section), defaults, info)
         return data
+
+    @model_validator(mode="after")
+    def _select_metric_the_loss_reports(self) -> TrainJobConfig:
+        """``run.select: best`` (``model.fidelity: reference``'s default) ranks by a metric the loss kind
+        must report: else the first evaluation would fail, hours into a run."""
+        reported = KIND_METRICS[self.loss.kind]
+        if self.run.select == "best" and self.run.select_metric.rsplit("/", 1)[-1] not in reported:
+            named = ", ".join(f"val/{name}" for name in reported)
+            raise ValueError(
+                f"run.select_metric={self.run.select_metric!r}: a {self.loss.kind} loss reports {named}; "
+                "set run.select_metric to one of them (and run.select_mode: min for an error or a loss)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _init_from_needs_zero2(self) -> TrainJobConfig:

@@ -251,8 +251,10 @@ class FrozenTrainer:
                 best = self._better(best, metrics, step)
             if step == total:
                 break
-        if best is None:  # no evaluation (run.final_eval: false, fewer steps than eval_every): the last heads
-            best = self._selected(0.0, step, {})
+        if best is None or (run.select == "last" and best[1] != step):
+            # The last step not evaluated (run.final_eval: false): its heads, as a Ray Train job exports,
+            # with the last evaluation's val/* (if any) as that job reports
+            best = self._selected(0.0, step, best[3] if best else {})
         _, selected, state, validation = best
         for head, saved in zip(self.heads, state, strict=True):
             head.load_state_dict(saved)

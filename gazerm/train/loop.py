@@ -65,6 +65,9 @@ class TrainerState:
     best_step: int | None = None  # run.select=best: the evaluation best by run.select_metric so far
     best_value: float | None = None
     best_rank: int = 0  # how many evaluations were the best when they ran: Ray ranks checkpoints by it
+    # The val/* of the evaluation run.select picks so far (the best, or the last): a final checkpoint that
+    # skips its evaluation reports these, because Ray Tune wants its metric in every result.
+    selected_val: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -324,16 +327,22 @@ class Trainer:
 
     def evaluate_and_checkpoint(self, final: bool) -> None:
         """Evaluate and checkpoint; the last step's checkpoint skips the evaluation under ``run.final_eval:
-        false`` unless the step is one of every ``run.eval_every``'s."""
+        false`` unless the step is one of every ``run.eval_every``'s, and then reports the ``val/*`` of the
+        evaluation ``run.select`` picks (Ray Tune wants its metric in every result)."""
         run = self.config.run
         metrics: dict[str, float] = {"step": self.state.step, "epoch": self.state.epoch}
         rank = -1
         if not final or run.final_eval or self.state.step % run.eval_every == 0:
-            metrics.update(self.evaluate())
+            evaluated = {k: v for k, v in self.evaluate().items() if k.startswith("val/")}
+            metrics.update(evaluated)
             rank = self._track_best(metrics)
+            if run.select == "last" or rank >= 0:
+                self.state.selected_val = evaluated
             if self.reporter is not None:
-                self.reporter.log({k: v for k, v in metrics.items() if k.startswith("val/")}, self.state.step)
+                self.reporter.log(evaluated, self.state.step)
                 self._post(eval_event(self.state.step, overall_metrics(metrics)))
+        else:
+            metrics.update(self.state.selected_val)
         if run.select == "best":  # what Ray ranks this checkpoint by (job._checkpoint_config)
             metrics[SELECT_RANK] = rank
         self._report(metrics, final)

@@ -30,9 +30,11 @@ def build_scheduler(
 
 def schedule_steps(config: TrainJobConfig, trained: int, units_per_rank: int) -> int:
     """The steps the schedule spans (``optim.schedule_horizon``): the ``trained`` ones, or under
-    ``full_batches`` the full batches of a rank's ``units_per_rank`` units times the epochs, as the
-    reference's n // batch_size x epochs (one GPU, no accumulation there); ``run.max_steps`` sets it too."""
+    ``full_batches`` the full micro-batches of a rank's ``units_per_rank`` units times the epochs, as the
+    reference's n // batch_size x epochs on one GPU: like it, blind to ``run.grad_accum`` (its scheduler
+    steps once per optimizer step, so with accumulation it spans that many times the steps trained);
+    ``run.max_steps`` sets it too."""
     run = config.run
     if config.optim.schedule_horizon == "trained" or run.max_steps is not None:
         return trained
-    return units_per_rank // (run.micro_batch_size * run.grad_accum) * run.epochs
+    return units_per_rank // run.micro_batch_size * run.epochs

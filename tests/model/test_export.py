@@ -17,8 +17,9 @@ from gazerm.cli import app
 from gazerm.errors import ConfigError, ExistsError
 from gazerm.features.featurize import build_predictor
 from gazerm.model.export import export_model, standard_blockers
-from gazerm.model.inputs import InputSpec, PromptResponse, SequenceEncoder
+from gazerm.model.inputs import InputSpec, PromptResponse
 from gazerm.model.io import load_reward_model, save_reward_model, seal_model_dir
+from gazerm.model.pipeline import InputPipeline
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.score import RewardScorer
 from tests.conftest import save_random_model
@@ -137,7 +138,7 @@ def test_other_models_export_with_gazerms_modeling_code_and_the_same_rewards(
 
     loaded = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
-    encoder = SequenceEncoder(tokenizer, inputs.max_length, prompt_gaze=config.gazes_prompt)
+    encoder = InputPipeline.from_spec(inputs, tokenizer, config).encoder
     predictor = build_predictor("reading_model")
     sequences = []
     for prompt, response, context in ROWS:
@@ -159,7 +160,9 @@ def test_a_pad_token_at_the_end_of_inputs_rules_out_the_standard_class(tmp_path)
     model_dir = save_random_model(tmp_path / "rm", predictor="none", fusion="none")
     zero_value_head_bias(model_dir)
     model, tokenizer, _ = load_reward_model(model_dir)
-    encoder = SequenceEncoder(tokenizer, 48)
+    encoder = InputPipeline.from_spec(
+        InputSpec({"predictor": "none"}, 48), tokenizer, model.model_config
+    ).encoder
     no_gaze = (np.zeros((0, 2)), np.zeros((0, 5)))
     probes = encoder.pad(encoder.encode([PromptResponse("Q: ", text, *no_gaze) for text in ("a b c", "a")]))
     assert standard_blockers(model, True, tokenizer.pad_token_id, probes) == []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaModel
 
-from gazerm.config import load_config
+from gazerm.config import load_config, with_overrides
 from gazerm.model.config import REFERENCE_DEFAULTS, ModelConfig
 from gazerm.model.io import load_reward_model, save_reward_model
 from gazerm.model.reward_model import NEW_PAD_TOKEN, build_reward_model, build_tokenizer
@@ -33,20 +34,39 @@ def test_the_switch_defaults_every_part_to_the_reference_and_a_set_field_wins():
 
 
 def test_a_set_override_of_the_switch_moves_every_field_the_config_left_to_it():
-    """Overrides land on a dumped config (gazerm.config.load_config): the dump leaves out what the
-    switch implies, so --set model.fidelity=reference switches those fields and keeps one set apart."""
-    base = {"model": {"fusion": "add", "head": "reference", "train_gaze": True}}
-    config = load_config(TrainJobConfig, base, {"model.fidelity": "reference"}).model
-    assert (config.pair_forward, config.gaze_layout, config.train_gaze, config.head) == (
+    """Overrides land on a config dumped less what the switch fills (gazerm.config.with_overrides), so
+    --set model.fidelity=... switches those fields, in both directions, and keeps each one the config set,
+    at whatever value."""
+    base = {"model": {"fusion": "add", "head": "reference", "train_gaze": True}, "run": {"eval_every": 20}}
+    job = load_config(TrainJobConfig, base, {"model.fidelity": "reference"})
+    assert (job.model.pair_forward, job.model.gaze_layout, job.model.train_gaze, job.model.head) == (
         "separate",
         "reference",
         True,
         "reference",
     )
-    dumped = {"model": config.model_dump(mode="json")}
-    back = load_config(TrainJobConfig, dumped, {"model.fidelity": "gazerm"})
-    assert (back.model.pair_forward, back.model.train_gaze, back.model.head) == ("joint", True, "gazerm")
-    assert ModelConfig.model_validate(config.model_dump(mode="json")) == config
+    assert (job.run.select, job.run.eval_every, job.optim.schedule_horizon) == ("best", 20, "full_batches")
+    back = with_overrides(job, {"model.fidelity": "gazerm"})
+    assert (back.model.pair_forward, back.model.train_gaze, back.model.head) == ("joint", True, "reference")
+    assert (back.run.select, back.run.eval_every, back.optim.schedule_horizon) == ("last", 20, "trained")
+
+
+def test_a_field_set_to_the_reference_value_stays_when_the_switch_is_turned_off():
+    job = load_config(
+        TrainJobConfig, {"model": {"fidelity": "reference", "pad_token": "new"}, "run": {"eval_every": 64}}
+    )
+    back = with_overrides(job, {"model.fidelity": "gazerm"})
+    assert (back.model.pad_token, back.run.eval_every) == ("new", 64)
+    assert (back.model.head, back.run.select) == ("gazerm", "last")  # left to the switch: switched back
+
+
+def test_a_dump_is_complete_and_reads_back_to_the_same_config():
+    job = TrainJobConfig(model=ModelConfig(fidelity="reference"))
+    dumped = job.model_dump(mode="json")
+    for section in ("model", "run", "optim"):
+        assert set(dumped[section]) == set(type(getattr(job, section)).model_fields), section
+    assert TrainJobConfig.model_validate(dumped) == job
+    assert dumped["model"]["pad_token"] == "new" and dumped["run"]["eval_every"] == 64
 
 
 def reference_model(tokenizers, fusion: str = "concat", **overrides):
@@ -119,6 +139,8 @@ def test_a_saved_lora_model_on_a_backbone_it_does_not_save_draws_the_same_pad_ro
     batch = make_batch(tokenizer)  # rows of two lengths: the shorter one's reward is read from a <PAD> slot
     save_reward_model(model, tokenizer, config, TEXT_ONLY_INPUTS, tmp_path / "rm")
     assert not (tmp_path / "rm" / "backbone").exists()
+    adapter = load_file(tmp_path / "rm" / "adapter" / "adapter_model.safetensors")
+    assert adapter and not any("embed_tokens" in name for name in adapter)  # the resized matrix is not saved
     loaded, _, _ = load_reward_model(tmp_path / "rm")
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).rewards, model(**batch).rewards, rtol=0, atol=0)

@@ -43,5 +43,5 @@ def test_one_step_in_reference_mode_updates_lora_and_head_as_the_reference_and_n
     assert "stepped/score" in stepped and any(".B" in key for key in stepped)
     for key in stepped:
         np.testing.assert_allclose(ours[key], reference[key], rtol=0, atol=1e-5, err_msg=key)
-    assert np.array_equal(reference["projector_after"], reference["projector"])  # the reference's stays put
-    assert np.array_equal(ours["projector"], reference["projector"])  # and so does gazerm's
+    # gazerm's projector after its step is still the one it was built with (the reference's, copied in)
+    assert np.array_equal(ours["projector"], reference["projector"])

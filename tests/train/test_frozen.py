@@ -100,6 +100,15 @@ def test_without_a_final_evaluation_the_last_step_is_not_evaluated_nor_selected(
     assert outcome.metrics["selected_step"] == best
 
 
+def test_without_a_final_evaluation_select_last_exports_the_last_step_as_a_ray_job(tmp_path, gaze_decided):
+    config = job(tmp_path, gaze_decided, "last", fusion="concat")
+    config.run = config.run.model_copy(update={"max_steps": 25, "final_eval": False, "select": "last"})
+    outcome = run_frozen_training(config, resume=True, parent_run_id=None)
+    history = MlflowClient(outcome.tracking_uri).get_metric_history(outcome.run_id, "val/accuracy")
+    assert outcome.metrics["selected_step"] == 25
+    assert outcome.metrics["val/accuracy"] == {m.step: m.value for m in history}[20]  # the last evaluation's
+
+
 def test_features_are_computed_once_per_response_across_runs(tmp_path, gaze_decided, forwards):
     first = job(tmp_path, gaze_decided, "text-a", fusion="none")
     run_frozen_training(first, resume=True, parent_run_id=None)

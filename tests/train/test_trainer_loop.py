@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -322,11 +322,21 @@ def test_the_best_evaluation_is_remembered_ties_as_the_run_says(tmp_path, mode, 
     assert reported == ranks and reported[best // 10 - 1] == max(reported)
 
 
-def reporting(tmp_path: Path, run: RunConfig, total: int, train_paths: list[str]) -> list[dict[str, float]]:
-    """The metrics of each checkpoint a run of ``total`` steps reports (every validation scores 0.5)."""
+def reporting(
+    tmp_path: Path,
+    run: RunConfig,
+    total: int,
+    train_paths: list[str],
+    scores: Callable[[int], float] = lambda _: 0.5,
+) -> list[dict[str, float]]:
+    """The metrics of each checkpoint a run of ``total`` steps reports (the validation at step ``s`` scores
+    ``scores(s)``)."""
     config = TrainJobConfig(output_dir=str(tmp_path), data=DataConfig(bucket_window=2), run=run)
     trainer = set_up(config, FakeEngine(), total, list_blocks(train_paths, LossSpec.of(config)))
-    trainer.evaluate = lambda split="validation": {"val/accuracy": 0.5, "val/count": 2.0}
+    trainer.evaluate = lambda split="validation": {
+        "val/accuracy": scores(trainer.state.step),
+        "val/count": 2.0,
+    }
     trainer.restore = lambda: None  # a fresh run: no Ray checkpoint to ask for
     reports = []
     trainer._report = lambda metrics, final: reports.append(metrics)
@@ -337,16 +347,27 @@ def reporting(tmp_path: Path, run: RunConfig, total: int, train_paths: list[str]
 @pytest.mark.parametrize(
     ("final_eval", "total", "reports"),
     [
-        (True, 5, [(2, True), (4, True), (5, True)]),
-        (False, 5, [(2, True), (4, True), (5, False)]),  # the last step checkpointed, not evaluated
-        (False, 4, [(2, True), (4, True)]),  # ... unless it is one of every eval_every's
+        (True, 5, [(2, 0.2), (4, 0.4), (5, 0.5)]),
+        # The last step checkpointed, not evaluated: it reports the last evaluation's (Ray Tune needs one) ...
+        (False, 5, [(2, 0.2), (4, 0.4), (5, 0.4)]),
+        (False, 4, [(2, 0.2), (4, 0.4)]),  # ... unless it is one of every eval_every's
     ],
 )
 def test_the_last_step_is_evaluated_as_run_final_eval_says(tmp_path, train_paths, final_eval, total, reports):
     run = RunConfig(micro_batch_size=2, eval_every=2, final_eval=final_eval)
-    reported = reporting(tmp_path, run, total, train_paths)
-    assert [(metrics["step"], "val/accuracy" in metrics) for metrics in reported] == reports
+    reported = reporting(tmp_path, run, total, train_paths, scores=lambda step: step / 10)
+    assert [(metrics["step"], metrics["val/accuracy"]) for metrics in reported] == reports
     assert not any(SELECT_RANK in metrics for metrics in reported)  # run.select: last, Ray ranks nothing
+
+
+def test_an_unevaluated_last_step_reports_the_best_evaluation(tmp_path, train_paths):
+    run = RunConfig(micro_batch_size=2, eval_every=2, final_eval=False, select="best")
+    reported = reporting(tmp_path, run, 5, train_paths, scores={2: 0.6, 4: 0.4}.get)
+    assert [(metrics["step"], metrics["val/accuracy"]) for metrics in reported] == [
+        (2, 0.6),
+        (4, 0.4),
+        (5, 0.6),
+    ]
 
 
 def test_ray_keeps_checkpoints_by_the_rank_the_run_reports(tmp_path, train_paths):
