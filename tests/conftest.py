@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+# One torch thread per process (set before torch is imported): tiny models gain nothing from a second
+# thread, and on a busy 2-core machine (CI, a shared workstation) intra-op threads spin-wait on each other,
+# which made single tests several times slower and their timings erratic. Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -64,7 +64,8 @@ class _BreakingOff(BaseHTTPRequestHandler):
 def _serve(handler) -> Iterator[str]:
     """Run ``handler`` on a local port while the caller's block runs; its URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for the serving loop's next look at its flag (0.5 s by default).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()

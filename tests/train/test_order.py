@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -112,8 +112,11 @@ def test_prefetching_keeps_the_order_raises_errors_and_stops_when_closed():
             produced.append(index)
             yield index
 
+    running = set(threading.enumerate())
     stream = prefetched(endless(), depth=2)
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    (producer,) = [thread for thread in threading.enumerate() if thread not in running]
     stream.close()  # the trainer stops mid-epoch at its last step
-    time.sleep(0.5)
+    producer.join(timeout=10)
+    assert not producer.is_alive()
     assert len(produced) < 10  # the producer stopped a few items ahead, not at the end
