@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +73,21 @@ def save_random_model(directory, predictor: str = "reading_model", max_length: i
     tokenizer = build_tokenizer(config)
     inputs = InputSpec({"predictor": predictor}, max_length)
     return save_reward_model(trained_looking(config, tokenizer), tokenizer, config, inputs, Path(directory))
+
+
+@pytest.fixture(scope="session")
+def _empty_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow sqlite store with its tables created: creating them takes a second or more on 2 cores,
+    copying the file a few milliseconds."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-empty") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, _empty_mlflow_store: Path) -> str:
+    """The URI of a new, empty MLflow sqlite store at ``tmp_path / "mlflow.db"``."""
+    shutil.copyfile(_empty_mlflow_store, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"

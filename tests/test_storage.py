@@ -69,8 +69,7 @@ def test_latest_checkpoint_is_the_highest_complete_step(output):
     assert latest_checkpoint(output.child("elsewhere")) is None
 
 
-def test_a_resumed_job_reopens_its_run_from_the_record(output, tmp_path):
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_a_resumed_job_reopens_its_run_from_the_record(output, tracking_uri):
     first = start_run(tracking_uri, "exp", "job", {"a": 1}, output.uri)
     assert json.loads(output.child(RUN_ID_FILE).read_text())["run_id"] == first
     assert start_run(tracking_uri, "exp", "job", {"a": 1}, output.uri) == first

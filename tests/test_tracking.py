@@ -36,17 +36,16 @@ def test_run_is_reopened_and_artifacts_stay_beside_the_store(tmp_path: Path, mon
     assert {a.path for a in client.list_artifacts(run_id, "model")} == {"model/weights.bin"}
 
 
-def test_steps_a_recovered_run_trains_again_are_logged_once(tmp_path: Path):
+def test_steps_a_recovered_run_trains_again_are_logged_once(tracking_uri: str):
     """After a recovery, rank 0 replays the steps since the checkpoint: the history keeps one entry per
     step (the first), and the recoveries counter counts up."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_id = start_run(uri, "exp", "job", {}, None)
-    first = MetricLogger(uri, run_id, once_per_step=True)
+    run_id = start_run(tracking_uri, "exp", "job", {}, None)
+    first = MetricLogger(tracking_uri, run_id, once_per_step=True)
     for step in range(1, 6):
         first.log({"train/loss": 1.0 / step}, step)
     first.log({"val/accuracy": 0.6}, step=4)
 
-    recovered = MetricLogger(uri, run_id, once_per_step=True)  # a new rank 0, resumed at step 3
+    recovered = MetricLogger(tracking_uri, run_id, once_per_step=True)  # a new rank 0, resumed at step 3
     assert recovered.count("recoveries") == 1
     for step in range(4, 8):
         recovered.log({"train/loss": 10.0 + step}, step)
@@ -54,22 +53,22 @@ def test_steps_a_recovered_run_trains_again_are_logged_once(tmp_path: Path):
             recovered.log({"val/accuracy": 0.9}, step)  # replayed evaluation: skipped too
     assert recovered.count("recoveries") == 2
 
-    client = MlflowClient(uri)
+    client = MlflowClient(tracking_uri)
     history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "train/loss"))
     assert history == [(1, 1.0), (2, 0.5), (3, 1 / 3), (4, 0.25), (5, 0.2), (6, 16.0), (7, 17.0)]
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val/accuracy")] == [(4, 0.6)]
     recoveries = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "recoveries"))
     assert recoveries == [(1, 1.0), (2, 2.0)]
-    MetricLogger(uri, run_id).log({"train/loss": 0.0}, step=7)  # a plain logger (evaluations) appends
+    # a plain logger (evaluations) appends
+    MetricLogger(tracking_uri, run_id).log({"train/loss": 0.0}, step=7)
     assert len(client.get_metric_history(run_id, "train/loss")) == 8
 
 
 @pytest.mark.parametrize(
     ("raised", "status"), [(RuntimeError("worker lost"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
 )
-def test_a_job_that_dies_leaves_its_run_failed_or_killed_not_running(tmp_path: Path, raised, status):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run_id = start_run(uri, "exp", "job", {}, None)
-    with pytest.raises(type(raised)), ended_on_failure(uri, run_id):
+def test_a_job_that_dies_leaves_its_run_failed_or_killed_not_running(tracking_uri: str, raised, status):
+    run_id = start_run(tracking_uri, "exp", "job", {}, None)
+    with pytest.raises(type(raised)), ended_on_failure(tracking_uri, run_id):
         raise raised
-    assert MlflowClient(uri).get_run(run_id).info.status == status
+    assert MlflowClient(tracking_uri).get_run(run_id).info.status == status

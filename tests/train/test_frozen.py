@@ -50,7 +50,7 @@ def forwards(monkeypatch) -> list[int]:
     return calls
 
 
-def job(tmp_path: Path, dataset: str, name: str, **model) -> TrainJobConfig:
+def job(tmp_path: Path, tracking_uri: str, dataset: str, name: str, **model) -> TrainJobConfig:
     return TrainJobConfig(
         name=name,
         output_dir=str(tmp_path / name),
@@ -58,12 +58,14 @@ def job(tmp_path: Path, dataset: str, name: str, **model) -> TrainJobConfig:
         model=ModelConfig(frozen=True, lora=None, **model),
         optim=OptimConfig(lr=1e-2, warmup_ratio=0.0),
         run=RunConfig(num_workers=1, micro_batch_size=8, max_steps=30, eval_every=10, select="best"),
-        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        tracking=TrackingConfig(tracking_uri=tracking_uri),
     )
 
 
-def test_a_frozen_run_trains_only_the_heads_and_its_model_scores_as_trained(tmp_path, gaze_decided):
-    config = job(tmp_path, gaze_decided, "concat", fusion="concat")
+def test_a_frozen_run_trains_only_the_heads_and_its_model_scores_as_trained(
+    tmp_path, tracking_uri, gaze_decided
+):
+    config = job(tmp_path, tracking_uri, gaze_decided, "concat", fusion="concat")
     outcome = run_frozen_training(config, resume=True, parent_run_id=None)
     assert outcome.metrics["test/count"] > 0 and 0.0 <= outcome.metrics["test/accuracy"] <= 1.0
     assert outcome.metrics["selected_step"] in (10, 20, 30)
@@ -87,8 +89,10 @@ def test_a_frozen_run_trains_only_the_heads_and_its_model_scores_as_trained(tmp_
     torch.testing.assert_close(scored, from_cache, rtol=0, atol=1e-5)
 
 
-def test_without_a_final_evaluation_the_last_step_is_not_evaluated_nor_selected(tmp_path, gaze_decided):
-    config = job(tmp_path, gaze_decided, "strict", fusion="concat")
+def test_without_a_final_evaluation_the_last_step_is_not_evaluated_nor_selected(
+    tmp_path, tracking_uri, gaze_decided
+):
+    config = job(tmp_path, tracking_uri, gaze_decided, "strict", fusion="concat")
     config.run = config.run.model_copy(
         update={"max_steps": 25, "final_eval": False, "select_ties": "earlier"}
     )
@@ -100,8 +104,10 @@ def test_without_a_final_evaluation_the_last_step_is_not_evaluated_nor_selected(
     assert outcome.metrics["selected_step"] == best
 
 
-def test_without_a_final_evaluation_select_last_exports_the_last_step_as_a_ray_job(tmp_path, gaze_decided):
-    config = job(tmp_path, gaze_decided, "last", fusion="concat")
+def test_without_a_final_evaluation_select_last_exports_the_last_step_as_a_ray_job(
+    tmp_path, tracking_uri, gaze_decided
+):
+    config = job(tmp_path, tracking_uri, gaze_decided, "last", fusion="concat")
     config.run = config.run.model_copy(update={"max_steps": 25, "final_eval": False, "select": "last"})
     outcome = run_frozen_training(config, resume=True, parent_run_id=None)
     history = MlflowClient(outcome.tracking_uri).get_metric_history(outcome.run_id, "val/accuracy")
@@ -109,8 +115,8 @@ def test_without_a_final_evaluation_select_last_exports_the_last_step_as_a_ray_j
     assert outcome.metrics["val/accuracy"] == {m.step: m.value for m in history}[20]  # the last evaluation's
 
 
-def test_features_are_computed_once_per_response_across_runs(tmp_path, gaze_decided, forwards):
-    first = job(tmp_path, gaze_decided, "text-a", fusion="none")
+def test_features_are_computed_once_per_response_across_runs(tmp_path, tracking_uri, gaze_decided, forwards):
+    first = job(tmp_path, tracking_uri, gaze_decided, "text-a", fusion="none")
     run_frozen_training(first, resume=True, parent_run_id=None)
     rows = sum(forwards)
     assert rows > 0
@@ -168,7 +174,7 @@ def test_a_response_key_holds_its_gaze_only_for_a_gaze_model():
 
 
 @pytest.mark.parametrize("fusion", ["none", "add"])
-def test_a_model_trained_on_a_releases_own_gaze_scores_text(tmp_path, fusion):
+def test_a_model_trained_on_a_releases_own_gaze_scores_text(tmp_path, tracking_uri, fusion):
     """``gaze.predictor: source`` (IFLLM's webcam gaze) is recorded gaze: a text-only model scores any text,
     a gaze model needs each response's fixations."""
     from gazerm.data.config import PrepareConfig
@@ -182,7 +188,7 @@ def test_a_model_trained_on_a_releases_own_gaze_scores_text(tmp_path, fusion):
         splits={"train": 0.5, "validation": 0.5},
         gaze={"predictor": "source", "backend": "local"},
     )
-    config = job(tmp_path, str(tmp_path / "data"), fusion, fusion=fusion)
+    config = job(tmp_path, tracking_uri, str(tmp_path / "data"), fusion, fusion=fusion)
     config = config.model_copy(
         update={"data": config.data.model_copy(update={"dataset_dir": None, "prepare": prepare})}
     )
