@@ -76,7 +76,7 @@ def save_random_model(directory, predictor: str = "reading_model", max_length: i
 
 
 @pytest.fixture(scope="session")
-def _empty_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def empty_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store with its tables created: creating them takes a second or more on 2 cores,
     copying the file a few milliseconds."""
     from mlflow.tracking import MlflowClient
@@ -87,7 +87,7 @@ def _empty_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def tracking_uri(tmp_path: Path, _empty_mlflow_store: Path) -> str:
+def tracking_uri(tmp_path: Path, empty_mlflow_store: Path) -> str:
     """The URI of a new, empty MLflow sqlite store at ``tmp_path / "mlflow.db"``."""
-    shutil.copyfile(_empty_mlflow_store, tmp_path / "mlflow.db")
+    shutil.copyfile(empty_mlflow_store, tmp_path / "mlflow.db")
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

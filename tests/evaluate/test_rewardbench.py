@@ -4,6 +4,7 @@ metrics logged into an MLflow run; with small saved models, no Ray and no networ
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -71,9 +72,10 @@ def bench_file(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory) -> str:
+def tracking(tmp_path_factory, empty_mlflow_store) -> str:
     """A local MLflow store (sqlite) with its artifacts beside it."""
     root = tmp_path_factory.mktemp("mlflow")
+    shutil.copyfile(empty_mlflow_store, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("eval", artifact_location=(root / "artifacts").as_uri())
     return uri
