@@ -28,7 +28,8 @@ from tests.helpers import ROOT, LocalCluster, start_local_cluster
 
 pytestmark = pytest.mark.slow
 
-STEPS, EVERY = 120, 10  # long enough that the kill lands mid-run; a checkpoint every 10 steps
+# A checkpoint every 10 steps; the kill lands right after the first, leaving 50 steps to recover into.
+STEPS, EVERY = 60, 10
 
 
 def process_group_of_node(cluster: LocalCluster, pid: int) -> int:
