@@ -139,7 +139,7 @@ class Trainer:
 
     @property
     def world_size(self) -> int:
-        return self.train_stream.plan.world_size
+        return self.plan.world_size
 
     # -- set-up ----------------------------------------------------------------------------------
     def setup(self, splits: dict[str, pa.Table]) -> None:
@@ -149,12 +149,13 @@ class Trainer:
         self.startup = StartupClock(**settings.startup) if settings.startup else StartupClock(time.time())
         self.startup.mark("workers")
         transformers.set_seed(self.config.run.seed)  # Python, NumPy and torch (every device)
+        self.plan = EpochPlan.from_dict(settings.plan)  # the schedule's horizon and this rank's stream
         self.tokenizer = build_tokenizer(self.config.model, settings.inputs.template)
         self.engine = self.build_engine()
         self.device = self.engine.device  # every micro-batch goes here before the forward
         self.collator = UnitCollator.for_job(self.config, settings.inputs, settings.loss, self.tokenizer)
-        self.train_stream = RankStream(EpochPlan.from_dict(settings.plan), self.rank, self.collator)
-        self.state = TrainerState(layout=self.train_stream.plan.layout(self.collator.windows))
+        self.train_stream = RankStream(self.plan, self.rank, self.collator)
+        self.state = TrainerState(layout=self.plan.layout(self.collator.windows))
         self._split_units = splits
 
     def build_engine(self) -> Any:
@@ -182,8 +183,7 @@ class Trainer:
             betas=config.optim.betas,
             weight_decay=config.optim.weight_decay,
         )
-        units = EpochPlan.from_dict(self.settings.plan).units_per_rank
-        horizon = schedule_steps(config, self.settings.total_steps, units)
+        horizon = schedule_steps(config, self.settings.total_steps, self.plan.units_per_rank)
         scheduler = build_scheduler(optimizer, config, horizon)
         engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
