@@ -201,6 +201,7 @@ def test_a_process_peak_is_its_own_not_its_parents():
     assert 0.05 < float(child.stdout) < 0.9, child.stdout
 
 
+@pytest.mark.slow  # trains in a fresh process (~15 s)
 def test_the_estimate_is_within_a_quarter_of_a_measured_peak():
     """A real forward, backward and AdamW step under DeepSpeed in a fresh process (the calibration
     benchmark's measurement), against the estimate for one worker."""
