@@ -30,7 +30,8 @@ from gazerm.errors import ConfigError
 from gazerm.features.base import N_FEATURES, WordGaze
 from gazerm.features.featurize import build_predictor
 from gazerm.model.inputs import INPUTS_FILE, InputSpec, PromptResponse, SequenceEncoder
-from gazerm.model.io import load_reward_model, verify_model_dir
+from gazerm.model.io import load_reward_model
+from gazerm.model.manifest import verify_model_dir
 from gazerm.model.pipeline import InputPipeline
 from gazerm.model.templates import Context
 from gazerm.runtime import init_ray

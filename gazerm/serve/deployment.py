@@ -28,7 +28,7 @@ from ray import serve
 from ray.serve import Application
 
 from gazerm.errors import ConfigError
-from gazerm.model.io import verify_model_dir
+from gazerm.model.manifest import verify_model_dir
 from gazerm.runtime import init_ray
 from gazerm.score import RewardScorer
 from gazerm.serve.api import (

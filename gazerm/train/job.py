@@ -28,7 +28,7 @@ from gazerm.data.shards import Manifest, verify
 from gazerm.errors import ConfigError, GazermError
 from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.inputs import InputSpec
-from gazerm.model.io import MANIFEST_FILE, verify_model_dir
+from gazerm.model.manifest import MANIFEST_FILE, verify_model_dir
 from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint

@@ -18,7 +18,8 @@ from gazerm.errors import ConfigError, ExistsError
 from gazerm.features.featurize import build_predictor
 from gazerm.model.export import export_model, standard_blockers
 from gazerm.model.inputs import InputSpec, PromptResponse
-from gazerm.model.io import load_reward_model, save_reward_model, seal_model_dir
+from gazerm.model.io import load_reward_model, save_reward_model
+from gazerm.model.manifest import seal_model_dir
 from gazerm.model.pipeline import InputPipeline
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.score import RewardScorer

@@ -9,13 +9,8 @@ import torch
 
 from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.inputs import InputSpec
-from gazerm.model.io import (
-    MANIFEST_FILE,
-    load_reward_model,
-    required_parts,
-    save_reward_model,
-    seal_model_dir,
-)
+from gazerm.model.io import load_reward_model, save_reward_model
+from gazerm.model.manifest import MANIFEST_FILE, required_parts, seal_model_dir
 from gazerm.model.reward_model import RewardModel, build_reward_model
 from tests.helpers import READING_MODEL_INPUTS, TEXT_ONLY_INPUTS
 from tests.model.conftest import make_batch, tiny_config, tokenizer_for
