@@ -93,10 +93,9 @@ def test_bad_training_data_stops_train_naming_file_row_and_field(tmp_path, ray_l
 
 @pytest.mark.slow  # starts Ray
 def test_a_config_error_raised_in_the_workers_is_one_line_and_exit_2(tmp_path, ray_local):
-    """The tiny tokenizer has no chat template: the workers find out, the user reads one line. (No
-    restarts: Ray Train would retry the same error run.max_failures times, each a new worker group.)"""
+    """The tiny tokenizer has no chat template: the workers find out, the user reads one line, and the
+    run ends there rather than restarting its workers run.max_failures (3) times into the same error."""
     settings = [
-        "run.max_failures=0",
         "data.template=chat",
         "data.synthetic_rows=40",
         "data.prepare.gaze.backend=local",

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gazerm.data.shards import Manifest, verify
-from gazerm.errors import ConfigError, GazermError
+from gazerm.errors import ConfigError
 from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.inputs import InputSpec
 from gazerm.model.manifest import MANIFEST_FILE, verify_model_dir
@@ -34,9 +34,10 @@ from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
 from gazerm.train.collate import Windows
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
+from gazerm.train.failures import StopOnGazermError, user_error
 from gazerm.train.kinds import LossSpec
 from gazerm.train.loop import SELECT_RANK, LoopSettings, summarize_test, train_loop_per_worker
-from gazerm.train.memory import MemoryCheck, preflight
+from gazerm.train.memory import preflight
 from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.progress import follow
@@ -177,35 +178,6 @@ def check_same_layout(checkpoint: str, layout: dict[str, int]) -> None:
         )
 
 
-def user_error(error: Exception, memory: MemoryCheck) -> GazermError | None:
-    """What the user can fix in a worker group's failure, as one line like any other error rather than
-    Ray's wrapped traceback: the first :class:`GazermError` a worker raised (a chat template the tokenizer
-    lacks, LoRA targets the backbone lacks), or a worker killed for running out of memory (what the
-    memory policy says, ``memory.if_killed()``)."""
-    failures = list(getattr(error, "worker_failures", {}).values())
-    for failure in failures:
-        for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
-            if isinstance(candidate, GazermError):
-                return candidate
-    if any(_out_of_memory(failure) for failure in failures):
-        return ConfigError(memory.if_killed())
-    return None
-
-
-_MEMORY_KILL = ("out of memory", "low on memory", "memory monitor")  # how Ray words such deaths
-
-
-def _out_of_memory(failure: BaseException) -> bool:
-    """Ray's memory monitor killed the worker (an ``OutOfMemoryError``, or an actor death it explains)."""
-    from ray.exceptions import OutOfMemoryError
-
-    causes = (failure, getattr(failure, "cause", None), failure.__cause__)
-    text = str(failure).lower()
-    return any(isinstance(cause, OutOfMemoryError) for cause in causes) or any(
-        p in text for p in _MEMORY_KILL
-    )
-
-
 def run_training(
     config: TrainJobConfig,
     resume: bool = True,
@@ -295,8 +267,8 @@ def run_training(
             trainer = _torch_trainer(config, settings, board, splits, output, callbacks)
             try:
                 result = trainer.fit()
-            except ray.train.WorkerGroupError as error:
-                cause = user_error(error, memory)
+            except (ray.train.WorkerGroupError, ray.train.ControllerError) as error:
+                cause = user_error(error, memory.if_killed)
                 if cause is None:
                     raise
                 raise cause from error
@@ -378,7 +350,7 @@ def _torch_trainer(
             # A lost worker or node restarts the worker group (on the nodes left or joining), which
             # continues from the latest checkpoint in the same data order and MLflow run.
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
-            callbacks=list(callbacks),
+            callbacks=[StopOnGazermError(), *callbacks],
         ),
     )
 
