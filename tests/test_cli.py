@@ -33,6 +33,15 @@ def test_the_command_line_starts_without_the_heavy_libraries():
     assert [choice.value for choice in PublishedPredictor] == list(PUBLISHED) == ["fmv1", "fmv2"]
 
 
+def test_a_trial_hands_its_run_to_ray_train_without_the_workers_libraries():
+    """A search's trial process (and a cluster job's driver) only hands a run to Ray Train: importing
+    the training driver and the trial loads none of transformers, peft or DeepSpeed (seconds a trial)."""
+    heavy = "{'transformers', 'peft', 'deepspeed'}"
+    code = f"import sys, gazerm.train.job, gazerm.tune.trial; print(sorted({heavy} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert (loaded.returncode, loaded.stdout.strip()) == (0, "[]"), loaded.stderr
+
+
 def test_bad_override_is_a_clear_error():
     result = CliRunner().invoke(app, ["train", "--set", "run.zero_stage=7"])
     assert result.exit_code == 2

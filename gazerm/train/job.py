@@ -36,12 +36,13 @@ from gazerm.train.collate import Windows
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.failures import StopOnGazermError, user_error
 from gazerm.train.kinds import LossSpec
-from gazerm.train.loop import SELECT_RANK, LoopSettings, summarize_test, train_loop_per_worker
 from gazerm.train.memory import preflight
+from gazerm.train.metric_names import summarize_test
 from gazerm.train.metrics import StartupClock
 from gazerm.train.order import EpochPlan, list_blocks
 from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
+from gazerm.train.worker_entry import SELECT_RANK, LoopSettings, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch
 import transformers
 
 from gazerm.errors import ConfigError
-from gazerm.model.inputs import InputSpec, ModelInputs
+from gazerm.model.inputs import ModelInputs
 from gazerm.model.io import load_weights_into, save_reward_model
 from gazerm.model.reward_model import RewardOutput, build_reward_model, build_tokenizer
 from gazerm.storage import Storage
@@ -40,18 +40,16 @@ from gazerm.train.checkpoints import (
     write_file_list,
 )
 from gazerm.train.collate import UnitCollator
-from gazerm.train.config import RunConfig, TrainJobConfig
+from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config, skip_compiled_ops
-from gazerm.train.kinds import LossKind, LossSpec
-from gazerm.train.metric_names import overall_metrics
+from gazerm.train.kinds import LossKind
+from gazerm.train.metric_names import overall_metrics, summarize_test
 from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib, sum_over_ranks
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
 from gazerm.train.reporting import Reporter, RunReporter
 from gazerm.train.schedule import build_scheduler, schedule_steps
-
-# The reported metric Ray ranks checkpoints by under run.select: best (Trainer._track_best).
-SELECT_RANK = "select_rank"
+from gazerm.train.worker_entry import SELECT_RANK, LoopSettings
 
 
 @dataclass
@@ -70,33 +68,9 @@ class TrainerState:
     selected_val: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    """What the driver works out for the workers: schedule length, where to track, the train blocks, how
-    the model reads its inputs and what it learns from."""
-
-    total_steps: int
-    tracking_uri: str
-    run_id: str
-    plan: dict[str, Any]  # train.order.EpochPlan.to_dict(): the seeded data order every rank derives
-    inputs: InputSpec  # derived once from the data: what batches are encoded with, saved with the model
-    loss: LossSpec  # the job's loss kind, resolved once
-    resume_from: str | None = None
-    startup: dict[str, Any] = field(default_factory=dict)  # train.metrics.StartupClock as the driver left it
-
-
-def summarize_test(metrics: dict[str, float], run: RunConfig) -> str:
-    """One line on what the exported model scores on the test split, and which evaluation it is."""
-    chosen = f"step {int(metrics['selected_step'])}"
-    if run.select == "best":
-        chosen += f", best {run.select_metric}"
-    overall = overall_metrics(metrics, "test/")
-    scores = ", ".join(f"{name.removeprefix('test/')} {value:.4g}" for name, value in overall.items())
-    return f"test split with the model of {chosen}: {scores or 'no test units'}"
-
-
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``loop_config`` = {"job": TrainJobConfig as dict, "settings": LoopSettings,
+def run_rank(loop_config: dict[str, Any]) -> None:
+    """One rank's run (``worker_entry.train_loop_per_worker``); ``loop_config`` = {"job": TrainJobConfig as
+    dict, "settings": LoopSettings,
     "board": the driver's ``ProgressBoard``, "splits": object references to the validation and test units
     by split name}."""
     config = TrainJobConfig.model_validate(loop_config["job"])

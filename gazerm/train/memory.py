@@ -16,18 +16,19 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PretrainedConfig
 
 from gazerm.config import with_overrides
 from gazerm.errors import ConfigError
 from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import ModelConfig
-from gazerm.model.reward_model import RewardModel, build_reward_model, build_tokenizer, is_encoder
 from gazerm.train.config import TrainJobConfig
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 GIB = 2**30
 # A Ray Train worker before its model: Python, torch, transformers, DeepSpeed, Ray's core worker, Ray Data
@@ -344,6 +345,8 @@ def architecture(config: ModelConfig, lm_head: bool) -> Architecture:
 
 @functools.lru_cache(maxsize=16)
 def _architecture(config_json: str, lm_head: bool) -> Architecture:
+    from gazerm.model.reward_model import is_encoder
+
     model = _meta_model(ModelConfig.model_validate_json(config_json), lm_head)
     transformer = model.transformer
     hf = transformer.config
@@ -384,7 +387,13 @@ def _linears(module: nn.Module) -> tuple[Linear, ...]:
 
 
 def _meta_model(config: ModelConfig, lm_head: bool) -> nn.Module:
-    """The reward model built on the ``meta`` device: every module and parameter shape, no memory."""
+    """The reward model built on the ``meta`` device: every module and parameter shape, no memory.
+    transformers is imported here, not with the module: a search's trials, whose drivers estimate nothing
+    (their workers' nodes are not known to them), import this module but never build a model."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from gazerm.model.reward_model import RewardModel, build_reward_model, build_tokenizer
+
     with torch.device("meta"):
         if config.is_tiny:
             return build_reward_model(config, build_tokenizer(config), lm_head)
@@ -395,6 +404,8 @@ def _meta_model(config: ModelConfig, lm_head: bool) -> nn.Module:
 @functools.lru_cache(maxsize=4)
 def _hf_config(backbone: str) -> PretrainedConfig:
     """The backbone's transformers config (a GGUF file's takes seconds to parse: read once a process)."""
+    from transformers import AutoConfig
+
     source = resolve_backbone(backbone)
     try:
         return AutoConfig.from_pretrained(source.path)

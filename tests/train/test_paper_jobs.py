@@ -14,8 +14,9 @@ from gazerm.config import load_config
 from gazerm.model.inputs import InputSpec
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.kinds import LossSpec
-from gazerm.train.loop import LoopSettings, Trainer
+from gazerm.train.loop import Trainer
 from gazerm.train.order import EpochPlan
+from gazerm.train.worker_entry import LoopSettings
 from tests.train.test_trainer_loop import UNUSED_BLOCKS, units
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"

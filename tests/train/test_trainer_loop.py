@@ -34,10 +34,11 @@ from gazerm.train.checkpoints import DEEPSPEED_DIR, LISTED, RAY_RUN_NAME, STATE_
 from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
 from gazerm.train.job import _checkpoint_config
 from gazerm.train.kinds import LossSpec
-from gazerm.train.loop import SELECT_RANK, LoopSettings, Trainer, TrainerState
+from gazerm.train.loop import Trainer, TrainerState
 from gazerm.train.order import Block, EpochPlan, list_blocks
 from gazerm.train.progress import Event
 from gazerm.train.units import ToUnits
+from gazerm.train.worker_entry import SELECT_RANK, LoopSettings
 
 UNUSED_BLOCKS = [Block("never-read.parquet", 0, 8)]  # for trainers that train on nothing
 
