@@ -7,6 +7,7 @@ model is registered with an alias, and the comparison and feature-ablation table
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,6 +82,8 @@ def run_search(config: TrainJobConfig, space: SearchSpace, fresh: bool = False) 
             "model.frozen trains in this process, outside Ray Tune's trials (they would report nothing to "
             "the search): compare frozen-backbone settings as rows of gazerm reproduce instead"
         )
+    if not os.environ.get("RAY_ADDRESS"):
+        check_memory(config, space)
     name = search_name(config, space)
     search_dir = Path(config.output_dir).resolve().parent / name
     if search_dir.exists():
@@ -140,6 +143,22 @@ def check_values(base: TrainJobConfig, fixed: Mapping[str, Any], space: SearchSp
             problem = trial_config(base, fixed, {path: value}, "check", "check").features_problem(predictor)
             if problem:
                 raise ConfigError(f"the search tries {path}={value}, but {problem}")
+
+
+def check_memory(config: TrainJobConfig, space: SearchSpace) -> None:
+    """On a local Ray (the trials' workers share this machine), the job with each listed value and range
+    end against this machine's memory, as ``gazerm train`` checks a job: a trial cannot check its own, since
+    its process runs inside Ray and does not know where its workers will run."""
+    from gazerm.train.memory import preflight
+
+    tried = [{}] + [
+        {path: value} for path, values in space.distributions().items() for value in values.values_to_check()
+    ]
+    for sampled in tried:
+        refusal = preflight(trial_config(config, space.fixed, sampled, "check", "check"), local=True).refusal
+        if refusal:
+            where = ", ".join(f"{path}={value}" for path, value in sampled.items()) or "its fixed settings"
+            raise ConfigError(f"the search tries {where}, but {refusal}")
 
 
 def _choose(

@@ -69,3 +69,22 @@ def test_a_search_over_a_frozen_backbone_job_is_refused_before_ray_starts(tmp_pa
     space = SearchSpace(name="s", feature_subsets=[[1, 1, 1, 1, 1]])
     with pytest.raises(ConfigError, match="rows of gazerm reproduce"):
         run_search(job, space)
+
+
+def test_a_search_with_a_value_that_does_not_fit_this_machine_is_refused_before_ray_starts(
+    tmp_path: Path, monkeypatch
+):
+    import pytest
+
+    from gazerm.errors import ConfigError
+    from gazerm.train.config import RunConfig, TrainJobConfig
+    from gazerm.tune.search import run_search
+    from gazerm.tune.space import SearchSpace
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    job = TrainJobConfig(output_dir=str(tmp_path / "job"), run=RunConfig(micro_batch_size=8))
+    too_big = {"run.micro_batch_size": {"type": "choice", "values": [8, 20000]}}
+    space = SearchSpace(name="s", params=too_big, feature_subsets=[[1, 1, 1, 1, 1]])
+    with pytest.raises(ConfigError, match=r"tries run.micro_batch_size=20000, but memory: does not fit"):
+        run_search(job, space)
+    assert not (tmp_path / "quickstart-s").exists()  # refused before anything ran
