@@ -46,61 +46,57 @@ def _history(client: MlflowClient, run_id: str, key: str) -> list[float]:
     return [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
-# Each backbone and fusion mode trains end to end somewhere in the suite: tiny-mistral + concat here,
-# tiny-llama + add (ZeRO-3) and + concat (quickstart) below, tiny-llama + none in the implicit-feature
-# ablation (tests/tune), tiny-bert + add in tests/evaluate/test_e2e_ratings_vs_rankings.py. Every
-# backbone × fusion pair is covered by the model's unit tests; an e2e run costs over a minute here.
-def test_training_lowers_loss_and_records_run(tmp_path: Path, dataset_dir: str, ray_local):
+# Each backbone and fusion mode trains end to end somewhere in the suite: tiny-mistral + concat (ZeRO-3)
+# here, tiny-llama + concat in the quickstart below and + add and none in tests/train/test_e2e_gaze_signal.py,
+# tiny-bert + add in tests/evaluate/test_e2e_ratings_vs_rankings.py. Every backbone × fusion pair is
+# covered by the model's unit tests; an e2e run costs half a minute here.
+def test_a_zero3_run_records_itself_and_resumes_from_its_checkpoint(
+    tmp_path: Path, dataset_dir: str, ray_local, capfd
+):
+    """A run stopped after 4 steps is complete (MLflow record, checkpoints, exported model); run again with
+    8 steps it resumes from its checkpoint into the same MLflow run. Also the object-store path: output_dir
+    is a URI (file:// here; s3:// and gs:// take the same pyarrow-filesystem code), read and written by
+    Ray Train and by the driver alike."""
     backbone, fusion = "tiny-mistral", "concat"
-    outcome = run_training(_job(tmp_path, dataset_dir, ModelConfig(backbone=backbone, fusion=fusion)))
-
-    client = MlflowClient(outcome.tracking_uri)
-    run = client.get_run(outcome.run_id)
-    assert run.info.status == "FINISHED"
-    assert run.data.params["model.backbone"] == backbone
-    assert run.data.params["model.fusion"] == fusion
-    assert run.data.params["run.zero_stage"] == "2"
-    losses = _history(client, outcome.run_id, "train/loss")
-    assert len(losses) == 8
-    assert statistics.mean(losses[-3:]) < losses[0]
-    assert [m.step for m in client.get_metric_history(outcome.run_id, "val/accuracy")] == [4, 8]
-    assert 0.0 <= outcome.metrics["val/accuracy"] <= 1.0
-    assert outcome.metrics["val/count"] == pytest.approx(run.data.metrics["val/count"])
-    assert run.data.metrics["train/grad_norm"] > 0 and run.data.metrics["train/peak_memory_gib"] > 0.1
-
-    checkpoints = [path for path in (tmp_path / "run" / "ray").glob("checkpoint_*") if path.is_dir()]
-    assert checkpoints and all((c / "deepspeed").is_dir() for c in checkpoints)
-    assert {a.path for a in client.list_artifacts(outcome.run_id, "model")} >= {
-        "model/config.yaml",
-        "model/heads.safetensors",
-    }
-    model, _, config = load_reward_model(outcome.model_dir)
-    assert config.fusion == fusion and (model.projector is None) == (fusion == "none")
-    assert not model.value_head.bias.any()  # frozen at 0: a pairwise loss gives it no signal
-
-
-def test_zero3_run_resumes_from_its_checkpoint(tmp_path: Path, dataset_dir: str, ray_local, capfd):
-    """Also the object-store path: output_dir is a URI (file:// here; s3:// and gs:// take the same
-    pyarrow-filesystem code), read and written by Ray Train and by the driver alike."""
     output_uri = (tmp_path / "run").as_uri()
 
     def job(max_steps: int) -> TrainJobConfig:
-        config = _job(tmp_path, dataset_dir, ModelConfig(fusion="add"), zero_stage=3, max_steps=max_steps)
+        model = ModelConfig(backbone=backbone, fusion=fusion)
+        config = _job(tmp_path, dataset_dir, model, zero_stage=3, max_steps=max_steps)
         return config.model_copy(update={"output_dir": output_uri})
 
     first = run_training(job(4))
+
+    client = MlflowClient(first.tracking_uri)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert (run.data.params["model.backbone"], run.data.params["model.fusion"]) == (backbone, fusion)
+    assert [m.step for m in client.get_metric_history(first.run_id, "val/accuracy")] == [4]
+    assert 0.0 <= first.metrics["val/accuracy"] <= 1.0
+    assert first.metrics["val/count"] == pytest.approx(run.data.metrics["val/count"])
+    assert run.data.metrics["train/grad_norm"] > 0 and run.data.metrics["train/peak_memory_gib"] > 0.1
+    checkpoints = [path for path in (tmp_path / "run" / "ray").glob("checkpoint_*") if path.is_dir()]
+    assert checkpoints and all((c / "deepspeed").is_dir() for c in checkpoints)
+    assert {a.path for a in client.list_artifacts(first.run_id, "model")} >= {
+        "model/config.yaml",
+        "model/heads.safetensors",
+    }
+
     second = run_training(job(8))
 
     assert second.run_id == first.run_id
     assert f"resuming from {output_uri}/ray/checkpoint_" in capfd.readouterr().out
-    client = MlflowClient(second.tracking_uri)
+    losses = _history(client, second.run_id, "train/loss")
     steps = [m.step for m in client.get_metric_history(second.run_id, "train/loss")]
     assert sorted(steps) == list(range(1, 9))  # steps 1-4 once, then 5-8: nothing trained twice
+    assert statistics.mean(losses[-3:]) < losses[0]
+    assert [m.step for m in client.get_metric_history(second.run_id, "val/accuracy")] == [4, 8]
     assert client.get_run(second.run_id).data.params["run.zero_stage"] == "3"
     assert second.model_dir == f"{output_uri}/model"
-    model, _, _ = load_reward_model(tmp_path / "run" / "model")
+    model, _, config = load_reward_model(tmp_path / "run" / "model")
+    assert config.fusion == fusion and model.projector is not None
     assert model.value_head.weight.abs().sum() > 0  # the gathered ZeRO-3 weights, not empty partitions
-    assert not model.value_head.bias.any()
+    assert not model.value_head.bias.any()  # frozen at 0: a pairwise loss gives it no signal
 
 
 def test_listwise_loss_on_ranked_lists(tmp_path: Path, ray_local):
