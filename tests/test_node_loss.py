@@ -1,12 +1,12 @@
 """Fault injection: the node hosting the training workers dies mid-run, and the job recovers by itself.
 
 A local cluster (a head and two worker nodes, cluster/start-local-cluster.sh) runs a training job
-submitted with `ray job submit`. When the first complete checkpoint exists, the test kills the process
-group of the node that hosts the training workers (its raylet and every process on it, as a lost
+submitted with `ray job submit`. When Ray Train has registered the first checkpoint, the test kills the
+process group of the node that hosts the training workers (its raylet and every process on it, as a lost
 machine would). Ray Train restarts the worker group on the node left (``run.max_failures``), which
-resumes from the latest checkpoint. The job must succeed without resubmission, export its model and
-close its MLflow run with every step logged once; the steps trained twice are at most one checkpoint
-interval.
+resumes from the latest registered checkpoint. The job must succeed without resubmission, export its
+model and close its MLflow run with every step logged once; the steps trained twice are at most two
+checkpoint intervals.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.helpers import ROOT, LocalCluster, start_local_cluster
 
 pytestmark = pytest.mark.slow
 
-# A checkpoint every 10 steps; the kill lands right after the first, leaving 50 steps to recover into.
+# A checkpoint every 10 steps; the kill lands soon after the first is registered, leaving ~40 to recover into.
 STEPS, EVERY = 60, 10
 
 
@@ -66,6 +66,23 @@ def logged_steps(tracking_uri: str, key: str = "train/loss") -> list[tuple[int, 
     return sorted((m.step, m.timestamp) for m in client.get_metric_history(runs[0].info.run_id, key))
 
 
+def registered_checkpoint(output_dir: Path) -> str | None:
+    """The checkpoint a restarted worker group resumes from: the latest Ray Train's controller has
+    registered (its snapshot under the run's storage). A checkpoint complete on storage is registered only
+    when the controller next polls the workers (every 2 s), so a node lost in between restarts from the
+    previous one (from scratch before the first); the kill waits for this, not for the files."""
+    snapshot = output_dir / "ray" / "checkpoint_manager_snapshot.json"
+    if not snapshot.is_file():
+        return None
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+    except ValueError:  # being rewritten
+        return None
+    if latest is None or latest_checkpoint(Storage.of(output_dir)) is None:
+        return None
+    return latest["checkpoint_dir_name"]
+
+
 def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
     output_dir, tracking_uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     submit = [
@@ -92,7 +109,7 @@ def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
         # Looked up before the checkpoint (listing actors takes seconds here), so the kill lands right after
         # it, as the bound on retrained steps below assumes.
         group = process_group_of_node(cluster, training_worker_pids(cluster)[0])
-        while latest_checkpoint(Storage.of(output_dir)) is None:
+        while registered_checkpoint(output_dir) is None:
             assert job.poll() is None and time.monotonic() < deadline, "no checkpoint before the job ended"
             time.sleep(0.5)
         os.killpg(group, signal.SIGKILL)
@@ -104,7 +121,9 @@ def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
     assert "succeeded" in log
     resumed = [int(step) for step in re.findall(r"resumed at step (\d+)", log)]
     assert len(resumed) == 1 and resumed[0] >= EVERY, log[-6000:]
-    assert steps_at_kill - resumed[0] <= EVERY  # the steps trained twice: at most one checkpoint interval
+    # The steps trained twice: the kill lands within a poll of the first registered checkpoint, when the
+    # next may be on storage but not yet registered: at most two checkpoint intervals.
+    assert steps_at_kill - resumed[0] <= 2 * EVERY
 
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("gazerm").experiment_id])
