@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from ray.exceptions import OutOfMemoryError
 from ray.train import UserCallback
 
 from gazerm.errors import ConfigError, GazermError
@@ -20,11 +21,16 @@ from gazerm.errors import ConfigError, GazermError
 _MEMORY_KILL = ("out of memory", "low on memory", "memory monitor")  # how Ray words such deaths
 
 
+def _as_raised(failure: BaseException) -> tuple[BaseException | None, ...]:
+    """A worker's failure and what Ray wrapped in it (``cause``, ``__cause__``)."""
+    return failure, getattr(failure, "cause", None), failure.__cause__
+
+
 def gazerm_error_in(failures: Iterable[BaseException]) -> GazermError | None:
     """The first :class:`GazermError` among the workers' failures (raised as is, or as the cause Ray
     wrapped)."""
     for failure in failures:
-        for candidate in (failure, getattr(failure, "cause", None), failure.__cause__):
+        for candidate in _as_raised(failure):
             if isinstance(candidate, GazermError):
                 return candidate
     return None
@@ -49,11 +55,8 @@ def user_error(error: Exception, if_killed: Callable[[], str]) -> GazermError | 
 
 def _out_of_memory(failure: BaseException) -> bool:
     """Ray's memory monitor killed the worker (an ``OutOfMemoryError``, or an actor death it explains)."""
-    from ray.exceptions import OutOfMemoryError
-
-    causes = (failure, getattr(failure, "cause", None), failure.__cause__)
     text = str(failure).lower()
-    return any(isinstance(cause, OutOfMemoryError) for cause in causes) or any(
+    return any(isinstance(cause, OutOfMemoryError) for cause in _as_raised(failure)) or any(
         p in text for p in _MEMORY_KILL
     )
 
