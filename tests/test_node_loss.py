@@ -1,12 +1,14 @@
-"""Fault injection: the node hosting the training workers dies mid-run, and the job recovers by itself.
+"""End-to-end on a cluster: a training job submitted with `ray job submit` (as jobs/README.md documents
+it) loses the node hosting its workers mid-run, and recovers by itself.
 
-A local cluster (a head and two worker nodes, cluster/start-local-cluster.sh) runs a training job
-submitted with `ray job submit`. When Ray Train has registered the first checkpoint, the test kills the
-process group of the node that hosts the training workers (its raylet and every process on it, as a lost
-machine would). Ray Train restarts the worker group on the node left (``run.max_failures``), which
-resumes from the latest registered checkpoint. The job must succeed without resubmission, export its
-model and close its MLflow run with every step logged once; the steps trained twice are at most two
-checkpoint intervals.
+A local cluster (a head and two worker nodes, cluster/start-local-cluster.sh, token authentication) runs
+`python -m gazerm train` from this checkout. When Ray Train has registered the first checkpoint, the test
+kills the process group of the node that hosts the training workers (its raylet and every process on it,
+as a lost machine would). Ray Train restarts the worker group on the node left (``run.max_failures``),
+which resumes from the latest registered checkpoint. The job must succeed without resubmission, show rank
+0's progress through its driver, export its model to the shared path and close its MLflow run with every
+step logged once; the steps trained twice are at most two checkpoint intervals. (One job covers both the
+plain submission and the recovery: each cluster job costs this 2-core machine over half a minute.)
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
 
     assert job.returncode == 0, log[-6000:]
     assert "succeeded" in log
+    assert f"[gazerm] eval at step {STEPS}" in log  # rank 0's progress, drawn by the job's driver
     resumed = [int(step) for step in re.findall(r"resumed at step (\d+)", log)]
     assert len(resumed) == 1 and resumed[0] >= EVERY, log[-6000:]
     # The steps trained twice: the kill lands within a poll of the first registered checkpoint, when the
@@ -128,9 +131,13 @@ def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("gazerm").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["recoveries"] == 1
+    assert run.data.params["output_dir"] == str(output_dir)
+    assert 0.0 <= run.data.metrics["val/accuracy"] <= 1.0
     history = logged_steps(tracking_uri)
     assert [step for step, _ in history] == list(range(1, STEPS + 1))  # every step once, replays skipped
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")][-1] == STEPS
-    assert (output_dir / "model" / "heads.safetensors").is_file()
+    assert {"config.yaml", "heads.safetensors", "inputs.json"} <= {
+        p.name for p in (output_dir / "model").iterdir()
+    }
     (recovered,) = client.get_metric_history(run.info.run_id, "recoveries")  # logged by the new rank 0
     print(f"recovery: {recovered.timestamp / 1000 - killed_at:.1f} s from the kill to the restored workers")
