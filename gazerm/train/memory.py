@@ -16,19 +16,13 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-import torch
-from torch import nn
+from typing import Any
 
 from gazerm.config import with_overrides
 from gazerm.errors import ConfigError
-from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import ModelConfig
+from gazerm.train.architecture import Architecture, architecture
 from gazerm.train.config import TrainJobConfig
-
-if TYPE_CHECKING:
-    from transformers import PretrainedConfig
 
 GIB = 2**30
 # A Ray Train worker before its model: Python, torch, transformers, DeepSpeed, Ray's core worker, Ray Data
@@ -66,53 +60,6 @@ SHARED_INPUTS = {
     **dict.fromkeys(["q_proj", "k_proj", "v_proj", "query", "key", "value"], "attention"),
     **dict.fromkeys(["gate_proj", "up_proj"], "mlp"),
 }
-
-
-@dataclass(frozen=True)
-class Linear:
-    """A linear layer of the backbone: LoRA targets are counted and sized from these."""
-
-    name: str  # the full module name, as LoRA's target_modules match it
-    in_features: int
-    out_features: int
-
-    @property
-    def short(self) -> str:
-        return self.name.rsplit(".", 1)[-1]
-
-    def targeted(self, targets: list[str]) -> bool:
-        return any(self.name == t or self.name.endswith(f".{t}") for t in targets)
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """What the estimate needs of a reward model, read off its meta-device build."""
-
-    encoder: bool
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    attention_dropout: float
-    hidden_dropout: float
-    backbone_params: int  # tied embeddings counted once
-    head_params: int  # projector, value head, implicit head: outside the backbone, always trained
-    layer_params: int
-    embedding_params: int
-    linears: tuple[Linear, ...]  # every linear layer of the backbone
-    layer_linears: tuple[Linear, ...]  # those of its first transformer layer
-
-    def lora_params(self, config: ModelConfig) -> int:
-        """``r × (in + out)`` per linear layer LoRA targets (its A and B matrices)."""
-        lora = config.lora
-        if lora is None:
-            return 0
-        return sum(
-            lora.r * (x.in_features + x.out_features) for x in self.linears if x.targeted(lora.target_modules)
-        )
 
 
 @dataclass(frozen=True)
@@ -327,91 +274,6 @@ def checkpoint_kind(config: ModelConfig) -> str:
     """How the backbone's weights are read: drawn at random (tiny), or from safetensors (a GGUF file's
     dequantised copy included)."""
     return "random" if config.is_tiny else "safetensors"
-
-
-def architecture(config: ModelConfig, lm_head: bool) -> Architecture:
-    """The reward model's architecture; cached, since suggestions re-estimate one config many times."""
-    shape = config.model_copy(
-        update={
-            "lora": None,
-            "quantization": "none",  # counted from the shape by estimate_worker_memory
-            "gradient_checkpointing": False,
-            "init_from": None,
-            "attn_implementation": "sdpa",
-        }
-    )
-    return _architecture(shape.model_dump_json(), lm_head)
-
-
-@functools.lru_cache(maxsize=16)
-def _architecture(config_json: str, lm_head: bool) -> Architecture:
-    from gazerm.model.reward_model import is_encoder
-
-    model = _meta_model(ModelConfig.model_validate_json(config_json), lm_head)
-    transformer = model.transformer
-    hf = transformer.config
-    heads = hf.num_attention_heads
-    layer = next(
-        m for m in transformer.modules() if isinstance(m, nn.ModuleList) and len(m) == hf.num_hidden_layers
-    )[0]
-    backbone = {id(p): p.numel() for p in model.backbone.parameters()}
-    return Architecture(
-        encoder=is_encoder(hf),
-        hidden=hf.hidden_size,
-        intermediate=getattr(hf, "intermediate_size", None) or 4 * hf.hidden_size,
-        layers=hf.num_hidden_layers,
-        heads=heads,
-        kv_heads=getattr(hf, "num_key_value_heads", None) or heads,
-        head_dim=getattr(hf, "head_dim", None) or hf.hidden_size // heads,
-        vocab=hf.vocab_size,
-        attention_dropout=getattr(hf, "attention_dropout", None)
-        or getattr(hf, "attention_probs_dropout_prob", 0.0),
-        hidden_dropout=getattr(hf, "hidden_dropout_prob", 0.0) or 0.0,
-        backbone_params=sum(backbone.values()),
-        head_params=sum(p.numel() for p in model.parameters() if id(p) not in backbone),
-        layer_params=sum(p.numel() for p in layer.parameters()),
-        embedding_params=transformer.get_input_embeddings().weight.numel(),
-        linears=_linears(model.backbone),
-        layer_linears=_linears(layer),
-    )
-
-
-def _linears(module: nn.Module) -> tuple[Linear, ...]:
-    found = []
-    for name, child in module.named_modules():
-        if isinstance(child, nn.Linear):
-            found.append(Linear(name, child.in_features, child.out_features))
-        elif type(child).__name__ == "Conv1D":  # transformers' GPT-2 linear layer: weight (in, out)
-            found.append(Linear(name, *child.weight.shape))
-    return tuple(found)
-
-
-def _meta_model(config: ModelConfig, lm_head: bool) -> nn.Module:
-    """The reward model built on the ``meta`` device: every module and parameter shape, no memory.
-    transformers is imported here, not with the module: a search's trials, whose drivers estimate nothing
-    (their workers' nodes are not known to them), import this module but never build a model."""
-    from transformers import AutoModel, AutoModelForCausalLM
-
-    from gazerm.model.reward_model import RewardModel, build_reward_model, build_tokenizer
-
-    with torch.device("meta"):
-        if config.is_tiny:
-            return build_reward_model(config, build_tokenizer(config), lm_head)
-        backbone = (AutoModelForCausalLM if lm_head else AutoModel).from_config(_hf_config(config.backbone))
-        return RewardModel(backbone, config)
-
-
-@functools.lru_cache(maxsize=4)
-def _hf_config(backbone: str) -> PretrainedConfig:
-    """The backbone's transformers config (a GGUF file's takes seconds to parse: read once a process)."""
-    from transformers import AutoConfig
-
-    source = resolve_backbone(backbone)
-    try:
-        return AutoConfig.from_pretrained(source.path)
-    except OSError as error:  # not on the hub, or the hub out of reach and the config not cached
-        message = " ".join(str(error).split())
-        raise ConfigError(f"model.backbone={backbone!r}: its config cannot be read: {message}") from error
 
 
 # -- what a worker has, and what would fit -----------------------------------------------------------------
