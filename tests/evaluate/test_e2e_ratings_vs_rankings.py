@@ -47,6 +47,7 @@ def test_the_two_jobs_share_their_data_and_differ_in_the_loss():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("tracking_uri")  # tmp_path/mlflow.db: a copy of an empty store, not created
 def test_ratings_and_rankings_models_are_compared_on_their_data(tmp_path: Path, monkeypatch, ray_local):
     monkeypatch.chdir(tmp_path)
     source = _job("ratings_rm.yaml").data.prepare.sources[0].path

@@ -20,7 +20,8 @@ from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConf
 from gazerm.train.job import run_training
 from tests.helpers import prepare_gaze_decided
 
-pytestmark = pytest.mark.slow
+# tmp_path/mlflow.db starts as a copy of an empty store (tests/conftest.py): creating one costs a second
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tracking_uri")]
 
 
 @pytest.fixture(scope="module")

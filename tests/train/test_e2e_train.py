@@ -24,7 +24,8 @@ from gazerm.model.io import load_reward_model
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.job import run_training
 
-pytestmark = pytest.mark.slow
+# tmp_path/mlflow.db starts as a copy of an empty store (tests/conftest.py): creating one costs a second
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tracking_uri")]
 
 
 def _job(

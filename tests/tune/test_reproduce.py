@@ -123,6 +123,7 @@ def test_without_a_source_the_table_says_the_numbers_were_not_found(job_file):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("tracking_uri")  # tmp_path/mlflow.db: a copy of an empty store, not created
 def test_a_small_reproduction_end_to_end_and_resumed(tmp_path, ray_local):
     manifest = prepare_gaze_decided(tmp_path, n=300, seed=2)
     job = TrainJobConfig(
