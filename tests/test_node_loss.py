@@ -85,7 +85,7 @@ def registered_checkpoint(output_dir: Path) -> str | None:
     return latest["checkpoint_dir_name"]
 
 
-def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
+def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path, monkeypatch):
     output_dir, tracking_uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
     submit = [
         "ray", "job", "submit", "--working-dir", ".", "--runtime-env", "jobs/runtime_env.yaml",
@@ -99,6 +99,10 @@ def test_a_lost_node_is_recovered_from_without_resubmission(tmp_path: Path):
         "--set", f"output_dir={output_dir}",
         "--tracking-uri", tracking_uri,
     ]  # fmt: skip
+    # The GCS declares a silent node dead after 3 failed health checks a second apart, not Ray's 5 three
+    # seconds apart: the recovery waits ~3 s for it instead of ~15.
+    monkeypatch.setenv("RAY_health_check_period_ms", "1000")
+    monkeypatch.setenv("RAY_health_check_failure_threshold", "3")
     with start_local_cluster(workers=2, worker_cpus=2, head_cpus=1) as cluster:
         submit[3:3] = ["--address", cluster.address]
         job = subprocess.Popen(

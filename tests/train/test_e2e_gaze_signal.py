@@ -37,7 +37,8 @@ def train(tmp_path: Path, dataset: str, fusion: str, **run) -> tuple:
         data=DataConfig(dataset_dir=dataset, prepare=None, max_length=64),
         model=ModelConfig(fusion=fusion),
         optim=OptimConfig(lr=5e-3, warmup_ratio=0.0),
-        run=RunConfig(num_workers=2, micro_batch_size=8, max_steps=24, eval_every=8, **run),
+        # One worker (a run starts ~2.5 s sooner): 2-rank runs are tests/train/test_e2e_train.py's.
+        run=RunConfig(num_workers=1, micro_batch_size=16, max_steps=24, eval_every=8, **run),
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
     )
     outcome = run_training(job)

@@ -131,7 +131,8 @@ def test_a_small_reproduction_end_to_end_and_resumed(tmp_path, ray_local):
         output_dir=str(tmp_path / "run"),
         data=DataConfig(dataset_dir=str(tmp_path / "shards"), prepare=None, max_length=64),
         optim=OptimConfig(lr=5e-3, warmup_ratio=0.0),
-        run=RunConfig(num_workers=2, micro_batch_size=8, max_steps=12, eval_every=6),
+        # one worker: a run starts ~2.5 s sooner; 2-rank runs are tests/train/test_e2e_train.py's
+        run=RunConfig(num_workers=1, micro_batch_size=16, max_steps=12, eval_every=6),
         tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
     )
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(job.model_dump(mode="json")))
