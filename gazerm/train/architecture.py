@@ -33,8 +33,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ARCHITECTURE_CACHE = "architectures"
-# The code a model is built from (its heads, fusion, backbone wiring) and this module's reading of it.
-_MODEL_CODE = [*sorted((Path(__file__).parents[1] / "model").glob("*.py")), Path(__file__)]
+# The code a model is built from (its heads, fusion, backbone wiring; the feature counts its heads read
+# from ``features``) and this module's reading of it.
+_PACKAGE = Path(__file__).parents[1]
+_MODEL_CODE = [
+    *sorted((_PACKAGE / "model").glob("*.py")),
+    _PACKAGE / "features" / "base.py",
+    _PACKAGE / "features" / "implicit.py",
+    Path(__file__),
+]
 
 
 @dataclass(frozen=True)

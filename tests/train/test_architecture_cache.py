@@ -50,6 +50,16 @@ def test_a_torn_cache_file_is_built_again_and_replaced(cache: Path):
     assert arch.Architecture.from_json(cached.read_text()) == built
 
 
+def test_the_key_follows_the_model_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    code = tmp_path / "heads.py"
+    code.write_text("HEADS = 1\n")
+    monkeypatch.setattr(arch, "_MODEL_CODE", [code])
+    config = ModelConfig().model_dump_json()
+    before = arch._cache_key(config, lm_head=False)
+    code.write_text("HEADS = 2\n")
+    assert arch._cache_key(config, lm_head=False) != before
+
+
 def test_the_key_follows_the_backbones_config_and_skips_a_hub_backbone(tmp_path: Path):
     backbone = tmp_path / "backbone"
     backbone.mkdir()
