@@ -14,8 +14,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -25,6 +23,7 @@ from gazerm.cache import cache_dir, file_sha256
 from gazerm.errors import ConfigError
 from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import ModelConfig
+from gazerm.storage import write_text_atomic
 
 if TYPE_CHECKING:
     from torch import nn
@@ -127,7 +126,7 @@ def _architecture(config_json: str, lm_head: bool) -> Architecture:
     built = _built_architecture(config_json, lm_head)
     if cached is not None:
         try:
-            _write_atomically(cached, built.to_json())
+            write_text_atomic(cached, built.to_json())
         except OSError as error:  # a read-only or full cache: every run builds it, as before the cache
             log.warning("architecture not cached in %s: %s", cached.parent, error)
     return built
@@ -142,19 +141,15 @@ def _cache_key(config_json: str, lm_head: bool) -> str | None:
         if not path.is_file():
             return None
         backbone_config = file_sha256(path)
-    code = hashlib.sha256(b"".join(source.read_bytes() for source in _MODEL_CODE)).hexdigest()
-    libraries = [version(name) for name in ("torch", "transformers", "peft")]
-    parts = [config_json, lm_head, backbone_config, libraries, code]
+    parts = [config_json, lm_head, backbone_config, *_installed_code()]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Written beside ``path``, then renamed into place: drivers starting together never read half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-")
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    os.replace(staging, path)
+@functools.lru_cache(maxsize=1)
+def _installed_code() -> tuple[list[str], str]:
+    """The library versions and the digest of gazerm's model code: read once a process, not per config."""
+    libraries = [version(name) for name in ("torch", "transformers", "peft")]
+    return libraries, hashlib.sha256(b"".join(source.read_bytes() for source in _MODEL_CODE)).hexdigest()
 
 
 def _built_architecture(config_json: str, lm_head: bool) -> Architecture:
