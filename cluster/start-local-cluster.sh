@@ -134,7 +134,8 @@ export RAY_USAGE_STATS_ENABLED=0
 # (~/.ray/auth_token, generated once, mode 0600). `ray job submit` from this user finds the same token.
 export RAY_AUTH_MODE=token
 if [[ -z ${RAY_AUTH_TOKEN:-} && -z ${RAY_AUTH_TOKEN_PATH:-} ]]; then
-    ray get-auth-token --generate >/dev/null # created under umask 077
+    # Created under umask 077 when missing (the CLI's start costs seconds on a small machine).
+    [[ -s $HOME/.ray/auth_token ]] || ray get-auth-token --generate >/dev/null
     chmod 600 "$HOME/.ray/auth_token"        # one generated before, by Ray's default umask, may be 0644
 elif [[ -n ${RAY_AUTH_TOKEN_PATH:-} ]]; then
     chmod 600 "$RAY_AUTH_TOKEN_PATH"
@@ -171,12 +172,12 @@ start_node() {
     echo "$! $name" >>"$state_dir/pids"
 }
 
-# wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND once a second until it succeeds; fail when
-# it times out or a node has died (its `ray start --block` exits when startup fails).
+# wait_for DESCRIPTION SECONDS COMMAND...: poll COMMAND five times a second until it succeeds; fail
+# when it times out or a node has died (its `ray start --block` exits when startup fails).
 wait_for() {
     local what=$1 seconds=$2 pid name
     shift 2
-    for ((i = 0; i < seconds; i++)); do
+    for ((i = 0; i < seconds * 5; i++)); do
         if "$@" >/dev/null 2>&1; then
             return 0
         fi
@@ -187,7 +188,7 @@ wait_for() {
                 return 1
             fi
         done <"$state_dir/pids"
-        sleep 1
+        sleep 0.2
     done
     echo "error: timed out after ${seconds}s waiting for $what; logs in $state_dir/logs" >&2
     return 1
@@ -199,13 +200,10 @@ dashboard_up() {
     [[ $(curl -s -o /dev/null -w '%{http_code}' "$dashboard_url/api/version") != 000 ]]
 }
 
-alive_nodes() {
-    ray list nodes --address "$dashboard_url" --filter state=ALIVE --format json 2>/dev/null |
-        python3 -c 'import json, sys; print(len(json.load(sys.stdin)))'
-}
-
-has_nodes() {
-    [[ $(alive_nodes) == "$1" ]]
+# A node's `ray start` prints this once the GCS lists the node alive (ray._private.node.Node waits for
+# that): read from its log, not asked of the cluster (`ray list nodes` takes seconds a call here).
+node_started() {
+    grep -q "Ray runtime started" "$state_dir/logs/$1.log"
 }
 
 echo "starting the head node ($head_cpus CPUs) ..."
@@ -220,7 +218,7 @@ wait_for "the dashboard at $dashboard_url" 120 dashboard_up
 for ((n = 1; n <= workers; n++)); do
     echo "starting worker node $n/$workers ($worker_cpus CPUs) ..."
     start_node "worker-$n" "$worker_cpus" "$n" --address "$gcs_address"
-    wait_for "worker node $n to join" 180 has_nodes $((n + 1))
+    wait_for "worker node $n to join" 180 node_started "worker-$n"
 done
 started=true
 
