@@ -19,22 +19,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under ``-n 2`` (with addopts' ``--dist loadgroup``) the slow tests run one after another in one
-    worker, since two Ray instances on one host interfere, and the fast ones (and the slow ones marked
-    ``starts_no_ray``) fill the other worker."""
+    worker, since two Ray instances on one host interfere, and the fast ones fill the other worker."""
     for item in items:
-        if item.get_closest_marker("slow") is not None and item.get_closest_marker("starts_no_ray") is None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("slow"))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """``-m "not slow"`` is the fast inner loop: a test that starts Ray must be marked slow, and not
-    ``starts_no_ray``."""
-    if "ray_local" not in item.fixturenames:
-        return
-    if item.get_closest_marker("slow") is None:
+    """``-m "not slow"`` is the fast inner loop: a test that starts Ray must be marked slow."""
+    if "ray_local" in item.fixturenames and item.get_closest_marker("slow") is None:
         pytest.fail(f"{item.nodeid} starts Ray (ray_local) but is not marked slow", pytrace=False)
-    if item.get_closest_marker("starts_no_ray") is not None:
-        pytest.fail(f"{item.nodeid} starts Ray (ray_local) but is marked starts_no_ray", pytrace=False)
 
 
 @pytest.fixture(scope="session")

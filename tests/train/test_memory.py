@@ -202,7 +202,6 @@ def test_a_process_peak_is_its_own_not_its_parents():
 
 
 @pytest.mark.slow  # trains in a fresh process (~15 s)
-@pytest.mark.starts_no_ray
 def test_the_estimate_is_within_a_quarter_of_a_measured_peak():
     """A real forward, backward and AdamW step under DeepSpeed in a fresh process (the calibration
     benchmark's measurement), against the estimate for one worker."""

@@ -12,7 +12,7 @@ from gazerm.tune.reproduce import ReproduceConfig, run_reproduction
 from tests.data.ifllm_fixture import write_behaviour_decided_release
 from tests.helpers import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.starts_no_ray]  # 20 frozen-backbone runs in process, no Ray
+pytestmark = pytest.mark.slow  # 20 frozen-backbone runs in process (no Ray), about a minute
 
 
 def test_the_shipped_ifllm_table_finds_a_behaviour_signal_and_not_a_text_one(tmp_path, monkeypatch):
