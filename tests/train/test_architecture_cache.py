@@ -56,11 +56,13 @@ def test_the_key_follows_the_model_code(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(arch, "_MODEL_CODE", [code])
     config = ModelConfig().model_dump_json()
     arch._installed_code.cache_clear()
-    before = arch._cache_key(config, lm_head=False)
-    code.write_text("HEADS = 2\n")
-    arch._installed_code.cache_clear()  # a new process: the code is read again
-    assert arch._cache_key(config, lm_head=False) != before
-    arch._installed_code.cache_clear()
+    try:
+        before = arch._cache_key(config, lm_head=False)
+        code.write_text("HEADS = 2\n")
+        arch._installed_code.cache_clear()  # a new process: the code is read again
+        assert arch._cache_key(config, lm_head=False) != before
+    finally:  # later tests digest the real model code, not this file's, even when this one fails
+        arch._installed_code.cache_clear()
 
 
 def test_the_key_follows_the_backbones_config_and_skips_a_hub_backbone(tmp_path: Path):
