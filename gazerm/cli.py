@@ -682,6 +682,10 @@ def bench_train(
     packing: Annotated[
         str, typer.Option(help="gazerm's data.packing: off, on, or both (a run of each).")
     ] = "both",
+    pair_forward: Annotated[
+        str,
+        typer.Option(help="gazerm's model.pair_forward: shared (each pair's prompt computed once) or joint."),
+    ] = "shared",
     workers: Annotated[int, typer.Option(help="gazerm's Ray Train workers.")] = 2,
     template: Annotated[str, typer.Option(help="plain or chat (the tokenizer's chat template).")] = "plain",
     data: Annotated[Path | None, typer.Option(help="Preference file (default: synthetic pairs).")] = None,
@@ -709,6 +713,7 @@ def bench_train(
             pairs_per_step=pairs_per_step,
             max_lengths=max_length or [256],
             packing=packing,
+            pair_forward=pair_forward,
             workers=workers,
             template=template,
             data=str(data) if data else None,

@@ -3,8 +3,8 @@
 For each of ``max_lengths``, one dataset of single-turn pairs that all fit it (neither side truncates or
 drops anything) is prepared once. Then, in turn and each in its own process:
 
-- ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion), once per
-  ``data.packing`` setting asked for;
+- ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion, each pair's
+  prompt computed once unless ``pair_forward`` is ``joint``), once per ``data.packing`` setting asked for;
 - ``trl`` and ``plain``: ``gazerm.bench.baselines`` (both pad);
 
 all with the same backbone, LoRA, global batch of pairs, micro-batch and accumulation, steps, learning
@@ -42,7 +42,7 @@ from gazerm.data.sources import iter_source
 from gazerm.data.synthetic import readability_preferences
 from gazerm.errors import ConfigError
 from gazerm.model.backbones import resolve_backbone
-from gazerm.model.config import LoraSettings, ModelConfig
+from gazerm.model.config import LoraSettings, ModelConfig, PairForward
 from gazerm.model.inputs import InputSpec, PromptResponse
 from gazerm.model.pipeline import InputPipeline
 from gazerm.model.reward_model import build_tokenizer
@@ -79,6 +79,9 @@ class TrainBench(BaseModel):
     data_format: str = "generic"
     max_lengths: list[Annotated[int, Field(gt=8)]] = Field(default_factory=lambda: [256], min_length=1)
     packing: Packing = Field(default="both", description="gazerm's data.packing: off, on, or a run of each")
+    pair_forward: PairForward = Field(
+        default="shared", description="gazerm's model.pair_forward (the baselines run both sides in full)"
+    )
     pairs_per_step: int = Field(default=16, ge=1, description="the global batch")
     steps: int = Field(default=12, ge=2)
     warmup_steps: int = Field(default=2, ge=1)
@@ -103,7 +106,13 @@ class TrainBench(BaseModel):
 
     @property
     def model(self) -> ModelConfig:
-        return ModelConfig(backbone=self.backbone, fusion="none", lora=self.lora, seed=self.seed)
+        return ModelConfig(
+            backbone=self.backbone,
+            fusion="none",
+            lora=self.lora,
+            seed=self.seed,
+            pair_forward=self.pair_forward,
+        )
 
     @property
     def train_pairs(self) -> int:
@@ -467,7 +476,7 @@ def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
         cases.append({**asdict(entry), "tokens_per_s": rate, "ratios": ratios})
     print(
         f"\n{bench.backbone}, LoRA r {bench.lora.r}, {bench.pairs_per_step} pairs/step, {bench.steps} steps "
-        f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}"
+        f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}, gazerm's pair_forward {bench.pair_forward}"
     )
     print(Table([*header, *(["MFU"] if peak else [])], rows).markdown())
     return {"bench": bench.model_dump(mode="json"), "cases": cases}

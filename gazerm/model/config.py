@@ -29,7 +29,7 @@ Quantization = Literal["none", "nf4"]
 Fidelity = Literal["gazerm", "reference"]
 SeparatorInit = Literal["mean", "normal"]
 PadToken = Literal["eos", "new"]
-PairForward = Literal["joint", "separate"]
+PairForward = Literal["joint", "separate", "shared"]
 HeadKind = Literal["gazerm", "reference"]
 Precision = Literal["bf16", "fp32"]
 TruncationSide = Literal["left", "right"]
@@ -141,8 +141,10 @@ class ModelConfig(StrictConfig):
     )
     pair_forward: PairForward = Field(
         default="joint",
-        description="'separate': chosen and rejected rows run as two forwards, each padded to its own "
-        "longest row (trl's RewardTrainer), not as one batch padded to the pair's longest",
+        description="'joint': chosen and rejected rows run as one batch padded to its longest row; "
+        "'separate': as two forwards, each padded to its own longest row (trl's RewardTrainer); 'shared': "
+        "each pair as one sequence whose common prefix (the prompt) runs once, same rewards (causal "
+        "decoders, sdpa or eager attention)",
     )
     head: HeadKind = Field(
         default="gazerm",
@@ -257,6 +259,23 @@ class ModelConfig(StrictConfig):
             raise ValueError(
                 "model.text=false scores the implicit features alone: set implicit_features=true "
                 "and fusion=none"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shared_prefix(self) -> ModelConfig:
+        # Hub and directory encoders are refused when the model first runs (RewardModel.forward).
+        if self.pair_forward != "shared":
+            return self
+        if self.backbone == "tiny-bert":
+            raise ValueError("pair_forward=shared needs a causal decoder backbone; tiny-bert is an encoder")
+        if self.reads_padding:
+            raise ValueError(
+                "pair_forward=shared drops padding, which positions=padded and pooling=last_slot read"
+            )
+        if self.attn_implementation == "flash_attention_2":
+            raise ValueError(
+                "pair_forward=shared needs a 4D attention mask, which flash_attention_2 does not take"
             )
         return self
 

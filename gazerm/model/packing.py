@@ -31,6 +31,9 @@ class PackedInputs:
     padded_slots: torch.Tensor  # (N,) long: b * S + s of each attended slot, row-major
     packed_slots: torch.Tensor  # (N,) long: r * W + w, where that slot went
     padded_shape: tuple[int, int]  # (B, S)
+    # None: the sequences are told apart by their restarting position ids; else (R, 1, W, W) bool, True
+    # where a slot may attend (``gazerm.model.prefix_sharing``, where sequences share slots)
+    attention_mask: torch.Tensor | None = None
 
 
 def first_fit(lengths: list[int], width: int) -> tuple[list[tuple[int, int]], list[int]]:

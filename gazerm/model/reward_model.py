@@ -43,6 +43,7 @@ from gazerm.model.fusion import FusedInputs, fuse
 from gazerm.model.implicit_head import ImplicitHead
 from gazerm.model.packing import pack, unpack
 from gazerm.model.pooling import pool
+from gazerm.model.prefix_sharing import share_prefixes
 from gazerm.model.projector import GazeProjector
 from gazerm.model.templates import TemplateKind, prepare_tokenizer
 from gazerm.model.tokenizers import build_local_tokenizer
@@ -136,6 +137,7 @@ class RewardModel(nn.Module):
         implicit_mask: torch.Tensor | None = None,
         packed: bool = False,
         groups: int = 1,
+        shared_prefix: bool = False,
     ) -> RewardOutput:
         """``input_ids``/``attention_mask`` ``(B, T)``; ``gaze`` ``(B, T, 5)`` float and ``gaze_mask``
         ``(B, T)`` bool, aligned to the tokens (needed unless ``fusion`` is ``none``); ``implicit``
@@ -144,7 +146,9 @@ class RewardModel(nn.Module):
         runs on the attended slots only (``gazerm.model.packing``); same outputs, no compute on padding.
         A model without a text term (``text: false``) never runs the backbone. ``groups`` > 1 cuts the
         rows into that many consecutive equal groups and runs each as its own forward, padded to its own
-        longest row (right padding cut back; ``model.pair_forward: separate``)."""
+        longest row (right padding cut back; ``model.pair_forward: separate``). ``shared_prefix``: the rows
+        are P chosen then P rejected ones, each pair run as one sequence whose common prefix is computed
+        once (``gazerm.model.prefix_sharing``, ``model.pair_forward: shared``); same outputs."""
         if groups > 1:
             inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "gaze": gaze}
             inputs |= {"gaze_mask": gaze_mask, "implicit": implicit, "implicit_mask": implicit_mask}
@@ -152,11 +156,12 @@ class RewardModel(nn.Module):
         if not self.model_config.text:
             return RewardOutput(self.head_rewards(None, implicit, implicit_mask))
         fused = self._fused(input_ids, attention_mask, gaze, gaze_mask)
-        hidden = (
-            self._packed_hidden(fused)
-            if packed
-            else self._hidden(fused.inputs_embeds, fused.attention_mask, fused.position_ids)
-        )
+        if shared_prefix:
+            hidden = self._shared_prefix_hidden(fused, packed)
+        elif packed:
+            hidden = self._packed_hidden(fused)
+        else:
+            hidden = self._hidden(fused.inputs_embeds, fused.attention_mask, fused.position_ids)
         pooled = pool(hidden, fused.attention_mask, self.pooling, fused.text_offset)
         rewards = self.head_rewards(pooled, implicit, implicit_mask)
         lm_logits = self._lm_logits(hidden[:, fused.text_offset :]) if return_lm_logits else None
@@ -249,19 +254,37 @@ class RewardModel(nn.Module):
         ones (a dense block-diagonal mask grows with the square of a row). Without a mask, transformers
         tells the sequences apart by their restarting position ids, which a causal decoder's mask code
         reads and an encoder's does not."""
-        if is_encoder(self.transformer.config):
-            raise ConfigError(
-                f"data.packing needs a causal decoder backbone; {self.model_config.backbone} is an encoder "
-                f"({self.transformer.config.model_type}): set data.packing=false"
-            )
-        if self.model_config.reads_padding:
-            raise ConfigError(
-                "data.packing drops padding, which model.positions=padded and model.pooling=last_slot read: "
-                "set data.packing=false"
-            )
+        self._check_slots_can_move("data.packing", "set data.packing=false")
         varlen = self.model_config.attn_implementation == "flash_attention_2"
         rows = pack(fused, None if varlen else fused.attention_mask.shape[1])
         return unpack(self._hidden(rows.inputs_embeds, None, rows.position_ids), rows)
+
+    def _shared_prefix_hidden(self, fused: FusedInputs, packed: bool) -> torch.Tensor:
+        """``(B, S, H)`` hidden states from one sequence per pair (``gazerm.model.prefix_sharing``), whose
+        4D mask goes to the backbone as its attention implementation takes one: boolean for sdpa,
+        additive for eager (the config refuses flash_attention_2, which takes none)."""
+        self._check_slots_can_move("model.pair_forward=shared", "set model.pair_forward=joint")
+        rows, _ = share_prefixes(fused, packed)
+        mask = rows.attention_mask
+        if self.model_config.attn_implementation == "eager":
+            dtype = rows.inputs_embeds.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(dtype).min
+            )
+        return unpack(self._hidden(rows.inputs_embeds, mask, rows.position_ids), rows)
+
+    def _check_slots_can_move(self, option: str, fix: str) -> None:
+        """Refuse to lay slots out anew (packed, shared) for a model whose outputs read where they were."""
+        if is_encoder(self.transformer.config):
+            raise ConfigError(
+                f"{option} needs a causal decoder backbone; {self.model_config.backbone} is an encoder "
+                f"({self.transformer.config.model_type}): {fix}"
+            )
+        if self.model_config.reads_padding:
+            raise ConfigError(
+                f"{option} drops padding, which model.positions=padded and model.pooling=last_slot "
+                f"read: {fix}"
+            )
 
     def _lm_logits(self, text_hidden: torch.Tensor) -> torch.Tensor:
         lm_head = self.hf_model.get_output_embeddings()

@@ -258,12 +258,14 @@ class Trainer:
 
     def _forward(self, inputs: ModelInputs) -> RewardOutput:
         """The engine's forward, with every input on the engine's device first (collate output is on the
-        CPU, and Ray moves only plain tensor batches); packed or padded as ``data.packing`` says."""
+        CPU, and Ray moves only plain tensor batches); packed or padded as ``data.packing`` says, pairs
+        sharing their prompt as ``model.pair_forward`` says."""
         return self.engine(
             **inputs.to(self.device).forward_kwargs(),
             return_lm_logits=self.config.loss.lm_loss_coeff > 0,
             packed=self.config.data.packing,
             groups=self.kind.forward_groups(self.config.model),
+            shared_prefix=self.kind.shares_prefix(self.config.model),
         )
 
     def _loss(self, micro: MicroBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

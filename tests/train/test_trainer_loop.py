@@ -62,6 +62,7 @@ class FakeEngine:
         self.tokens: list[int] = []
         self.packed: list[bool] = []
         self.groups: list[int] = []
+        self.shared_prefix: list[bool] = []
 
     def __call__(self, **inputs: torch.Tensor) -> RewardOutput:
         if self.crash_after is not None and len(self.forwards) == self.crash_after:
@@ -77,6 +78,7 @@ class FakeEngine:
         self.tokens.append(int(inputs["attention_mask"].sum()) if self.device.type == "cpu" else 0)
         self.packed.append(inputs["packed"])
         self.groups.append(inputs["groups"])
+        self.shared_prefix.append(inputs["shared_prefix"])
         rows, length = inputs["input_ids"].shape
         rewards = torch.linspace(0, 1, rows, device=self.output_device)
         lm = inputs["return_lm_logits"]
@@ -224,16 +226,22 @@ def test_data_packing_reaches_training_and_evaluation_forwards(packing):
 
 
 @pytest.mark.parametrize(
-    ("kind", "pair_forward", "groups"),
-    [("pairwise", "separate", 2), ("pairwise", "joint", 1), ("regression", "separate", 1)],
+    ("kind", "pair_forward", "groups", "shared"),
+    [
+        ("pairwise", "separate", 2, False),
+        ("pairwise", "joint", 1, False),
+        ("pairwise", "shared", 1, True),
+        ("regression", "separate", 1, False),
+        ("regression", "shared", 1, False),
+    ],
 )
-def test_separate_pair_forwards_reach_training_and_evaluation_forwards(kind, pair_forward, groups):
+def test_the_pair_forward_reaches_training_and_evaluation_forwards(kind, pair_forward, groups, shared):
     engine = FakeEngine()
     config = TrainJobConfig(model=ModelConfig(pair_forward=pair_forward), loss=LossConfig(kind=kind))
     trainer = set_up(config, engine, splits={"validation": units(kind)})
     trainer._loss(MICRO_BATCHES[kind])
     trainer.evaluate()
-    assert engine.groups == [groups, groups]
+    assert engine.groups == [groups, groups] and engine.shared_prefix == [shared, shared]
 
 
 def test_a_micro_batch_moves_every_tensor():

@@ -168,6 +168,10 @@ class LossKind(ABC):
         """How many separate forwards a micro-batch's rows run as (``RewardModel.forward``'s ``groups``)."""
         return 1
 
+    def shares_prefix(self, model: ModelConfig) -> bool:
+        """Whether a micro-batch's rows run as pairs sharing their common prefix (``shared_prefix``)."""
+        return False
+
     def ratios(self, totals: dict[str, float], prefix: str) -> dict[str, float]:
         """The validation metrics from summed totals."""
         count = totals["count"]

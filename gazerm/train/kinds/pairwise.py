@@ -83,6 +83,10 @@ class Pairwise(LossKind):
         longest (trl's RewardTrainer, which the reference trains with)."""
         return len(SIDES) if model.pair_forward == "separate" else 1
 
+    def shares_prefix(self, model: ModelConfig) -> bool:
+        """With ``model.pair_forward: shared``: each pair runs as one sequence, its prompt computed once."""
+        return model.pair_forward == "shared"
+
     def loss(
         self, output: RewardOutput, micro: MicroBatch, config: LossConfig
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
