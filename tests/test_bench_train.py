@@ -26,6 +26,7 @@ from gazerm.bench.train import (
 )
 from gazerm.cli import app
 from gazerm.errors import ConfigError
+from gazerm.model.reward_model import build_tokenizer
 from gazerm.train.memory import TIGHT, Available, FitReport, check_fits, estimate_worker_memory
 
 
@@ -110,8 +111,15 @@ def test_only_pairs_that_fit_are_kept_and_every_system_gets_the_same_tokens(tmp_
     assert len(written) >= len(pairs)
 
 
-def test_a_data_file_gives_its_single_turn_pairs_and_its_invalid_rows_are_reported(tmp_path, capsys):
+def test_a_data_file_gives_its_pairs_with_their_conversations_and_its_invalid_rows_are_reported(
+    tmp_path, capsys
+):
     rows = [{"prompt": f"question {i}?", "chosen": f"a good answer {i}", "rejected": "no"} for i in range(60)]
+    for row in rows[::2]:  # every other pair continues a conversation
+        row["context"] = [
+            {"role": "user", "content": "an earlier turn"},
+            {"role": "assistant", "content": "ok"},
+        ]
     rows.insert(5, {"prompt": "where is the chosen side?", "rejected": "here"})
     data = tmp_path / "pairs.in.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -119,10 +127,14 @@ def test_a_data_file_gives_its_single_turn_pairs_and_its_invalid_rows_are_report
         data=str(data), steps=2, warmup_steps=1, pairs_per_step=1, workers=1, output_dir=str(tmp_path)
     )
     dataset = prepare_dataset(bench, 256, tmp_path / "data")
-    pairs = train_token_pairs(gazerm_job(bench, Case(256, False, Batching(1, 1)), dataset, tmp_path))
+    job = gazerm_job(bench, Case(256, False, Batching(1, 1)), dataset, tmp_path)
+    pairs = train_token_pairs(job)
     assert len(pairs) >= 2
     printed = capsys.readouterr().out
     assert "1 invalid rows left out" in printed and "row 6, field 'chosen'" in printed
+    texts = [build_tokenizer(job.model).decode(chosen) for chosen, _ in pairs]
+    with_context = [text for text in texts if "an earlier turn" in text]
+    assert 0 < len(with_context) < len(texts)  # the conversations reached the tokens every system trains on
 
 
 def test_too_few_fitting_pairs_is_a_clear_error(tmp_path):

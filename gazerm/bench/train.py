@@ -1,7 +1,7 @@
 """``gazerm bench train``: gazerm's training path against TRL's ``RewardTrainer`` and a plain PyTorch loop.
 
-For each of ``max_lengths``, one dataset of single-turn pairs that all fit it (neither side truncates or
-drops anything) is prepared once. Then, in turn and each in its own process:
+For each of ``max_lengths``, one dataset of pairs (with their conversations) that all fit it (neither
+side truncates or drops anything) is prepared once. Then, in turn and each in its own process:
 
 - ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion, each pair's
   prompt computed once unless ``pair_forward`` is ``joint``), once per ``data.packing`` setting asked for;
@@ -248,20 +248,22 @@ def _require_trl() -> None:
 
 # -- the dataset -----------------------------------------------------------------------------------
 def prepare_dataset(bench: TrainBench, max_length: int, directory: Path) -> Path:
-    """Single-turn pairs whose chosen and rejected sides both fit ``max_length`` untruncated, as a
-    prepared gazerm dataset (text only) with a train split of at least ``steps × pairs_per_step``."""
+    """Pairs whose chosen and rejected sides (conversation, prompt and response) both fit ``max_length``
+    untruncated, as a prepared gazerm dataset (text only) with a train split of at least
+    ``steps × pairs_per_step``."""
     untruncated = InputPipeline.from_spec(
         InputSpec({"predictor": "none"}, 10**9, bench.template), build_tokenizer(bench.model), bench.model
     ).encoder
     # Enough for the train split with room to spare, and a few dozen for gazerm's validation split.
     wanted = int((bench.train_pairs + VALIDATION_PAIRS) / (1 - VALIDATION_SHARE) * 1.2)
     records, seen, invalid = [], 0, []
-    for prompt, chosen, rejected in _candidate_pairs(bench, invalid):
+    for context, prompt, chosen, rejected in _candidate_pairs(bench, invalid):
         seen += 1
-        prefix = untruncated.template.prefix(None, prompt)
+        prefix = untruncated.template.prefix(context, prompt)
         sides = untruncated.encode([_text(prefix, chosen), _text(prefix, rejected)])
         if all(len(side["input_ids"]) <= max_length for side in sides):
-            records.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+            record = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+            records.append({**record, "context": context} if context else record)
         if len(records) == wanted:
             break
     if len(records) < bench.train_pairs:
@@ -298,18 +300,19 @@ def _text(prefix: str, response: str) -> PromptResponse:
 
 
 def _candidate_pairs(bench: TrainBench, invalid: list[DataError]):
-    """(prompt, chosen, rejected) of single-turn examples: synthetic ones, or those of ``bench.data``
-    (its invalid rows are collected in ``invalid``; ties and multi-turn examples are no candidates)."""
+    """(context, prompt, chosen, rejected) of synthetic single-turn examples, or of ``bench.data``'s
+    pairwise examples, multi-turn ones with their conversation (its invalid rows are collected in
+    ``invalid``; ties are no candidates)."""
     if bench.data is None:
         for record in readability_preferences(bench.train_pairs * 4, seed=bench.seed):
-            yield record["prompt"], record["chosen"], record["rejected"]
+            yield [], record["prompt"], record["chosen"], record["rejected"]
         return
     for item in iter_source(bench.data_format, bench.data):
         if isinstance(item, DataError):
             invalid.append(item)
-        if isinstance(item, PreferenceExample) and item.pairs and not item.context:
+        if isinstance(item, PreferenceExample) and item.pairs:
             pair = item.pairs[0]
-            yield item.prompt, item.responses[pair.chosen], item.responses[pair.rejected]
+            yield item.context, item.prompt, item.responses[pair.chosen], item.responses[pair.rejected]
 
 
 # -- gazerm ----------------------------------------------------------------------------------------

@@ -37,6 +37,29 @@ def test_reads_pairs_with_optional_fields(tmp_path):
     )
 
 
+def test_a_conversation_before_the_prompt_is_its_context(tmp_path):
+    turns = [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{**GOOD, "context": turns}])
+    (example,) = examples(load("generic", path))
+    assert (example.context, example.prompt) == (turns, "Name a colour.")
+
+
+@pytest.mark.parametrize(
+    ("context", "field", "message"),
+    [
+        ("Hi.", "context", "expected list"),
+        (["Hi."], "context[0]", "expected dict"),
+        ([{"role": "user", "content": "Hi."}, {"role": "assistant"}], "context[1].content", "missing"),
+        ([{"role": " ", "content": "Hi."}], "context[0].role", "empty"),
+    ],
+)
+def test_a_bad_context_turn_is_named(tmp_path, context, field, message):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{**GOOD, "context": context}])
+    error = only_error(load("generic", path))
+    assert_names(error, path, 1, field)
+    assert message in str(error)
+
+
 def test_blank_lines_keep_line_numbers(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "prompt": ""}) + "\n", encoding="utf-8")

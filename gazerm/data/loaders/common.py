@@ -54,6 +54,19 @@ def optional(
     return None if record.get(field) is None else read(record, field, file, row)
 
 
+def context_turns(record: Record, file: str, row: int) -> list[dict[str, str]]:
+    """The optional ``context``: the conversation before the prompt, a list of ``{role, content}``
+    objects (``[]`` when absent); errors name the turn and key (``context[2].content``)."""
+    if record.get("context") is None:
+        return []
+    turns = nested(record, "context", list, file, row)
+    return [
+        {key: text(turn, f"{name}.{key}", file, row) for key in ("role", "content")}
+        for name in turns
+        for turn in [nested(turns, name, dict, file, row)]
+    ]
+
+
 def group_by_prompt(
     records: Iterable[RecordOrError], read_row: Callable[[Record, int], tuple[str, T]]
 ) -> Iterator[tuple[int, str, list[T]] | DataError]:

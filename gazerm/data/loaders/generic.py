@@ -1,6 +1,7 @@
 """The generic pairwise format: records with ``prompt``, ``chosen``, ``rejected`` and optional
-``margin``, ``source``, ``domain`` and ``group`` (who gave the label, for grouped splits), in JSONL,
-JSON or Parquet. It is the format to convert any other pairwise data set into, and the one the
+``margin``, ``source``, ``domain``, ``group`` (who gave the label, for grouped splits) and ``context``
+(the conversation before the prompt: ``[{"role": "user", "content": …}, {"role": "assistant", …}]``),
+in JSONL, JSON or Parquet. It is the format to convert any other pairwise data set into, and the one the
 synthetic quickstart set is written in.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 from gazerm.data.loaders.base import Loaded, SourceFormat, guarded, register
-from gazerm.data.loaders.common import number, optional, text
+from gazerm.data.loaders.common import context_turns, number, optional, text
 from gazerm.data.readers import Record, RecordOrError
 from gazerm.data.schema import Pair, PreferenceExample
 
@@ -23,6 +24,7 @@ def parse(records: Iterable[RecordOrError], file: str) -> Iterator[Loaded]:
             source_file=file,
             source_row=row,
             prompt=text(record, "prompt", file, row),
+            context=context_turns(record, file, row),
             responses=[text(record, "chosen", file, row), text(record, "rejected", file, row)],
             label_kind="pairwise",
             pairs=[Pair(0, 1, optional(number, record, "margin", file, row))],
@@ -38,7 +40,7 @@ register(
         name=NAME,
         hub_name=None,
         parse=parse,
-        description="prompt/chosen/rejected records (optional margin, source, domain, group): JSONL, JSON, "
-        "Parquet",
+        description="prompt/chosen/rejected records (optional margin, source, domain, group, context): "
+        "JSONL, JSON, Parquet",
     )
 )

@@ -13,7 +13,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from gazerm.data.errors import DataError
-from gazerm.data.loaders.common import nested, number, optional, text
+from gazerm.data.loaders.common import context_turns, nested, number, optional, text
 from gazerm.data.readers import Record, read_records, require
 from gazerm.features.implicit import DEFAULT_PAGE_HEIGHT_PX, ResponseKey, SessionView
 
@@ -74,10 +74,7 @@ def parse_view(record: Record, file: str, row: int) -> SessionView:
 
 
 def _context(record: Record, file: str, row: int) -> tuple[tuple[str, str], ...]:
-    if record.get("context") is None:
-        return ()
-    turns = nested(record, "context", list, file, row)
-    return tuple(tuple(_item_values(turns, name, ("role", "content"), text, file, row)) for name in turns)
+    return tuple((turn["role"], turn["content"]) for turn in context_turns(record, file, row))
 
 
 def _samples(record: Record, field: str, columns: Sequence[str], file: str, row: int) -> np.ndarray:
