@@ -90,7 +90,7 @@ def share_prefixes(fused: FusedInputs, packed: bool = False) -> tuple[PackedInpu
         torch.cat(padded_slots).to(device),
         torch.cat(packed_slots).to(device),
         (batch, length),
-        attention_mask=pair_mask(pair_of, part).to(device),
+        attention_mask=pair_mask(pair_of.to(device), part.to(device)),
     )
     return rows, prefixes
 
@@ -99,7 +99,7 @@ def pair_mask(pair_of: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
     """``(R, 1, W, W)`` bool from each slot's pair (``(R, W)``, -1 for a row's tail) and part: a slot
     attends to the slots of its own pair (or tail) up to itself, a REJECTED slot to no CHOSEN one."""
     width = pair_of.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    causal = torch.ones(width, width, dtype=torch.bool, device=pair_of.device).tril()
     same_pair = pair_of.unsqueeze(2) == pair_of.unsqueeze(1)
     crossing = (part.unsqueeze(2) == REJECTED) & (part.unsqueeze(1) == CHOSEN)
     return (same_pair & causal & ~crossing).unsqueeze(1)
