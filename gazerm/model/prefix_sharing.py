@@ -46,8 +46,8 @@ def share_prefixes(fused: FusedInputs, packed: bool = False) -> tuple[PackedInpu
     pairs, device = batch // 2, fused.inputs_embeds.device
     attended = [row.nonzero().squeeze(-1) for row in fused.attention_mask.cpu()]
     # A slot is its embedding and its position: two sides share it only if both are equal.
-    embeds = fused.inputs_embeds.detach()
-    keys = torch.cat([embeds, fused.position_ids.unsqueeze(-1).to(embeds)], -1)
+    detached = fused.inputs_embeds.detach()
+    keys = torch.cat([detached, fused.position_ids.unsqueeze(-1).to(detached)], -1)
     prefixes = [
         common_prefix(keys[pair, attended[pair]], keys[pairs + pair, attended[pairs + pair]])
         for pair in range(pairs)
