@@ -60,11 +60,11 @@ def context_turns(record: Record, file: str, row: int) -> list[dict[str, str]]:
     if record.get("context") is None:
         return []
     turns = nested(record, "context", list, file, row)
-    return [
-        {key: text(turn, f"{name}.{key}", file, row) for key in ("role", "content")}
-        for name in turns
-        for turn in [nested(turns, name, dict, file, row)]
-    ]
+    read = []
+    for name in turns:
+        turn = nested(turns, name, dict, file, row)
+        read.append({key: text(turn, f"{name}.{key}", file, row) for key in ("role", "content")})
+    return read
 
 
 def group_by_prompt(
