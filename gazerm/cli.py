@@ -745,12 +745,27 @@ def bench_packing(
     backbone: Annotated[
         str, typer.Option(help="tiny-llama (4 layers, hidden 128) or a decoder, e.g. smollm2-135m-instruct.")
     ] = "tiny-llama",
+    fusion: Annotated[str, typer.Option(help="model.fusion: concat, add or none (text only).")] = "concat",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Preference file whose first --pairs pairs to run (default: synthetic)."),
+    ] = None,
+    data_format: Annotated[str, typer.Option("--format", help="Its gazerm source format.")] = "generic",
     output: Annotated[Path | None, typer.Option(help="Also write the results as JSON here.")] = None,
 ) -> None:
-    """Padding-free (data.packing) against padded micro-batches: real tokens/s of forward + backward."""
+    """A micro-batch's layouts against the padded one: padding-free (data.packing), each pair's prompt
+    computed once (model.pair_forward: shared), and both; real tokens/s of forward + backward."""
+    from pydantic import ValidationError
+
     from gazerm.bench.packing import run_packing_benchmark
 
-    results = run_packing_benchmark(pairs, micro_batch_size, bucket_window, max_length, backbone)
+    source = (str(data), data_format) if data else None
+    try:
+        results = run_packing_benchmark(
+            pairs, micro_batch_size, bucket_window, max_length, backbone, fusion, source
+        )
+    except ValidationError as error:
+        raise ConfigError(f"gazerm bench packing: {error}") from None
     if output:
         output.write_text(json.dumps(results, indent=2))
 

@@ -1,12 +1,14 @@
-"""``gazerm bench packing``: padding-free micro-batches (``data.packing``) against padded ones.
+"""``gazerm bench packing``: a micro-batch's layouts against the padded one: padding-free
+(``data.packing``), each pair's prompt computed once (``model.pair_forward: shared``), and both.
 
 Pairs of a length-skewed set (most responses a sentence, a few many times longer, as real preference
-data is) go through the trainer's own collation: windows of ``micro_batch_size × bucket_window``
-units, sorted by length and cut into micro-batches. Every micro-batch holding a long response pads
-all its short ones to that length. The same LoRA reward model then runs forward + backward over the
-same micro-batches, padded and packed, after a warm-up. Each micro-batch's time is its best of three,
-the two layouts taking turns, so a busy machine's stalls fall on neither side. Throughput counts real
-(attended) tokens only, so the two figures compare directly.
+data is), or the pairs of a preference file, go through the trainer's own collation: windows of
+``micro_batch_size × bucket_window`` units, sorted by length and cut into micro-batches. Every
+micro-batch holding a long response pads all its short ones to that length. The same LoRA reward model
+then runs forward + backward over the same micro-batches in every layout, after a warm-up. Each
+micro-batch's time is its best of three, the layouts taking turns, so a busy machine's stalls fall on
+none of them. Throughput counts real (attended) tokens of both sides only (a shared prompt counts
+twice), so the figures compare directly.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
+from gazerm.data.errors import DataError
 from gazerm.data.schema import PreferenceExample, examples_to_table, pairs_from_scores
+from gazerm.data.sources import iter_source
 from gazerm.data.synthetic import readability_preferences
+from gazerm.errors import ConfigError
 from gazerm.features.featurize import GazeFeaturizer
 from gazerm.model.config import FusionMode, ModelConfig, TinyBackbone
 from gazerm.model.inputs import InputSpec
@@ -47,31 +52,39 @@ BENCH_TINY = TinyBackbone(
 )
 
 
+# ``RewardModel.forward``'s options of each layout, the padded one (the baseline) first
+LAYOUTS: dict[str, dict[str, bool]] = {
+    "padded": {},
+    "packed": {"packed": True},
+    "shared": {"shared_prefix": True},
+    "shared+packed": {"shared_prefix": True, "packed": True},
+}
+
+
 @dataclass(frozen=True)
 class PackingResult:
-    """Real tokens/s of the same micro-batches, padded and packed."""
+    """Real tokens/s of the same micro-batches in each layout."""
 
     backbone: str
+    fusion: str
     micro_batches: int
     real_tokens: int
     padded_slots: int
-    padded_tokens_per_s: float
-    packed_tokens_per_s: float
+    tokens_per_s: dict[str, float]
 
-    @property
-    def ratio(self) -> float:
-        return self.packed_tokens_per_s / self.padded_tokens_per_s
+    def ratio(self, layout: str) -> float:
+        return self.tokens_per_s[layout] / self.tokens_per_s["padded"]
 
     def report(self) -> str:
         waste = 1 - self.real_tokens / self.padded_slots
-        return (
-            f"padding-free training, {self.backbone} LoRA reward model, forward + backward over "
+        lines = [
+            f"{self.backbone} LoRA reward model (fusion {self.fusion}), forward + backward over "
             f"{self.micro_batches} micro-batches ({self.real_tokens:,} real tokens; padding is {waste:.0%} "
-            f"of the {self.padded_slots:,} padded slots)\n"
-            f"  padded: {self.padded_tokens_per_s:,.0f} real tokens/s\n"
-            f"  packed: {self.packed_tokens_per_s:,.0f} real tokens/s\n"
-            f"  packed/padded: {self.ratio:.2f}x"
-        )
+            f"of the {self.padded_slots:,} padded slots)"
+        ]
+        for layout, rate in self.tokens_per_s.items():
+            lines.append(f"  {layout}: {rate:,.0f} real tokens/s, {self.ratio(layout):.2f}x padded")
+        return "\n".join(lines)
 
 
 def skewed_units(pairs: int, seed: int = 0) -> pa.Table:
@@ -96,26 +109,44 @@ def skewed_units(pairs: int, seed: int = 0) -> pa.Table:
     return ToUnits(PAIRWISE)(GazeFeaturizer()(examples_to_table(examples)))
 
 
-def _seconds(model: RewardModel, micro: MicroBatch, packed: bool) -> float:
-    """One forward + backward, as a training step runs it (gradients dropped)."""
+def file_units(path: str, data_format: str, pairs: int) -> pa.Table:
+    """The first ``pairs`` pairwise examples of a preference file (with their conversations) as training
+    units, gaze from the reading model; its invalid rows are left out (the first is printed)."""
+    examples, invalid = [], []
+    for item in iter_source(data_format, path):
+        if isinstance(item, DataError):
+            invalid.append(item)
+        elif isinstance(item, PreferenceExample) and item.pairs:
+            examples.append(item)
+        if len(examples) == pairs:
+            break
+    if invalid:
+        print(f"[bench] {len(invalid)} invalid rows left out, the first: {invalid[0]}", flush=True)
+    if not examples:
+        raise ConfigError(f"{path}: no pairwise examples to benchmark (--format {data_format})")
+    return ToUnits(PAIRWISE)(GazeFeaturizer()(examples_to_table(examples)))
+
+
+def _seconds(model: RewardModel, micro: MicroBatch, layout: str) -> float:
+    """One forward + backward in ``layout``, as a training step runs it (gradients dropped)."""
     start = time.perf_counter()
-    model(**micro.inputs.forward_kwargs(), packed=packed).rewards.sum().backward()
+    model(**micro.inputs.forward_kwargs(), **LAYOUTS[layout]).rewards.sum().backward()
     seconds = time.perf_counter() - start
     model.zero_grad(set_to_none=True)
     return seconds
 
 
-def best_seconds(model: RewardModel, micro_batches: list[MicroBatch]) -> dict[bool, float]:
-    """Padded (``False``) and packed (``True``) seconds: per micro-batch the best of ``REPEATS``, summed."""
+def best_seconds(model: RewardModel, micro_batches: list[MicroBatch]) -> dict[str, float]:
+    """Each layout's seconds: per micro-batch the best of ``REPEATS``, summed."""
     for micro in micro_batches[:WARMUP_MICRO_BATCHES]:
-        for packed in (False, True):
-            _seconds(model, micro, packed)
-    best = {packed: [float("inf")] * len(micro_batches) for packed in (False, True)}
+        for layout in LAYOUTS:
+            _seconds(model, micro, layout)
+    best = {layout: [float("inf")] * len(micro_batches) for layout in LAYOUTS}
     for _ in range(REPEATS):
         for index, micro in enumerate(micro_batches):
-            for packed, times in best.items():
-                times[index] = min(times[index], _seconds(model, micro, packed))
-    return {packed: sum(times) for packed, times in best.items()}
+            for layout, times in best.items():
+                times[index] = min(times[index], _seconds(model, micro, layout))
+    return {layout: sum(times) for layout, times in best.items()}
 
 
 def bench_packing(
@@ -126,32 +157,36 @@ def bench_packing(
     backbone: str = "tiny-llama",
     fusion: FusionMode = "concat",
     tiny: TinyBackbone = BENCH_TINY,
+    data: tuple[str, str] | None = None,
 ) -> PackingResult:
-    """Time padded against packed forward + backward of the same micro-batches, in this process
-    (``tiny``: the shape of a ``tiny-*`` backbone)."""
+    """Time every layout's forward + backward of the same micro-batches, in this process (``tiny``: the
+    shape of a ``tiny-*`` backbone; ``data``: a preference file and its format, else the skewed set)."""
     config = ModelConfig(backbone=backbone, tiny=tiny, fusion=fusion)
     tokenizer = build_tokenizer(config)
     inputs = InputPipeline.from_spec(InputSpec({"predictor": "reading_model"}, max_length), tokenizer, config)
     collator = UnitCollator(inputs, PAIRWISE, Windows(micro_batch_size, bucket_window))
-    micro_batches = collator.collate(skewed_units(pairs))
-    model = build_reward_model(config, tokenizer).eval()  # no dropout: both runs do the same work
+    units = file_units(*data, pairs) if data else skewed_units(pairs)
+    micro_batches = collator.collate(units)
+    model = build_reward_model(config, tokenizer).eval()  # no dropout: every layout does the same work
     seconds = best_seconds(model, micro_batches)
     masks = [micro.inputs.attention_mask for micro in micro_batches]
     real = int(sum(mask.sum() for mask in masks))
+    rates = {layout: real / taken for layout, taken in seconds.items()}
     return PackingResult(
-        backbone,
-        len(micro_batches),
-        real,
-        sum(mask.numel() for mask in masks),
-        real / seconds[False],
-        real / seconds[True],
+        backbone, fusion, len(micro_batches), real, sum(mask.numel() for mask in masks), rates
     )
 
 
 def run_packing_benchmark(
-    pairs: int, micro_batch_size: int, bucket_window: int, max_length: int, backbone: str
-) -> dict[str, float | int | str]:
+    pairs: int,
+    micro_batch_size: int,
+    bucket_window: int,
+    max_length: int,
+    backbone: str,
+    fusion: FusionMode,
+    data: tuple[str, str] | None,
+) -> dict[str, object]:
     """Run the benchmark, print it, return it for JSON."""
-    result = bench_packing(pairs, micro_batch_size, bucket_window, max_length, backbone)
+    result = bench_packing(pairs, micro_batch_size, bucket_window, max_length, backbone, fusion, data=data)
     print(result.report())
-    return {**asdict(result), "ratio": result.ratio}
+    return {**asdict(result), "ratios": {layout: result.ratio(layout) for layout in LAYOUTS}}
