@@ -13,15 +13,16 @@ twice), so the figures compare directly.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
+from gazerm.bench.pairs import pairwise_examples, report_invalid
 from gazerm.data.errors import DataError
 from gazerm.data.schema import PreferenceExample, examples_to_table, pairs_from_scores
-from gazerm.data.sources import iter_source
 from gazerm.data.synthetic import readability_preferences
 from gazerm.errors import ConfigError
 from gazerm.features.featurize import GazeFeaturizer
@@ -112,16 +113,9 @@ def skewed_units(pairs: int, seed: int = 0) -> pa.Table:
 def file_units(path: str, data_format: str, pairs: int) -> pa.Table:
     """The first ``pairs`` pairwise examples of a preference file (with their conversations) as training
     units, gaze from the reading model; its invalid rows are left out (the first is printed)."""
-    examples, invalid = [], []
-    for item in iter_source(data_format, path):
-        if isinstance(item, DataError):
-            invalid.append(item)
-        elif isinstance(item, PreferenceExample) and item.pairs:
-            examples.append(item)
-        if len(examples) == pairs:
-            break
-    if invalid:
-        print(f"[bench] {len(invalid)} invalid rows left out, the first: {invalid[0]}", flush=True)
+    invalid: list[DataError] = []
+    examples = list(itertools.islice(pairwise_examples(data_format, path, invalid), pairs))
+    report_invalid(invalid)
     if not examples:
         raise ConfigError(f"{path}: no pairwise examples to benchmark (--format {data_format})")
     return ToUnits(PAIRWISE)(GazeFeaturizer()(examples_to_table(examples)))

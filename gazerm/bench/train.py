@@ -33,12 +33,11 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gazerm.bench.pairs import pairwise_examples, report_invalid
 from gazerm.data.config import GazeSpec, PrepareConfig, SourceSpec
 from gazerm.data.errors import DataError
 from gazerm.data.prepare import prepare
-from gazerm.data.schema import PreferenceExample
 from gazerm.data.shards import Manifest
-from gazerm.data.sources import iter_source
 from gazerm.data.synthetic import readability_preferences
 from gazerm.errors import ConfigError
 from gazerm.model.backbones import resolve_backbone
@@ -272,8 +271,7 @@ def prepare_dataset(bench: TrainBench, max_length: int, directory: Path) -> Path
     pairs_file.parent.mkdir(parents=True, exist_ok=True)
     pairs_file.write_text("".join(json.dumps(record) + "\n" for record in records))
     print(f"[bench] {len(records)} of {seen} pairs read fit {max_length} tokens", flush=True)
-    if invalid:
-        print(f"[bench] {len(invalid)} invalid rows left out, the first: {invalid[0]}", flush=True)
+    report_invalid(invalid)
     manifest = prepare(
         PrepareConfig(
             sources=[SourceSpec(format="generic", path=str(pairs_file))],
@@ -307,12 +305,9 @@ def _candidate_pairs(bench: TrainBench, invalid: list[DataError]):
         for record in readability_preferences(bench.train_pairs * 4, seed=bench.seed):
             yield [], record["prompt"], record["chosen"], record["rejected"]
         return
-    for item in iter_source(bench.data_format, bench.data):
-        if isinstance(item, DataError):
-            invalid.append(item)
-        if isinstance(item, PreferenceExample) and item.pairs:
-            pair = item.pairs[0]
-            yield item.context, item.prompt, item.responses[pair.chosen], item.responses[pair.rejected]
+    for item in pairwise_examples(bench.data_format, bench.data, invalid):
+        pair = item.pairs[0]
+        yield item.context, item.prompt, item.responses[pair.chosen], item.responses[pair.rejected]
 
 
 # -- gazerm ----------------------------------------------------------------------------------------
