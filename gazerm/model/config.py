@@ -264,15 +264,10 @@ class ModelConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _shared_prefix(self) -> ModelConfig:
-        # Hub and directory encoders are refused when the model first runs (RewardModel.forward).
         if self.pair_forward != "shared":
             return self
-        if self.backbone == "tiny-bert":
-            raise ValueError("pair_forward=shared needs a causal decoder backbone; tiny-bert is an encoder")
-        if self.reads_padding:
-            raise ValueError(
-                "pair_forward=shared drops padding, which positions=padded and pooling=last_slot read"
-            )
+        if why := self.slots_cannot_move():
+            raise ValueError(f"pair_forward=shared {why}")
         if self.attn_implementation == "flash_attention_2":
             raise ValueError(
                 "pair_forward=shared needs a 4D attention mask, which flash_attention_2 does not take"
@@ -300,6 +295,15 @@ class ModelConfig(StrictConfig):
     def gazes_prompt(self) -> bool:
         """Whether the prompt's words carry gaze too (the reference layout), not only the response's."""
         return self.fusion != "none" and self.gaze_layout == "reference"
+
+    def slots_cannot_move(self) -> str | None:
+        """Why this model's slots cannot be laid out anew (``data.packing``, ``pair_forward: shared``), or
+        None. Hub and directory encoders are found only when the model first runs (``RewardModel``)."""
+        if self.backbone == "tiny-bert":
+            return "needs a causal decoder backbone; tiny-bert is an encoder"
+        if self.reads_padding:
+            return "drops padding, which model.positions=padded and model.pooling=last_slot read"
+        return None
 
     @property
     def reads_padding(self) -> bool:

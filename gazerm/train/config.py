@@ -279,13 +279,8 @@ class TrainJobConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _packing_needs_a_decoder(self) -> TrainJobConfig:
-        # Hub and directory backbones are checked when the model first runs (RewardModel.forward).
-        if self.data.packing and self.model.backbone == "tiny-bert":
-            raise ValueError("data.packing needs a causal decoder backbone; tiny-bert is an encoder")
-        if self.data.packing and self.model.reads_padding:
-            raise ValueError(
-                "data.packing drops padding, which model.positions=padded and model.pooling=last_slot read"
-            )
+        if self.data.packing and (why := self.model.slots_cannot_move()):
+            raise ValueError(f"data.packing {why}")
         return self
 
     def resolved_tracking_uri(self) -> str:
