@@ -686,6 +686,12 @@ def bench_train(
         str,
         typer.Option(help="gazerm's model.pair_forward: shared (each pair's prompt computed once) or joint."),
     ] = "shared",
+    merge_micro_batches: Annotated[
+        bool,
+        typer.Option(
+            help="gazerm's run.merge_micro_batches: a step's short micro-batches run as fewer forwards."
+        ),
+    ] = True,
     workers: Annotated[int, typer.Option(help="gazerm's Ray Train workers.")] = 2,
     template: Annotated[str, typer.Option(help="plain or chat (the tokenizer's chat template).")] = "plain",
     data: Annotated[Path | None, typer.Option(help="Preference file (default: synthetic pairs).")] = None,
@@ -714,6 +720,7 @@ def bench_train(
             max_lengths=max_length or [256],
             packing=packing,
             pair_forward=pair_forward,
+            merge_micro_batches=merge_micro_batches,
             workers=workers,
             template=template,
             data=str(data) if data else None,

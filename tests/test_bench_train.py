@@ -188,14 +188,19 @@ def test_bench_train_runs_all_three_systems(ray_local, tmp_path, monkeypatch, ca
     monkeypatch.setenv("RAY_ADDRESS", ray_local.get_runtime_context().gcs_address)
     # As if plan allowed one pair per micro-batch: every system accumulates (gazerm 2 per worker, 4 alone).
     monkeypatch.setattr(bench_train, "plan_batching", lambda bench, max_length: Batching(1, 2))
-    bench = TrainBench(steps=4, warmup_steps=1, pairs_per_step=4, packing="on", output_dir=str(tmp_path))
+    bench = TrainBench(
+        steps=4, warmup_steps=1, pairs_per_step=4, max_lengths=[512], packing="on", output_dir=str(tmp_path)
+    )
     results = run_train_bench(bench)
 
     table = [line.strip("|").split("|") for line in capsys.readouterr().out.splitlines() if line[:2] == "| "]
+    # gazerm merges each step's two micro-batches into one forward (the loop sets DeepSpeed's accumulation
+    # boundary; both ranks agree on the count): the pairs drawn are short enough for two to fit the
+    # padded tokens planned for one at 512.
     assert [[cell.strip() for cell in row[:4]] for row in table[1:]] == [
-        ["gazerm", "256", "on", "1 x 2"],
-        ["trl", "256", "pads", "1 x 4"],
-        ["plain", "256", "pads", "1 x 4"],
+        ["gazerm", "512", "on", "1 x 2, 1.0 forwards/step"],
+        ["trl", "512", "pads", "1 x 4"],
+        ["plain", "512", "pads", "1 x 4"],
     ]
     cases = results["cases"]
     assert [(c["run"]["system"], c["case"]["packing"]) for c in cases] == [
@@ -209,7 +214,7 @@ def test_bench_train_runs_all_three_systems(ray_local, tmp_path, monkeypatch, ca
         assert run["step_times"] == sorted(run["step_times"]) and run["launched"] < run["step_times"][0]
         assert all(tokens > 0 for tokens in run["step_tokens"]) and run["peak_memory_gib"] > 0.1
         assert case["tokens_per_s"] > 0
-    assert cases[0]["run"]["processes"] == 2
+    assert cases[0]["run"]["processes"] == 2 and cases[0]["run"]["forwards"] == [1, 1, 1, 1]
     # Each step trains 4 pairs = 8 sequences of this set; the systems draw different pairs, but alike.
     means = [sum(case["run"]["step_tokens"]) / 4 for case in cases]
     assert max(means) < 1.5 * min(means), means

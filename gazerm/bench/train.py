@@ -4,7 +4,8 @@ For each of ``max_lengths``, one dataset of pairs (with their conversations) tha
 side truncates or drops anything) is prepared once. Then, in turn and each in its own process:
 
 - ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion, each pair's
-  prompt computed once unless ``pair_forward`` is ``joint``), once per ``data.packing`` setting asked for;
+  prompt computed once unless ``pair_forward`` is ``joint``, a step's short micro-batches run together
+  unless ``merge_micro_batches`` is off), once per ``data.packing`` setting asked for;
 - ``trl`` and ``plain``: ``gazerm.bench.baselines`` (both pad);
 
 all with the same backbone, LoRA, global batch of pairs, micro-batch and accumulation, steps, learning
@@ -13,8 +14,9 @@ micro-batch is ``gazerm plan``'s: the largest that fits a worker's memory, accum
 batch; where not even one pair fits, the benchmark is refused before anything runs. Per system and case
 it reports real tokens/s over the steps after ``warmup_steps`` (the first steps pay for lazy
 initialisation), time from launch to the end of the first step, peak memory per training process, and
-the ratios ``gazerm/trl`` and ``gazerm/plain``. gazerm's step times and per-step tokens
-(``train/tokens``, every rank's) come from its MLflow run.
+the ratios ``gazerm/trl`` and ``gazerm/plain``. gazerm's step times, per-step tokens (``train/tokens``,
+every rank's) and forwards per step (``train/forwards``: fewer than its micro-batches where
+``run.merge_micro_batches`` ran short ones together) come from its MLflow run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -80,6 +82,9 @@ class TrainBench(BaseModel):
     packing: Packing = Field(default="both", description="gazerm's data.packing: off, on, or a run of each")
     pair_forward: PairForward = Field(
         default="shared", description="gazerm's model.pair_forward (the baselines run both sides in full)"
+    )
+    merge_micro_batches: bool = Field(
+        default=True, description="gazerm's run.merge_micro_batches (the baselines run every micro-batch)"
     )
     pairs_per_step: int = Field(default=16, ge=1, description="the global batch")
     steps: int = Field(default=12, ge=2)
@@ -192,6 +197,7 @@ class SystemRun:
     peak_memory_gib: float
     processes: int
     parameters: int
+    forwards: list[int] = field(default_factory=list)  # gazerm's forwards per step (per rank)
 
     def tokens_per_s(self, warmup: int) -> float:
         """Real tokens of the steps after ``warmup`` over the time they took."""
@@ -330,6 +336,7 @@ def gazerm_job(bench: TrainBench, case: Case, dataset: Path, output: Path) -> Tr
             use_gpu=bench.gpu,
             micro_batch_size=case.batching.micro,
             grad_accum=case.batching.accum,
+            merge_micro_batches=bench.merge_micro_batches,
             max_steps=bench.steps,
             eval_every=bench.steps + 1,  # one evaluation, after the last measured step
             seed=bench.seed,
@@ -356,6 +363,7 @@ def run_gazerm(bench: TrainBench, case: Case, dataset: Path, output: Path) -> Sy
     client = MlflowClient(job.tracking.tracking_uri)
     steps = sorted(client.get_metric_history(run_id, "train/tokens"), key=lambda metric: metric.step)
     memory = client.get_metric_history(run_id, "train/peak_memory_gib")
+    forwards = sorted(client.get_metric_history(run_id, "train/forwards"), key=lambda metric: metric.step)
     return SystemRun(
         "gazerm",
         launched,
@@ -364,6 +372,7 @@ def run_gazerm(bench: TrainBench, case: Case, dataset: Path, output: Path) -> Sy
         max(metric.value for metric in memory),
         job.run.num_workers,
         estimate_worker_memory(job).backbone_params,  # counted on the meta device: no weights loaded
+        [int(metric.value) for metric in forwards],
     )
 
 
@@ -461,7 +470,7 @@ def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
             run.system,
             case.max_length,
             _on(case.packing) if run.system == "gazerm" else "pads",
-            f"{case.batching.micro} x {accum}",
+            f"{case.batching.micro} x {accum}{_merged(run, warmup)}",
             f"{rate:,.0f}",
             f"{run.time_to_first_step:.1f}",
             f"{run.peak_memory_gib:.2f}",
@@ -474,7 +483,8 @@ def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
         cases.append({**asdict(entry), "tokens_per_s": rate, "ratios": ratios})
     print(
         f"\n{bench.backbone}, LoRA r {bench.lora.r}, {bench.pairs_per_step} pairs/step, {bench.steps} steps "
-        f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}, gazerm's pair_forward {bench.pair_forward}"
+        f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}, gazerm's pair_forward {bench.pair_forward}, "
+        f"merge_micro_batches {str(bench.merge_micro_batches).lower()}"
     )
     print(Table([*header, *(["MFU"] if peak else [])], rows).markdown())
     return {"bench": bench.model_dump(mode="json"), "cases": cases}
@@ -482,6 +492,13 @@ def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
 
 def _on(packing: bool) -> str:
     return "on" if packing else "off"
+
+
+def _merged(run: SystemRun, warmup: int) -> str:
+    """``, 1.5 forwards/step``: gazerm's forwards per measured step (fewer than its micro-batches where
+    they were merged)."""
+    measured = run.forwards[warmup:]
+    return f", {sum(measured) / len(measured):.1f} forwards/step" if measured else ""
 
 
 def _describe(system: System, case: Case) -> str:

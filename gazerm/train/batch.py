@@ -3,11 +3,15 @@ that move to a device together."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from gazerm.model.inputs import ModelInputs
+
+if TYPE_CHECKING:  # the collator builds micro-batches; a micro-batch only points back at its window
+    from gazerm.train.collate import Origin
 
 
 @dataclass
@@ -41,6 +45,9 @@ class MicroBatch:
 
     inputs: ModelInputs
     labels: UnitLabels
+    # A training micro-batch's window and rows there: micro-batches of one window can be collated again
+    # as one forward (``UnitCollator.merge``). None for the validation and test splits'.
+    origin: Origin | None = field(default=None, repr=False, compare=False)
 
     def to(self, device: torch.device | str) -> MicroBatch:
         """Everything on ``device``: the engine's, before the forward (a collate output stays on the CPU)."""

@@ -4,7 +4,8 @@ The collator owns the windowing (:class:`Windows`): it receives a *window* of ``
 bucket_window`` units (an Arrow table), renders each conversation with the prompt template, tokenizes,
 sorts the units by length and cuts the window into micro-batches, so each micro-batch is padded only to
 the longest of similar-length sequences. Every window of the same size yields the same number of
-micro-batches, which keeps all ranks in step.
+micro-batches, which keeps all ranks in step. Micro-batches of one window can be collated again as one
+(:meth:`UnitCollator.merge`: ``run.merge_micro_batches``).
 
 How a kind's units become one micro-batch is the loss kind's (``gazerm.train.kinds``); how text becomes
 tokens and gaze is the model's input pipeline (``gazerm.model.pipeline``), the one scoring uses too.
@@ -12,7 +13,7 @@ tokens and gaze is the model's input pipeline (``gazerm.model.pipeline``), the o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +49,23 @@ class Windows:
     def micro_batches(self, units: int) -> int:
         """Micro-batches ``units`` units give, window by window (only the last window may be short)."""
         return -(-units // self.micro_batch_size)
+
+
+@dataclass(frozen=True, eq=False)
+class CollatedWindow:
+    """A training window's columns and its units' encoded sequences, which its micro-batches keep so
+    that several of them can be collated again as one."""
+
+    columns: Window
+    units: list[list[Encoded]]
+
+
+@dataclass(frozen=True, eq=False)
+class Origin:
+    """Where a training micro-batch's units sit: their window and their rows in it."""
+
+    window: CollatedWindow
+    rows: np.ndarray
 
 
 class UnitCollator:
@@ -87,17 +105,37 @@ class UnitCollator:
         return self.loss.kind.encode(self.encoder, prefixes, window, prompts)
 
     def __call__(self, units_table: pa.Table) -> list[MicroBatch]:
+        """A training window's micro-batches, each with its :class:`Origin`."""
         window = units_table.to_pydict()
-        units = self.encode_units(window)
-        lengths = [max(len(item["input_ids"]) for item in items) for items in units]
+        collated = CollatedWindow(window, self.encode_units(window))
+        lengths = [max(len(item["input_ids"]) for item in items) for items in collated.units]
         order = np.argsort(lengths, kind="stable")
         size = self.windows.micro_batch_size
         return [
-            self.loss.kind.micro_batch(self.encoder, window, units, order[start : start + size])
-            for start in range(0, len(order), size)
+            self._micro_batch(collated, order[start : start + size]) for start in range(0, len(order), size)
         ]
 
+    def _micro_batch(self, collated: CollatedWindow, rows: np.ndarray) -> MicroBatch:
+        micro = self.loss.kind.micro_batch(self.encoder, collated.columns, collated.units, rows)
+        micro.origin = Origin(collated, rows)
+        return micro
+
+    def merge(self, micro_batches: list[MicroBatch]) -> MicroBatch:
+        """Training micro-batches of one window as one micro-batch of all their units, in their order."""
+        if len(micro_batches) == 1:
+            return micro_batches[0]
+        origins = [micro.origin for micro in micro_batches]
+        window = origins[0].window if origins[0] is not None else None
+        if window is None or any(origin is None or origin.window is not window for origin in origins):
+            raise ValueError("only training micro-batches cut from one window can be merged")
+        return self._micro_batch(window, np.concatenate([origin.rows for origin in origins]))
+
     def collate(self, units: pa.Table) -> list[MicroBatch]:
-        """All of ``units`` (a validation split, say), window after window in table order."""
+        """All of ``units`` (a validation split, say), window after window in table order; the micro-batches
+        keep no :class:`Origin` (a split's windows are not held for the whole run)."""
         size = self.window_size
-        return [micro for start in range(0, units.num_rows, size) for micro in self(units.slice(start, size))]
+        return [
+            replace(micro, origin=None)
+            for start in range(0, units.num_rows, size)
+            for micro in self(units.slice(start, size))
+        ]

@@ -104,6 +104,12 @@ class RunConfig(StrictConfig):
     zero_stage: Literal[2, 3] = 2
     micro_batch_size: int = Field(default=16, ge=1, description="pairs per worker per step")
     grad_accum: int = Field(default=1, ge=1)
+    merge_micro_batches: bool = Field(
+        default=False,
+        description="run a step's micro-batches as the fewest forwards whose padded tokens stay within one "
+        "micro-batch at data.max_length (what gazerm plan sizes memory for): short sequences then fill "
+        "bigger forwards; the step's gradient is the same mean over its units",
+    )
     epochs: int = Field(default=2, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; overrides epochs")
     eval_every: int = Field(default=20, ge=1, description="optimizer steps between evaluations + checkpoints")

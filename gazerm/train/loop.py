@@ -15,6 +15,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,9 +44,17 @@ from gazerm.train.checkpoints import (
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import deepspeed_config, skip_compiled_ops
+from gazerm.train.forwards import fewest_forwards, slot_budget, split_into
 from gazerm.train.kinds import LossKind
 from gazerm.train.metric_names import overall_metrics, summarize_test
-from gazerm.train.metrics import EvalTotals, StartupClock, StepAverage, peak_memory_gib, sum_over_ranks
+from gazerm.train.metrics import (
+    EvalTotals,
+    StartupClock,
+    StepAverage,
+    max_over_ranks,
+    peak_memory_gib,
+    sum_over_ranks,
+)
 from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
 from gazerm.train.reporting import Reporter, RunReporter
@@ -194,50 +204,74 @@ class Trainer:
         run, total = self.config.run, self.settings.total_steps
         started = (time.perf_counter(), self.state.step)
         self._last_logged = started[0]
-        while self.state.step < total:
-            epoch = self.train_stream.micro_batches(self.state.epoch, skip=self.state.micro_in_epoch)
-            for micro in epoch:
-                stepped = self._train_micro_batch(micro, started)
-                self.state.micro_in_epoch += 1
-                if self.state.step >= total:
-                    break
-                if stepped and self.state.step % run.eval_every == 0:
+        with closing(self._steps()) as steps:
+            while self.state.step < total:
+                micro_batches, (self.state.epoch, self.state.micro_in_epoch) = next(steps)
+                self._train_step(micro_batches, started)
+                if self.state.step < total and self.state.step % run.eval_every == 0:
                     self.evaluate_and_checkpoint(final=False)
-            else:
-                self.state.epoch += 1
-                self.state.micro_in_epoch = 0
         self.evaluate_and_checkpoint(final=True)
 
-    def _train_micro_batch(self, micro: MicroBatch, started: tuple[float, int]) -> bool:
-        """Forward, backward and (at an accumulation boundary) an optimizer step; True if it stepped.
+    def _steps(self) -> Iterator[tuple[list[MicroBatch], tuple[int, int]]]:
+        """Each optimizer step's ``run.grad_accum`` micro-batches (a step may span two epochs) and where
+        the stream stands after them: (epoch, micro-batches of it trained)."""
+        epoch, trained = self.state.epoch, self.state.micro_in_epoch
+        step: list[MicroBatch] = []
+        while True:
+            for micro in self.train_stream.micro_batches(epoch, skip=trained):
+                step.append(micro)
+                trained += 1
+                if len(step) == self.config.run.grad_accum:
+                    yield step, (epoch, trained)
+                    step = []
+            if trained == 0:
+                raise RuntimeError(f"epoch {epoch} gave this rank no micro-batch to train on")
+            epoch, trained = epoch + 1, 0
+
+    def _train_step(self, micro_batches: list[MicroBatch], started: tuple[float, int]) -> None:
+        """One optimizer step: forward and backward over the step's micro-batches (merged into fewer
+        forwards with ``run.merge_micro_batches``), then DeepSpeed's step at the last of them.
 
         ``started`` is (time, step) when this attempt began, for an honest rate after a resume.
         """
         self.engine.train()
-        boundary = self.engine.is_gradient_accumulation_boundary()
-        loss, details = self._loss(micro)
-        self.engine.backward(loss)
-        self.engine.step()
-        self._tokens += int(micro.inputs.attention_mask.sum())  # on the CPU still: no device sync
-        if self.reporter is not None:  # rank 0 logs; the others keep no step metrics
-            self.accumulated.add({"train/loss": loss.detach(), **details})
-        if not boundary:
-            return False
+        forwards = self._merged(micro_batches)
+        units = sum(micro.labels.num_units for micro in forwards)
+        for index, micro in enumerate(forwards):
+            self.engine.set_gradient_accumulation_boundary(index == len(forwards) - 1)
+            loss, details = self._loss(micro)
+            # Each forward's loss is a mean over its units; weighted by them, the step's gradient is the
+            # mean over all the step's units however they were grouped.
+            self.engine.backward(loss / (units / micro.labels.num_units), scale_wrt_gas=False)
+            self.engine.step()
+            self._tokens += int(micro.inputs.attention_mask.sum())  # on the CPU still: no device sync
+            if self.reporter is not None:  # rank 0 logs; the others keep no step metrics
+                self.accumulated.add({"train/loss": loss.detach(), **details}, weight=micro.labels.num_units)
         self.state.step += 1
         tokens = sum_over_ranks(self._tokens, self.device)  # a collective: every rank takes part
         self._tokens = 0
         if self.reporter is not None:
-            self._log_step(started, tokens)
-        return True
+            self._log_step(started, tokens, len(forwards))
 
-    def _log_step(self, started: tuple[float, int], tokens: int) -> None:
-        """Rank 0's step metrics; ``tokens``: the text tokens every rank trained on in this step."""
+    def _merged(self, micro_batches: list[MicroBatch]) -> list[MicroBatch]:
+        """The step's micro-batches as they run: as cut or, with ``run.merge_micro_batches``, merged into
+        as many forwards as the rank that needs the most (``train.forwards``)."""
+        if not self.config.run.merge_micro_batches:
+            return micro_batches
+        groups = fewest_forwards(micro_batches, slot_budget(self.config))
+        groups = split_into(groups, max_over_ranks(len(groups), self.device))  # a collective
+        return [self.collator.merge([micro_batches[i] for i in group]) for group in groups]
+
+    def _log_step(self, started: tuple[float, int], tokens: int, forwards: int) -> None:
+        """Rank 0's step metrics; ``tokens``: the text tokens every rank trained on in this step, in
+        ``forwards`` forward passes each."""
         now = time.perf_counter()
         elapsed = now - started[0]
         metrics = {
             **self.accumulated.pop(),
             "train/lr": self.engine.get_lr()[0],
             "train/tokens": tokens,
+            "train/forwards": forwards,  # run.grad_accum, or fewer where micro-batches were merged
             # This step's rate; a step after an evaluation also pays for it.
             "train/tokens_per_s": tokens / (now - self._last_logged),
             "train/peak_memory_gib": peak_memory_gib(self.device),  # rank 0's; the ranks are alike

@@ -35,13 +35,22 @@ def peak_memory_gib(device: torch.device) -> float:
 def sum_over_ranks(value: int, device: torch.device) -> int:
     """``value`` summed over every rank of the run (itself outside a distributed run); every rank must
     call it, with a tensor on its backend's device (``device``: the engine's)."""
+    return _reduced_over_ranks(value, device, "SUM")
+
+
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest ``value`` of any rank (as :func:`sum_over_ranks`)."""
+    return _reduced_over_ranks(value, device, "MAX")
+
+
+def _reduced_over_ranks(value: int, device: torch.device, op: str) -> int:
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return value
-    total = torch.tensor(value, dtype=torch.long, device=device)
-    dist.all_reduce(total)
-    return int(total)
+    reduced = torch.tensor(value, dtype=torch.long, device=device)
+    dist.all_reduce(reduced, op=getattr(dist.ReduceOp, op))
+    return int(reduced)
 
 
 @dataclass
@@ -69,21 +78,24 @@ class StartupClock:
 
 
 class StepAverage:
-    """Training metrics of one optimizer step: the mean over its gradient-accumulation micro-batches
-    (logging only the last micro-batch's loss would make ``grad_accum`` change what train/loss means)."""
+    """Training metrics of one optimizer step: the mean over its forwards, each weighted by the units it
+    held (logging only the last forward's loss would make ``grad_accum`` change what train/loss means)."""
 
     def __init__(self) -> None:
-        self.values: dict[str, list[float | torch.Tensor]] = defaultdict(list)
+        self.values: dict[str, list[tuple[float | torch.Tensor, float]]] = defaultdict(list)
 
-    def add(self, metrics: dict[str, float | torch.Tensor]) -> None:
+    def add(self, metrics: dict[str, float | torch.Tensor], weight: float = 1.0) -> None:
         """Numbers or one-element tensors, read only when the step's means are taken (one host sync
-        per step, not per micro-batch)."""
+        per step, not per micro-batch); ``weight``: how much of the step they speak for (its units)."""
         for name, value in metrics.items():
-            self.values[name].append(value)
+            self.values[name].append((value, weight))
 
     def pop(self) -> dict[str, float]:
-        """The means so far, and a fresh start for the next step."""
-        means = {name: sum(map(float, values)) / len(values) for name, values in self.values.items()}
+        """The weighted means so far, and a fresh start for the next step."""
+        means = {
+            name: sum(float(value) * weight for value, weight in pairs) / sum(weight for _, weight in pairs)
+            for name, pairs in self.values.items()
+        }
         self.values.clear()
         return means
 

@@ -44,18 +44,17 @@ UNUSED_BLOCKS = [Block("never-read.parquet", 0, 8)]  # for trainers that train o
 
 
 class FakeEngine:
-    """Records each forward's inputs; checks they sit on ``device``; steps every ``accumulation`` calls."""
+    """Records each forward's inputs (checking they sit on ``device``), each backward's loss and the
+    accumulation boundaries the loop sets."""
 
     def __init__(
         self,
         device: str = "cpu",
-        accumulation: int = 1,
         crash_after: int | None = None,
         output_device: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.output_device = torch.device(output_device or device)
-        self.accumulation = accumulation
         self.crash_after = crash_after
         self.micro_steps = 0
         self.forwards: list[tuple] = []
@@ -63,6 +62,8 @@ class FakeEngine:
         self.packed: list[bool] = []
         self.groups: list[int] = []
         self.shared_prefix: list[bool] = []
+        self.boundaries: list[bool] = []
+        self.losses: list[float] = []
 
     def __call__(self, **inputs: torch.Tensor) -> RewardOutput:
         if self.crash_after is not None and len(self.forwards) == self.crash_after:
@@ -85,14 +86,16 @@ class FakeEngine:
         logits = torch.zeros(rows, length, 11, device=self.output_device) if lm else None
         return RewardOutput(rewards, logits)
 
-    def is_gradient_accumulation_boundary(self) -> bool:
-        return (self.micro_steps + 1) % self.accumulation == 0
+    def set_gradient_accumulation_boundary(self, boundary: bool) -> None:
+        self.boundaries.append(boundary)
 
     def train(self) -> None: ...
 
     def eval(self) -> None: ...
 
-    def backward(self, loss: torch.Tensor) -> None: ...
+    def backward(self, loss: torch.Tensor, scale_wrt_gas: bool) -> None:
+        assert not scale_wrt_gas, "the loop weights each forward's loss itself"
+        self.losses.append(float(loss))
 
     def step(self) -> None:
         self.micro_steps += 1
@@ -264,45 +267,77 @@ def run_loop(
     return trainer
 
 
-def small_windows(accumulation: int) -> TrainJobConfig:
+def small_windows(accumulation: int, merge: bool = False) -> TrainJobConfig:
     return TrainJobConfig(
-        data=DataConfig(bucket_window=2, shuffle_buffer=6),
-        run=RunConfig(micro_batch_size=2, grad_accum=accumulation, eval_every=3, seed=11),
+        data=DataConfig(bucket_window=2, shuffle_buffer=6, max_length=512),  # the inputs' (set_up)
+        run=RunConfig(
+            micro_batch_size=2, grad_accum=accumulation, eval_every=3, seed=11, merge_micro_batches=merge
+        ),
     )
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
-def test_a_resumed_run_trains_on_exactly_the_uninterrupted_sequence(train_paths, accumulation):
-    config = small_windows(accumulation)
+def per_step(values: list, boundaries: list[bool]) -> list:
+    """``values``, one per forward, summed over each optimizer step's forwards."""
+    sums, running = [], 0
+    for value, boundary in zip(values, boundaries, strict=True):
+        running += value
+        if boundary:
+            sums.append(running)
+            running = 0
+    return sums
+
+
+@pytest.mark.parametrize(("accumulation", "merge"), [(1, False), (2, False), (2, True)])
+def test_a_resumed_run_trains_on_exactly_the_uninterrupted_sequence(train_paths, accumulation, merge):
+    config = small_windows(accumulation, merge)
     blocks = list_blocks(train_paths, LossSpec.of(config))
     per_epoch = -(-EpochPlan.of(blocks, config).units_per_rank // 2)  # micro-batches of 2 units
     total = per_epoch * 2 // accumulation + 1  # into a third epoch
 
-    whole = FakeEngine(accumulation=accumulation)
+    whole = FakeEngine()
     run_loop(config, blocks, whole, total, [])
-    assert len(whole.forwards) == total * accumulation
+    assert whole.boundaries.count(True) == total
+    if merge:  # a step's two micro-batches of one window run as one forward
+        assert total < len(whole.forwards) < total * accumulation
+    else:
+        assert whole.boundaries == ([False] * (accumulation - 1) + [True]) * total
 
     saved: list[TrainerState] = []
-    crashed = FakeEngine(accumulation=accumulation, crash_after=len(whole.forwards) - 5)
+    crashed = FakeEngine(crash_after=len(whole.forwards) - 5)
     with pytest.raises(KeyboardInterrupt):
         run_loop(config, blocks, crashed, total, saved)
     checkpoint = saved[-1]
     assert checkpoint.epoch >= 1 and checkpoint.step % config.run.eval_every == 0
-    resumed = FakeEngine(accumulation=accumulation)
+    resumed = FakeEngine()
     run_loop(config, blocks, resumed, total, saved)
 
-    trained_before = checkpoint.step * accumulation  # micro-batches up to the checkpoint
+    steps_ended = [index + 1 for index, boundary in enumerate(crashed.boundaries) if boundary]
+    trained_before = steps_ended[checkpoint.step - 1]  # forwards up to the checkpoint
     assert crashed.forwards[:trained_before] + resumed.forwards == whole.forwards
 
 
-def test_each_step_logs_the_tokens_of_its_micro_batches(train_paths):
-    config = small_windows(accumulation=2)
-    engine = FakeEngine(accumulation=2)
+@pytest.mark.parametrize("merge", [False, True])
+def test_each_step_logs_the_tokens_of_its_micro_batches(train_paths, merge):
+    config = small_windows(accumulation=2, merge=merge)
+    engine = FakeEngine()
     trainer = run_loop(config, list_blocks(train_paths, LossSpec.of(config)), engine, 5, [])
-    per_step = [engine.tokens[i] + engine.tokens[i + 1] for i in range(0, 10, 2)]
-    assert trainer.reporter.series("train/tokens") == per_step and min(per_step) > 0
-    assert len(set(per_step)) > 1  # real counts, not one number repeated
+    tokens = per_step(engine.tokens, engine.boundaries)
+    assert trainer.reporter.series("train/tokens") == tokens and min(tokens) > 0
+    assert len(set(tokens)) > 1  # real counts, not one number repeated
     assert [event["kind"] for event in trainer.reporter.events].count("step") == 5
+
+
+def test_merging_changes_the_forwards_not_the_tokens_each_step_trains_on(train_paths):
+    tokens, forwards = {}, {}
+    for merge in (False, True):
+        config = small_windows(accumulation=4, merge=merge)
+        engine = FakeEngine()
+        trainer = run_loop(config, list_blocks(train_paths, LossSpec.of(config)), engine, 6, [])
+        tokens[merge] = per_step(engine.tokens, engine.boundaries)
+        forwards[merge] = len(engine.forwards)
+        assert trainer.reporter.series("train/forwards") == per_step([1] * forwards[merge], engine.boundaries)
+    assert tokens[False] == tokens[True]
+    assert forwards[True] < forwards[False] == 6 * 4
 
 
 def selecting(tmp_path: Path, mode: str = "max", ties: str = "later") -> Trainer:
