@@ -157,7 +157,7 @@ def fitting_batching(report: FitReport, micro: int) -> Batching:
     Refused where only activation checkpointing or ZeRO-3 would fit, or nothing: every system trains
     without them."""
     suggestion = report.suggestion or {}
-    if set(suggestion) == {"run.micro_batch_size", "run.grad_accum"}:
+    if set(suggestion) - {"run.merge_micro_batches"} == {"run.micro_batch_size", "run.grad_accum"}:
         return Batching(suggestion["run.micro_batch_size"], suggestion["run.grad_accum"])
     if report.fits:
         return Batching(micro, 1)

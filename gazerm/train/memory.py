@@ -327,7 +327,9 @@ def check_fits(
 def suggest(config: TrainJobConfig, available_gib: float) -> dict[str, Any] | None:
     """Overrides that fit, trying in turn: a smaller micro-batch with more accumulation (the same global
     batch), then activation checkpointing, then ZeRO-3 (not with ``model.init_from``); the largest
-    micro-batch that fits at the first step that has one."""
+    micro-batch that fits at the first step that has one. A smaller micro-batch comes with
+    ``run.merge_micro_batches``: it is sized for sequences of ``data.max_length``, and merging runs a step's
+    shorter ones together within that size again."""
     run, model = config.run, config.model
     steps: list[dict[str, Any]] = [{}]
     if not model.gradient_checkpointing:
@@ -338,6 +340,8 @@ def suggest(config: TrainJobConfig, available_gib: float) -> dict[str, Any] | No
     for changes in steps:
         for size in (d for d in range(micro, 0, -1) if micro % d == 0):
             batch = {"run.micro_batch_size": size, "run.grad_accum": run.grad_accum * micro // size}
+            if not run.merge_micro_batches:
+                batch["run.merge_micro_batches"] = True
             candidate = {**(batch if size < micro else {}), **changes}
             if candidate and estimate_worker_memory(with_overrides(config, candidate)).total <= available_gib:
                 return candidate

@@ -103,7 +103,11 @@ def test_a_job_that_does_not_fit_gets_overrides_that_fit_with_the_same_global_ba
     fixed = with_overrides(config, report.suggestion)
     assert estimate_worker_memory(fixed).total <= needed * 0.6
     assert fixed.run.micro_batch_size * fixed.run.grad_accum == 32
+    # the smaller micro-batch is sized for max_length; merging lets shorter ones fill it again
+    assert fixed.run.merge_micro_batches and "--set run.merge_micro_batches=true" in report.verdict()
     assert "--set run.micro_batch_size=" in report.verdict()
+    merging = with_overrides(config, {"run.merge_micro_batches": True})
+    assert "run.merge_micro_batches" not in check_fits(merging, available_gib=needed * 0.6).suggestion
 
     hopeless = check_fits(config, available_gib=0.5)
     assert not hopeless.fits and hopeless.suggestion is None and "bigger node" in hopeless.verdict()
@@ -145,7 +149,7 @@ def test_a_kill_for_memory_gets_the_preflights_answer(monkeypatch: pytest.Monkey
     assert estimate_worker_memory(with_overrides(config, under)).total < needed
     assert fits.if_killed() == (
         f"a training worker ran out of memory though the estimate is {needed:.1f} GiB; try "
-        + " ".join(f"--set {path}={value}" for path, value in under.items())
+        + " ".join(f"--set {path}={json.dumps(value)}" for path, value in under.items())
     )
     assert preflight(config, local=False).if_killed() == fits.if_killed()
     unchecked = preflight(job(MEASURED, {"run.memory_check": False}), local=True)
