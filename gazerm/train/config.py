@@ -108,7 +108,7 @@ class RunConfig(StrictConfig):
         default=False,
         description="run a step's micro-batches as the fewest forwards whose padded tokens stay within one "
         "micro-batch at data.max_length (what gazerm plan sizes memory for): short sequences then fill "
-        "bigger forwards; the step's gradient is the same mean over its units",
+        "bigger forwards; the step's gradient is the same (the LM loss's token mean spans a forward)",
     )
     epochs: int = Field(default=2, ge=1)
     max_steps: int | None = Field(default=None, ge=1, description="optimizer steps; overrides epochs")

@@ -31,7 +31,7 @@ def fewest_forwards(micro_batches: list[MicroBatch], budget: int) -> list[list[i
     rows = width = 0
     for index, micro in enumerate(micro_batches):
         micro_rows, micro_width = micro.inputs.input_ids.shape
-        if groups and _same_window(micro_batches[groups[-1][0]], micro):
+        if groups and micro_batches[groups[-1][0]].shares_window(micro):
             merged_rows, merged_width = rows + micro_rows, max(width, micro_width)
             if merged_rows * merged_width <= budget:
                 groups[-1].append(index)
@@ -54,9 +54,3 @@ def split_into(groups: list[list[int]], count: int) -> list[list[int]]:
         half = len(group) // 2
         groups[largest : largest + 1] = [group[:half], group[half:]]
     return groups
-
-
-def _same_window(first: MicroBatch, second: MicroBatch) -> bool:
-    return (
-        first.origin is not None and second.origin is not None and first.origin.window is second.origin.window
-    )

@@ -213,8 +213,8 @@ class Trainer:
         self.evaluate_and_checkpoint(final=True)
 
     def _steps(self) -> Iterator[tuple[list[MicroBatch], tuple[int, int]]]:
-        """Each optimizer step's ``run.grad_accum`` micro-batches (a step may span two epochs) and where
-        the stream stands after them: (epoch, micro-batches of it trained)."""
+        """Each optimizer step's ``run.grad_accum`` micro-batches (a step may span epochs) and where the
+        stream stands after them: (epoch, micro-batches of it trained)."""
         epoch, trained = self.state.epoch, self.state.micro_in_epoch
         step: list[MicroBatch] = []
         while True:
@@ -230,37 +230,37 @@ class Trainer:
 
     def _train_step(self, micro_batches: list[MicroBatch], started: tuple[float, int]) -> None:
         """One optimizer step: forward and backward over the step's micro-batches (merged into fewer
-        forwards with ``run.merge_micro_batches``), then DeepSpeed's step at the last of them.
+        forwards with ``run.merge_micro_batches``); the last forward's ``engine.step()`` updates.
 
         ``started`` is (time, step) when this attempt began, for an honest rate after a resume.
         """
         self.engine.train()
         forwards = self._merged(micro_batches)
-        units = sum(micro.labels.num_units for micro in forwards)
-        for index, micro in enumerate(forwards):
+        for index, (micro, holds) in enumerate(forwards):
             self.engine.set_gradient_accumulation_boundary(index == len(forwards) - 1)
             loss, details = self._loss(micro)
-            # Each forward's loss is a mean over its units; weighted by them, the step's gradient is the
-            # mean over all the step's units however they were grouped.
-            self.engine.backward(loss / (units / micro.labels.num_units), scale_wrt_gas=False)
+            # DeepSpeed's mean over the step's micro-batches (its loss / gas), a merged forward counting
+            # for each it holds: unmerged, exactly what DeepSpeed computes itself.
+            self.engine.backward(loss / (len(micro_batches) / holds), scale_wrt_gas=False)
             self.engine.step()
             self._tokens += int(micro.inputs.attention_mask.sum())  # on the CPU still: no device sync
             if self.reporter is not None:  # rank 0 logs; the others keep no step metrics
-                self.accumulated.add({"train/loss": loss.detach(), **details}, weight=micro.labels.num_units)
+                self.accumulated.add({"train/loss": loss.detach(), **details}, weight=holds)
         self.state.step += 1
         tokens = sum_over_ranks(self._tokens, self.device)  # a collective: every rank takes part
         self._tokens = 0
         if self.reporter is not None:
             self._log_step(started, tokens, len(forwards))
 
-    def _merged(self, micro_batches: list[MicroBatch]) -> list[MicroBatch]:
-        """The step's micro-batches as they run: as cut or, with ``run.merge_micro_batches``, merged into
-        as many forwards as the rank that needs the most (``train.forwards``)."""
+    def _merged(self, micro_batches: list[MicroBatch]) -> list[tuple[MicroBatch, int]]:
+        """The step's forwards, each with how many of its micro-batches it holds: one each or, with
+        ``run.merge_micro_batches``, merged into as many forwards as the rank that needs the most
+        (``train.forwards``)."""
         if not self.config.run.merge_micro_batches:
-            return micro_batches
+            return [(micro, 1) for micro in micro_batches]
         groups = fewest_forwards(micro_batches, slot_budget(self.config))
         groups = split_into(groups, max_over_ranks(len(groups), self.device))  # a collective
-        return [self.collator.merge([micro_batches[i] for i in group]) for group in groups]
+        return [(self.collator.merge([micro_batches[i] for i in group]), len(group)) for group in groups]
 
     def _log_step(self, started: tuple[float, int], tokens: int, forwards: int) -> None:
         """Rank 0's step metrics; ``tokens``: the text tokens every rank trained on in this step, in

@@ -11,6 +11,7 @@ import resource
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -35,21 +36,21 @@ def peak_memory_gib(device: torch.device) -> float:
 def sum_over_ranks(value: int, device: torch.device) -> int:
     """``value`` summed over every rank of the run (itself outside a distributed run); every rank must
     call it, with a tensor on its backend's device (``device``: the engine's)."""
-    return _reduced_over_ranks(value, device, "SUM")
+    return _reduced_over_ranks(value, device, "sum")
 
 
 def max_over_ranks(value: int, device: torch.device) -> int:
     """The largest ``value`` of any rank (as :func:`sum_over_ranks`)."""
-    return _reduced_over_ranks(value, device, "MAX")
+    return _reduced_over_ranks(value, device, "max")
 
 
-def _reduced_over_ranks(value: int, device: torch.device, op: str) -> int:
+def _reduced_over_ranks(value: int, device: torch.device, reduction: Literal["sum", "max"]) -> int:
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return value
     reduced = torch.tensor(value, dtype=torch.long, device=device)
-    dist.all_reduce(reduced, op=getattr(dist.ReduceOp, op))
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM if reduction == "sum" else dist.ReduceOp.MAX)
     return int(reduced)
 
 
@@ -78,15 +79,16 @@ class StartupClock:
 
 
 class StepAverage:
-    """Training metrics of one optimizer step: the mean over its forwards, each weighted by the units it
-    held (logging only the last forward's loss would make ``grad_accum`` change what train/loss means)."""
+    """Training metrics of one optimizer step: the mean over its micro-batches, a merged forward's counting
+    for each it holds (logging only the last forward's loss would make ``grad_accum`` change what
+    train/loss means)."""
 
     def __init__(self) -> None:
         self.values: dict[str, list[tuple[float | torch.Tensor, float]]] = defaultdict(list)
 
     def add(self, metrics: dict[str, float | torch.Tensor], weight: float = 1.0) -> None:
         """Numbers or one-element tensors, read only when the step's means are taken (one host sync
-        per step, not per micro-batch); ``weight``: how much of the step they speak for (its units)."""
+        per step, not per micro-batch); ``weight``: how many of the step's micro-batches they speak for."""
         for name, value in metrics.items():
             self.values[name].append((value, weight))
 

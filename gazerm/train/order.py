@@ -163,7 +163,8 @@ class RankStream:
 
 def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
     """``items``, produced up to ``depth`` ahead by a background thread; its error is raised here, and
-    closing this generator early (the last step came mid-epoch) stops the thread."""
+    closing this generator early (the last step came mid-epoch) stops the thread and waits for it, so
+    nothing else tokenizes while it still does."""
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -198,6 +199,7 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
             yield item
     finally:
         stop.set()
+        thread.join()
 
 
 def _permuted(tables: list[pa.Table], generator: np.random.Generator) -> pa.Table:

@@ -4,7 +4,9 @@ builds it; DeepSpeed's engine replaced by one that keeps the step's gradients)."
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +23,7 @@ from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
 from gazerm.train.forwards import fewest_forwards, slot_budget, split_into
 from gazerm.train.kinds import LossSpec
 from gazerm.train.loop import Trainer
+from gazerm.train.metrics import max_over_ranks
 from gazerm.train.order import EpochPlan
 from gazerm.train.units import ToUnits
 from gazerm.train.worker_entry import LoopSettings
@@ -72,6 +75,7 @@ class GradientEngine:
     def __init__(self, model: torch.nn.Module) -> None:
         self.module, self.device = model, torch.device("cpu")
         self.forwards, self.boundary, self.step_gradients = 0, False, {}
+        self.backward_losses: list[torch.Tensor] = []
 
     def __call__(self, **model_inputs):
         self.forwards += 1
@@ -84,6 +88,7 @@ class GradientEngine:
         self.boundary = boundary
 
     def backward(self, loss: torch.Tensor, scale_wrt_gas: bool) -> None:
+        self.backward_losses.append(loss.detach().clone())
         loss.backward()
 
     def step(self) -> None:
@@ -92,7 +97,7 @@ class GradientEngine:
             self.step_gradients = {n: p.grad.clone() for n, p in named if p.grad is not None}
 
 
-def trainer(merge: bool, monkeypatch: pytest.MonkeyPatch) -> Trainer:
+def trainer(merge: bool, monkeypatch: pytest.MonkeyPatch, micro_batch_size: int = 1) -> Trainer:
     import deepspeed
 
     monkeypatch.setattr(
@@ -101,7 +106,7 @@ def trainer(merge: bool, monkeypatch: pytest.MonkeyPatch) -> Trainer:
     config = TrainJobConfig(
         model=ModelConfig(backbone="tiny-llama", fp_dropout=[0.0, 0.0], lora=LoraSettings(dropout=0.0)),
         data=DataConfig(max_length=256),
-        run=RunConfig(micro_batch_size=1, grad_accum=6, seed=3, merge_micro_batches=merge),
+        run=RunConfig(micro_batch_size=micro_batch_size, grad_accum=6, seed=3, merge_micro_batches=merge),
     )
     loss = LossSpec.of(config)
     spec = InputSpec({"predictor": "reading_model"}, config.data.max_length)
@@ -141,3 +146,39 @@ def test_a_merged_step_has_the_gradient_of_its_micro_batches_one_by_one(monkeypa
     assert gradients[True].keys() == gradients[False].keys() and any("lora_" in n for n in gradients[True])
     for name, gradient in gradients[False].items():
         torch.testing.assert_close(gradients[True][name], gradient, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_unmerged_each_micro_batch_weighs_as_deepspeeds_own_accumulation(monkeypatch):
+    """Merging off, the loop divides every micro-batch's loss by the step's micro-batches, as DeepSpeed's
+    ``backward`` does by gas: a short last micro-batch (here 1 pair of 2) weighs as much as a full one."""
+    run = trainer(merge=False, monkeypatch=monkeypatch, micro_batch_size=2)
+    micro_batches = run.collator(
+        ToUnits(run.settings.loss)(GazeFeaturizer()(pairs_of_many_lengths()).slice(0, 5))
+    )
+    assert [micro.labels.num_units for micro in micro_batches] == [2, 2, 1]
+    run._train_step(micro_batches, (time.perf_counter(), 0))
+    expected = [run._loss(micro)[0].detach() / 3 for micro in micro_batches]
+    assert all(torch.equal(got, want) for got, want in zip(run.engine.backward_losses, expected, strict=True))
+
+
+def _agree(rank: int, store: str, steps: dict[int, list[int]], results: str) -> None:
+    """One rank: its step's micro-batches (2 rows each, of these widths) grouped, then split to the count
+    the ranks agree on."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    window = CollatedWindow({}, [])
+    groups = fewest_forwards([micro(window, 2, width) for width in steps[rank]], budget=40)
+    agreed = split_into(groups, max_over_ranks(len(groups), torch.device("cpu")))
+    Path(results, str(rank)).write_text(json.dumps(agreed))
+    dist.destroy_process_group()
+
+
+def test_ranks_that_need_different_numbers_of_forwards_run_as_many_as_the_most(tmp_path):
+    import torch.multiprocessing as mp
+
+    # rank 0 fits all four in one forward (8 rows x 5); rank 1 needs three ([0, 1], [2], [3])
+    steps = {0: [5, 5, 5, 5], 1: [5, 5, 20, 20]}
+    mp.spawn(_agree, args=(str(tmp_path / "store"), steps, str(tmp_path)), nprocs=2)
+    agreed = {rank: json.loads((tmp_path / str(rank)).read_text()) for rank in steps}
+    assert agreed == {0: [[0], [1], [2, 3]], 1: [[0, 1], [2], [3]]}
