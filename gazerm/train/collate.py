@@ -59,6 +59,15 @@ class CollatedWindow:
     columns: Window
     units: list[list[Encoded]]
 
+    def tokens(self) -> np.ndarray:
+        """Each unit's tokens over all its sequences: what it costs the rank that trains on it."""
+        return np.array([sum(len(item["input_ids"]) for item in items) for items in self.units])
+
+    def take(self, rows: np.ndarray) -> CollatedWindow:
+        """The window of ``rows`` alone, in that order."""
+        columns = {name: [values[row] for row in rows] for name, values in self.columns.items()}
+        return CollatedWindow(columns, [self.units[row] for row in rows])
+
 
 @dataclass(frozen=True, eq=False)
 class Origin:
@@ -112,7 +121,17 @@ class UnitCollator:
 
     def __call__(self, units_table: pa.Table) -> list[MicroBatch]:
         """A training window's micro-batches."""
-        return self._cut(units_table, keep_origin=self.mergeable)
+        return self.cut(self.encode(units_table))
+
+    def encode(self, units_table: pa.Table) -> CollatedWindow:
+        """A window's units, tokenized: to be cut into micro-batches (or first dealt to the ranks,
+        ``train.order``)."""
+        window = units_table.to_pydict()
+        return CollatedWindow(window, self.encode_units(window))
+
+    def cut(self, collated: CollatedWindow) -> list[MicroBatch]:
+        """A tokenized training window's micro-batches."""
+        return self._cut(collated, keep_origin=self.mergeable)
 
     def collate(self, units: pa.Table) -> list[MicroBatch]:
         """All of ``units`` (a validation split, say), window after window in table order; the micro-batches
@@ -121,7 +140,7 @@ class UnitCollator:
         return [
             micro
             for start in range(0, units.num_rows, size)
-            for micro in self._cut(units.slice(start, size), keep_origin=False)
+            for micro in self._cut(self.encode(units.slice(start, size)), keep_origin=False)
         ]
 
     def merge(self, micro_batches: list[MicroBatch]) -> MicroBatch:
@@ -136,10 +155,8 @@ class UnitCollator:
         rows = np.concatenate([micro.origin.rows for micro in micro_batches])
         return self._micro_batch(first.origin.window, rows, keep_origin=True)
 
-    def _cut(self, units_table: pa.Table, keep_origin: bool) -> list[MicroBatch]:
+    def _cut(self, collated: CollatedWindow, keep_origin: bool) -> list[MicroBatch]:
         """The window's units sorted by length and cut into micro-batches of ``micro_batch_size``."""
-        window = units_table.to_pydict()
-        collated = CollatedWindow(window, self.encode_units(window))
         lengths = [max(len(item["input_ids"]) for item in items) for items in collated.units]
         order = np.argsort(lengths, kind="stable")
         size = self.windows.micro_batch_size

@@ -59,6 +59,13 @@ class DataConfig(StrictConfig):
     shuffle_buffer: int = Field(
         default=10_000, ge=1, description="units each rank shuffles together (after a seeded block order)"
     )
+    balance_ranks: bool = Field(
+        default=False,
+        description="every rank reads and tokenizes each window of all ranks' units and takes a hand dealt "
+        "longest first, so the ranks' micro-batches are alike in length and fewer wait for another at a "
+        "gradient exchange; costs every rank the tokenizing of all ranks' units (off: each rank reads and "
+        "tokenizes only its own share)",
+    )
     packing: bool = Field(
         default=False,
         description="padding-free forwards: a micro-batch's sequences run back to back, position ids "

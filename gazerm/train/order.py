@@ -15,6 +15,13 @@ Here the driver lists the train split's blocks (Parquet row groups) with their u
    ``shuffle_buffer`` units, seeded by (seed, epoch, rank);
 4. the shuffled units are cut into the collator's windows (``train.collate.Windows``), which it turns
    into length-bucketed micro-batches.
+
+Ranks whose shares differ in length wait for each other at every gradient exchange, so with
+``data.balance_ranks`` (``EpochPlan.balance``) every rank reads all ranks' ranges instead, shuffled
+alike (seeded by (seed, epoch), in chunks of ``shuffle_buffer`` units per rank), cuts them into windows
+of ``world_size`` collator windows, tokenizes each and keeps its hand of it (:func:`dealt`): the units
+dealt longest first, so each rank's window holds as many long units as the others' and the ranks'
+``i``-th micro-batches are alike in length.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gazerm.train.batch import MicroBatch
-from gazerm.train.collate import UnitCollator, Windows
+from gazerm.train.collate import CollatedWindow, UnitCollator, Windows
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.kinds import LossSpec
 from gazerm.train.units import ToUnits
@@ -64,17 +71,21 @@ def list_blocks(paths: list[str], loss: LossSpec) -> list[Block]:
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """What every rank agrees on: the blocks, the seed, the ranks and the shuffle buffer."""
+    """What every rank agrees on: the blocks, the seed, the ranks, the shuffle buffer and whether the
+    ranks deal their units (``balance``)."""
 
     blocks: tuple[Block, ...]
     seed: int
     world_size: int
     shuffle_buffer: int
+    balance: bool = False
 
     @classmethod
     def of(cls, blocks: list[Block], config: TrainJobConfig) -> EpochPlan:
         """The plan of a job's train split (one rank per ``run.num_workers``)."""
-        return cls(tuple(blocks), config.run.seed, config.run.num_workers, config.data.shuffle_buffer)
+        run = config.run
+        balance = config.data.balance_ranks and run.num_workers > 1
+        return cls(tuple(blocks), run.seed, run.num_workers, config.data.shuffle_buffer, balance)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "blocks": [asdict(block) for block in self.blocks]}
@@ -100,10 +111,20 @@ class EpochPlan:
     def block_order(self, epoch: int) -> list[Block]:
         return [self.blocks[i] for i in self.generator(epoch).permutation(len(self.blocks))]
 
+    @property
+    def ranks_read(self) -> int:
+        """How many ranks' shares each rank reads: all of them when dealing, else its own."""
+        return self.world_size if self.balance else 1
+
+    def shuffle_generator(self, epoch: int, rank: int) -> np.random.Generator:
+        """Ranks that deal shuffle the same stream alike; others each their own share."""
+        return self.generator(epoch) if self.balance else self.generator(epoch, rank)
+
     def rank_slices(self, epoch: int, rank: int) -> list[tuple[Block, int, int]]:
-        """The (block, start, stop) unit ranges of ``rank``'s share of ``epoch``, in stream order."""
+        """The (block, start, stop) unit ranges ``rank`` reads of ``epoch``, in stream order: its share, or
+        every rank's when dealing."""
         share = self.units_per_rank
-        begin, end = rank * share, (rank + 1) * share
+        begin, end = (0, share * self.world_size) if self.balance else (rank * share, (rank + 1) * share)
         slices, offset = [], 0
         for block in self.block_order(epoch):
             start, stop = max(begin - offset, 0), min(end - offset, block.units)
@@ -134,17 +155,26 @@ class RankStream:
         for index, window in enumerate(self.windows(epoch)):
             if (index + 1) * per_window <= skip:
                 continue  # a full window gives exactly bucket_window micro-batches
-            yield self.collator(window)[max(skip - index * per_window, 0) :]
+            yield self.collator.cut(self.hand(window))[max(skip - index * per_window, 0) :]
 
     def windows(self, epoch: int) -> Iterator[pa.Table]:
-        yield from _rechunk(self._shuffled_units(epoch), self.collator.window_size)
+        """The epoch's windows this rank reads (``ranks_read`` collator windows each)."""
+        yield from _rechunk(self._shuffled_units(epoch), self.collator.window_size * self.plan.ranks_read)
+
+    def hand(self, window: pa.Table) -> CollatedWindow:
+        """A window tokenized, and where the ranks deal, this rank's hand of it."""
+        collated = self.collator.encode(window)
+        if not self.plan.balance:
+            return collated
+        return collated.take(dealt(collated.tokens(), self.plan.world_size, self.rank))
 
     def _shuffled_units(self, epoch: int) -> Iterator[pa.Table]:
-        generator = self.plan.generator(epoch, self.rank)
+        generator = self.plan.shuffle_generator(epoch, self.rank)
+        buffer = self.plan.shuffle_buffer * self.plan.ranks_read
         pending: list[pa.Table] = []
         for units in self._units(epoch):
             pending.append(units)
-            if sum(t.num_rows for t in pending) >= self.plan.shuffle_buffer:
+            if sum(t.num_rows for t in pending) >= buffer:
                 yield _permuted(pending, generator)
                 pending = []
         if pending:
@@ -200,6 +230,16 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
     finally:
         stop.set()
         thread.join()
+
+
+def dealt(costs: np.ndarray, hands: int, hand: int) -> np.ndarray:
+    """The rows of ``hand`` when rows are dealt costliest first to ``hands`` hands, in snake order (0, 1,
+    …, hands-1, hands-1, …, 0, 0, …), so every hand gets as many rows and a like share of the costly
+    ones; in their window order. ``len(costs)`` is a multiple of ``hands`` (windows of the ranks'
+    equal shares)."""
+    order = np.argsort(-costs, kind="stable")
+    seat = np.arange(len(order)) % (2 * hands)
+    return np.sort(order[np.minimum(seat, 2 * hands - 1 - seat) == hand])
 
 
 def _permuted(tables: list[pa.Table], generator: np.random.Generator) -> pa.Table:

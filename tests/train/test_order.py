@@ -5,18 +5,21 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import build_tokenizer
-from gazerm.train.order import Block, EpochPlan, RankStream, list_blocks, prefetched
+from gazerm.train.order import Block, EpochPlan, RankStream, dealt, list_blocks, prefetched
 from tests.train.helpers import loss_spec, make_collator
 
 MICRO_BATCH, WINDOW = 2, 2
 
 
-def plan_of(blocks: list[Block], world_size: int = 2, seed: int = 7, shuffle_buffer: int = 8) -> EpochPlan:
-    return EpochPlan(tuple(blocks), seed, world_size, shuffle_buffer)
+def plan_of(
+    blocks: list[Block], world_size: int = 2, seed: int = 7, shuffle_buffer: int = 8, balance: bool = False
+) -> EpochPlan:
+    return EpochPlan(tuple(blocks), seed, world_size, shuffle_buffer, balance)
 
 
 def stream(plan: EpochPlan, rank: int = 0) -> RankStream:
@@ -26,12 +29,12 @@ def stream(plan: EpochPlan, rank: int = 0) -> RankStream:
 
 def unit_ids(plan: EpochPlan, epoch: int, rank: int) -> list[str]:
     """The units (example id + chosen text) a rank trains on in an epoch, in order."""
+    ranks_stream = stream(plan, rank)
+    hands = [ranks_stream.hand(window).columns for window in ranks_stream.windows(epoch)]
     return [
         f"{example}|{text}"
-        for window in stream(plan, rank).windows(epoch)
-        for example, text in zip(
-            window.column("example_id").to_pylist(), window.column("chosen_text").to_pylist(), strict=True
-        )
+        for hand in hands
+        for example, text in zip(hand["example_id"], hand["chosen_text"], strict=True)
     ]
 
 
@@ -54,11 +57,12 @@ def test_epochs_differ_and_the_seed_repeats_them(train_paths):
     assert unit_ids(plan_of(blocks, seed=8), 0, 0) != first
 
 
-def test_ranks_get_equal_disjoint_shares_covering_all_but_the_remainder(train_paths):
+@pytest.mark.parametrize("balance", [False, True])
+def test_ranks_get_equal_disjoint_shares_covering_all_but_the_remainder(train_paths, balance):
     blocks = list_blocks(train_paths, loss_spec())
     total = sum(block.units for block in blocks)
     for world_size in (1, 2, 3):
-        plan = plan_of(blocks, world_size=world_size)
+        plan = plan_of(blocks, world_size=world_size, balance=balance)
         for epoch in (0, 1):
             shares = [unit_ids(plan, epoch, rank) for rank in range(world_size)]
             assert {len(share) for share in shares} == {total // world_size}
@@ -75,15 +79,45 @@ def test_the_shuffle_mixes_units_across_blocks(train_paths):
     assert sorted(order) == sorted(block_order) and order != block_order
 
 
+@pytest.mark.parametrize("balance", [False, True])
 @pytest.mark.parametrize("stopped_after", [1, 2, 3, 5])
-def test_resuming_at_any_micro_batch_gives_the_uninterrupted_sequence(train_paths, stopped_after):
+def test_resuming_at_any_micro_batch_gives_the_uninterrupted_sequence(train_paths, stopped_after, balance):
     """Skipping ``stopped_after`` micro-batches (within or at the end of a window) continues exactly."""
-    plan = plan_of(list_blocks(train_paths, loss_spec()))
+    plan = plan_of(list_blocks(train_paths, loss_spec()), balance=balance)
     uninterrupted = micro_batch_keys(stream(plan).micro_batches(1))
     assert len(uninterrupted) == -(-plan.units_per_rank // MICRO_BATCH)
     before = micro_batch_keys(stream(plan).micro_batches(1))[:stopped_after]
     after = micro_batch_keys(stream(plan).micro_batches(1, skip=stopped_after))
     assert before + after == uninterrupted
+
+
+def test_dealing_gives_every_hand_as_many_rows_and_a_like_share_of_the_costly_ones():
+    costs = np.array([1, 9, 2, 8, 3, 7, 4, 6, 5, 10])
+    hands = [dealt(costs, 2, hand) for hand in (0, 1)]
+    assert [hand.tolist() for hand in hands] == [[2, 4, 5, 7, 9], [0, 1, 3, 6, 8]]  # in window order
+    assert sorted(np.concatenate(hands).tolist()) == list(range(10))
+    assert [int(costs[hand].sum()) for hand in hands] == [28, 27]  # 10, 7, 6, 3, 2 against 9, 8, 5, 4, 1
+    three = [dealt(costs[:9], 3, hand) for hand in range(3)]
+    assert [len(hand) for hand in three] == [3, 3, 3]
+    assert sorted(np.concatenate(three).tolist()) == list(range(9))
+
+
+def test_dealt_ranks_train_micro_batches_of_like_length(train_paths):
+    """Where the ranks' i-th micro-batches differ in tokens, the shorter waits for the longer at every
+    gradient exchange: dealing the units makes them closer in every epoch."""
+    collator = make_collator(build_tokenizer(ModelConfig()), 1024, MICRO_BATCH, bucket_window=WINDOW)
+    blocks = list_blocks(train_paths, loss_spec())
+
+    def waiting(balance: bool, epoch: int) -> float:
+        """The ranks' slowest micro-batch tokens over their mean, summed over the epoch's micro-batches."""
+        plan = plan_of(blocks, balance=balance)
+        streams = [RankStream(plan, rank, collator).micro_batches(epoch) for rank in (0, 1)]
+        tokens = np.array([[int(micro.inputs.attention_mask.sum()) for micro in s] for s in streams])
+        return tokens.max(axis=0).sum() / tokens.mean(axis=0).sum()
+
+    for epoch in (0, 1, 2):
+        unbalanced, balanced = waiting(False, epoch), waiting(True, epoch)
+        assert balanced < 1.03 < 1.04 < unbalanced, (epoch, balanced, unbalanced)
 
 
 def test_a_changed_shard_is_an_error_not_a_silently_different_order(train_paths, tmp_path: Path):

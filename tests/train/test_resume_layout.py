@@ -10,7 +10,7 @@ import pytest
 from gazerm.errors import ConfigError
 from gazerm.train.checkpoints import STATE_FILE
 from gazerm.train.collate import Windows
-from gazerm.train.config import RunConfig, TrainJobConfig
+from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
 from gazerm.train.job import check_same_layout
 from gazerm.train.order import Block, EpochPlan
 
@@ -36,6 +36,7 @@ def test_the_plan_round_trips_through_the_worker_settings():
         "micro_batch_size": 16,
         "bucket_window": 8,
         "shuffle_buffer": 10_000,
+        "balance": False,
         "blocks": 2,
         "units": 64,
     }
@@ -60,3 +61,13 @@ def test_a_resume_with_other_windows_is_refused(tmp_path):
     now = layout(TrainJobConfig(run=RunConfig(micro_batch_size=8)))
     with pytest.raises(ConfigError, match=r"micro_batch_size: 16 then, 8 now"):
         check_same_layout(checkpoint(tmp_path, saved), now)
+
+
+def test_a_resume_with_the_ranks_dealt_otherwise_is_refused(tmp_path):
+    """Dealt ranks train on other units than ranks reading their own shares."""
+    saved = layout(TrainJobConfig())
+    now = layout(TrainJobConfig(data=DataConfig(balance_ranks=True)))
+    with pytest.raises(ConfigError, match=r"balance: False then, True now"):
+        check_same_layout(checkpoint(tmp_path, saved), now)
+    one_rank = TrainJobConfig(data=DataConfig(balance_ranks=True), run=RunConfig(num_workers=1))
+    assert layout(one_rank)["balance"] is False  # one rank has nobody to deal with
