@@ -39,7 +39,7 @@ from gazerm.train.kinds import LossSpec
 from gazerm.train.memory import preflight
 from gazerm.train.metric_names import summarize_test
 from gazerm.train.metrics import StartupClock
-from gazerm.train.order import EpochPlan, list_blocks
+from gazerm.train.order import LAYOUT_BEFORE_RECORDED, EpochPlan, list_blocks
 from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
 from gazerm.train.worker_entry import SELECT_RANK, LoopSettings, train_loop_per_worker
@@ -170,8 +170,13 @@ def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
 def check_same_layout(checkpoint: str, layout: dict[str, int]) -> None:
     """A resume trains on exactly the units an uninterrupted run would only under the data layout the
     checkpoint was trained with (``EpochPlan.layout``: seed, workers, batch geometry, the split's blocks)."""
-    saved = json.loads(Storage.of(checkpoint).child(STATE_FILE).read_text()).get("layout") or {}
-    changed = [f"{k}: {saved[k]} then, {v} now" for k, v in layout.items() if k in saved and saved[k] != v]
+    saved = json.loads(Storage.of(checkpoint).child(STATE_FILE).read_text()).get("layout")
+    if not saved:
+        return  # a checkpoint from before layouts were recorded: taken on trust
+    saved = {**LAYOUT_BEFORE_RECORDED, **saved}
+    changed = [
+        f"{k}: {saved.get(k, '(not recorded)')} then, {v} now" for k, v in layout.items() if saved.get(k) != v
+    ]
     if changed:
         raise ConfigError(
             f"resuming from {checkpoint}: the training data order changed ({'; '.join(changed)}); rerun "

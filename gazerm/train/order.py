@@ -69,6 +69,11 @@ def list_blocks(paths: list[str], loss: LossSpec) -> list[Block]:
     return blocks
 
 
+# Layout keys added after checkpoints began to record their layout, with the value every earlier run had: a
+# checkpoint that lacks one was trained under that value.
+LAYOUT_BEFORE_RECORDED: dict[str, Any] = {"balance": False}
+
+
 @dataclass(frozen=True)
 class EpochPlan:
     """What every rank agrees on: the blocks, the seed, the ranks, the shuffle buffer and whether the

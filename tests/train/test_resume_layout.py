@@ -71,3 +71,22 @@ def test_a_resume_with_the_ranks_dealt_otherwise_is_refused(tmp_path):
         check_same_layout(checkpoint(tmp_path, saved), now)
     one_rank = TrainJobConfig(data=DataConfig(balance_ranks=True), run=RunConfig(num_workers=1))
     assert layout(one_rank)["balance"] is False  # one rank has nobody to deal with
+
+
+def test_a_checkpoint_from_before_a_layout_key_counts_as_what_runs_had_then(tmp_path):
+    """``balance`` came later: a checkpoint without it was trained with the ranks reading their own shares,
+    so resuming it dealt is refused, and undealt goes ahead."""
+    saved = layout(TrainJobConfig())
+    del saved["balance"]
+    check_same_layout(checkpoint(tmp_path, saved), layout(TrainJobConfig()))
+    dealt = layout(TrainJobConfig(data=DataConfig(balance_ranks=True)))
+    with pytest.raises(ConfigError, match=r"balance: False then, True now"):
+        check_same_layout(checkpoint(tmp_path, saved), dealt)
+
+
+def test_a_layout_key_the_checkpoint_never_recorded_is_refused(tmp_path):
+    """A key with no known earlier value cannot be checked, so the resume is not taken on trust."""
+    saved = layout(TrainJobConfig())
+    del saved["shuffle_buffer"]
+    with pytest.raises(ConfigError, match=r"shuffle_buffer: \(not recorded\) then, 10000 now"):
+        check_same_layout(checkpoint(tmp_path, saved), layout(TrainJobConfig()))
