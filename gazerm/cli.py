@@ -693,6 +693,9 @@ def bench_train(
         ),
     ] = True,
     workers: Annotated[int, typer.Option(help="gazerm's Ray Train workers.")] = 2,
+    launcher: Annotated[
+        str, typer.Option(help="gazerm's run.launcher: ray, or local (processes on this machine, no Ray).")
+    ] = "ray",
     template: Annotated[str, typer.Option(help="plain or chat (the tokenizer's chat template).")] = "plain",
     data: Annotated[Path | None, typer.Option(help="Preference file (default: synthetic pairs).")] = None,
     data_format: Annotated[str, typer.Option("--format", help="Its gazerm source format.")] = "generic",
@@ -722,6 +725,7 @@ def bench_train(
             pair_forward=pair_forward,
             merge_micro_batches=merge_micro_batches,
             workers=workers,
+            launcher=launcher,
             template=template,
             data=str(data) if data else None,
             data_format=data_format,

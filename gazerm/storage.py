@@ -183,6 +183,16 @@ class Storage:
         if commit_file is not None:
             self._upload(source / commit_file, commit_file)
 
+    def add_files(self, local_dir: str | Path) -> None:
+        """Copy ``local_dir``'s files into this directory, beside what is there: how each rank adds its
+        part of a shared checkpoint."""
+        source = Path(local_dir).resolve()
+        if self.is_local:
+            shutil.copytree(source, self.path, dirs_exist_ok=True)
+            return
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            self._upload(file, file.relative_to(source).as_posix())
+
     def delete_file(self) -> None:
         if self.filesystem.get_file_info(self.path).type == pafs.FileType.File:
             self.filesystem.delete_file(self.path)

@@ -90,6 +90,7 @@ class TrainBench(BaseModel):
     steps: int = Field(default=12, ge=2)
     warmup_steps: int = Field(default=2, ge=1)
     workers: int = Field(default=2, ge=1, description="gazerm's Ray Train workers")
+    launcher: Literal["ray", "local"] = Field(default="ray", description="gazerm's run.launcher")
     lr: float = Field(default=1e-4, gt=0)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     seed: int = 0
@@ -332,6 +333,7 @@ def gazerm_job(bench: TrainBench, case: Case, dataset: Path, output: Path) -> Tr
         model=bench.model,
         optim=OptimConfig(lr=bench.lr, scheduler="constant", warmup_ratio=0.0),
         run=RunConfig(
+            launcher=bench.launcher,
             num_workers=bench.workers,
             use_gpu=bench.gpu,
             micro_batch_size=case.batching.micro,
@@ -484,7 +486,7 @@ def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
     print(
         f"\n{bench.backbone}, LoRA r {bench.lora.r}, {bench.pairs_per_step} pairs/step, {bench.steps} steps "
         f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}, gazerm's pair_forward {bench.pair_forward}, "
-        f"merge_micro_batches {str(bench.merge_micro_batches).lower()}"
+        f"merge_micro_batches {str(bench.merge_micro_batches).lower()}, launcher {bench.launcher}"
     )
     print(Table([*header, *(["MFU"] if peak else [])], rows).markdown())
     return {"bench": bench.model_dump(mode="json"), "cases": cases}

@@ -22,5 +22,9 @@ class DataError(GazermError, ValueError):
             where += f", field '{field}'"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[type[DataError], tuple[str, int | None, str | None, str]]:
+        """Pickled as what it was built from (a worker process hands it to the driver)."""
+        return DataError, (self.file, self.row, self.field, self.message)
+
     def to_record(self) -> dict[str, object]:
         return {"file": self.file, "row": self.row, "field": self.field, "error": self.message}

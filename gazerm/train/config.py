@@ -105,6 +105,12 @@ class OptimConfig(StrictConfig):
 
 
 class RunConfig(StrictConfig):
+    launcher: Literal["ray", "local"] = Field(
+        default="ray",
+        description="ray: the ranks as Ray Train workers (a local Ray, or the cluster's under ray job "
+        "submit); local: num_workers processes on this machine started by torch's elastic launcher "
+        "(torchrun's) in Ray Train's local mode, no Ray to start: the first step comes seconds sooner",
+    )
     num_workers: int = Field(default=2, ge=1)
     cpus_per_worker: float = Field(default=1, gt=0)
     use_gpu: bool = False

@@ -29,7 +29,7 @@ from gazerm.errors import ConfigError
 from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.inputs import InputSpec
 from gazerm.model.manifest import MANIFEST_FILE, verify_model_dir
-from gazerm.runtime import init_ray
+from gazerm.runtime import init_ray, verbose
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
 from gazerm.train.collate import Windows
@@ -203,7 +203,13 @@ def run_training(
     if not config.model.is_tiny:
         resolve_backbone(config.model.backbone)  # a missing package or file stops here, not in every worker
     check_attention(config.model.attn_implementation)
-    memory = preflight(config, local=not os.environ.get("RAY_ADDRESS"))  # workers on this machine?
+    local = config.run.launcher == "local"
+    if local and callbacks:
+        raise ConfigError(
+            "run.launcher: local runs one job's ranks on this machine; a search's trials run under Ray Train "
+            "(run.launcher: ray)"
+        )
+    memory = preflight(config, local=local or not os.environ.get("RAY_ADDRESS"))  # workers on this machine?
     if memory.refusal:
         raise ConfigError(memory.refusal)
     if memory.warning:
@@ -215,8 +221,9 @@ def run_training(
     background = ThreadPoolExecutor(max_workers=1)
     store = background.submit(open_store, tracking_uri)  # while Ray starts
     background.shutdown(wait=False)
-    init_ray(config.run.num_workers * config.run.cpus_per_worker)
-    startup.mark("ray")
+    if not local:
+        init_ray(config.run.num_workers * config.run.cpus_per_worker)
+        startup.mark("ray")
     root, manifest = ensure_dataset(config)
     config = fitted_to_data(config, root, manifest)
     loss = LossSpec.of(config)
@@ -269,27 +276,42 @@ def run_training(
         flush=True,
     )
     with ended_on_failure(tracking_uri, run_id):
-        with follow(total_steps) as board:
-            trainer = _torch_trainer(config, settings, board, splits, output, callbacks)
-            try:
-                result = trainer.fit()
-            except (ray.train.WorkerGroupError, ray.train.ControllerError) as error:
-                cause = user_error(error, memory.if_killed)
-                if cause is None:
-                    raise
-                raise cause from error
-        return _publish(result, output, tracking_uri, run_id)
+        with follow(total_steps, local=local) as board:
+            loop_config = {
+                "job": config.model_dump(mode="json"),
+                "settings": settings,  # typed: pickled for the workers
+                "board": board,
+                # The splits are small: the workers get the tables (under Ray, through the object store;
+                # a Ray Dataset would cost every worker a streaming executor's start-up for no gain).
+                "splits": splits if local else {name: ray.put(units) for name, units in splits.items()},
+            }
+            if local:
+                from gazerm.train.local_launch import launch_local
+
+                final = launch_local(config, loop_config, memory.if_killed, verbose())
+                checkpoint, metrics = ray.train.Checkpoint(final["checkpoint"]), final["metrics"]
+            else:
+                try:
+                    result = _torch_trainer(config, loop_config, output, callbacks).fit()
+                except (ray.train.WorkerGroupError, ray.train.ControllerError) as error:
+                    cause = user_error(error, memory.if_killed)
+                    if cause is None:
+                        raise
+                    raise cause from error
+                checkpoint, metrics = result.checkpoint, result.metrics or {}
+        return _publish(checkpoint, metrics, output, tracking_uri, run_id)
 
 
-def _publish(result: Any, output: Storage, tracking_uri: str, run_id: str) -> TrainOutcome:
-    """The final checkpoint's model to ``output_dir/model`` and the MLflow run, which is then closed."""
+def _publish(
+    checkpoint: Any, metrics: dict[str, Any], output: Storage, tracking_uri: str, run_id: str
+) -> TrainOutcome:
+    """The final ``checkpoint``'s model to ``output_dir/model`` and the MLflow run, which is then closed."""
 
     def copy_from_checkpoint(local_model: Path) -> None:
-        with result.checkpoint.as_directory() as checkpoint_dir:
+        with checkpoint.as_directory() as checkpoint_dir:
             shutil.copytree(Path(checkpoint_dir) / MODEL_DIR, local_model)
 
-    metrics = _final_metrics(result.metrics or {})
-    return _publish_model(copy_from_checkpoint, metrics, output, tracking_uri, run_id)
+    return _publish_model(copy_from_checkpoint, _final_metrics(metrics), output, tracking_uri, run_id)
 
 
 def _publish_model(
@@ -314,35 +336,22 @@ def _publish_model(
 
 
 def _torch_trainer(
-    config: TrainJobConfig,
-    settings: LoopSettings,
-    board: Any,
-    splits: dict[str, pa.Table],
-    output: Storage,
-    callbacks: Sequence[Any],
+    config: TrainJobConfig, loop_config: dict[str, Any], output: Storage, callbacks: Sequence[Any]
 ):
     """The Ray Train job: ``num_workers`` ranks running ``train_loop_per_worker``, checkpoints under
-    ``output_dir/ray``, the validation and test units in the object store for every rank to read whole
-    (in the same order: each rank scores every world_size-th micro-batch of them, see
-    ``Trainer.evaluate``). The train split is not handed over at all: each rank reads its seeded share
-    itself (``train.order``). With ``run.select: best`` Ray keeps the checkpoints of the evaluations that
-    were the best when they ran, by ``run.select_metric`` and ``run.select_ties`` (the loop's
-    ``SELECT_RANK``), the latest best first, and always the latest checkpoint, to resume from.
+    ``output_dir/ray``. Every rank reads the validation and test units whole (in the same order: each rank
+    scores every world_size-th micro-batch of them, see ``Trainer.evaluate``). The train split is not
+    handed over at all: each rank reads its seeded share itself (``train.order``). With ``run.select:
+    best`` Ray keeps the checkpoints of the evaluations that were the best when they ran, by
+    ``run.select_metric`` and ``run.select_ties`` (the loop's ``SELECT_RANK``), the latest best first, and
+    always the latest checkpoint, to resume from.
     """
-    import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "job": config.model_dump(mode="json"),
-            "settings": settings,  # typed: Ray pickles it
-            "board": board,
-            # Object references, not Ray Datasets: the splits are small, and a Dataset costs every
-            # worker a streaming executor's start-up before its first step for no gain.
-            "splits": {name: ray.put(units) for name, units in splits.items()},
-        },
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.run.num_workers,
             use_gpu=config.run.use_gpu,

@@ -38,6 +38,9 @@ from gazerm.train.checkpoints import (
     LISTED,
     MODEL_DIR,
     STATE_FILE,
+    CheckpointSink,
+    LocalCheckpoints,
+    RayTrainCheckpoints,
     complete_checkpoints,
     write_file_list,
 )
@@ -78,11 +81,10 @@ class TrainerState:
     selected_val: dict[str, float] = field(default_factory=dict)
 
 
-def run_rank(loop_config: dict[str, Any]) -> None:
+def run_rank(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     """One rank's run (``worker_entry.train_loop_per_worker``); ``loop_config`` = {"job": TrainJobConfig as
-    dict, "settings": LoopSettings,
-    "board": the driver's ``ProgressBoard``, "splits": object references to the validation and test units
-    by split name}."""
+    dict, "settings": LoopSettings, "board": the driver's progress board, "splits": the validation and test
+    units by split name}. Under the local launcher, the final checkpoint's metrics and location."""
     config = TrainJobConfig.model_validate(loop_config["job"])
     settings: LoopSettings = loop_config["settings"]
     context = ray.train.get_context()
@@ -95,23 +97,39 @@ def run_rank(loop_config: dict[str, Any]) -> None:
     reporter = None  # rank 0 speaks for the run
     if rank == 0:
         reporter = RunReporter(settings.tracking_uri, settings.run_id, loop_config["board"])
-    trainer = Trainer(config, settings, rank, reporter)
-    trainer.setup({name: ray.get(units) for name, units in loop_config["splits"].items()})
+    checkpoints: CheckpointSink = RayTrainCheckpoints()
+    if config.run.launcher == "local":
+        score = SELECT_RANK if config.run.select == "best" else None
+        checkpoints = LocalCheckpoints(
+            Storage.of(config.output_dir), config.run.keep_checkpoints, score, rank
+        )
+    trainer = Trainer(config, settings, rank, reporter, checkpoints)
+    # Object references under Ray Train, the tables themselves under the local launcher.
+    splits = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in loop_config["splits"].items()}
+    trainer.setup(splits)
     trainer.run()
+    return checkpoints.final if isinstance(checkpoints, LocalCheckpoints) else None
 
 
 class Trainer:
     """One rank's training run: built from what it is given (nothing started), ``setup()`` as a
     torchtune recipe does (engine, collator, train stream), then ``run()``: restore, train, evaluate,
-    save. ``reporter`` is rank 0's, None on the other ranks."""
+    save. ``reporter`` is rank 0's, None on the other ranks; ``checkpoints`` keeps what it saves (Ray
+    Train, unless the local launcher's)."""
 
     def __init__(
-        self, config: TrainJobConfig, settings: LoopSettings, rank: int, reporter: Reporter | None
+        self,
+        config: TrainJobConfig,
+        settings: LoopSettings,
+        rank: int,
+        reporter: Reporter | None,
+        checkpoints: CheckpointSink | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
         self.rank = rank
         self.reporter = reporter
+        self.checkpoints = checkpoints or RayTrainCheckpoints()
         self.state = TrainerState()
         self.accumulated = StepAverage()
         self._tokens = 0  # text tokens this rank trained on since the last logged step
@@ -384,8 +402,7 @@ class Trainer:
             if self.rank == 0:
                 (Path(directory) / STATE_FILE).write_text(json.dumps({**asdict(self.state), LISTED: True}))
             write_file_list(Path(directory), self.rank)
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report({**metrics, "final": int(final)}, checkpoint=checkpoint)
+            self.checkpoints.report(Path(directory), {**metrics, "final": int(final)})
 
     def _select_and_test(self) -> dict[str, float]:
         """Put the selected weights in the engine (``run.select: best`` reloads the best evaluation's

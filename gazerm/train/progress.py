@@ -1,7 +1,8 @@
 """Training progress on the driver's console.
 
-Rank 0 posts small events (a step's loss and rate, an evaluation, a note such as a resume) to a
-:class:`ProgressBoard` actor; the driver drains it and draws them: a progress bar with loss, tokens/s
+Rank 0 posts small events (a step's loss and rate, an evaluation, a note such as a resume) to a board
+(a :class:`ProgressBoard` actor under Ray Train, a file under the local launcher); the driver drains it
+and draws them: a progress bar with loss, tokens/s
 and ETA on a terminal, a line every few steps in a job log or CI. So the console shows what the run
 does without the workers' own output (Ray's, DeepSpeed's and the libraries' logs), which ``-v``
 brings back.
@@ -9,12 +10,16 @@ brings back.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any, Protocol, TextIO
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -40,6 +45,70 @@ class ProgressBoard:
     def drain(self) -> list[Event]:
         events, self._events = self._events, []
         return events
+
+
+class Board(Protocol):
+    """Where rank 0 posts events and the driver drains them; picklable, so it travels to the workers."""
+
+    def post(self, event: Event) -> None:
+        """Add ``event``, without waiting for the driver."""
+
+    def drain(self) -> list[Event]:
+        """The events posted since the last drain; raises if the board cannot be reached."""
+
+    def close(self) -> None: ...
+
+
+class ActorBoard:
+    """A :class:`ProgressBoard` actor on the driver's node: a board on a worker node would die with that
+    node and take the console with it."""
+
+    def __init__(self) -> None:
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.actor = ProgressBoard.options(scheduling_strategy=here).remote()
+
+    def post(self, event: Event) -> None:
+        self.actor.post.remote(event)
+
+    def drain(self) -> list[Event]:
+        return ray.get(self.actor.drain.remote(), timeout=DRAIN_TIMEOUT_S)
+
+    def close(self) -> None:
+        ray.kill(self.actor)
+
+
+class FileBoard:
+    """Events as JSON lines in a file the driver reads on from where it stopped: the local launcher's
+    ranks are killed and restarted as processes, and a file leaves nothing locked behind a killed writer.
+    Each event is written on a line of its own after a newline, so a line a killed writer cut short ends
+    there and is passed over (a progress event, not data)."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="gazerm-progress-")) / "events.jsonl"
+        self.path.touch()
+        self._read = 0  # the driver's: bytes drained so far
+
+    def post(self, event: Event) -> None:
+        with self.path.open("a") as events:
+            events.write("\n" + json.dumps(event) + "\n")  # one write: appended whole
+
+    def drain(self) -> list[Event]:
+        with self.path.open("rb") as events:
+            events.seek(self._read)
+            text = events.read()
+        whole = text[: text.rfind(b"\n") + 1]
+        self._read += len(whole)
+        return [event for line in whole.splitlines() if (event := _parsed(line)) is not None]
+
+    def close(self) -> None:
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
+def _parsed(line: bytes) -> Event | None:
+    try:
+        return json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:  # cut short by a killed writer
+        return None
 
 
 WAITING = (
@@ -112,13 +181,10 @@ class ProgressView:
 
 
 @contextmanager
-def follow(total_steps: int, out: TextIO | None = None) -> Iterator[ray.actor.ActorHandle]:
-    """A board for the workers to post to, drawn on ``out`` (default: stdout) while the block runs, up to
-    its last event."""
-    # On this (the driver's) node, which lives as long as the job: a board on a worker node would die
-    # with that node and take the console with it.
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    board = ProgressBoard.options(scheduling_strategy=here).remote()
+def follow(total_steps: int, out: TextIO | None = None, local: bool = False) -> Iterator[Board]:
+    """A board for the workers to post to (a file for the ``local`` launcher's processes, else an actor),
+    drawn on ``out`` (default: stdout) while the block runs, up to its last event."""
+    board: Board = FileBoard() if local else ActorBoard()
     view = ProgressView(total_steps, out)
     stop = threading.Event()
 
@@ -126,7 +192,7 @@ def follow(total_steps: int, out: TextIO | None = None) -> Iterator[ray.actor.Ac
         """Draw what the board holds; False when it held nothing or cannot be reached (a console that
         stops updating must not take the training job down with it)."""
         try:
-            events = ray.get(board.drain.remote(), timeout=DRAIN_TIMEOUT_S)
+            events = board.drain()
         except (ray.exceptions.RayError, TimeoutError):
             return False
         for event in events:
@@ -150,4 +216,4 @@ def follow(total_steps: int, out: TextIO | None = None) -> Iterator[ray.actor.Ac
         thread.join(timeout=DRAIN_TIMEOUT_S + POLL_S)
         draw()  # the last events; never raises, so an error of the block itself stays the one raised
         view.close()
-        ray.kill(board)
+        board.close()

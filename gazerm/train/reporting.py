@@ -5,10 +5,10 @@ hand it a recorder instead of an MLflow run and a Ray actor."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from gazerm.track.mlflow_tracking import MetricLogger
-from gazerm.train.progress import Event
+from gazerm.train.progress import Board, Event
 
 
 class Reporter(Protocol):
@@ -24,9 +24,9 @@ class Reporter(Protocol):
 
 class RunReporter:
     """The job's MLflow run (each metric once per step, so a recovered run logs no step twice) and the
-    driver's ``ProgressBoard`` actor."""
+    driver's progress board."""
 
-    def __init__(self, tracking_uri: str, run_id: str, board: Any) -> None:
+    def __init__(self, tracking_uri: str, run_id: str, board: Board) -> None:
         self.metrics = MetricLogger(tracking_uri, run_id, once_per_step=True)
         self.board = board
 
@@ -37,4 +37,4 @@ class RunReporter:
         return self.metrics.count(key)
 
     def post(self, event: Event) -> None:
-        self.board.post.remote(event)
+        self.board.post(event)

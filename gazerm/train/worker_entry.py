@@ -32,8 +32,8 @@ class LoopSettings:
     startup: dict[str, Any] = field(default_factory=dict)  # train.metrics.StartupClock as the driver left it
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train's entry point on every rank (``train.loop.run_rank``)."""
     from gazerm.train.loop import run_rank
 
-    run_rank(loop_config)
+    return run_rank(loop_config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 import time
 
 import pytest
@@ -59,11 +60,40 @@ def test_events_posted_to_the_board_reach_the_driver_and_a_silent_start_is_expla
         while progress.WAITING not in out.getvalue():  # nothing posted: the workers may wait for resources
             assert time.monotonic() < deadline, "no word on the silent start"
             time.sleep(0.05)
-        board.post.remote(step_event(1, loss=0.5, tokens_per_s=10.0, steps_per_s=1.0))
-        board.post.remote(eval_event(2, {"val/accuracy": 0.75}))
+        board.post(step_event(1, loss=0.5, tokens_per_s=10.0, steps_per_s=1.0))
+        board.post(eval_event(2, {"val/accuracy": 0.75}))
     lines = out.getvalue().splitlines()
     assert lines == [
         f"[gazerm] {progress.WAITING}",
         "[gazerm] step 1/2 loss 0.5000 (10 tokens/s, ETA 1 s)",
         "[gazerm] eval at step 2: {'val/accuracy': 0.75}",
     ]
+
+
+def _post_from_a_process(board: progress.Board) -> None:
+    board.post(step_event(2, loss=0.25, tokens_per_s=20.0, steps_per_s=1.0))
+
+
+def test_the_local_launchers_board_carries_a_spawned_process_events_to_the_driver():
+    """Under ``run.launcher: local`` rank 0 is a process the launcher spawned: its events reach the
+    driver's console through the board's file."""
+    out = io.StringIO()
+    with progress.follow(total_steps=2, out=out, local=True) as board:
+        worker = multiprocessing.get_context("spawn").Process(target=_post_from_a_process, args=(board,))
+        worker.start()
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert out.getvalue().splitlines() == ["[gazerm] step 2/2 loss 0.2500 (20 tokens/s, ETA 0 s)"]
+    assert not board.path.exists()  # removed with the run
+
+
+def test_a_line_a_killed_rank_cut_short_is_passed_over_and_the_next_events_are_whole():
+    board = progress.FileBoard()
+    board.post(note_event("started"))
+    with board.path.open("a") as events:
+        events.write('\n{"kind": "note", "mess')  # a writer killed mid-line
+    assert board.drain() == [note_event("started")]
+    assert board.drain() == []
+    board.post(note_event("resumed"))  # the restarted rank 0
+    assert board.drain() == [note_event("resumed")]
+    board.close()

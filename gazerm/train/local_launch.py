@@ -1,0 +1,155 @@
+"""``run.launcher: local``: a job's ranks as processes on this machine, without Ray.
+
+Under Ray Train a job's first step waits for a local Ray to start, then for Ray Train's controller, its
+helper actors and the worker actors (each a Python process): 10-15 s on a small machine before the
+workers even import torch. Here torch's elastic launcher (what ``torchrun`` runs) starts ``num_workers``
+processes, and each runs the same ``train_loop_per_worker`` in Ray Train's local mode
+(``ScalingConfig(num_workers=0)`` with torchrun's environment), which gives the loop its rank, world size
+and process group without a Ray cluster. What Ray Train's controller did besides is done here:
+:class:`~gazerm.train.checkpoints.LocalCheckpoints` keeps checkpoints in the layout Ray Train writes, a
+crashed group restarts from the latest one (``run.max_failures``, the launcher's restarts), and a
+mistake the user must fix ends the run at once, as one line, as :mod:`gazerm.train.failures` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gazerm.errors import ConfigError, GazermError
+from gazerm.storage import Storage, open_atomic_binary
+from gazerm.train.checkpoints import latest_checkpoint
+from gazerm.train.config import RunConfig, TrainJobConfig
+
+USER_ERROR = "user_error.pickle"  # the first GazermError a rank raised, for the driver and later attempts
+RESULT = "result.pickle"  # rank 0's final report
+FAILURE = "failure.json"  # how the ranks failed, when not by a GazermError
+UNLIMITED_RESTARTS = sys.maxsize  # run.max_failures: -1
+KILLED = -9  # a rank's exit code when the kernel's OOM killer (or anyone) sent SIGKILL
+
+
+def launch_local(
+    config: TrainJobConfig, loop_config: dict[str, Any], if_killed: Callable[[], str], verbose: bool
+) -> dict[str, Any]:
+    """Run the job's ranks here and return rank 0's final report (``LocalCheckpoints.final``). A rank's
+    GazermError is raised as is; a rank killed (for memory) raises ``if_killed()``'s line.
+
+    The launcher's agent runs in a process of its own, started afresh for every launch: torch's agent
+    keeps state between launches in one process, and there a second launch's restart reconnects to the
+    dead ranks of its first attempt and hangs (a staged job, a test session).
+    """
+    work = Path(tempfile.mkdtemp(prefix="gazerm-local-"))
+    agent = multiprocessing.get_context("spawn").Process(
+        target=_run_agent, args=(config.run, loop_config, str(work), verbose), name="gazerm-launcher"
+    )
+    agent.start()
+    agent.join()
+    if agent.exitcode == 0:
+        return pickle.loads((work / RESULT).read_bytes())
+    if (work / USER_ERROR).exists():
+        raise pickle.loads((work / USER_ERROR).read_bytes())
+    failure = json.loads((work / FAILURE).read_text()) if (work / FAILURE).exists() else {}
+    if failure.get("killed"):
+        raise ConfigError(if_killed())
+    raise RuntimeError(failure.get("message", f"the local launcher exited with code {agent.exitcode}"))
+
+
+def _run_agent(run: RunConfig, loop_config: dict[str, Any], work: str, verbose: bool) -> None:
+    """The launcher's process: torch's elastic agent starting and watching the ranks; what came of it in
+    ``work`` (rank 0's report, or the failure) for :func:`launch_local`."""
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    launch = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=run.num_workers,
+        run_id=Path(work).name,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # torchrun --standalone: a free port on this machine
+        max_restarts=UNLIMITED_RESTARTS if run.max_failures == -1 else run.max_failures,
+        start_method="spawn",
+        # The ranks' own output (DeepSpeed's, the libraries') goes to files unless -v; progress comes
+        # through the board.
+        logs_specs=DefaultLogsSpecs(log_dir=f"{work}/logs", redirects=Std.NONE if verbose else Std.ALL),
+    )
+    if not verbose:
+        logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    if not run.use_gpu:  # the ranks inherit it: one thread per CPU a rank reserves, as Ray sets
+        os.environ["OMP_NUM_THREADS"] = str(max(1, int(run.cpus_per_worker)))
+    try:
+        returned = elastic_launch(launch, run_local_rank)(loop_config, work)
+    except ChildFailedError as failure:
+        killed = any(process.exitcode == KILLED for process in failure.failures.values())
+        Path(work, FAILURE).write_text(json.dumps({"killed": killed, "message": str(failure)}))
+        sys.exit(1)
+    Path(work, RESULT).write_bytes(pickle.dumps(returned[0]))
+
+
+def run_local_rank(loop_config: dict[str, Any], work: str) -> dict[str, Any] | None:
+    """One rank's process: Ray Train's local mode around ``train_loop_per_worker``, continuing from the
+    latest checkpoint when the launcher restarted the group. A crash's traceback reaches the launcher
+    (``record``)."""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(_run_rank)(loop_config, work)
+
+
+def _run_rank(loop_config: dict[str, Any], work: str) -> dict[str, Any] | None:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from gazerm.train.worker_entry import train_loop_per_worker
+
+    error_file = Path(work) / USER_ERROR
+    if error_file.exists():  # another rank's mistake, the same on this attempt: end the run now
+        raise pickle.loads(error_file.read_bytes())
+    _own_store_per_attempt()
+    settings = loop_config["settings"]
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")):
+        output = Storage.of(loop_config["job"]["output_dir"])
+        latest = latest_checkpoint(output) or settings.resume_from
+        loop_config = {**loop_config, "settings": dataclasses.replace(settings, resume_from=latest)}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=0),  # Ray Train's local mode
+    )
+    try:
+        return trainer.fit().return_value
+    except GazermError as error:
+        if not error_file.exists():
+            with open_atomic_binary(error_file) as handle:
+                handle.write(pickle.dumps(error))
+        raise
+
+
+def _own_store_per_attempt() -> None:
+    """Point this attempt's process group at a store of its own, hosted by rank 0 on a port it picks and
+    hands the others through the agent's store. The agent's store lives across attempts, and a restarted
+    group that rendezvoused there could read the dead ranks' addresses from the attempt before (it then
+    waits for them until the collective timeout)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from gazerm.runtime import free_port
+
+    attempt, rank = os.environ["TORCHELASTIC_RESTART_COUNT"], int(os.environ["RANK"])
+    agent = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+    agent.set_timeout(timedelta(minutes=5))
+    key = f"gazerm/attempt_{attempt}/master_port"
+    if rank == 0:
+        agent.set(key, str(free_port()))
+    os.environ["MASTER_PORT"] = agent.get(key).decode()
+    os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"  # rank 0 hosts the store (torch's env:// rendezvous)

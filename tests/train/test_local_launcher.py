@@ -1,0 +1,132 @@
+"""``run.launcher: local``: the ranks as processes on this machine (torch's elastic launcher, Ray Train's
+local mode), no Ray started. Checkpoints are kept as Ray Train keeps them, a run resumes and survives a
+lost rank from them, and a rank's mistake ends the run at once as one line."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gazerm.errors import ConfigError
+from gazerm.model.config import ModelConfig
+from gazerm.storage import Storage
+from gazerm.train.checkpoints import complete_checkpoints, to_delete
+from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
+from gazerm.train.job import run_training
+
+
+@pytest.mark.parametrize(
+    ("scores", "keep", "deleted"),
+    [
+        ([None, None, None, None], 2, [0, 1]),  # run.select: last keeps the newest
+        ([None], 2, []),
+        ([0, -1, 1, -1], 2, [1]),  # the 2 best (ranks 1, 0) and the newest, which scores -1
+        ([0, 1, 2], 1, [0, 1]),
+        ([0, -1, -1], 1, [1]),  # equal scores: the later is better, and the newest stays anyway
+        ([-1, -1, 0, -1], 2, [0, 1]),
+    ],
+)
+def test_checkpoints_are_deleted_as_ray_train_would(scores, keep, deleted):
+    assert to_delete(scores, keep) == deleted
+
+
+def _job(tmp_path: Path, dataset_dir: str, **run) -> TrainJobConfig:
+    return TrainJobConfig(
+        name="test-local",
+        output_dir=str(tmp_path / "run"),
+        data=DataConfig(dataset_dir=dataset_dir, prepare=None, max_length=64),
+        model=ModelConfig(),
+        optim=OptimConfig(lr=5e-3, warmup_ratio=0.0),
+        run=RunConfig(
+            **{"launcher": "local", "num_workers": 2, "micro_batch_size": 8, "eval_every": 2, **run}
+        ),
+        tracking=TrackingConfig(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
+    )
+
+
+def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tracking_uri")
+def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
+    tmp_path: Path, dataset_dir: str, capfd
+):
+    import ray
+
+    first = run_training(_job(tmp_path, dataset_dir, max_steps=6, keep_checkpoints=2))
+
+    assert not ray.is_initialized()  # no Ray was started for it
+    kept = complete_checkpoints(Storage.of(tmp_path / "run"))
+    assert sorted(kept) == [4, 6]  # of steps 2, 4, 6: the newest 2, each with every rank's part
+    assert len(list((tmp_path / "run" / "ray").iterdir())) == 2
+    assert (tmp_path / "run" / "model" / "heads.safetensors").is_file()
+    client = MlflowClient(first.tracking_uri)
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+    assert _steps(client, first.run_id, "val/accuracy") == [2, 4, 6]
+    assert 0.0 <= first.metrics["val/accuracy"] <= 1.0
+    console = capfd.readouterr().out
+    assert "first step after" in console and "[gazerm] eval at step 6" in console
+
+    second = run_training(_job(tmp_path, dataset_dir, max_steps=8, keep_checkpoints=2))
+
+    assert second.run_id == first.run_id
+    assert "resuming from " in capfd.readouterr().out
+    assert _steps(client, second.run_id, "train/loss") == list(range(1, 9))  # nothing trained twice
+    losses = [
+        m.value for m in sorted(client.get_metric_history(second.run_id, "train/loss"), key=lambda m: m.step)
+    ]
+    assert statistics.mean(losses[-3:]) < losses[0]
+    assert sorted(complete_checkpoints(Storage.of(tmp_path / "run"))) == [6, 8]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tracking_uri")
+def test_a_local_run_that_loses_a_rank_restarts_from_its_latest_checkpoint(tmp_path: Path, dataset_dir: str):
+    """A rank killed after the first checkpoint: the launcher restarts both ranks, which continue from it;
+    MLflow holds every step once and counts the recovery."""
+    outcome: dict = {}
+    job = _job(tmp_path, dataset_dir, max_steps=8, eval_every=2, max_failures=1)
+    training = threading.Thread(target=lambda: outcome.update(result=run_training(job)))
+    training.start()
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(Storage.of(tmp_path / "run")):
+        assert time.monotonic() < deadline and training.is_alive(), "no checkpoint written"
+        time.sleep(0.2)
+    (launcher,) = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+    ranks = [p for p in launcher.children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(ranks) == 2, [p.cmdline() for p in ranks]
+    ranks[1].kill()
+    training.join(timeout=300)
+
+    result = outcome["result"]
+    client = MlflowClient(result.tracking_uri)
+    assert _steps(client, result.run_id, "train/loss") == list(range(1, 9))
+    assert client.get_run(result.run_id).data.metrics["recoveries"] == 1
+    assert (tmp_path / "run" / "model" / "heads.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tracking_uri")
+def test_a_ranks_mistake_ends_the_local_run_at_once_as_its_own_error(tmp_path: Path, dataset_dir: str):
+    """The tiny tokenizer has no chat template: every rank raises the same ConfigError, which the driver
+    raises as is (the CLI's one line), without the launcher's restarts training again."""
+    job = _job(tmp_path, dataset_dir, max_steps=4, max_failures=3)
+    job = job.model_copy(update={"data": job.data.model_copy(update={"template": "chat"})})
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="chat template"):
+        run_training(job)
+    assert time.monotonic() - started < 120
+    assert not (tmp_path / "run" / "ray").exists()
+
+
+def test_a_search_cannot_run_its_trials_under_the_local_launcher(tmp_path: Path, dataset_dir: str):
+    with pytest.raises(ConfigError, match=r"run\.launcher: local"):
+        run_training(_job(tmp_path, dataset_dir, max_steps=2), callbacks=[object()])
