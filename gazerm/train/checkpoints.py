@@ -24,7 +24,7 @@ DEEPSPEED_DIR = "deepspeed"
 MODEL_DIR = "model"
 FILE_LIST = "files.rank{rank}.json"  # what each rank wrote into a checkpoint: relative path → bytes
 LISTED = "files_listed"  # in STATE_FILE: the checkpoint's ranks wrote file lists (older ones did not)
-REPORT_FILE = "report.json"  # LocalCheckpoints' record of what a checkpoint is kept by
+REPORT_FILE = "report.json"  # LocalCheckpoints' record of a whole checkpoint and what it is kept by
 
 
 def write_file_list(directory: Path, rank: int) -> None:
@@ -111,13 +111,12 @@ class LocalCheckpoints:
             datetime.now(timezone.utc).strftime("checkpoint_%Y-%m-%d_%H-%M-%S.%f") if self.rank == 0 else None
         ]
         dist.broadcast_object_list(name, src=0)  # one directory for every rank's part
-        if self.rank == 0:
-            score = metrics.get(self.score) if self.score else None
-            (directory / REPORT_FILE).write_text(json.dumps({"score": score}))
         checkpoint = self.runs.child(name[0])
         checkpoint.add_files(directory)
         dist.barrier()  # every rank's part is there
-        if self.rank == 0:
+        if self.rank == 0:  # registered only now: one torn by a kill is never kept in a whole one's place
+            score = metrics.get(self.score) if self.score else None
+            checkpoint.child(REPORT_FILE).write_text(json.dumps({"score": score}))
             kept = [c for c in self.runs.subdirectories("checkpoint_") if c.child(REPORT_FILE).exists()]
             scores = [json.loads(c.child(REPORT_FILE).read_text())["score"] for c in kept]
             for index in to_delete(scores, self.keep):

@@ -4,7 +4,8 @@ It makes sure the Parquet shards exist (running ``prepare`` when the config says
 joins Ray, opens the MLflow run, lists the train split's blocks for the workers' seeded data order
 (``train.order``), hands the validation split to a ``TorchTrainer`` through the object store and,
 when the workers finish, publishes the exported model beside the run and in MLflow.
-The same function runs locally and under ``ray job submit`` (``ray.init()`` joins the cluster).
+The same function runs locally and under ``ray job submit`` (``ray.init()`` joins the cluster); under
+``run.launcher: local`` it starts no Ray and hands the ranks to ``train.local_launch`` instead.
 """
 
 from __future__ import annotations
