@@ -43,9 +43,9 @@ def launch_local(
     """Run the job's ranks here and return rank 0's final report (``LocalCheckpoints.final``). A rank's
     GazermError is raised as is; a rank killed (for memory) raises ``if_killed()``'s line.
 
-    The launcher's agent runs in a process of its own, started afresh for every launch: torch's agent
-    keeps state between launches in one process, and there a second launch's restart reconnects to the
-    dead ranks of its first attempt and hangs (a staged job, a test session).
+    The launcher's agent runs in a process of its own, started afresh for every launch (a staged job and
+    a test session launch several): with two launches in one process, the second one's restart failed
+    here, its ranks connecting to the dead ranks of its first attempt (reproduced with bare gloo ranks).
     """
     work = Path(tempfile.mkdtemp(prefix="gazerm-local-"))
     agent = multiprocessing.get_context("spawn").Process(
@@ -60,7 +60,8 @@ def launch_local(
     failure = json.loads((work / FAILURE).read_text()) if (work / FAILURE).exists() else {}
     if failure.get("killed"):
         raise ConfigError(if_killed())
-    raise RuntimeError(failure.get("message", f"the local launcher exited with code {agent.exitcode}"))
+    message = failure.get("message", f"the local launcher exited with code {agent.exitcode}")
+    raise RuntimeError(f"{message}\nthe ranks' output: {work / 'logs'}")
 
 
 def _run_agent(run: RunConfig, loop_config: dict[str, Any], work: str, verbose: bool) -> None:
