@@ -692,7 +692,7 @@ def bench_train(
             help="gazerm's run.merge_micro_batches: a step's short micro-batches run as fewer forwards."
         ),
     ] = True,
-    workers: Annotated[int, typer.Option(help="gazerm's Ray Train workers.")] = 2,
+    workers: Annotated[int, typer.Option(help="gazerm's ranks (run.num_workers).")] = 2,
     launcher: Annotated[
         str, typer.Option(help="gazerm's run.launcher: ray, or local (processes on this machine, no Ray).")
     ] = "ray",

@@ -89,7 +89,7 @@ class TrainBench(BaseModel):
     pairs_per_step: int = Field(default=16, ge=1, description="the global batch")
     steps: int = Field(default=12, ge=2)
     warmup_steps: int = Field(default=2, ge=1)
-    workers: int = Field(default=2, ge=1, description="gazerm's Ray Train workers")
+    workers: int = Field(default=2, ge=1, description="gazerm's ranks (run.num_workers)")
     launcher: Literal["ray", "local"] = Field(default="ray", description="gazerm's run.launcher")
     lr: float = Field(default=1e-4, gt=0)
     lora: LoraSettings = Field(default_factory=LoraSettings)

@@ -76,13 +76,18 @@ def latest_checkpoint(output: Storage) -> str | None:
 
 
 class CheckpointSink(Protocol):
+    final: dict[str, Any] | None  # the last report's metrics and checkpoint, where the driver needs them
+
     def report(self, directory: Path, metrics: dict[str, Any]) -> None:
         """Keep the checkpoint every rank wrote its part of in its own ``directory`` (called on all ranks
         together), reported with ``metrics``; ``directory`` is deleted afterwards."""
 
 
 class RayTrainCheckpoints:
-    """Ray Train uploads each rank's part and keeps what the job's ``CheckpointConfig`` says."""
+    """Ray Train uploads each rank's part and keeps what the job's ``CheckpointConfig`` says; the driver
+    reads the final checkpoint off ``fit()``'s result."""
+
+    final = None
 
     def report(self, directory: Path, metrics: dict[str, Any]) -> None:
         import ray.train

@@ -108,7 +108,7 @@ def run_rank(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     splits = {k: ray.get(v) if isinstance(v, ray.ObjectRef) else v for k, v in loop_config["splits"].items()}
     trainer.setup(splits)
     trainer.run()
-    return checkpoints.final if isinstance(checkpoints, LocalCheckpoints) else None
+    return checkpoints.final
 
 
 class Trainer:

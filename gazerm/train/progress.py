@@ -2,10 +2,9 @@
 
 Rank 0 posts small events (a step's loss and rate, an evaluation, a note such as a resume) to a board
 (a :class:`ProgressBoard` actor under Ray Train, a file under the local launcher); the driver drains it
-and draws them: a progress bar with loss, tokens/s
-and ETA on a terminal, a line every few steps in a job log or CI. So the console shows what the run
-does without the workers' own output (Ray's, DeepSpeed's and the libraries' logs), which ``-v``
-brings back.
+and draws them: a progress bar with loss, tokens/s and ETA on a terminal, a line every few steps in a
+job log or CI. So the console shows what the run does without the workers' own output (Ray's,
+DeepSpeed's and the libraries' logs), which ``-v`` brings back.
 """
 
 from __future__ import annotations
@@ -56,7 +55,8 @@ class Board(Protocol):
     def drain(self) -> list[Event]:
         """The events posted since the last drain; raises if the board cannot be reached."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release it once the driver has drawn the last events."""
 
 
 class ActorBoard:
