@@ -120,3 +120,12 @@ def test_hub_file_download_failure_names_the_dataset_and_file(monkeypatch):
     assert_names(caught.value, "hbXNov/sparse_feedback/absolute_gpt_3.5_turbo_score.csv", None, None)
     assert "cannot download the file (ConnectionError: no network)" in caught.value.message
     assert caught.value.__cause__ is failure
+
+
+def test_a_data_error_crosses_a_process_boundary_whole():
+    """The local launcher's ranks hand their error to the driver pickled: file, row and field survive."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(DataError("pairs.jsonl", 7, "chosen", "empty response")))
+    assert (error.file, error.row, error.field) == ("pairs.jsonl", 7, "chosen")
+    assert str(error) == "pairs.jsonl, row 7, field 'chosen': empty response"
