@@ -176,10 +176,7 @@ class Storage:
             self.child(commit_file).delete_file()
         self.delete()
         self.filesystem.create_dir(self.path, recursive=True)
-        for file in sorted(p for p in source.rglob("*") if p.is_file()):
-            name = file.relative_to(source).as_posix()
-            if name != commit_file:
-                self._upload(file, name)
+        self._upload_files(source, skip=commit_file)
         if commit_file is not None:
             self._upload(source / commit_file, commit_file)
 
@@ -190,12 +187,18 @@ class Storage:
         if self.is_local:
             shutil.copytree(source, self.path, dirs_exist_ok=True)
             return
-        for file in sorted(p for p in source.rglob("*") if p.is_file()):
-            self._upload(file, file.relative_to(source).as_posix())
+        self._upload_files(source)
 
     def delete_file(self) -> None:
         if self.filesystem.get_file_info(self.path).type == pafs.FileType.File:
             self.filesystem.delete_file(self.path)
+
+    def _upload_files(self, source: Path, skip: str | None = None) -> None:
+        """Every file under ``source`` (but ``skip``, a relative name) to the same place under this one."""
+        for file in sorted(p for p in source.rglob("*") if p.is_file()):
+            name = file.relative_to(source).as_posix()
+            if name != skip:
+                self._upload(file, name)
 
     def _upload(self, file: Path, name: str) -> None:
         destination = self.child(name).path

@@ -43,7 +43,7 @@ from gazerm.train.metrics import StartupClock
 from gazerm.train.order import LAYOUT_BEFORE_RECORDED, EpochPlan, list_blocks
 from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
-from gazerm.train.worker_entry import SELECT_RANK, LoopSettings, train_loop_per_worker
+from gazerm.train.worker_entry import SELECT_RANK, LoopSettings, checkpoint_score, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -375,10 +375,11 @@ def _checkpoint_config(config: TrainJobConfig):
     import ray.train
 
     run = config.run
-    if run.select == "last":
+    score = checkpoint_score(run.select)
+    if score is None:
         return ray.train.CheckpointConfig(num_to_keep=run.keep_checkpoints)
     return ray.train.CheckpointConfig(
-        num_to_keep=run.keep_checkpoints, checkpoint_score_attribute=SELECT_RANK, checkpoint_score_order="max"
+        num_to_keep=run.keep_checkpoints, checkpoint_score_attribute=score, checkpoint_score_order="max"
     )
 
 

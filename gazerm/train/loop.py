@@ -62,7 +62,7 @@ from gazerm.train.order import EpochPlan, RankStream
 from gazerm.train.progress import Event, eval_event, note_event, step_event
 from gazerm.train.reporting import Reporter, RunReporter
 from gazerm.train.schedule import build_scheduler, schedule_steps
-from gazerm.train.worker_entry import SELECT_RANK, LoopSettings
+from gazerm.train.worker_entry import SELECT_RANK, LoopSettings, checkpoint_score
 
 
 @dataclass
@@ -99,7 +99,7 @@ def run_rank(loop_config: dict[str, Any]) -> dict[str, Any] | None:
         reporter = RunReporter(settings.tracking_uri, settings.run_id, loop_config["board"])
     checkpoints: CheckpointSink = RayTrainCheckpoints()
     if config.run.launcher == "local":
-        score = SELECT_RANK if config.run.select == "best" else None
+        score = checkpoint_score(config.run.select)
         checkpoints = LocalCheckpoints(
             Storage.of(config.output_dir), config.run.keep_checkpoints, score, rank
         )

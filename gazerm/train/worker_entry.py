@@ -17,6 +17,12 @@ from gazerm.train.kinds import LossSpec
 SELECT_RANK = "select_rank"
 
 
+def checkpoint_score(select: str) -> str | None:
+    """The reported metric checkpoints are kept by (Ray Train's, or the local launcher's keeping):
+    ``SELECT_RANK`` under ``run.select: best``; None keeps the newest."""
+    return SELECT_RANK if select == "best" else None
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """What the driver works out for the workers: schedule length, where to track, the train blocks, how
