@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from gazerm.train.collate import Windows
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.failures import StopOnGazermError, user_error
 from gazerm.train.kinds import LossSpec
+from gazerm.train.local_launch import LocalLauncher
 from gazerm.train.memory import preflight
 from gazerm.train.metric_names import summarize_test
 from gazerm.train.metrics import StartupClock
@@ -194,10 +196,6 @@ def run_training(
     """Train one job end to end. A search runs each trial through here too: ``callbacks`` join the
     trainer's (Tune's report bridge) and ``parent_run_id`` nests the job's MLflow run under the search's.
     """
-    import ray.train
-
-    from gazerm.track.mlflow_tracking import ended_on_failure, open_store, start_run
-
     if config.model.frozen:
         return run_frozen_training(config, resume, parent_run_id)
     startup = StartupClock(time.time())
@@ -210,6 +208,25 @@ def run_training(
             "run.launcher: local runs one job's ranks on this machine; a search's trials run under Ray Train "
             "(run.launcher: ray)"
         )
+    with LocalLauncher(config.run, verbose()) if local else nullcontext() as launcher:
+        return _run_started(config, resume, callbacks, parent_run_id, startup, launcher)
+
+
+def _run_started(
+    config: TrainJobConfig,
+    resume: bool,
+    callbacks: Sequence[Any],
+    parent_run_id: str | None,
+    startup: StartupClock,
+    launcher: LocalLauncher | None,
+) -> TrainOutcome:
+    """:func:`run_training` once its launcher is starting: the local launcher's agent (``launcher``)
+    imports what the ranks need meanwhile; under Ray Train (None), Ray starts here."""
+    import ray.train
+
+    from gazerm.track.mlflow_tracking import ended_on_failure, open_store, start_run
+
+    local = launcher is not None
     memory = preflight(config, local=local or not os.environ.get("RAY_ADDRESS"))  # workers on this machine?
     if memory.refusal:
         raise ConfigError(memory.refusal)
@@ -287,9 +304,7 @@ def run_training(
                 "splits": splits if local else {name: ray.put(units) for name, units in splits.items()},
             }
             if local:
-                from gazerm.train.local_launch import launch_local
-
-                final = launch_local(config, loop_config, memory.if_killed, verbose())
+                final = launcher.run(loop_config, memory.if_killed)
                 checkpoint, metrics = ray.train.Checkpoint(final["checkpoint"]), final["metrics"]
             else:
                 try:

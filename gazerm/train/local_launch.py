@@ -9,11 +9,18 @@ and process group without a Ray cluster. What Ray Train's controller did besides
 :class:`~gazerm.train.checkpoints.LocalCheckpoints` keeps checkpoints in the layout Ray Train writes, a
 crashed group restarts from the latest one (``run.max_failures``, the launcher's restarts), and a
 mistake the user must fix ends the run at once, as one line, as :mod:`gazerm.train.failures` does.
+
+The launcher's agent starts when the job does, and imports what every rank imports (torch, transformers,
+peft, DeepSpeed, Ray Train: seconds of CPU) while the driver prepares data and opens the MLflow run. On
+CPUs the ranks are then forked from it and start with all of that imported: paid once, not once per
+rank, and again by no restarted group. On GPUs they are spawned, each importing on its own: CUDA does
+not survive a fork, and the agent's imports (DeepSpeed's accelerator probe) may touch it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import multiprocessing
@@ -22,51 +29,96 @@ import pickle
 import sys
 import tempfile
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from gazerm.errors import ConfigError, GazermError
 from gazerm.storage import Storage, open_atomic_binary
 from gazerm.train.checkpoints import latest_checkpoint
-from gazerm.train.config import RunConfig, TrainJobConfig
+from gazerm.train.config import RunConfig
 
 USER_ERROR = "user_error.pickle"  # the first GazermError a rank raised, for the driver and later attempts
 RESULT = "result.pickle"  # rank 0's final report
 FAILURE = "failure.json"  # how the ranks failed, when not by a GazermError
 UNLIMITED_RESTARTS = sys.maxsize  # run.max_failures: -1
 KILLED = -9  # a rank's exit code when the kernel's OOM killer (or anyone) sent SIGKILL
+# What every rank imports, the costliest first; forked ranks inherit it from the agent. DeepSpeed's
+# accelerator is picked at import (hence DS_ACCELERATOR first), and deepspeed.initialize imports its
+# Muon optimizer (torch's compiler with it) on every start.
+WARM_IMPORTS = (
+    "gazerm.train.loop",
+    "ray.train.torch",
+    "deepspeed",
+    "deepspeed.runtime.zero.muon.muon_optimizer",
+)
 
 
-def launch_local(
-    config: TrainJobConfig, loop_config: dict[str, Any], if_killed: Callable[[], str], verbose: bool
-) -> dict[str, Any]:
-    """Run the job's ranks here and return rank 0's final report (``LocalCheckpoints.final``). A rank's
-    GazermError is raised as is; a rank killed (for memory) raises ``if_killed()``'s line.
+class LocalLauncher:
+    """The launcher's agent for one job: started at once (:meth:`start`) so that its imports overlap the
+    driver's set-up, handed the ranks' loop config when the driver has it (:meth:`run`), stopped on
+    leaving the ``with`` block whatever happened (a job that fails before its launch never sends one).
 
-    The launcher's agent runs in a process of its own, started afresh for every launch (a staged job and
-    a test session launch several): with two launches in one process, the second one's restart failed
-    here, its ranks connecting to the dead ranks of its first attempt (reproduced with bare gloo ranks).
-    """
-    work = Path(tempfile.mkdtemp(prefix="gazerm-local-"))
-    agent = multiprocessing.get_context("spawn").Process(
-        target=_run_agent, args=(config.run, loop_config, str(work), verbose), name="gazerm-launcher"
-    )
-    agent.start()
-    agent.join()
-    if agent.exitcode == 0:
-        return pickle.loads((work / RESULT).read_bytes())
-    if (work / USER_ERROR).exists():
-        raise pickle.loads((work / USER_ERROR).read_bytes())
-    failure = json.loads((work / FAILURE).read_text()) if (work / FAILURE).exists() else {}
-    if failure.get("killed"):
-        raise ConfigError(if_killed())
-    message = failure.get("message", f"the local launcher exited with code {agent.exitcode}")
-    raise RuntimeError(f"{message}\nthe ranks' output: {work / 'logs'}")
+    The agent runs in a process of its own, spawned afresh for every launch (a staged job and a test
+    session launch several): with two launches in one process, the second one's restart failed here, its
+    ranks connecting to the dead ranks of its first attempt (reproduced with bare gloo ranks)."""
+
+    def __init__(self, run: RunConfig, verbose: bool) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="gazerm-local-"))
+        context = multiprocessing.get_context("spawn")
+        self._inbox, self._outbox = context.Pipe(duplex=False)
+        self._agent = context.Process(
+            target=_run_agent, args=(run, self._inbox, str(self.work), verbose), name="gazerm-launcher"
+        )
+
+    def __enter__(self) -> LocalLauncher:
+        self._agent.start()
+        self._inbox.close()  # the agent's end
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._outbox.close()
+        if self._agent.is_alive():  # never launched (the job failed first), or the driver was interrupted
+            self._agent.terminate()  # before its launch the agent just ends; torch's agent stops its ranks
+            self._agent.join(timeout=30)
+        if self._agent.is_alive():
+            self._agent.kill()
+
+    def run(self, loop_config: dict[str, Any], if_killed: Callable[[], str]) -> dict[str, Any]:
+        """Run the ranks and return rank 0's final report (``LocalCheckpoints.final``). A rank's
+        GazermError is raised as is; a rank killed (for memory) raises ``if_killed()``'s line."""
+        self._outbox.send(loop_config)
+        self._agent.join()
+        if self._agent.exitcode == 0:
+            return pickle.loads((self.work / RESULT).read_bytes())
+        if (self.work / USER_ERROR).exists():
+            raise pickle.loads((self.work / USER_ERROR).read_bytes())
+        failure = json.loads((self.work / FAILURE).read_text()) if (self.work / FAILURE).exists() else {}
+        if failure.get("killed"):
+            raise ConfigError(if_killed())
+        message = failure.get("message", f"the local launcher exited with code {self._agent.exitcode}")
+        raise RuntimeError(f"{message}\nthe ranks' output: {self.work / 'logs'}")
 
 
-def _run_agent(run: RunConfig, loop_config: dict[str, Any], work: str, verbose: bool) -> None:
-    """The launcher's process: torch's elastic agent starting and watching the ranks; what came of it in
-    ``work`` (rank 0's report, or the failure) for :func:`launch_local`."""
+def _run_agent(run: RunConfig, inbox: Connection, work: str, verbose: bool) -> None:
+    """The launcher's process: warm the imports (CPU), wait for the loop config, then torch's elastic
+    agent starting and watching the ranks; what came of it in ``work`` (rank 0's report, or the failure)
+    for :meth:`LocalLauncher.run`. Returns quietly when the driver ends without a launch."""
+    fork = not run.use_gpu
+    if fork:
+        # Before torch is imported: its OpenMP runtime reads the thread count once, at load, and the
+        # forked ranks inherit it (one thread per CPU a rank reserves, as Ray sets).
+        os.environ["OMP_NUM_THREADS"] = str(max(1, int(run.cpus_per_worker)))
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        for module in WARM_IMPORTS:
+            try:
+                importlib.import_module(module)
+            except ImportError:  # another DeepSpeed's layout: the ranks import what they need themselves
+                logging.getLogger(__name__).debug("not warmed: %s", module, exc_info=True)
+    try:
+        loop_config = inbox.recv()
+    except EOFError:
+        return
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -79,15 +131,13 @@ def _run_agent(run: RunConfig, loop_config: dict[str, Any], work: str, verbose: 
         rdzv_backend="c10d",
         rdzv_endpoint="localhost:0",  # torchrun --standalone: a free port on this machine
         max_restarts=UNLIMITED_RESTARTS if run.max_failures == -1 else run.max_failures,
-        start_method="spawn",
+        start_method="fork" if fork else "spawn",
         # The ranks' own output (DeepSpeed's, the libraries') goes to files unless -v; progress comes
         # through the board.
         logs_specs=DefaultLogsSpecs(log_dir=f"{work}/logs", redirects=Std.NONE if verbose else Std.ALL),
     )
     if not verbose:
         logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
-    if not run.use_gpu:  # the ranks inherit it: one thread per CPU a rank reserves, as Ray sets
-        os.environ["OMP_NUM_THREADS"] = str(max(1, int(run.cpus_per_worker)))
     try:
         returned = elastic_launch(launch, run_local_rank)(loop_config, work)
     except ChildFailedError as failure:

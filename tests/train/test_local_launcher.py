@@ -4,6 +4,7 @@ lost rank from them, and a rank's mistake ends the run at once as one line."""
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import threading
 import time
@@ -13,7 +14,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from gazerm.errors import ConfigError
+from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.config import ModelConfig
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import complete_checkpoints, to_delete
@@ -129,3 +130,14 @@ def test_a_ranks_mistake_ends_the_local_run_at_once_as_its_own_error(tmp_path: P
 def test_a_search_cannot_run_its_trials_under_the_local_launcher(tmp_path: Path, dataset_dir: str):
     with pytest.raises(ConfigError, match=r"run\.launcher: local"):
         run_training(_job(tmp_path, dataset_dir, max_steps=2), callbacks=[object()])
+
+
+def test_a_job_that_fails_before_its_launch_stops_the_launchers_agent_at_once(tmp_path: Path):
+    """The agent starts with the job, to import while the driver sets up; a job refused before its launch
+    (here: no dataset) ends it then and there, not after its imports."""
+    job = _job(tmp_path, str(tmp_path / "no-such-dataset"), max_steps=2)
+    started = time.monotonic()
+    with pytest.raises(PathNotFoundError, match="no-such-dataset"):
+        run_training(job)
+    assert time.monotonic() - started < 5  # its imports alone take longer
+    assert not [p for p in multiprocessing.active_children() if p.name == "gazerm-launcher"]
