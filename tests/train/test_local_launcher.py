@@ -5,6 +5,8 @@ lost rank from them, and a rank's mistake ends the run at once as one line."""
 from __future__ import annotations
 
 import multiprocessing
+import re
+import signal
 import statistics
 import threading
 import time
@@ -87,30 +89,67 @@ def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
     assert sorted(complete_checkpoints(Storage.of(tmp_path / "run"))) == [6, 8]
 
 
+def _signal_a_rank_after_the_first_checkpoint(job: TrainJobConfig, signal: int) -> dict:
+    """Run ``job`` in a thread and send one of its ranks ``signal`` once a checkpoint is complete; what the
+    run returned (``result``) or raised (``error``)."""
+    outcome: dict = {}
+
+    def train() -> None:
+        try:
+            outcome["result"] = run_training(job)
+        except Exception as error:  # the test asserts on it
+            outcome["error"] = error
+
+    training = threading.Thread(target=train)
+    training.start()
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(Storage.of(job.output_dir)):
+        assert time.monotonic() < deadline and training.is_alive(), f"no checkpoint written: {outcome}"
+        time.sleep(0.2)
+    (launcher,) = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+    ranks = [p for p in launcher.children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(ranks) == 2, [p.cmdline() for p in ranks]
+    ranks[1].send_signal(signal)
+    training.join(timeout=300)
+    assert not training.is_alive()
+    return outcome
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("tracking_uri")
 def test_a_local_run_that_loses_a_rank_restarts_from_its_latest_checkpoint(tmp_path: Path, dataset_dir: str):
     """A rank killed after the first checkpoint: the launcher restarts both ranks, which continue from it;
     MLflow holds every step once and counts the recovery."""
-    outcome: dict = {}
     job = _job(tmp_path, dataset_dir, max_steps=8, eval_every=2, max_failures=1)
-    training = threading.Thread(target=lambda: outcome.update(result=run_training(job)))
-    training.start()
-    deadline = time.monotonic() + 300
-    while not complete_checkpoints(Storage.of(tmp_path / "run")):
-        assert time.monotonic() < deadline and training.is_alive(), "no checkpoint written"
-        time.sleep(0.2)
-    (launcher,) = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
-    ranks = [p for p in launcher.children() if "spawn_main" in " ".join(p.cmdline())]
-    assert len(ranks) == 2, [p.cmdline() for p in ranks]
-    ranks[1].kill()
-    training.join(timeout=300)
 
-    result = outcome["result"]
+    result = _signal_a_rank_after_the_first_checkpoint(job, signal.SIGKILL)["result"]
+
     client = MlflowClient(result.tracking_uri)
     assert _steps(client, result.run_id, "train/loss") == list(range(1, 9))
     assert client.get_run(result.run_id).data.metrics["recoveries"] == 1
     assert (tmp_path / "run" / "model" / "heads.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("tracking_uri")
+@pytest.mark.parametrize(
+    ("sent", "raised", "message"),
+    [
+        (signal.SIGKILL, ConfigError, "ran out of memory"),  # the kernel's OOM killer sends SIGKILL
+        (signal.SIGSEGV, RuntimeError, r"(?s)exitcode\s*: -11.*the ranks' output: .*gazerm-local-.*logs"),
+    ],
+)
+def test_a_rank_lost_with_no_restarts_left_ends_the_run_saying_how(
+    tmp_path: Path, dataset_dir: str, sent: int, raised: type, message: str
+):
+    """With no restarts left, a rank killed (as the OOM killer does) ends the run with the memory policy's
+    line; one that crashed, with the launcher's account of it and where the ranks' output is."""
+    job = _job(tmp_path, dataset_dir, max_steps=8, eval_every=2, max_failures=0)
+
+    error = _signal_a_rank_after_the_first_checkpoint(job, sent)["error"]
+
+    assert type(error) is raised
+    assert re.search(message, str(error)), str(error)
 
 
 @pytest.mark.slow
