@@ -12,13 +12,14 @@ mistake the user must fix ends the run at once, as one line, as :mod:`gazerm.tra
 
 The launcher's agent starts when the job does, and imports what every rank imports (torch, transformers,
 peft, DeepSpeed, Ray Train: seconds of CPU) while the driver prepares data and opens the MLflow run. On
-CPUs the ranks are then forked from it and start with all of that imported: paid once, not once per
-rank, and again by no restarted group. On GPUs they are spawned, each importing on its own: CUDA does
-not survive a fork, and the agent's imports (DeepSpeed's accelerator probe) may touch it.
+CPUs the ranks are then forked from it and start with all of that imported: paid once per job, not
+once per rank and again for every restarted group. On GPUs they are spawned, each importing on its own:
+CUDA does not survive a fork, and the agent's imports (DeepSpeed's accelerator probe) may touch it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -28,6 +29,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -43,9 +45,10 @@ RESULT = "result.pickle"  # rank 0's final report
 FAILURE = "failure.json"  # how the ranks failed, when not by a GazermError
 UNLIMITED_RESTARTS = sys.maxsize  # run.max_failures: -1
 KILLED = -9  # a rank's exit code when the kernel's OOM killer (or anyone) sent SIGKILL
-# What every rank imports, the costliest first; forked ranks inherit it from the agent. DeepSpeed's
-# accelerator is picked at import (hence DS_ACCELERATOR first), and deepspeed.initialize imports its
-# Muon optimizer (torch's compiler with it) on every start.
+LOST_PEER_GRACE_S = 2.0  # a failed rank's wait before it exits: the launcher polls every 0.1 s
+# What every rank imports (the loop brings torch, transformers, peft and MLflow); forked ranks inherit it
+# from the agent. DeepSpeed picks its accelerator at import (hence DS_ACCELERATOR before it), and
+# deepspeed.initialize imports its Muon optimizer (torch's compiler with it) on every start.
 WARM_IMPORTS = (
     "gazerm.train.loop",
     "ray.train.torch",
@@ -55,9 +58,9 @@ WARM_IMPORTS = (
 
 
 class LocalLauncher:
-    """The launcher's agent for one job: started at once (:meth:`start`) so that its imports overlap the
-    driver's set-up, handed the ranks' loop config when the driver has it (:meth:`run`), stopped on
-    leaving the ``with`` block whatever happened (a job that fails before its launch never sends one).
+    """The launcher's agent for one job: started on entering the ``with`` block, so that its imports
+    overlap the driver's set-up, handed the ranks' loop config when the driver has it (:meth:`run`),
+    stopped on leaving the block whatever happened (a job that fails before its launch never sends one).
 
     The agent runs in a process of its own, spawned afresh for every launch (a staged job and a test
     session launch several): with two launches in one process, the second one's restart failed here, its
@@ -87,7 +90,8 @@ class LocalLauncher:
     def run(self, loop_config: dict[str, Any], if_killed: Callable[[], str]) -> dict[str, Any]:
         """Run the ranks and return rank 0's final report (``LocalCheckpoints.final``). A rank's
         GazermError is raised as is; a rank killed (for memory) raises ``if_killed()``'s line."""
-        self._outbox.send(loop_config)
+        with contextlib.suppress(BrokenPipeError):  # an agent dead before its launch: its exit code below
+            self._outbox.send(loop_config)
         self._agent.join()
         if self._agent.exitcode == 0:
             return pickle.loads((self.work / RESULT).read_bytes())
@@ -182,6 +186,12 @@ def _run_rank(loop_config: dict[str, Any], work: str) -> dict[str, Any] | None:
         if not error_file.exists():
             with open_atomic_binary(error_file) as handle:
                 handle.write(pickle.dumps(error))
+        raise
+    except RuntimeError:
+        # Most often a collective that lost its peer (gloo: "Connection closed by peer"). The launcher
+        # reports the first rank it sees fail: wait, so that it sees the lost rank first and the run's
+        # failure says what ended it (a kill for memory, a crash), not this broken connection.
+        time.sleep(LOST_PEER_GRACE_S)
         raise
 
 
