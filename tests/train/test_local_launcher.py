@@ -89,9 +89,9 @@ def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
     assert sorted(complete_checkpoints(Storage.of(tmp_path / "run"))) == [6, 8]
 
 
-def _signal_a_rank_after_the_first_checkpoint(job: TrainJobConfig, signal: int) -> dict:
-    """Run ``job`` in a thread and send one of its ranks ``signal`` once a checkpoint is complete; what the
-    run returned (``result``) or raised (``error``)."""
+def _signal_a_rank_after_the_first_checkpoint(job: TrainJobConfig, sent: int) -> dict:
+    """Run ``job`` in a thread and send one of its ranks the signal ``sent`` once a checkpoint is complete;
+    what the run returned (``result``) or raised (``error``)."""
     outcome: dict = {}
 
     def train() -> None:
@@ -109,7 +109,7 @@ def _signal_a_rank_after_the_first_checkpoint(job: TrainJobConfig, signal: int) 
     (launcher,) = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
     ranks = [p for p in launcher.children() if "spawn_main" in " ".join(p.cmdline())]
     assert len(ranks) == 2, [p.cmdline() for p in ranks]
-    ranks[1].send_signal(signal)
+    ranks[1].send_signal(sent)
     training.join(timeout=300)
     assert not training.is_alive()
     return outcome
