@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from gazerm.train.config import TrainJobConfig
+
+
+def choose_accelerator(use_gpu: bool) -> None:
+    """Tell DeepSpeed which accelerator to use (unless the environment already does). It must come before
+    DeepSpeed is imported: DeepSpeed picks its accelerator once, at import."""
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
 
 
 def deepspeed_config(config: TrainJobConfig, bf16: bool) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from gazerm.errors import ConfigError, GazermError
 from gazerm.storage import Storage, open_atomic_binary
 from gazerm.train.checkpoints import latest_checkpoint
 from gazerm.train.config import RunConfig
+from gazerm.train.deepspeed_config import choose_accelerator
 
 USER_ERROR = "user_error.pickle"  # the first GazermError a rank raised, for the driver and later attempts
 RESULT = "result.pickle"  # rank 0's final report
@@ -47,7 +48,7 @@ UNLIMITED_RESTARTS = sys.maxsize  # run.max_failures: -1
 KILLED = -9  # a rank's exit code when the kernel's OOM killer (or anyone) sent SIGKILL
 LOST_PEER_GRACE_S = 2.0  # a failed rank's wait before it exits: the launcher polls every 0.1 s
 # What every rank imports (the loop brings torch, transformers, peft and MLflow); forked ranks inherit it
-# from the agent. DeepSpeed picks its accelerator at import (hence DS_ACCELERATOR before it), and
+# from the agent. DeepSpeed picks its accelerator at import (hence choose_accelerator before it), and
 # deepspeed.initialize imports its Muon optimizer (torch's compiler with it) on every start.
 WARM_IMPORTS = (
     "gazerm.train.loop",
@@ -113,7 +114,7 @@ def _run_agent(run: RunConfig, inbox: Connection, work: str, verbose: bool) -> N
         # Before torch is imported: its OpenMP runtime reads the thread count once, at load, and the
         # forked ranks inherit it (one thread per CPU a rank reserves, as Ray sets).
         os.environ["OMP_NUM_THREADS"] = str(max(1, int(run.cpus_per_worker)))
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        choose_accelerator(use_gpu=False)
         for module in WARM_IMPORTS:
             try:
                 importlib.import_module(module)

@@ -12,7 +12,6 @@ splits come whole to every rank through the object store.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,7 +45,7 @@ from gazerm.train.checkpoints import (
 )
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
-from gazerm.train.deepspeed_config import deepspeed_config, skip_compiled_ops
+from gazerm.train.deepspeed_config import choose_accelerator, deepspeed_config, skip_compiled_ops
 from gazerm.train.forwards import fewest_forwards, slot_budget, split_into
 from gazerm.train.kinds import LossKind
 from gazerm.train.metric_names import overall_metrics, summarize_test
@@ -92,8 +91,7 @@ def run_rank(loop_config: dict[str, Any]) -> dict[str, Any] | None:
     planned = settings.plan["world_size"]
     if planned != world_size:
         raise RuntimeError(f"planned for {planned} ranks, running on {world_size}")
-    # Must be set before DeepSpeed is imported: it picks its accelerator once, at import.
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if config.run.use_gpu else "cpu")
+    choose_accelerator(config.run.use_gpu)
     reporter = None  # rank 0 speaks for the run
     if rank == 0:
         reporter = RunReporter(settings.tracking_uri, settings.run_id, loop_config["board"])
