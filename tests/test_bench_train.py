@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 
 import pytest
 from typer.testing import CliRunner
@@ -17,10 +18,12 @@ import gazerm.bench.train as bench_train
 from gazerm.bench.train import (
     Batching,
     Case,
+    SharingCeiling,
     TrainBench,
     fitting_batching,
     gazerm_job,
     prepare_dataset,
+    prompt_sharing_ceiling,
     run_train_bench,
     train_token_pairs,
 )
@@ -161,7 +164,11 @@ def test_both_packings_run_at_each_max_length_and_each_compares_with_that_length
         return bench_train.SystemRun(system, 0.0, [1.0, 2.0, 3.0], [int(per_step)] * 3, 1.0, 1, 1)
 
     monkeypatch.setattr(bench_train, "plan_batching", lambda bench, max_length: Batching(1, 2))
-    monkeypatch.setattr(bench_train, "prepare_dataset", lambda bench, max_length, directory: directory)
+    monkeypatch.setattr(
+        bench_train, "prepare_dataset", lambda bench, max_length, directory: directory.mkdir(parents=True)
+    )
+    # one pair whose sides share their first 2 of 3 tokens: 6 tokens counted, 4 computed
+    monkeypatch.setattr(bench_train, "train_token_pairs", lambda job: [([1, 2, 3], [1, 2, 4])])
     monkeypatch.setattr(bench_train, "run_gazerm", lambda bench, case, *_: fake_run("gazerm", case))
     monkeypatch.setattr(bench_train, "run_baseline", lambda bench, system, case, *_: fake_run(system, case))
     bench = TrainBench(max_lengths=[256, 512], steps=3, warmup_steps=1, output_dir=str(tmp_path))
@@ -180,6 +187,22 @@ def test_both_packings_run_at_each_max_length_and_each_compares_with_that_length
         {"gazerm/trl": 3.0, "gazerm/plain": 6.0},  # 512: against the baselines' 512 runs
         {"gazerm/trl": 4.0, "gazerm/plain": 8.0},
     ]
+    assert all(c["prompt_sharing_ceiling"] == {"unpadded": 1.5, "pair_padded": 1.5} for c in cases)
+    printed = capsys.readouterr().out
+    assert "max length 512, each pair's prompt computed once: at equal speed per computed token, " in printed
+    assert "gazerm/baseline 1.50x against one padding nothing, 1.50x against one padding" in printed
+    for length in (256, 512):  # what the baselines train on
+        assert json.loads((tmp_path / f"max-length-{length}" / "pairs.tokens.json").read_text()) == [
+            [[1, 2, 3], [1, 2, 4]]
+        ]
+
+
+def test_the_prompt_sharing_ceiling_counts_each_pairs_common_prefix_once():
+    # 6 tokens counted, 5 computed (the shared first one once), 8 as a padded pair
+    assert prompt_sharing_ceiling([([1, 2, 3, 4], [1, 5])]) == SharingCeiling(6 / 5, 8 / 5)
+    # a side that is all prefix, a pair sharing nothing: 7 counted, 5 computed, 8 padded
+    assert prompt_sharing_ceiling([([1, 2], [1, 2, 3]), ([7], [8])]) == SharingCeiling(7 / 5, 8 / 5)
+    assert prompt_sharing_ceiling([([1, 2], [3, 2])]).unpadded == 1.0  # equal later tokens are no prefix
 
 
 @pytest.mark.slow
@@ -222,3 +245,8 @@ def test_bench_train_runs_all_three_systems(ray_local, tmp_path, monkeypatch, ca
         assert gazerm["ratios"]["gazerm/trl"] == pytest.approx(
             gazerm["tokens_per_s"] / cases[1]["tokens_per_s"]
         )
+    # the pairs every system trained on share their rendered prompts: the ceiling counts them once
+    pairs = json.loads((tmp_path / "max-length-512" / "pairs.tokens.json").read_text())
+    ceiling = prompt_sharing_ceiling(pairs)
+    assert ceiling.pair_padded >= ceiling.unpadded > 1.1
+    assert all(case["prompt_sharing_ceiling"] == asdict(ceiling) for case in cases)

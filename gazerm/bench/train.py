@@ -14,9 +14,10 @@ micro-batch is ``gazerm plan``'s: the largest that fits a worker's memory, accum
 batch; where not even one pair fits, the benchmark is refused before anything runs. Per system and case
 it reports real tokens/s over the steps after ``warmup_steps`` (the first steps pay for lazy
 initialisation), time from launch to the end of the first step, peak memory per training process, and
-the ratios ``gazerm/trl`` and ``gazerm/plain``. gazerm's step times, per-step tokens (``train/tokens``,
-every rank's) and forwards per step (``train/forwards``: fewer than its micro-batches where
-``run.merge_micro_batches`` ran short ones together) come from its MLflow run.
+the ratios ``gazerm/trl`` and ``gazerm/plain``, with the ratio prompt sharing alone would give at
+equal speed per computed token (:func:`prompt_sharing_ceiling`). gazerm's step times, per-step tokens
+(``train/tokens``, every rank's) and forwards per step (``train/forwards``: fewer than its
+micro-batches where ``run.merge_micro_batches`` ran short ones together) come from its MLflow run.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ REAL_BACKBONE, TINY_BACKBONE = "smollm2-135m-instruct", "tiny-llama"
 _EMPTY = np.zeros(0, dtype=np.float32)  # no word gaze: the benchmark is text-only
 # gazerm's job needs a validation split; it is scored once, after the last measured step.
 VALIDATION_SHARE, VALIDATION_PAIRS = 0.1, 32
+PAIRS_FILE = "pairs.tokens.json"  # the train split's token pairs, per max_length: what the baselines train on
 # Dense bf16 peak of common training GPUs, for model FLOPs utilisation (``--peak-tflops`` for others).
 DENSE_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0, "L4": 121.0}
 
@@ -225,10 +227,14 @@ def run_train_bench(bench: TrainBench) -> dict[str, object]:
     output = Path(bench.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     plans = {max_length: plan_batching(bench, max_length) for max_length in bench.max_lengths}
-    runs = []
+    runs, ceilings = [], {}
     for max_length, batching in plans.items():
         directory = output / f"max-length-{max_length}"
         dataset = prepare_dataset(bench, max_length, directory / "data")
+        pairs = train_token_pairs(gazerm_job(bench, Case(max_length, False, batching), dataset, directory))
+        (directory / PAIRS_FILE).write_text(json.dumps(pairs))
+        if bench.pair_forward == "shared":
+            ceilings[max_length] = prompt_sharing_ceiling(pairs)
         for system in bench.systems:
             packings = PACKINGS[bench.packing] if system == "gazerm" else (False,)
             for packing in packings:
@@ -240,7 +246,7 @@ def run_train_bench(bench: TrainBench) -> dict[str, object]:
                     else run_baseline(bench, system, case, dataset, directory)
                 )
                 runs.append(CaseRun(case, run))
-    return report(bench, runs)
+    return report(bench, runs, ceilings)
 
 
 def _require_trl() -> None:
@@ -384,14 +390,12 @@ def _train_shards(job: TrainJobConfig) -> list[str]:
 
 # -- the baselines ---------------------------------------------------------------------------------
 def run_baseline(bench: TrainBench, system: System, case: Case, dataset: Path, output: Path) -> SystemRun:
-    """A baseline in its own process, at gazerm's micro-batch, accumulating the whole global batch."""
-    pairs_file = output / "pairs.tokens.json"
-    if not pairs_file.exists():
-        pairs_file.write_text(json.dumps(train_token_pairs(gazerm_job(bench, case, dataset, output))))
+    """A baseline in its own process, at gazerm's micro-batch, accumulating the whole global batch, on
+    the train split's token pairs :func:`run_train_bench` wrote to ``output``."""
     spec = {
         "system": system,
         "model": bench.model.model_dump(mode="json"),
-        "pairs": str(pairs_file),
+        "pairs": str(output / PAIRS_FILE),
         "pairs_per_step": bench.pairs_per_step,
         "micro_batch": case.batching.micro,
         "steps": bench.steps,
@@ -417,6 +421,30 @@ def train_token_pairs(job: TrainJobConfig) -> list[tuple[list[int], list[int]]]:
     return [(chosen["input_ids"].tolist(), rejected["input_ids"].tolist()) for chosen, rejected in encoded]
 
 
+@dataclass(frozen=True)
+class SharingCeiling:
+    """gazerm/baseline where both compute a token equally fast, from the tokens each computes: gazerm each
+    pair's common prefix once, the baseline both sides in full (``unpadded``), or both padded to the
+    longer side (``pair_padded``: a micro-batch of one pair). Beyond it a ratio comes from the
+    baseline's padding; below it, from gazerm's overheads."""
+
+    unpadded: float
+    pair_padded: float
+
+
+def prompt_sharing_ceiling(pairs: list[tuple[list[int], list[int]]]) -> SharingCeiling:
+    """The :class:`SharingCeiling` of the pairs every system trains on."""
+    counted = sum(len(chosen) + len(rejected) for chosen, rejected in pairs)
+    computed = counted - sum(_common_prefix(chosen, rejected) for chosen, rejected in pairs)
+    padded = sum(2 * max(len(chosen), len(rejected)) for chosen, rejected in pairs)
+    return SharingCeiling(counted / computed, padded / computed)
+
+
+def _common_prefix(first: list[int], second: list[int]) -> int:
+    length = min(len(first), len(second))
+    return next((i for i in range(length) if first[i] != second[i]), length)
+
+
 def _run_logged(command: list[str], log: Path) -> float:
     """Run ``command`` with its output in ``log``; returns when it was launched (wall clock). A refusal
     (exit 2: a ``GazermError``, such as gazerm's memory check) is one line, a crash the log's end."""
@@ -434,9 +462,9 @@ def _run_logged(command: list[str], log: Path) -> float:
 
 
 # -- the report ------------------------------------------------------------------------------------
-def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
+def report(bench: TrainBench, runs: list[CaseRun], ceilings: dict[int, SharingCeiling]) -> dict[str, object]:
     """One row per system × max_length × packing; gazerm's rows carry its ratios to the baselines at the
-    same max_length."""
+    same max_length, and each max_length its :func:`prompt_sharing_ceiling` (where gazerm shares prompts)."""
     warmup = bench.warmup_steps
     peak = _peak_flops(bench) if bench.gpu else None
     rates = [entry.run.tokens_per_s(warmup) for entry in runs]
@@ -482,13 +510,27 @@ def report(bench: TrainBench, runs: list[CaseRun]) -> dict[str, object]:
         if peak:
             row.append(f"{6 * run.parameters * rate / peak:.1%}")
         rows.append(row)
-        cases.append({**asdict(entry), "tokens_per_s": rate, "ratios": ratios})
+        cases.append(
+            {
+                **asdict(entry),
+                "tokens_per_s": rate,
+                "ratios": ratios,
+                "prompt_sharing_ceiling": asdict(ceilings[case.max_length]) if ceilings else None,
+            }
+        )
     print(
         f"\n{bench.backbone}, LoRA r {bench.lora.r}, {bench.pairs_per_step} pairs/step, {bench.steps} steps "
         f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}, gazerm's pair_forward {bench.pair_forward}, "
         f"merge_micro_batches {str(bench.merge_micro_batches).lower()}, launcher {bench.launcher}"
     )
     print(Table([*header, *(["MFU"] if peak else [])], rows).markdown())
+    for max_length, ceiling in ceilings.items():
+        print(
+            f"max length {max_length}, each pair's prompt computed once: at equal speed per computed token, "
+            f"gazerm/baseline {ceiling.unpadded:.2f}x against one padding nothing, "
+            f"{ceiling.pair_padded:.2f}x against one padding a pair's sides to the longer (a micro-batch of "
+            "one pair)"
+        )
     return {"bench": bench.model_dump(mode="json"), "cases": cases}
 
 
