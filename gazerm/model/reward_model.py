@@ -37,6 +37,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 
 from gazerm.errors import ConfigError
 from gazerm.features.implicit import N_IMPLICIT
+from gazerm.model.attention import backbone_attention
 from gazerm.model.backbones import check_attention, check_lora_targets, resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig, Pooling
 from gazerm.model.fusion import FusedInputs, fuse
@@ -446,7 +447,7 @@ def load_backbone(config: ModelConfig, source: str | Path, lm_head: bool) -> Pre
     resolved = resolve_backbone(str(source))
     model = model_cls.from_pretrained(
         resolved.path,
-        attn_implementation=config.attn_implementation,
+        attn_implementation=backbone_attention(config.attn_implementation),
         **kwargs,
         **quantization_kwargs(config),
     )
@@ -504,5 +505,5 @@ def _tiny_backbone(config: ModelConfig, tokenizer: PreTrainedTokenizerFast, lm_h
         )
     model_cls, kwargs = _model_class(config, lm_head)
     check_attention(config.attn_implementation)
-    hf_config["attn_implementation"] = config.attn_implementation
+    hf_config["attn_implementation"] = backbone_attention(config.attn_implementation)
     return model_cls(arch.config_cls(**hf_config), **kwargs)

@@ -10,6 +10,7 @@ import torch
 
 from gazerm.errors import ConfigError
 from gazerm.model import backbones
+from gazerm.model.attention import CAUSAL_CHUNKED_SDPA, backbone_attention
 from gazerm.model.backbones import BackboneSource, PackagedModel, check_attention, resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig
 from gazerm.model.reward_model import build_reward_model
@@ -91,7 +92,7 @@ def test_the_attention_implementation_reaches_the_backbone(tokenizers):
     for implementation in ("sdpa", "eager"):
         config = ModelConfig(attn_implementation=implementation, fusion="none")
         model = build_reward_model(config, tokenizers["tiny-llama"]).eval()
-        assert model.transformer.config._attn_implementation == implementation
+        assert model.transformer.config._attn_implementation == backbone_attention(implementation)
         batch = make_batch(tokenizers["tiny-llama"])
         with torch.no_grad():
             rewards[implementation] = model(batch["input_ids"], batch["attention_mask"]).rewards
@@ -115,7 +116,7 @@ def test_the_gguf_backbone_is_the_pretrained_llama(smollm2_reward_model):
     transformer = smollm2_reward_model.transformer
     assert type(transformer).__name__ == "LlamaModel"
     assert (transformer.config.hidden_size, transformer.config.num_hidden_layers) == (576, 30)
-    assert transformer.config._attn_implementation == "sdpa"
+    assert transformer.config._attn_implementation == CAUSAL_CHUNKED_SDPA  # sdpa, in causal chunks
     # Pretrained, not random: embedding rows of a real vocabulary differ in norm far more than N(0, 0.02).
     norms = transformer.get_input_embeddings().weight.norm(dim=1)
     assert norms.std() / norms.mean() > 0.1
