@@ -692,6 +692,10 @@ def bench_train(
             help="gazerm's run.merge_micro_batches: a step's short micro-batches run as fewer forwards."
         ),
     ] = True,
+    balance_ranks: Annotated[
+        bool,
+        typer.Option(help="gazerm's data.balance_ranks: the ranks' micro-batches dealt alike in length."),
+    ] = True,
     workers: Annotated[int, typer.Option(help="gazerm's ranks (run.num_workers).")] = 2,
     launcher: Annotated[
         str, typer.Option(help="gazerm's run.launcher: ray, or local (processes on this machine, no Ray).")
@@ -724,6 +728,7 @@ def bench_train(
             packing=packing,
             pair_forward=pair_forward,
             merge_micro_batches=merge_micro_batches,
+            balance_ranks=balance_ranks,
             workers=workers,
             launcher=launcher,
             template=template,

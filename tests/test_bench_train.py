@@ -97,6 +97,12 @@ def test_the_command_line_trains_the_default_backbone(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["bench", "train", "--packing", "on", "--output-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert ran[0].backbone == "tiny-llama" and ran[0].max_lengths == [256] and ran[0].packing == "on"
+    assert ran[0].balance_ranks and tiny_job(tmp_path, micro=8).data.balance_ranks  # dealt by default
+    result = CliRunner().invoke(app, ["bench", "train", "--no-balance-ranks", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert not ran[1].balance_ranks
+    job = gazerm_job(ran[1], Case(256, False, Batching(8, 1)), tmp_path / "data", tmp_path)
+    assert not job.data.balance_ranks
 
 
 def test_only_pairs_that_fit_are_kept_and_every_system_gets_the_same_tokens(tmp_path):

@@ -5,7 +5,8 @@ side truncates or drops anything) is prepared once. Then, in turn and each in it
 
 - ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion, each pair's
   prompt computed once unless ``pair_forward`` is ``joint``, a step's short micro-batches run together
-  unless ``merge_micro_batches`` is off), once per ``data.packing`` setting asked for;
+  unless ``merge_micro_batches`` is off, the ranks dealt micro-batches alike in length unless
+  ``balance_ranks`` is off), once per ``data.packing`` setting asked for;
 - ``trl`` and ``plain``: ``gazerm.bench.baselines`` (both pad);
 
 all with the same backbone, LoRA, global batch of pairs, micro-batch and accumulation, steps, learning
@@ -87,6 +88,11 @@ class TrainBench(BaseModel):
     )
     merge_micro_batches: bool = Field(
         default=True, description="gazerm's run.merge_micro_batches (the baselines run every micro-batch)"
+    )
+    balance_ranks: bool = Field(
+        default=True,
+        description="gazerm's data.balance_ranks: ranks dealt micro-batches alike in length wait less for "
+        "each other (the baselines train in one process)",
     )
     pairs_per_step: int = Field(default=16, ge=1, description="the global batch")
     steps: int = Field(default=12, ge=2)
@@ -335,6 +341,7 @@ def gazerm_job(bench: TrainBench, case: Case, dataset: Path, output: Path) -> Tr
             max_length=case.max_length,
             template=bench.template,
             packing=case.packing,
+            balance_ranks=bench.balance_ranks,
         ),
         model=bench.model,
         optim=OptimConfig(lr=bench.lr, scheduler="constant", warmup_ratio=0.0),
@@ -521,7 +528,8 @@ def report(bench: TrainBench, runs: list[CaseRun], ceilings: dict[int, SharingCe
     print(
         f"\n{bench.backbone}, LoRA r {bench.lora.r}, {bench.pairs_per_step} pairs/step, {bench.steps} steps "
         f"({warmup} warm-up), {'GPU' if bench.gpu else 'CPU'}, gazerm's pair_forward {bench.pair_forward}, "
-        f"merge_micro_batches {str(bench.merge_micro_batches).lower()}, launcher {bench.launcher}"
+        f"merge_micro_batches {str(bench.merge_micro_batches).lower()}, "
+        f"balance_ranks {str(bench.balance_ranks).lower()}, launcher {bench.launcher}"
     )
     print(Table([*header, *(["MFU"] if peak else [])], rows).markdown())
     for max_length, ceiling in ceilings.items():
