@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -149,11 +150,15 @@ def train(
     ] = False,
 ) -> None:
     """Train a reward model with Ray Train + DeepSpeed; resumes from the run's latest checkpoint."""
-    from gazerm.train.job import run_training
-    from gazerm.train.metric_names import overall_metrics
+    from gazerm.train.local_launch import job_launcher
 
     settings = _job_config(config, overrides, tracking_uri)
-    outcome = run_training(settings, resume=not fresh)
+    with job_launcher(settings) or nullcontext() as launcher:  # its agent imports while the job's modules do
+        from gazerm.train.job import run_training
+
+        outcome = run_training(settings, resume=not fresh, launcher=launcher)
+    from gazerm.train.metric_names import overall_metrics
+
     for split in ("val/", "test/"):  # the last evaluation's; the test split's with the exported model
         shown = {k: round(v, 4) for k, v in overall_metrics(outcome.metrics, split).items()}
         if shown:

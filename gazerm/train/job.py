@@ -192,9 +192,12 @@ def run_training(
     resume: bool = True,
     callbacks: Sequence[Any] = (),
     parent_run_id: str | None = None,
+    launcher: LocalLauncher | None = None,
 ) -> TrainOutcome:
     """Train one job end to end. A search runs each trial through here too: ``callbacks`` join the
     trainer's (Tune's report bridge) and ``parent_run_id`` nests the job's MLflow run under the search's.
+    ``launcher``: the job's local launcher, entered by the caller before it imported this module
+    (``job_launcher``); else a local job's is entered here.
     """
     if config.model.frozen:
         return run_frozen_training(config, resume, parent_run_id)
@@ -208,8 +211,8 @@ def run_training(
             "run.launcher: local runs one job's ranks on this machine; a search's trials run under Ray Train "
             "(run.launcher: ray)"
         )
-    with LocalLauncher(config.run, verbose()) if local else nullcontext() as launcher:
-        return _run_started(config, resume, callbacks, parent_run_id, startup, launcher)
+    with nullcontext(launcher) if launcher or not local else LocalLauncher(config.run, verbose()) as started:
+        return _run_started(config, resume, callbacks, parent_run_id, startup, started)
 
 
 def _run_started(

@@ -14,14 +14,19 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
+import gazerm.train.job as job_module
+from gazerm.cli import app
 from gazerm.errors import ConfigError, PathNotFoundError
 from gazerm.model.config import ModelConfig
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import complete_checkpoints, to_delete
 from gazerm.train.config import DataConfig, OptimConfig, RunConfig, TrackingConfig, TrainJobConfig
 from gazerm.train.job import run_training
+from gazerm.train.local_launch import LocalLauncher, job_launcher
 
 
 @pytest.mark.parametrize(
@@ -60,8 +65,10 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.usefixtures("tracking_uri")
 def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
-    tmp_path: Path, dataset_dir: str, capfd
+    tmp_path: Path, dataset_dir: str, capfd, monkeypatch
 ):
+    """The resumed run is ``gazerm train``'s, whose launcher's agent starts before the job's modules are
+    imported (the job module must not start one of its own)."""
     first = run_training(_job(tmp_path, dataset_dir, max_steps=6, keep_checkpoints=2))
 
     kept = complete_checkpoints(Storage.of(tmp_path / "run"))
@@ -77,13 +84,20 @@ def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
     console = capfd.readouterr().out
     assert "first step after" in console and "[gazerm] eval at step 6" in console
 
-    second = run_training(_job(tmp_path, dataset_dir, max_steps=8, keep_checkpoints=2))
+    config = tmp_path / "job.yaml"
+    resumed = _job(tmp_path, dataset_dir, max_steps=8, keep_checkpoints=2)
+    config.write_text(yaml.safe_dump(resumed.model_dump(mode="json")))
+    monkeypatch.setattr(job_module, "LocalLauncher", None)  # calling it would raise
 
-    assert second.run_id == first.run_id
-    assert "resuming from " in capfd.readouterr().out
-    assert _steps(client, second.run_id, "train/loss") == list(range(1, 9))  # nothing trained twice
+    second = CliRunner().invoke(app, ["train", str(config)])
+
+    assert second.exit_code == 0, second.output
+    assert "resuming from " in second.output and "[gazerm] eval at step 8" in second.output
+    assert "final val metrics" in second.output
+    assert [run.info.run_id for run in client.search_runs([run.info.experiment_id])] == [first.run_id]
+    assert _steps(client, first.run_id, "train/loss") == list(range(1, 9))  # nothing trained twice
     losses = [
-        m.value for m in sorted(client.get_metric_history(second.run_id, "train/loss"), key=lambda m: m.step)
+        m.value for m in sorted(client.get_metric_history(first.run_id, "train/loss"), key=lambda m: m.step)
     ]
     assert statistics.mean(losses[-3:]) < losses[0]
     assert sorted(complete_checkpoints(Storage.of(tmp_path / "run"))) == [6, 8]
@@ -164,6 +178,13 @@ def test_a_ranks_mistake_ends_the_local_run_at_once_as_its_own_error(tmp_path: P
         run_training(job)
     assert time.monotonic() - started < 120
     assert not (tmp_path / "run" / "ray").exists()
+
+
+def test_only_a_local_job_that_trains_a_backbone_gets_a_launcher_of_its_own(tmp_path: Path):
+    assert isinstance(job_launcher(_job(tmp_path, "data")), LocalLauncher)
+    assert job_launcher(_job(tmp_path, "data", launcher="ray")) is None
+    frozen = _job(tmp_path, "data").model_copy(update={"model": ModelConfig(frozen=True, lora=None)})
+    assert job_launcher(frozen) is None  # trained in the driver
 
 
 def test_a_search_cannot_run_its_trials_under_the_local_launcher(tmp_path: Path, dataset_dir: str):
