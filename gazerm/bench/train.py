@@ -34,6 +34,7 @@ from typing import Annotated, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -48,6 +49,7 @@ from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig, PairForward
 from gazerm.model.inputs import InputSpec, PromptResponse
 from gazerm.model.pipeline import InputPipeline
+from gazerm.model.prefix_sharing import common_prefix
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.model.templates import TemplateKind
 from gazerm.table import Table
@@ -442,14 +444,12 @@ class SharingCeiling:
 def prompt_sharing_ceiling(pairs: list[tuple[list[int], list[int]]]) -> SharingCeiling:
     """The :class:`SharingCeiling` of the pairs every system trains on."""
     counted = sum(len(chosen) + len(rejected) for chosen, rejected in pairs)
-    computed = counted - sum(_common_prefix(chosen, rejected) for chosen, rejected in pairs)
+    computed = counted - sum(
+        common_prefix(torch.tensor(chosen)[:, None], torch.tensor(rejected)[:, None])
+        for chosen, rejected in pairs
+    )
     padded = sum(2 * max(len(chosen), len(rejected)) for chosen, rejected in pairs)
     return SharingCeiling(counted / computed, padded / computed)
-
-
-def _common_prefix(first: list[int], second: list[int]) -> int:
-    length = min(len(first), len(second))
-    return next((i for i in range(length) if first[i] != second[i]), length)
 
 
 def _run_logged(command: list[str], log: Path) -> float:
