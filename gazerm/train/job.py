@@ -31,14 +31,14 @@ from gazerm.errors import ConfigError
 from gazerm.model.backbones import check_attention, resolve_backbone
 from gazerm.model.inputs import InputSpec
 from gazerm.model.manifest import MANIFEST_FILE, verify_model_dir
-from gazerm.runtime import init_ray, verbose
+from gazerm.runtime import init_ray
 from gazerm.storage import Storage
 from gazerm.train.checkpoints import MODEL_DIR, RAY_RUN_NAME, STATE_FILE, latest_checkpoint
 from gazerm.train.collate import Windows
 from gazerm.train.config import QUICKSTART_DATA, TrainJobConfig
 from gazerm.train.failures import StopOnGazermError, user_error
 from gazerm.train.kinds import LossSpec
-from gazerm.train.local_launch import LocalLauncher
+from gazerm.train.local_launch import LocalLauncher, job_launcher
 from gazerm.train.memory import preflight
 from gazerm.train.metric_names import summarize_test
 from gazerm.train.metrics import StartupClock
@@ -211,8 +211,9 @@ def run_training(
             "run.launcher: local runs one job's ranks on this machine; a search's trials run under Ray Train "
             "(run.launcher: ray)"
         )
-    with nullcontext(launcher) if launcher or not local else LocalLauncher(config.run, verbose()) as started:
-        return _run_started(config, resume, callbacks, parent_run_id, startup, started)
+    owned = None if launcher else job_launcher(config)  # a caller's launcher is entered already
+    with owned or nullcontext():
+        return _run_started(config, resume, callbacks, parent_run_id, startup, launcher or owned)
 
 
 def _run_started(

@@ -87,7 +87,7 @@ def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
     config = tmp_path / "job.yaml"
     resumed = _job(tmp_path, dataset_dir, max_steps=8, keep_checkpoints=2)
     config.write_text(yaml.safe_dump(resumed.model_dump(mode="json")))
-    monkeypatch.setattr(job_module, "LocalLauncher", None)  # calling it would raise
+    monkeypatch.setattr(job_module, "job_launcher", None)  # calling it would raise
 
     second = CliRunner().invoke(app, ["train", str(config)])
 
