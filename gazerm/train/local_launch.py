@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -72,6 +73,7 @@ class LocalLauncher:
     """The launcher's agent for one job: started on entering the ``with`` block, so that its imports
     overlap the driver's set-up, handed the ranks' loop config when the driver has it (:meth:`run`),
     stopped on leaving the block whatever happened (a job that fails before its launch never sends one).
+    Its working folder (results, the ranks' logs) goes with it, unless a crash's message names the logs.
 
     The agent runs in a process of its own, spawned afresh for every launch (a staged job and a test
     session launch several): with two launches in one process, the second one's restart failed here, its
@@ -79,6 +81,7 @@ class LocalLauncher:
 
     def __init__(self, run: RunConfig, verbose: bool) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="gazerm-local-"))
+        self._keep_work = False  # only a crash's message sends the reader to the ranks' logs in it
         context = multiprocessing.get_context("spawn")
         self._inbox, self._outbox = context.Pipe(duplex=False)
         self._agent = context.Process(
@@ -97,6 +100,8 @@ class LocalLauncher:
             self._agent.join(timeout=30)
         if self._agent.is_alive():
             self._agent.kill()
+        if not self._keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def run(self, loop_config: dict[str, Any], if_killed: Callable[[], str]) -> dict[str, Any]:
         """Run the ranks and return rank 0's final report (``LocalCheckpoints.final``). A rank's
@@ -112,6 +117,7 @@ class LocalLauncher:
         if failure.get("killed"):
             raise ConfigError(if_killed())
         message = failure.get("message", f"the local launcher exited with code {self._agent.exitcode}")
+        self._keep_work = True
         raise RuntimeError(f"{message}\nthe ranks' output: {self.work / 'logs'}")
 
 

@@ -8,6 +8,7 @@ import multiprocessing
 import re
 import signal
 import statistics
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,6 +45,13 @@ def test_checkpoints_are_deleted_as_ray_train_would(scores, keep, deleted):
     assert to_delete(scores, keep) == deleted
 
 
+@pytest.fixture(autouse=True)
+def _own_temp_dir(tmp_path: Path, monkeypatch) -> None:
+    """The launchers' working folders of each test in a folder of its own, where it can count them."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+
+
 def _job(tmp_path: Path, dataset_dir: str, **run) -> TrainJobConfig:
     return TrainJobConfig(
         name="test-local",
@@ -68,8 +76,10 @@ def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
     tmp_path: Path, dataset_dir: str, capfd, monkeypatch
 ):
     """The resumed run is ``gazerm train``'s, whose launcher's agent starts before the job's modules are
-    imported (the job module must not start one of its own)."""
+    imported (the job module must not start one of its own). The launcher's working folders are gone
+    after each run."""
     first = run_training(_job(tmp_path, dataset_dir, max_steps=6, keep_checkpoints=2))
+    assert not list(Path(tempfile.gettempdir()).glob("gazerm-local-*"))
 
     kept = complete_checkpoints(Storage.of(tmp_path / "run"))
     assert sorted(kept) == [4, 6]  # of steps 2, 4, 6: the newest 2, each with every rank's part
@@ -92,6 +102,7 @@ def test_a_local_run_keeps_its_checkpoints_as_ray_would_and_resumes_from_them(
     second = CliRunner().invoke(app, ["train", str(config)])
 
     assert second.exit_code == 0, second.output
+    assert not list(Path(tempfile.gettempdir()).glob("gazerm-local-*"))
     assert "resuming from " in second.output and "[gazerm] eval at step 8" in second.output
     assert "final val metrics" in second.output
     assert [run.info.run_id for run in client.search_runs([run.info.experiment_id])] == [first.run_id]
@@ -164,6 +175,9 @@ def test_a_rank_lost_with_no_restarts_left_ends_the_run_saying_how(
 
     assert type(error) is raised
     assert re.search(message, str(error)), str(error)
+    logs = re.search(r"the ranks' output: (\S+)", str(error))
+    assert logs is None or Path(logs.group(1)).is_dir()  # kept where the message sends the reader
+    assert logs or not list(Path(tempfile.gettempdir()).glob("gazerm-local-*")), "the rest are removed"
 
 
 @pytest.mark.slow
