@@ -561,8 +561,6 @@ def _peak_flops(bench: TrainBench) -> float:
     """The GPU's dense bf16 peak in FLOP/s (``peak_tflops``, or looked up from the device's name)."""
     if bench.peak_tflops:
         return bench.peak_tflops * 1e12
-    import torch
-
     name = torch.cuda.get_device_name(0)
     for model, tflops in DENSE_BF16_TFLOPS.items():
         if model in name:

@@ -80,17 +80,18 @@ class LocalLauncher:
     ranks connecting to the dead ranks of its first attempt (reproduced with bare gloo ranks)."""
 
     def __init__(self, run: RunConfig, verbose: bool) -> None:
-        self.work = Path(tempfile.mkdtemp(prefix="gazerm-local-"))
+        self._run, self._verbose = run, verbose
         self._keep_work = False  # only a crash's message sends the reader to the ranks' logs in it
-        context = multiprocessing.get_context("spawn")
-        self._inbox, self._outbox = context.Pipe(duplex=False)
-        self._agent = context.Process(
-            target=_run_agent, args=(run, self._inbox, str(self.work), verbose), name="gazerm-launcher"
-        )
 
     def __enter__(self) -> LocalLauncher:
+        self.work = Path(tempfile.mkdtemp(prefix="gazerm-local-"))
+        context = multiprocessing.get_context("spawn")
+        inbox, self._outbox = context.Pipe(duplex=False)
+        self._agent = context.Process(
+            target=_run_agent, args=(self._run, inbox, str(self.work), self._verbose), name="gazerm-launcher"
+        )
         self._agent.start()
-        self._inbox.close()  # the agent's end
+        inbox.close()  # the agent's end
         return self
 
     def __exit__(self, *exc: object) -> None:

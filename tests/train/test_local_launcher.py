@@ -196,6 +196,7 @@ def test_a_ranks_mistake_ends_the_local_run_at_once_as_its_own_error(tmp_path: P
 
 def test_only_a_local_job_that_trains_a_backbone_gets_a_launcher_of_its_own(tmp_path: Path):
     assert isinstance(job_launcher(_job(tmp_path, "data")), LocalLauncher)
+    assert not list(Path(tempfile.gettempdir()).glob("gazerm-local-*"))  # nothing made until entered
     assert job_launcher(_job(tmp_path, "data", launcher="ray")) is None
     frozen = _job(tmp_path, "data").model_copy(update={"model": ModelConfig(frozen=True, lora=None)})
     assert job_launcher(frozen) is None  # trained in the driver
