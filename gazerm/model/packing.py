@@ -5,9 +5,12 @@ sequences sharing a row are told apart by their position ids alone, which restar
 (``fuse`` counts attended slots only): with ``attention_mask=None`` transformers then calls flash-attn's
 varlen kernel (``flash_attention_2``, one row) or builds a block-diagonal causal mask (sdpa, eager).
 
-A dense mask costs memory and compute quadratic in the row's length, so for sdpa and eager the rows
-are only as long as the padded batch (first-fit, longest first): never more attention than padded,
-far fewer rows. A row's unused tail is one more short sequence, of zeros, whose output is dropped.
+For sdpa and eager a row's slots attend to one another's keys under a dense mask (the mask forbids,
+the kernel still computes up to each query chunk's end, ``gazerm.model.attention``), so a row costs more
+than its slots: :func:`row_width` picks the width (first-fit, longest first) that costs least, between
+the padded batch's width, whose narrow rows leave unused tails, and one row of all ``N``, whose keys are
+mostly other sequences'. A row's unused tail is one more short sequence, of zeros, whose output is
+dropped.
 
 Shapes: ``B`` batch, ``S`` fused slots per row, ``H`` hidden size, ``N`` attended slots of the batch,
 ``R`` packed rows of ``W`` slots each (``R = 1, W = N`` for one row).
@@ -16,10 +19,14 @@ Shapes: ``B`` batch, ``S`` fused slots per row, ``H`` hidden size, ``N`` attende
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from gazerm.model.fusion import FusedInputs
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 
 @dataclass
@@ -48,6 +55,40 @@ def first_fit(lengths: list[int], width: int) -> tuple[list[tuple[int, int]], li
         places[index] = (row, width - room[row])
         room[row] -= lengths[index]
     return places, room
+
+
+def attention_key_cost(config: PretrainedConfig) -> float:
+    """What one more key costs a slot's causal attention, relative to the slot's trip through a layer's
+    weights, for a Llama-style decoder layer: 2 FLOPs per weight (q and o of ``heads x head_dim`` outputs,
+    k and v of ``kv_heads x head_dim``, a gated MLP of 3 ``hidden x intermediate`` matrices) against 4 per
+    query-key pair and query width (the scores and the weighted sum). A row of ``W`` slots then costs
+    ``W (1 + key_cost W)``, its queries attending to ``W / 2`` keys each on average. SmolLM2-135M: 1/6144."""
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+    weights = hidden * head_dim * 2 * (heads + kv_heads) + 3 * hidden * intermediate
+    return heads * head_dim / weights
+
+
+def row_width(lengths: list[int], narrowest: int, key_cost: float, max_mask_area: int | None = None) -> int:
+    """The width of the rows :func:`first_fit` packs ``lengths`` into at the least compute, a row of ``W``
+    slots costing ``W (1 + key_cost W)`` (:func:`attention_key_cost`). Tried: ``narrowest`` (at least the
+    longest sequence), whose rows leave the most unused tail, and the widths that would hold the slots in
+    fewer rows, down to one, while their masks (``rows x W x W``) stay within ``max_mask_area``. The cost
+    alone keeps rows from growing much: a row wider by ``D`` slots attends to ``D / 2`` more keys per slot,
+    which only a tail of about ``key_cost x D x D / 2`` slots repays. Ties go to the narrower rows."""
+    narrowest, total = max(narrowest, max(lengths)), sum(lengths)
+    best_cost, best_width = float("inf"), narrowest
+    for rows in range(len(first_fit(lengths, narrowest)[1]), 0, -1):
+        width = max(narrowest, -(-total // rows))
+        used = len(first_fit(lengths, width)[1])
+        if max_mask_area is not None and width != narrowest and used * width * width > max_mask_area:
+            break  # fewer rows are only wider
+        cost = used * width * (1 + key_cost * width)
+        if cost < best_cost:
+            best_cost, best_width = cost, width
+    return best_width
 
 
 def pack(fused: FusedInputs, row_length: int | None = None) -> PackedInputs:

@@ -19,6 +19,8 @@ slots computed, ``M`` attended slots of the batch (``M - N`` of them shared pref
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from gazerm.model.fusion import FusedInputs
@@ -35,9 +37,11 @@ def common_prefix(first: torch.Tensor, second: torch.Tensor) -> int:
     return int(differ[0]) if len(differ) else length
 
 
-def share_prefixes(fused: FusedInputs, packed: bool = False) -> tuple[PackedInputs, list[int]]:
+def share_prefixes(
+    fused: FusedInputs, widths: Callable[[list[int]], int] | None = None
+) -> tuple[PackedInputs, list[int]]:
     """``fused``'s pairs as one sequence each, in rows of ``W`` slots: one pair a row (``W`` its longest
-    pair), or with ``packed`` first-fit into rows as long as the longer of that and the padded rows.
+    pair), or packed first-fit into rows as wide as ``widths`` says for the pairs' sizes in slots.
     Returns the rows (with their ``(R, 1, W, W)`` boolean mask, True where a slot may attend) and each
     pair's common prefix length in slots."""
     batch, length, hidden = fused.inputs_embeds.shape
@@ -53,10 +57,12 @@ def share_prefixes(fused: FusedInputs, packed: bool = False) -> tuple[PackedInpu
         for pair in range(pairs)
     ]
     sizes = [len(attended[p]) + len(attended[pairs + p]) - prefixes[p] for p in range(pairs)]
-    width = max(max(sizes), length) if packed else max(sizes)
-    places, room = (
-        first_fit(sizes, width) if packed else ([(p, 0) for p in range(pairs)], [width - s for s in sizes])
-    )
+    if widths is None:
+        width = max(sizes)
+        places, room = [(p, 0) for p in range(pairs)], [width - s for s in sizes]
+    else:
+        width = widths(sizes)
+        places, room = first_fit(sizes, width)
 
     padded_slots, packed_slots, computed_from, computed_to = [], [], [], []
     part = torch.full((len(room), width), PREFIX, dtype=torch.long)

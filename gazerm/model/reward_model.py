@@ -42,7 +42,7 @@ from gazerm.model.backbones import check_attention, check_lora_targets, resolve_
 from gazerm.model.config import LoraSettings, ModelConfig, Pooling
 from gazerm.model.fusion import FusedInputs, fuse
 from gazerm.model.implicit_head import ImplicitHead
-from gazerm.model.packing import pack, unpack
+from gazerm.model.packing import attention_key_cost, pack, row_width, unpack
 from gazerm.model.pooling import pool
 from gazerm.model.prefix_sharing import share_prefixes
 from gazerm.model.projector import GazeProjector
@@ -126,6 +126,11 @@ class RewardModel(nn.Module):
     def transformer(self) -> PreTrainedModel:
         """The bare transformer that returns hidden states (``LlamaModel`` inside ``LlamaForCausalLM``)."""
         return self.hf_model.base_model
+
+    @property
+    def key_cost(self) -> float:
+        """A key's attention cost against a slot's through the weights: how wide packed rows pay."""
+        return attention_key_cost(self.transformer.config)
 
     def forward(
         self,
@@ -251,13 +256,15 @@ class RewardModel(nn.Module):
 
     def _packed_hidden(self, fused: FusedInputs) -> torch.Tensor:
         """``(B, S, H)`` hidden states from packed rows: one for flash-attn's varlen kernel (transformers
-        reads packing from position ids only in a one-row batch there), else rows as long as the padded
-        ones (a dense block-diagonal mask grows with the square of a row). Without a mask, transformers
-        tells the sequences apart by their restarting position ids, which a causal decoder's mask code
-        reads and an encoder's does not."""
+        reads packing from position ids only in a one-row batch there), else the rows ``row_width`` finds
+        cheapest (a dense block-diagonal mask's keys cost more the longer a row). Without a mask,
+        transformers tells the sequences apart by their restarting position ids, which a causal decoder's
+        mask code reads and an encoder's does not."""
         self._check_slots_can_move("data.packing", "set data.packing=false")
-        varlen = self.model_config.attn_implementation == "flash_attention_2"
-        rows = pack(fused, None if varlen else fused.attention_mask.shape[1])
+        width = None
+        if self.model_config.attn_implementation != "flash_attention_2":
+            width = self._row_width(fused.attention_mask.sum(1).tolist(), fused.attention_mask.shape)
+        rows = pack(fused, width)
         return unpack(self._hidden(rows.inputs_embeds, None, rows.position_ids), rows)
 
     def _shared_prefix_hidden(self, fused: FusedInputs, packed: bool) -> torch.Tensor:
@@ -265,7 +272,8 @@ class RewardModel(nn.Module):
         4D mask goes to the backbone as its attention implementation takes one: boolean for sdpa,
         additive for eager (the config refuses flash_attention_2, which takes none)."""
         self._check_slots_can_move("model.pair_forward=shared", "set model.pair_forward=joint")
-        rows, _ = share_prefixes(fused, packed)
+        padded = fused.attention_mask.shape
+        rows, _ = share_prefixes(fused, (lambda sizes: self._row_width(sizes, padded)) if packed else None)
         mask = rows.attention_mask
         if self.model_config.attn_implementation == "eager":
             dtype = rows.inputs_embeds.dtype
@@ -273,6 +281,17 @@ class RewardModel(nn.Module):
                 ~mask, torch.finfo(dtype).min
             )
         return unpack(self._hidden(rows.inputs_embeds, mask, rows.position_ids), rows)
+
+    def _row_width(self, lengths: list[int], padded: tuple[int, int]) -> int:
+        """The width of the cheapest packed rows for sequences of ``lengths`` slots from a padded batch of
+        ``padded`` (rows, slots): at least its rows' width. Eager attention keeps each row's scores for the
+        backward, which memory plans count at the padded size: its rows hold no larger mask than the
+        padded batch's, or than one sequence a row."""
+        batch, length = padded
+        cap = None
+        if self.model_config.attn_implementation == "eager":
+            cap = max(batch * length * length, len(lengths) * max(lengths) ** 2)
+        return row_width(lengths, length, self.key_cost, cap)
 
     def _check_slots_can_move(self, option: str, fix: str) -> None:
         """Refuse to lay slots out anew (packed, shared) for a model whose outputs read where they were."""

@@ -11,10 +11,11 @@ from collections import Counter
 
 import pytest
 import torch
+from transformers import LlamaConfig
 
 from gazerm.errors import ConfigError
 from gazerm.model.fusion import FusedInputs, position_ids_from_mask
-from gazerm.model.packing import pack, unpack
+from gazerm.model.packing import attention_key_cost, first_fit, pack, row_width, unpack
 from gazerm.model.reward_model import RewardModel, build_reward_model
 from tests.model.conftest import make_batch, tiny_config, to_left_padding, tokenizer_for
 
@@ -53,9 +54,12 @@ LAYOUTS = [
 ]
 
 
+@pytest.mark.parametrize("rows", ["cheapest", "narrowest"])
 @pytest.mark.parametrize(("fusion", "layout"), LAYOUTS)
 @pytest.mark.parametrize("backbone", ["tiny-llama", "tiny-mistral"])
-def test_packed_forward_and_backward_equal_padded(tokenizers, backbone, fusion, layout):
+def test_packed_forward_and_backward_equal_padded(tokenizers, backbone, fusion, layout, rows, monkeypatch):
+    if rows == "narrowest":  # attention so dear that rows stay as wide as padded ones, with tails
+        monkeypatch.setattr(RewardModel, "key_cost", 1.0)
     model = build(tokenizers, backbone, fusion, layout)
     batch = make_batch(tokenizer_for(tokenizers, backbone), TEXTS)
     lengths = batch["attention_mask"].sum(1)
@@ -128,7 +132,9 @@ def test_the_backbone_sees_fewer_unmasked_rows_with_positions_restarting_per_seq
         lengths = lengths + batch["gaze_mask"].sum(1)
     rows, width = seen["position_ids"].shape
     assert seen["attention_mask"] is None and seen["inputs_embeds"].shape[:2] == (rows, width)
-    assert rows < len(TEXTS) and width == int(lengths.max())
+    padded = batch["attention_mask"].shape[1] + (batch["gaze_mask"].shape[1] if fusion == "concat" else 0)
+    cheapest = row_width(lengths.tolist(), padded, model.key_cost)
+    assert rows < len(TEXTS) and width == cheapest >= int(lengths.max())
     runs = segments(seen["position_ids"])
     assert not Counter(lengths.tolist()) - Counter(runs)  # every sequence is a run of its own
     assert len(runs) <= len(TEXTS) + rows  # and at most one unused tail per row
@@ -151,6 +157,36 @@ def test_pack_places_sequences_first_fit_and_unpack_puts_them_back():
     torch.testing.assert_close(unpack(one_row.inputs_embeds, one_row), embeds * mask.unsqueeze(-1))
     with pytest.raises(ValueError, match="cannot hold"):
         pack(fused, row_length=4)
+
+
+def test_rows_are_as_wide_as_costs_least_within_the_padded_mask():
+    lengths = [5, 3, 1]  # 5 | 3 + 1 in rows of 5 (10 slots, a tail of 1); 9 in one row
+    assert first_fit(lengths, 5)[1] == [0, 1]
+    assert row_width(lengths, 5, key_cost=0.0, max_mask_area=100) == 9  # slots alone: one row
+    assert row_width(lengths, 5, max_mask_area=100, key_cost=1.0) == 5  # 2 x 5 x 6 = 60 < 9 x 10 = 90
+    assert row_width(lengths, 5, max_mask_area=80, key_cost=0.0) == 5  # 9 x 9 = 81: a larger mask
+    assert row_width(lengths, 2, max_mask_area=100, key_cost=1.0) == 5  # never narrower than the longest
+    # 4 | 3 | 3 in rows of 4 cost 12 (1 + 4 k), one row of 10 costs 10 (1 + 10 k): less while k < 1/26
+    assert row_width([4, 3, 3], 4, max_mask_area=100, key_cost=0.025) == 10
+    assert row_width([4, 3, 3], 4, max_mask_area=100, key_cost=0.05) == 4
+    assert row_width([4, 4, 4], 4, max_mask_area=100, key_cost=0.0) == 4  # no tails: the narrowest
+
+
+@pytest.mark.parametrize(("attention", "width"), [("sdpa", 383 + 313), ("eager", 383)])
+def test_eager_rows_hold_no_larger_mask_than_the_padded_batch(tokenizers, monkeypatch, attention, width):
+    """Eager attention keeps each row's scores, planned at the padded size: 383 + 313 slots in one row
+    would hold a mask of 696 x 696, more than 4 padded rows of 307 (or 2 rows of 383) do."""
+    monkeypatch.setattr(RewardModel, "key_cost", 0.0)  # slots alone: one row, unless capped
+    model = build_reward_model(tiny_config(attn_implementation=attention), tokenizers["tiny-llama"])
+    assert model._row_width([383, 313], (4, 307)) == width
+
+
+def test_a_keys_cost_is_the_query_width_over_a_layers_weights():
+    smollm2 = LlamaConfig(
+        hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536, head_dim=64
+    )
+    # (576 x 64 x 2 x (9 + 3) + 3 x 576 x 1536) weights per layer, 576 query dimensions
+    assert attention_key_cost(smollm2) == pytest.approx(1 / 6144)
 
 
 def test_unpack_passes_gradients_to_the_packed_slots_only():

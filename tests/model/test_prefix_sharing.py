@@ -68,19 +68,21 @@ def assert_same(shared, apart) -> None:
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("packed", [False, True, "narrowest"])
 @pytest.mark.parametrize(
     ("fusion", "layout"), [("none", "gazerm"), ("add", "gazerm"), ("concat", "reference")]
 )
 @pytest.mark.parametrize("backbone", ["tiny-llama", "tiny-mistral"])
 def test_shared_forward_and_backward_equal_the_rows_apart(
-    tokenizers, backbone, fusion, layout, packed, attention
+    tokenizers, backbone, fusion, layout, packed, attention, monkeypatch
 ):
+    if packed == "narrowest":  # packed rows no wider than the longest pair, with tails
+        monkeypatch.setattr(RewardModel, "key_cost", 1.0)
     config = tiny_config(backbone, fusion=fusion, gaze_layout=layout, attn_implementation=attention)
     model = build_reward_model(config, tokenizers["tiny-llama"], lm_head=True).eval()
     batch = pair_batch(tokenizers["tiny-llama"])
     apart = forward_backward(model, batch)
-    assert_same(forward_backward(model, batch, shared_prefix=True, packed=packed), apart)
+    assert_same(forward_backward(model, batch, shared_prefix=True, packed=bool(packed)), apart)
 
 
 def test_left_padded_pairs_share_too(tokenizers):
@@ -125,7 +127,8 @@ def test_packed_pairs_fill_rows_first_fit_and_unpack_puts_every_slot_back():
     )
     embeds = torch.randn(6, 6, 4)
     embeds[3, :4], embeds[4, :2], embeds[5, :1] = embeds[0, :4], embeds[1, :2], embeds[2, :1]
-    rows, prefixes = share_prefixes(FusedInputs(embeds, mask, position_ids_from_mask(mask), 0), packed=True)
+    fused = FusedInputs(embeds, mask, position_ids_from_mask(mask), 0)
+    rows, prefixes = share_prefixes(fused, widths=max)  # rows as wide as the longest pair
     assert prefixes == [4, 2, 1]
     assert rows.inputs_embeds.shape == (2, 8, 4)  # 8 fills row 0; 3 then 2 share row 1, with a tail of 3
     assert rows.position_ids.tolist() == [[0, 1, 2, 3, 4, 5, 4, 5], [0, 1, 2, 0, 1, 0, 1, 2]]
@@ -136,6 +139,9 @@ def test_packed_pairs_fill_rows_first_fit_and_unpack_puts_every_slot_back():
     unpack(hidden, rows).sum().backward()  # a shared slot's gradient is both sides' sum
     assert hidden.grad[0, :, 0].tolist() == [2, 2, 2, 2, 1, 1, 1, 1]
     assert hidden.grad[1, :, 0].tolist() == [2, 1, 1, 2, 2, 0, 0, 0]
+    one_row, _ = share_prefixes(fused, widths=sum)  # the three pairs in one row of 13
+    assert one_row.inputs_embeds.shape == (1, 13, 4) and one_row.attention_mask.shape == (1, 1, 13, 13)
+    torch.testing.assert_close(unpack(one_row.inputs_embeds, one_row), embeds * mask.unsqueeze(-1))
 
 
 def test_different_gaze_on_the_prompt_shares_only_what_is_equal(tokenizers):
