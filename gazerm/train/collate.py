@@ -59,14 +59,28 @@ class CollatedWindow:
     columns: Window
     units: list[list[Encoded]]
 
-    def tokens(self) -> np.ndarray:
-        """Each unit's tokens over all its sequences: what it costs the rank that trains on it."""
-        return np.array([sum(len(item["input_ids"]) for item in items) for items in self.units])
+    def tokens(self, shared_prefix: bool = False) -> np.ndarray:
+        """Each unit's tokens over all its sequences: what it costs the rank that trains on it. With
+        ``shared_prefix`` (``model.pair_forward: shared``) the tokens its sequences all begin with, which
+        the forward computes once, count once."""
+        sequences = [[item["input_ids"] for item in items] for items in self.units]
+        return np.array([_unit_tokens(unit, shared_prefix) for unit in sequences])
 
     def take(self, rows: np.ndarray) -> CollatedWindow:
         """The window of ``rows`` alone, in that order."""
         columns = {name: [values[row] for row in rows] for name, values in self.columns.items()}
         return CollatedWindow(columns, [self.units[row] for row in rows])
+
+
+def _unit_tokens(sequences: list[np.ndarray], shared_prefix: bool) -> int:
+    total = sum(len(sequence) for sequence in sequences)
+    if not shared_prefix or len(sequences) < 2:
+        return total
+    length = min(len(sequence) for sequence in sequences)
+    first = sequences[0][:length]
+    same = np.logical_and.reduce([sequence[:length] == first for sequence in sequences[1:]])
+    common = length if same.all() else int(np.argmin(same))
+    return total - (len(sequences) - 1) * common
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,13 +97,19 @@ class UnitCollator:
     so their window, for :meth:`merge`."""
 
     def __init__(
-        self, pipeline: InputPipeline, loss: LossSpec, windows: Windows, mergeable: bool = False
+        self,
+        pipeline: InputPipeline,
+        loss: LossSpec,
+        windows: Windows,
+        mergeable: bool = False,
+        shared_prefix: bool = False,
     ) -> None:
         self.pipeline = pipeline
         self.encoder = pipeline.encoder
         self.loss = loss
         self.windows = windows
         self.mergeable = mergeable
+        self.shared_prefix = shared_prefix  # the model computes a unit's common prefix once
 
     @classmethod
     def for_job(
@@ -97,7 +117,8 @@ class UnitCollator:
     ) -> UnitCollator:
         """The collator of a training job: its model's inputs as ``inputs`` says, its loss, its windows."""
         pipeline = InputPipeline.from_spec(inputs, tokenizer, config.model)
-        return cls(pipeline, loss, Windows.of(config), mergeable=config.run.merge_micro_batches)
+        shared_prefix = loss.kind.shares_prefix(config.model)
+        return cls(pipeline, loss, Windows.of(config), config.run.merge_micro_batches, shared_prefix)
 
     @property
     def window_size(self) -> int:

@@ -62,9 +62,9 @@ class DataConfig(StrictConfig):
     balance_ranks: bool = Field(
         default=False,
         description="every rank reads and tokenizes each window of all ranks' units and takes a hand dealt "
-        "longest first, so the ranks' micro-batches are alike in length and fewer wait for another at a "
-        "gradient exchange; costs every rank the tokenizing of all ranks' units (off: each rank reads and "
-        "tokenizes only its own share)",
+        "in rounds by the tokens the forward computes, so the ranks' micro-batches are alike and fewer wait "
+        "for another at a gradient exchange; costs every rank the tokenizing of all ranks' units (off: each "
+        "rank reads and tokenizes only its own share)",
     )
     packing: bool = Field(
         default=False,

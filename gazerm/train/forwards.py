@@ -7,7 +7,10 @@ that worst case: memory stays what was planned, and the forwards are fewer and f
 are merged only within one collator window, where the length bucketing has made them alike.
 
 Every rank must run the same number of forwards in a step (ZeRO's collectives run in each backward, and
-ZeRO-3's in each forward too), so the ranks agree on the largest count and the others split theirs.
+ZeRO-3's in each forward too), and each forward ends waiting for the slowest rank's. So the ranks group
+alike: every one groups the largest shape any rank has at each position (:func:`forward_shapes`, reduced
+over the ranks), so its ``i``-th forward holds its ``i``-th micro-batches, which dealt ranks
+(``data.balance_ranks``) have made alike.
 """
 
 from __future__ import annotations
@@ -23,15 +26,26 @@ def slot_budget(config: TrainJobConfig) -> int:
     return config.run.micro_batch_size * SEQUENCES_PER_UNIT[config.loss.kind] * config.data.max_length
 
 
-def fewest_forwards(micro_batches: list[MicroBatch], budget: int) -> list[list[int]]:
+def forward_shapes(micro_batches: list[MicroBatch]) -> list[list[int]]:
+    """Each micro-batch's ``[rows, padded width, 1 where it does not share the previous one's window]``:
+    what :func:`fewest_forwards` groups by (the ranks' largest, for forwards they all run alike)."""
+    shapes = []
+    for index, micro in enumerate(micro_batches):
+        rows, width = micro.inputs.input_ids.shape
+        new_window = index == 0 or not micro_batches[index - 1].shares_window(micro)
+        shapes.append([rows, width, int(new_window)])
+    return shapes
+
+
+def fewest_forwards(shapes: list[list[int]], budget: int) -> list[list[int]]:
     """The micro-batches' indices in consecutive groups, each from one window and within ``budget`` padded
-    tokens once collated together; greedy, so as few groups as their order allows. A micro-batch over
-    the budget on its own (a listwise one of longer lists than planned) keeps a forward to itself."""
+    tokens once collated together (``shapes``: :func:`forward_shapes`); greedy, so as few groups as their
+    order allows. A micro-batch over the budget on its own (a listwise one of longer lists than planned)
+    keeps a forward to itself."""
     groups: list[list[int]] = []
     rows = width = 0
-    for index, micro in enumerate(micro_batches):
-        micro_rows, micro_width = micro.inputs.input_ids.shape
-        if groups and micro_batches[groups[-1][0]].shares_window(micro):
+    for index, (micro_rows, micro_width, new_window) in enumerate(shapes):
+        if groups and not new_window:
             merged_rows, merged_width = rows + micro_rows, max(width, micro_width)
             if merged_rows * merged_width <= budget:
                 groups[-1].append(index)
@@ -39,18 +53,4 @@ def fewest_forwards(micro_batches: list[MicroBatch], budget: int) -> list[list[i
                 continue
         groups.append([index])
         rows, width = micro_rows, micro_width
-    return groups
-
-
-def split_into(groups: list[list[int]], count: int) -> list[list[int]]:
-    """``groups`` split further, the largest first, until there are ``count`` of them (the most any rank
-    needs); each stays consecutive."""
-    groups = [list(group) for group in groups]
-    while len(groups) < count:
-        largest = max(range(len(groups)), key=lambda i: len(groups[i]))
-        group = groups[largest]
-        if len(group) < 2:
-            raise ValueError(f"{sum(map(len, groups))} micro-batches cannot run as {count} forwards")
-        half = len(group) // 2
-        groups[largest : largest + 1] = [group[:half], group[half:]]
     return groups

@@ -42,7 +42,7 @@ from gazerm.train.local_launch import LocalLauncher, job_launcher
 from gazerm.train.memory import preflight
 from gazerm.train.metric_names import summarize_test
 from gazerm.train.metrics import StartupClock
-from gazerm.train.order import LAYOUT_BEFORE_RECORDED, EpochPlan, list_blocks
+from gazerm.train.order import EpochPlan, as_recorded_now, list_blocks
 from gazerm.train.progress import follow
 from gazerm.train.units import ToUnits
 from gazerm.train.worker_entry import SELECT_RANK, LoopSettings, checkpoint_score, train_loop_per_worker
@@ -170,13 +170,13 @@ def planned_steps(plan: EpochPlan, config: TrainJobConfig) -> int:
     return run.max_steps or micro_batches * run.epochs // run.grad_accum
 
 
-def check_same_layout(checkpoint: str, layout: dict[str, int]) -> None:
+def check_same_layout(checkpoint: str, layout: dict[str, Any]) -> None:
     """A resume trains on exactly the units an uninterrupted run would only under the data layout the
     checkpoint was trained with (``EpochPlan.layout``: seed, workers, batch geometry, the split's blocks)."""
     saved = json.loads(Storage.of(checkpoint).child(STATE_FILE).read_text()).get("layout")
     if not saved:
         return  # a checkpoint from before layouts were recorded: taken on trust
-    saved = {**LAYOUT_BEFORE_RECORDED, **saved}
+    saved = as_recorded_now(saved)
     changed = [
         f"{k}: {saved.get(k, '(not recorded)')} then, {v} now" for k, v in layout.items() if saved.get(k) != v
     ]

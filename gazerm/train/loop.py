@@ -46,7 +46,7 @@ from gazerm.train.checkpoints import (
 from gazerm.train.collate import UnitCollator
 from gazerm.train.config import TrainJobConfig
 from gazerm.train.deepspeed_config import choose_accelerator, deepspeed_config, skip_compiled_ops
-from gazerm.train.forwards import fewest_forwards, slot_budget, split_into
+from gazerm.train.forwards import fewest_forwards, forward_shapes, slot_budget
 from gazerm.train.kinds import LossKind
 from gazerm.train.metric_names import overall_metrics, summarize_test
 from gazerm.train.metrics import (
@@ -71,7 +71,7 @@ class TrainerState:
     step: int = 0
     epoch: int = 0
     micro_in_epoch: int = 0
-    layout: dict[str, int] = field(default_factory=dict)  # EpochPlan.layout() the run trained under
+    layout: dict[str, Any] = field(default_factory=dict)  # EpochPlan.layout() the run trained under
     best_step: int | None = None  # run.select=best: the evaluation best by run.select_metric so far
     best_value: float | None = None
     best_rank: int = 0  # how many evaluations were the best when they ran: Ray ranks checkpoints by it
@@ -270,12 +270,11 @@ class Trainer:
 
     def _merged(self, micro_batches: list[MicroBatch]) -> list[tuple[MicroBatch, int]]:
         """The step's forwards, each with how many of its micro-batches it holds: one each or, with
-        ``run.merge_micro_batches``, merged into as many forwards as the rank that needs the most
-        (``train.forwards``)."""
+        ``run.merge_micro_batches``, merged into the forwards every rank runs alike (``train.forwards``)."""
         if not self.config.run.merge_micro_batches:
             return [(micro, 1) for micro in micro_batches]
-        groups = fewest_forwards(micro_batches, slot_budget(self.config))
-        groups = split_into(groups, max_over_ranks(len(groups), self.device))  # a collective
+        shapes = max_over_ranks(forward_shapes(micro_batches), self.device)  # a collective
+        groups = fewest_forwards(shapes, slot_budget(self.config))
         return [(self.collator.merge([micro_batches[i] for i in group]), len(group)) for group in groups]
 
     def _log_step(self, started: tuple[float, int], tokens: int, forwards: int) -> None:

@@ -11,7 +11,7 @@ import resource
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -39,19 +39,20 @@ def sum_over_ranks(value: int, device: torch.device) -> int:
     return _reduced_over_ranks(value, device, "sum")
 
 
-def max_over_ranks(value: int, device: torch.device) -> int:
-    """The largest ``value`` of any rank (as :func:`sum_over_ranks`)."""
-    return _reduced_over_ranks(value, device, "max")
+def max_over_ranks(values: list[list[int]], device: torch.device) -> list[list[int]]:
+    """Each entry's largest value over every rank (as :func:`sum_over_ranks`; every rank sends as many)."""
+    return _reduced_over_ranks(values, device, "max")
 
 
-def _reduced_over_ranks(value: int, device: torch.device, reduction: Literal["sum", "max"]) -> int:
+def _reduced_over_ranks(value: Any, device: torch.device, reduction: Literal["sum", "max"]) -> Any:
+    """``value`` (an int, or nested lists of them) reduced entry by entry over the ranks."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         return value
     reduced = torch.tensor(value, dtype=torch.long, device=device)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM if reduction == "sum" else dist.ReduceOp.MAX)
-    return int(reduced)
+    return reduced.tolist()
 
 
 @dataclass

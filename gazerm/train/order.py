@@ -20,8 +20,8 @@ Ranks whose shares differ in length wait for each other at every gradient exchan
 ``data.balance_ranks`` (``EpochPlan.balance``) every rank reads all ranks' ranges instead, shuffled
 alike (seeded by (seed, epoch), in chunks of ``shuffle_buffer`` units per rank), cuts them into windows
 of ``world_size`` collator windows, tokenizes each and keeps its hand of it (:func:`dealt`): the units
-dealt longest first, so each rank's window holds as many long units as the others' and the ranks'
-``i``-th micro-batches are alike in length.
+dealt in rounds by the tokens the forward computes, so the ranks' ``i``-th micro-batches are alike and
+their totals close.
 """
 
 from __future__ import annotations
@@ -69,9 +69,15 @@ def list_blocks(paths: list[str], loss: LossSpec) -> list[Block]:
     return blocks
 
 
-# Layout keys added after checkpoints began to record their layout, with the value every earlier run had: a
-# checkpoint that lacks one was trained under that value.
-LAYOUT_BEFORE_RECORDED: dict[str, Any] = {"balance": False}
+# How dealing ranks (``EpochPlan.balance``) share a window: :func:`dealt`'s rounds, by the tokens the
+# forward computes. Runs before it dealt longest first by all tokens ("snake by tokens").
+DEALING = "rounds by computed tokens"
+
+
+def as_recorded_now(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's recorded layout with the keys added since, as the run that recorded it had them."""
+    dealing = "snake by tokens" if saved.get("balance") else "none"
+    return {"balance": False, "dealing": dealing, **saved}
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,12 @@ class EpochPlan:
     def from_dict(cls, values: dict[str, Any]) -> EpochPlan:
         return cls(**{**values, "blocks": tuple(Block(**block) for block in values["blocks"])})
 
-    def layout(self, windows: Windows) -> dict[str, int]:
+    def layout(self, windows: Windows) -> dict[str, Any]:
         """What decides which unit lands in which micro-batch, this order and the collator's ``windows``:
         a resume is exact only under the same."""
         order = {k: v for k, v in asdict(self).items() if k != "blocks"}
         blocks = {"blocks": len(self.blocks), "units": sum(block.units for block in self.blocks)}
-        return {**order, **asdict(windows), **blocks}
+        return {**order, "dealing": DEALING if self.balance else "none", **asdict(windows), **blocks}
 
     @property
     def units_per_rank(self) -> int:
@@ -171,7 +177,8 @@ class RankStream:
         collated = self.collator.encode(window)
         if not self.plan.balance:
             return collated
-        return collated.take(dealt(collated.tokens(), self.plan.world_size, self.rank))
+        costs = collated.tokens(self.collator.shared_prefix)
+        return collated.take(dealt(costs, self.plan.world_size, self.rank))
 
     def _shuffled_units(self, epoch: int) -> Iterator[pa.Table]:
         generator = self.plan.shuffle_generator(epoch, self.rank)
@@ -238,13 +245,22 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
 
 
 def dealt(costs: np.ndarray, hands: int, hand: int) -> np.ndarray:
-    """The rows of ``hand`` when rows are dealt costliest first to ``hands`` hands, in snake order (0, 1,
-    …, hands-1, hands-1, …, 0, 0, …), so every hand gets as many rows and a like share of the costly
-    ones; in their window order. ``len(costs)`` is a multiple of ``hands`` (windows of the ranks'
-    equal shares)."""
-    order = np.argsort(-costs, kind="stable")
-    seat = np.arange(len(order)) % (2 * hands)
-    return np.sort(order[np.minimum(seat, 2 * hands - 1 - seat) == hand])
+    """The rows of ``hand`` when rows are dealt to ``hands`` hands a round at a time, cheapest round first:
+    each round's rows (the ``hands`` cheapest left) go costliest first to the hands holding the least so
+    far. Every hand gets as many rows and, as each hand's micro-batches are cut from its rows in order of
+    length, its ``i``-th micro-batch from the same rounds as the other hands'; the hands' running totals
+    never differ by more than a round's spread. Returned in window order; ``len(costs)`` is a multiple
+    of ``hands`` (windows of the ranks' equal shares)."""
+    held = np.zeros(hands)
+    mine = []
+    order = np.argsort(costs, kind="stable")
+    for start in range(0, len(order), hands):
+        round_ = order[start : start + hands][::-1]  # costliest first
+        for row, seat in zip(round_, np.argsort(held, kind="stable"), strict=True):
+            held[seat] += costs[row]
+            if seat == hand:
+                mine.append(row)
+    return np.sort(np.array(mine, dtype=np.int64))
 
 
 def _permuted(tables: list[pa.Table], generator: np.random.Generator) -> pa.Table:

@@ -20,7 +20,7 @@ from gazerm.model.inputs import InputSpec
 from gazerm.train.batch import MicroBatch, UnitLabels
 from gazerm.train.collate import CollatedWindow, Origin
 from gazerm.train.config import DataConfig, RunConfig, TrainJobConfig
-from gazerm.train.forwards import fewest_forwards, slot_budget, split_into
+from gazerm.train.forwards import fewest_forwards, forward_shapes, slot_budget
 from gazerm.train.kinds import LossSpec
 from gazerm.train.loop import Trainer
 from gazerm.train.metrics import max_over_ranks
@@ -45,23 +45,17 @@ def test_consecutive_micro_batches_of_a_window_merge_while_their_padded_tokens_f
         micro(second, 4, 5),
         micro(second, 2, 5),
     ]
+    shapes = forward_shapes(step)
+    assert shapes == [[4, 10, 1], [4, 12, 0], [4, 30, 0], [4, 5, 1], [2, 5, 0]]
     # 8 rows x 12 = 96 fit 100; a third (12 rows x 30) does not; the next window starts its own forward
-    assert fewest_forwards(step, budget=100) == [[0, 1], [2], [3, 4]]
-    assert fewest_forwards(step, budget=10_000) == [[0, 1, 2], [3, 4]]
-    assert fewest_forwards(step, budget=20) == [[0], [1], [2], [3], [4]]  # alone even over the budget
+    assert fewest_forwards(shapes, budget=100) == [[0, 1], [2], [3, 4]]
+    assert fewest_forwards(shapes, budget=10_000) == [[0, 1, 2], [3, 4]]
+    assert fewest_forwards(shapes, budget=20) == [[0], [1], [2], [3], [4]]  # alone even over the budget
 
 
 def test_micro_batches_without_a_window_never_merge():
     unwindowed = MicroBatch(inputs(4, 3), UnitLabels(["s", "s"]))
-    assert fewest_forwards([unwindowed, unwindowed], budget=10_000) == [[0], [1]]
-
-
-def test_groups_split_largest_first_until_every_rank_runs_as_many_forwards():
-    assert split_into([[0, 1, 2, 3], [4]], 3) == [[0, 1], [2, 3], [4]]
-    assert split_into([[0, 1, 2, 3], [4]], 5) == [[0], [1], [2], [3], [4]]
-    assert split_into([[0, 1]], 1) == [[0, 1]]
-    with pytest.raises(ValueError, match="2 micro-batches cannot run as 3 forwards"):
-        split_into([[0], [1]], 3)
+    assert fewest_forwards(forward_shapes([unwindowed, unwindowed]), budget=10_000) == [[0], [1]]
 
 
 def test_the_budget_is_the_planned_micro_batch_at_max_length():
@@ -162,23 +156,27 @@ def test_unmerged_each_micro_batch_weighs_as_deepspeeds_own_accumulation(monkeyp
 
 
 def _agree(rank: int, store: str, steps: dict[int, list[int]], results: str) -> None:
-    """One rank: its step's micro-batches (2 rows each, of these widths) grouped, then split to the count
-    the ranks agree on."""
+    """One rank: its step's micro-batches (2 rows each, of these widths) grouped as the ranks agree."""
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-    window = CollatedWindow({}, [])
-    groups = fewest_forwards([micro(window, 2, width) for width in steps[rank]], budget=40)
-    agreed = split_into(groups, max_over_ranks(len(groups), torch.device("cpu")))
+    first, second = CollatedWindow({}, []), CollatedWindow({}, [])
+    windows = {0: [first] * 4, 1: [first, first, second, second]}[rank]  # rank 1's window ends earlier
+    micro_batches = [micro(window, 2, width) for window, width in zip(windows, steps[rank], strict=True)]
+    shapes = forward_shapes(micro_batches)
+    agreed = fewest_forwards(max_over_ranks(shapes, torch.device("cpu")), budget=40)
     Path(results, str(rank)).write_text(json.dumps(agreed))
     dist.destroy_process_group()
 
 
-def test_ranks_that_need_different_numbers_of_forwards_run_as_many_as_the_most(tmp_path):
+def test_ranks_run_the_same_forwards_grouped_by_their_largest_micro_batches(tmp_path):
+    """Each rank's i-th forward holds its i-th micro-batches, so ranks dealt alike wait little for each
+    other, and no forward merges across any rank's window."""
     import torch.multiprocessing as mp
 
-    # rank 0 fits all four in one forward (8 rows x 5); rank 1 needs three ([0, 1], [2], [3])
+    # alone, rank 0 would fit all four in one forward (8 rows x 5), rank 1 [0, 1], [2], [3]: the largest
+    # widths (5, 5, 20, 20) with rank 1's window starting at 2 give both [0, 1], [2], [3]
     steps = {0: [5, 5, 5, 5], 1: [5, 5, 20, 20]}
     mp.spawn(_agree, args=(str(tmp_path / "store"), steps, str(tmp_path)), nprocs=2)
     agreed = {rank: json.loads((tmp_path / str(rank)).read_text()) for rank in steps}
-    assert agreed == {0: [[0], [1], [2, 3]], 1: [[0, 1], [2], [3]]}
+    assert agreed == {0: [[0, 1], [2], [3]], 1: [[0, 1], [2], [3]]}

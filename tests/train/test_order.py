@@ -10,6 +10,7 @@ import pytest
 
 from gazerm.model.config import ModelConfig
 from gazerm.model.reward_model import build_tokenizer
+from gazerm.train.collate import CollatedWindow
 from gazerm.train.order import Block, EpochPlan, RankStream, dealt, list_blocks, prefetched
 from tests.train.helpers import loss_spec, make_collator
 
@@ -100,6 +101,15 @@ def test_dealing_gives_every_hand_as_many_rows_and_a_like_share_of_the_costly_on
     three = [dealt(costs[:9], 3, hand) for hand in range(3)]
     assert [len(hand) for hand in three] == [3, 3, 3]
     assert sorted(np.concatenate(three).tolist()) == list(range(9))
+
+
+def test_a_unit_costs_its_common_prefix_once_where_the_forward_shares_it():
+    def unit(*sequences: list[int]) -> list[dict[str, np.ndarray]]:
+        return [{"input_ids": np.array(tokens)} for tokens in sequences]
+
+    window = CollatedWindow({}, [unit([1, 2, 3, 4], [1, 2, 5]), unit([7, 8], [7, 8]), unit([1], [2, 3])])
+    assert window.tokens().tolist() == [7, 4, 3]
+    assert window.tokens(shared_prefix=True).tolist() == [5, 2, 3]  # 1, 2 once; all of it once; nothing
 
 
 def test_dealt_ranks_train_micro_batches_of_like_length(train_paths):

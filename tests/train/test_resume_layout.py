@@ -37,6 +37,7 @@ def test_the_plan_round_trips_through_the_worker_settings():
         "bucket_window": 8,
         "shuffle_buffer": 10_000,
         "balance": False,
+        "dealing": "none",
         "blocks": 2,
         "units": 64,
     }
@@ -82,6 +83,19 @@ def test_a_checkpoint_from_before_a_layout_key_counts_as_what_runs_had_then(tmp_
     dealt = layout(TrainJobConfig(data=DataConfig(balance_ranks=True)))
     with pytest.raises(ConfigError, match=r"balance: False then, True now"):
         check_same_layout(checkpoint(tmp_path, saved), dealt)
+
+
+def test_a_checkpoint_dealt_before_dealing_went_by_rounds_is_refused(tmp_path):
+    """Ranks dealt longest first by all tokens (before ``dealing`` was recorded) trained on other hands
+    than the rounds deal now; undealt checkpoints without the key go ahead."""
+    saved = layout(TrainJobConfig(data=DataConfig(balance_ranks=True)))
+    del saved["dealing"]
+    now = layout(TrainJobConfig(data=DataConfig(balance_ranks=True)))
+    assert now["dealing"] == "rounds by computed tokens"
+    with pytest.raises(ConfigError, match=r"dealing: snake by tokens then, rounds by computed tokens now"):
+        check_same_layout(checkpoint(tmp_path, saved), now)
+    undealt = layout(TrainJobConfig())
+    check_same_layout(checkpoint(tmp_path, {k: v for k, v in undealt.items() if k != "dealing"}), undealt)
 
 
 def test_a_layout_key_the_checkpoint_never_recorded_is_refused(tmp_path):
