@@ -98,6 +98,10 @@ def test_dealing_gives_every_hand_as_many_rows_and_a_like_share_of_the_costly_on
     assert [hand.tolist() for hand in hands] == [[2, 4, 5, 7, 9], [0, 1, 3, 6, 8]]  # in window order
     assert sorted(np.concatenate(hands).tolist()) == list(range(10))
     assert [int(costs[hand].sum()) for hand in hands] == [28, 27]  # 10, 7, 6, 3, 2 against 9, 8, 5, 4, 1
+    # rounds (1, 4), (7, 8), (9, 11): 4 and 1 to hands 0 and 1; 8 to hand 1 (holding 1), 7 to hand 0;
+    # 11 to hand 1 (holding 9), 9 to hand 0: 20 each, where longest first, round and back gave 22 and 18
+    skewed = np.array([7, 11, 4, 9, 8, 1])
+    assert [dealt(skewed, 2, hand).tolist() for hand in (0, 1)] == [[0, 2, 3], [1, 4, 5]]
     three = [dealt(costs[:9], 3, hand) for hand in range(3)]
     assert [len(hand) for hand in three] == [3, 3, 3]
     assert sorted(np.concatenate(three).tolist()) == list(range(9))
