@@ -247,8 +247,8 @@ def prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
 def dealt(costs: np.ndarray, hands: int, hand: int) -> np.ndarray:
     """The rows of ``hand`` when rows are dealt to ``hands`` hands a round at a time, cheapest round first:
     each round's rows (the ``hands`` cheapest left) go costliest first to the hands holding the least so
-    far. Every hand gets as many rows and, as each hand's micro-batches are cut from its rows in order of
-    length, its ``i``-th micro-batch from the same rounds as the other hands'; the hands' running totals
+    far. Every hand gets as many rows, one of each round, so as each hand's micro-batches are cut from its
+    rows in order of length, the hands' ``i``-th micro-batches are alike; the hands' running totals
     never differ by more than a round's spread. Returned in window order; ``len(costs)`` is a multiple
     of ``hands`` (windows of the ranks' equal shares)."""
     held = np.zeros(hands)
