@@ -76,8 +76,8 @@ def row_width(lengths: list[int], narrowest: int, key_cost: float, max_mask_area
     slots costing ``W (1 + key_cost W)`` (:func:`attention_key_cost`). Tried: ``narrowest`` (at least the
     longest sequence), whose rows leave the most unused tail, and the widths that would hold the slots in
     fewer rows, down to one, while their masks (``rows x W x W``) stay within ``max_mask_area``. The cost
-    alone keeps rows from growing much: a row wider by ``D`` slots attends to ``D / 2`` more keys per slot,
-    which only a tail of about ``key_cost x D x D / 2`` slots repays. Ties go to the narrower rows."""
+    alone keeps rows from growing far: every slot of a wider row pays for more keys, which only the tail
+    slots it saves repay. Ties go to the narrower rows."""
     narrowest, total = max(narrowest, max(lengths)), sum(lengths)
     best_cost, best_width = float("inf"), narrowest
     for rows in range(len(first_fit(lengths, narrowest)[1]), 0, -1):
