@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from gazerm.model.inputs import InputSpec
 from gazerm.model.pipeline import InputPipeline
+from gazerm.model.prefix_sharing import common_prefix
 from gazerm.train.batch import MicroBatch
 from gazerm.train.kinds import LossSpec
 from gazerm.train.kinds.base import Encoded, Window, floats
@@ -74,13 +76,10 @@ class CollatedWindow:
 
 def _unit_tokens(sequences: list[np.ndarray], shared_prefix: bool) -> int:
     total = sum(len(sequence) for sequence in sequences)
-    if not shared_prefix or len(sequences) < 2:
-        return total
-    length = min(len(sequence) for sequence in sequences)
-    first = sequences[0][:length]
-    same = np.logical_and.reduce([sequence[:length] == first for sequence in sequences[1:]])
-    common = length if same.all() else int(np.argmin(same))
-    return total - (len(sequences) - 1) * common
+    if shared_prefix:  # a pair (only the pairwise kind shares), its common prefix computed once
+        chosen, rejected = (torch.as_tensor(sequence)[:, None] for sequence in sequences)
+        total -= common_prefix(chosen, rejected)
+    return total
 
 
 @dataclass(frozen=True, eq=False)
