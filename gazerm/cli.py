@@ -699,7 +699,7 @@ def bench_train(
     ] = True,
     balance_ranks: Annotated[
         bool,
-        typer.Option(help="gazerm's data.balance_ranks: the ranks' micro-batches dealt alike in length."),
+        typer.Option(help="gazerm's data.balance_ranks: the ranks' micro-batches dealt alike."),
     ] = True,
     workers: Annotated[int, typer.Option(help="gazerm's ranks (run.num_workers).")] = 2,
     launcher: Annotated[

@@ -5,8 +5,8 @@ side truncates or drops anything) is prepared once. Then, in turn and each in it
 
 - ``gazerm``: ``gazerm train`` itself (Ray Train workers, DeepSpeed ZeRO-2, text-only fusion, each pair's
   prompt computed once unless ``pair_forward`` is ``joint``, a step's short micro-batches run together
-  unless ``merge_micro_batches`` is off, the ranks dealt micro-batches alike in length unless
-  ``balance_ranks`` is off), once per ``data.packing`` setting asked for;
+  unless ``merge_micro_batches`` is off, the ranks dealt micro-batches alike unless ``balance_ranks``
+  is off), once per ``data.packing`` setting asked for;
 - ``trl`` and ``plain``: ``gazerm.bench.baselines`` (both pad);
 
 all with the same backbone, LoRA, global batch of pairs, micro-batch and accumulation, steps, learning
@@ -49,7 +49,7 @@ from gazerm.model.backbones import resolve_backbone
 from gazerm.model.config import LoraSettings, ModelConfig, PairForward
 from gazerm.model.inputs import InputSpec, PromptResponse
 from gazerm.model.pipeline import InputPipeline
-from gazerm.model.prefix_sharing import common_prefix
+from gazerm.model.prefix_sharing import pair_tokens
 from gazerm.model.reward_model import build_tokenizer
 from gazerm.model.templates import TemplateKind
 from gazerm.table import Table
@@ -93,7 +93,7 @@ class TrainBench(BaseModel):
     )
     balance_ranks: bool = Field(
         default=True,
-        description="gazerm's data.balance_ranks: ranks dealt micro-batches alike in length wait less for "
+        description="gazerm's data.balance_ranks: ranks dealt micro-batches alike wait less for "
         "each other (the baselines train in one process)",
     )
     pairs_per_step: int = Field(default=16, ge=1, description="the global batch")
@@ -444,10 +444,7 @@ class SharingCeiling:
 def prompt_sharing_ceiling(pairs: list[tuple[list[int], list[int]]]) -> SharingCeiling:
     """The :class:`SharingCeiling` of the pairs every system trains on."""
     counted = sum(len(chosen) + len(rejected) for chosen, rejected in pairs)
-    computed = counted - sum(
-        common_prefix(torch.tensor(chosen)[:, None], torch.tensor(rejected)[:, None])
-        for chosen, rejected in pairs
-    )
+    computed = sum(pair_tokens(chosen, rejected) for chosen, rejected in pairs)
     padded = sum(2 * max(len(chosen), len(rejected)) for chosen, rejected in pairs)
     return SharingCeiling(counted / computed, padded / computed)
 

@@ -19,7 +19,7 @@ slots computed, ``M`` attended slots of the batch (``M - N`` of them shared pref
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -35,6 +35,13 @@ def common_prefix(first: torch.Tensor, second: torch.Tensor) -> int:
     length = min(len(first), len(second))
     differ = (first[:length] != second[:length]).any(-1).nonzero()
     return int(differ[0]) if len(differ) else length
+
+
+def pair_tokens(chosen: Sequence[int], rejected: Sequence[int]) -> int:
+    """The slots a pair of token sequences computes run as one sequence: both sides, their common prefix
+    once (what a pair costs a shared forward)."""
+    common = common_prefix(torch.as_tensor(chosen)[:, None], torch.as_tensor(rejected)[:, None])
+    return len(chosen) + len(rejected) - common
 
 
 def share_prefixes(

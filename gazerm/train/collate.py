@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from gazerm.model.inputs import InputSpec
 from gazerm.model.pipeline import InputPipeline
-from gazerm.model.prefix_sharing import common_prefix
+from gazerm.model.prefix_sharing import pair_tokens
 from gazerm.train.batch import MicroBatch
 from gazerm.train.kinds import LossSpec
 from gazerm.train.kinds.base import Encoded, Window, floats
@@ -75,11 +74,10 @@ class CollatedWindow:
 
 
 def _unit_tokens(sequences: list[np.ndarray], shared_prefix: bool) -> int:
-    total = sum(len(sequence) for sequence in sequences)
-    if shared_prefix:  # a pair (only the pairwise kind shares), its common prefix computed once
-        chosen, rejected = (torch.as_tensor(sequence)[:, None] for sequence in sequences)
-        total -= common_prefix(chosen, rejected)
-    return total
+    if shared_prefix:  # a pair (only the pairwise kind shares)
+        chosen, rejected = sequences
+        return pair_tokens(chosen, rejected)
+    return sum(len(sequence) for sequence in sequences)
 
 
 @dataclass(frozen=True, eq=False)
